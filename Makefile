@@ -1,0 +1,45 @@
+# Two entry points (see README): `make demo` (set up + train the digits demo + sample) and
+# `make test` (set up + run the tests). Both are idempotent: the virtual environment is built
+# once and rebuilt only when pyproject.toml changes.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WORKDIR ?= runs/digits
+# torch is only needed by the diffusers parity tests and the benchmarks; its CPU build is taken
+# from a local wheel when the machine has one (no multi-GB CUDA download).
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: setup demo toy2d test test-slow bench clean
+
+$(VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	@if ! $(PY) -c "import torch" 2>/dev/null; then \
+	  if ls /opt/wheels/torch-*.whl >/dev/null 2>&1 || [ -n "$$JAXDIFF_INSTALL_TORCH" ]; then \
+	    $(PY) -m pip install -q "$(TORCH_SPEC)" || echo "torch not installed: diffusers parity tests will be skipped"; \
+	  else echo "no local CPU torch wheel: diffusers parity tests will be skipped (set JAXDIFF_INSTALL_TORCH=1 to install one)"; fi; \
+	fi
+	touch $@
+
+setup: $(VENV)/.stamp
+
+demo: setup
+	$(PY) train.py --config=configs/digits.py --workdir=$(WORKDIR)
+	$(PY) sample.py --workdir=$(WORKDIR) --num_samples=100 --output=$(WORKDIR)/generated
+
+toy2d: setup
+	$(PY) train.py --config=configs/toy2d.py --workdir=runs/toy2d
+	$(PY) sample.py --workdir=runs/toy2d --num_samples=2000 --output=runs/toy2d/generated
+
+test: setup
+	$(PY) -m pytest -n 2 -q tests
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow tests
+
+bench: setup
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,118 @@
+"""Base config shared by every data set: model, data, diffusion, train, optim, ema, sample, eval.
+
+Every file in configs/ starts from `get_config()` here and overrides what differs, so the
+training, data and sampling code can rely on every field existing. Override any field from
+the command line: `--config.train.batch_size=256`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # ---- network (jaxdiff.models.create_model) ----
+  m = config.model = ml_collections.ConfigDict()
+  m.name = "unet"                 # "unet" | "mlp"
+  m.base_channels = 64            # channels of the first level
+  m.channel_mult = (1, 2, 2)      # channels per level = base_channels * mult
+  m.num_res_blocks = 2            # residual blocks per level (decoder uses num_res_blocks + 1)
+  m.attention_resolutions = (16,)  # spatial sizes (pixels) that get self-attention
+  m.linear_attention_resolutions = ()  # spatial sizes that get linear attention instead
+  m.num_heads = 4                 # attention heads (ignored when head_dim > 0)
+  m.head_dim = -1                 # channels per head; > 0 overrides num_heads
+  m.dropout = 0.0                 # dropout inside residual blocks (train only)
+  m.resblock_updown = False       # down/up-sample with residual blocks instead of convs
+  m.conv_resample = True          # strided conv / conv after nearest upsampling (else pool / plain)
+  m.use_scale_shift_norm = False  # FiLM (scale, shift) time conditioning instead of addition
+  m.num_groups = 32               # GroupNorm groups (reduced automatically to divide channels)
+  m.in_channels = 1               # image channels in (the data channels)
+  m.out_channels = -1             # -1: same as in_channels
+  m.learn_sigma = False           # output 2x channels (improved-DDPM learned variance)
+  m.num_classes = 0               # 0: unconditional; else labels 0..num_classes-1, label num_classes = null
+  m.self_condition = False        # extra x_self_cond input concatenated on channels
+  m.dtype = "float32"             # compute dtype ("bfloat16" on accelerators)
+  m.param_dtype = "float32"
+  m.remat = False                 # jax.checkpoint each block (memory for compute)
+  # MLP (2-D data)
+  m.hidden_dim = 128
+  m.num_layers = 4                # residual MLP blocks
+  m.time_embedding = "sinusoidal"  # "sinusoidal" | "learned"
+  m.data_dim = 2
+
+  # ---- data (jaxdiff.data) ----
+  d = config.data = ml_collections.ConfigDict()
+  d.name = "digits"               # "digits" | "toy2d/<s_curve|swiss_roll|moons|8gaussians|checkerboard>" | "tfds/<name>"
+  d.image_size = 8                # height = width of model input (images)
+  d.channels = 1
+  d.num_classes = 10              # labels in the data set (0: none)
+  d.data_dir = ""                 # TFDS data_dir (local path or gs://...); "" = TFDS default
+  d.split = "train"
+  d.random_flip = False           # random horizontal flip (never for digits)
+  d.center_crop = False           # centre square crop before resizing (CelebA)
+  d.shuffle_buffer = 10_000
+  d.toy2d_num_points = 0          # 0: endless stream of fresh points; > 0: fixed set from the seed
+
+  # ---- diffusion process and loss (jaxdiff.schedules / jaxdiff.diffusion) ----
+  f = config.diffusion = ml_collections.ConfigDict()
+  f.schedule = "linear"           # "linear" | "cosine" | "sigmoid" | "quadratic"
+  f.num_timesteps = 1000
+  f.beta_start = 1e-4
+  f.beta_end = 0.02
+  f.rescale_zero_terminal_snr = False
+  f.prediction = "eps"            # what the network predicts: "eps" | "x0" | "v"
+  f.loss_type = "l2"              # "l2" | "l1" | "huber"
+  f.weighting = "none"            # "none" | "p2" | "min_snr"
+  f.min_snr_gamma = 5.0
+  f.p2_gamma = 1.0
+  f.p2_k = 1.0
+  f.offset_noise = 0.0
+
+  # ---- training loop (jaxdiff.training) ----
+  t = config.train = ml_collections.ConfigDict()
+  t.batch_size = 128              # global batch over all devices and processes
+  t.num_steps = 10_000
+  t.log_every = 100
+  t.checkpoint_every = 1000
+  t.keep_checkpoints = 3
+  t.sample_every = 1000           # 0 disables periodic sample grids
+  t.num_sample_images = 64        # images in each periodic grid
+  t.label_dropout = 0.1           # classifier-free guidance: share of labels replaced by the null class
+  t.steps_per_dispatch = 1        # train steps scanned in one compiled call
+  t.grad_accum_steps = 1          # optax.MultiSteps accumulation
+  t.nan_policy = "stop"           # "stop" | "skip" on a non-finite loss
+  t.compilation_cache_dir = ""    # "" = ~/.cache/jaxdiff/xla; "none" disables
+
+  # ---- optimizer (optax) ----
+  o = config.optim = ml_collections.ConfigDict()
+  o.optimizer = "adam"            # "adam" | "adamw"
+  o.learning_rate = 2e-4
+  o.weight_decay = 0.0
+  o.b1 = 0.9
+  o.b2 = 0.999
+  o.eps = 1e-8
+  o.warmup_steps = 500
+  o.schedule = "constant"         # "constant" | "cosine" (decays to 0 at train.num_steps)
+  o.grad_clip = 1.0               # global-norm clipping; 0 disables
+
+  # ---- EMA of parameters ----
+  e = config.ema = ml_collections.ConfigDict()
+  e.decay = 0.9999
+  e.warmup = True                 # decay = min(decay, (1 + step) / (10 + step))
+
+  # ---- sampling defaults (sample.py and periodic grids) ----
+  s = config.sample = ml_collections.ConfigDict()
+  s.sampler = "ddim"              # "ddpm" | "ddim" | "dpmpp_2m" | "euler" | "heun" | ...
+  s.num_steps = 50
+  s.eta = 0.0
+  s.spacing = "leading"           # "leading" | "trailing" | "linspace"
+  s.guidance_scale = 1.0          # classifier-free guidance scale (1 = plain conditional)
+  s.clip_x0 = 1.0                 # clip predicted x0 to [-c, c]; 0 disables
+  s.batch_size = 256
+
+  # ---- evaluation ----
+  v = config.eval = ml_collections.ConfigDict()
+  v.every = 0                     # 0 disables periodic evaluation
+  v.num_samples = 1000
+  return config

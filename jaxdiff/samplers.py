@@ -1,0 +1,440 @@
+"""Samplers: DDPM, DDIM, DPM-Solver++(2M), Euler, Euler ancestral and Heun, each one `lax.scan` in one jit.
+
+`sample(model_fn, schedule, shape, key, ...)` is the entry point. `model_fn(x_t, t, **cond)` returns
+the network output (eps, x0 or v, named by `prediction`); `t` is int32 [batch] in [0, T).
+A sampler compiles once per (model function, shapes, sampler, step count, options); pass the
+network's parameters through `bind(apply_fn, params)` so they are an argument of the compiled
+program rather than constants baked into it.
+
+Timestep sequences ("spacings") follow diffusers: `leading` = arange(n) * (T // n) reversed,
+`trailing` = round(arange(T, 0, -T/n)) - 1, and `linspace` = round(linspace(T-1, 0, n)).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdiff.schedules import Schedule
+
+__all__ = [
+    "SAMPLERS",
+    "SPACINGS",
+    "VARIANCES",
+    "timesteps",
+    "step_pairs",
+    "nfe",
+    "ddim_sigma",
+    "bind",
+    "sample",
+]
+
+SAMPLERS = ("ddpm", "ddim", "dpmpp_2m", "euler", "euler_ancestral", "heun")
+SPACINGS = ("leading", "trailing", "linspace")
+VARIANCES = ("fixed_small", "fixed_large", "learned_range")
+
+
+def timesteps(num_timesteps: int, num_steps: int, spacing: str = "leading") -> np.ndarray:
+  """The descending int timesteps a sampler visits (static: computed in numpy)."""
+  T, n = int(num_timesteps), int(num_steps)
+  if n < 1 or n > T:
+    raise ValueError(f"num_steps must be between 1 and the schedule's T={T}, got {num_steps}.")
+  if spacing == "leading":
+    ts = (np.arange(n) * (T // n)).round()[::-1]
+  elif spacing == "trailing":
+    ts = np.round(np.arange(T, 0, -T / n)) - 1
+  elif spacing == "linspace":
+    ts = np.round(np.linspace(T - 1, 0, n))
+  else:
+    raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}.")
+  return ts.astype(np.int64)
+
+
+def step_pairs(num_timesteps: int, num_steps: int, spacing: str, sampler: str) -> tuple[np.ndarray, np.ndarray]:
+  """(t, t_prev) per step; t_prev = -1 means the clean end (alpha_bar = 1, sigma = 0).
+
+  Every sampler steps to the next timestep of the sequence, except DDIM with `leading` or
+  `trailing`, which steps to t - T // n as diffusers' DDIMScheduler does (the same thing
+  whenever n divides T).
+  """
+  ts = timesteps(num_timesteps, num_steps, spacing)
+  if sampler == "ddim" and spacing in ("leading", "trailing"):
+    prev = ts - num_timesteps // num_steps
+  else:
+    prev = np.append(ts[1:], -1)
+  return ts, np.maximum(prev, -1)
+
+
+def nfe(sampler: str, num_steps: int, guided: bool = False) -> int:
+  """Network evaluations of one sampling run (a guided call evaluates a doubled batch once)."""
+  _check_sampler(sampler)
+  return 2 * num_steps - 1 if sampler == "heun" else num_steps
+
+
+def _check_sampler(sampler: str) -> None:
+  if sampler not in SAMPLERS:
+    raise ValueError(f"Unknown sampler {sampler!r}; choose one of {SAMPLERS}.")
+
+
+def _gather_ac(schedule: Schedule, ts: np.ndarray) -> jnp.ndarray:
+  """alpha_bar at the given timesteps, with index -1 meaning alpha_bar = 1."""
+  ac = jnp.take(schedule.alphas_cumprod, jnp.asarray(np.maximum(ts, 0), jnp.int32))
+  return jnp.where(jnp.asarray(ts) < 0, 1.0, ac).astype(jnp.float32)
+
+
+def ddim_sigma(schedule: Schedule, t, t_prev, eta: float = 1.0) -> jnp.ndarray:
+  """DDIM's noise std for the step t -> t_prev: eta sqrt((1-a_prev)/(1-a_t)) sqrt(1 - a_t/a_prev)."""
+  a_t = _gather_ac(schedule, np.asarray(t))
+  a_p = _gather_ac(schedule, np.asarray(t_prev))
+  return eta * jnp.sqrt((1.0 - a_p) / (1.0 - a_t)) * jnp.sqrt(1.0 - a_t / a_p)
+
+
+def bind(apply_fn: Callable[..., Any], params: Any, **fixed: Any) -> jax.tree_util.Partial:
+  """model_fn(x, t, **cond) = apply_fn(params, x, t, **fixed, **cond), as a pytree.
+
+  The parameters stay leaves of the pytree, so `sample` passes them into the compiled program
+  as arguments (no recompilation for new parameters, no weights embedded as constants).
+  """
+  return jax.tree_util.Partial(apply_fn, params, **fixed)
+
+
+class _Spec(NamedTuple):
+  sampler: str
+  num_steps: int
+  prediction: str
+  eta: float
+  spacing: str
+  clip_x0: float | None
+  guided: bool
+  return_trajectory: bool
+  variance: str
+  self_condition: bool
+  s_churn: float
+  s_tmin: float
+  s_tmax: float
+  s_noise: float
+  shape: tuple[int, ...]
+
+
+def sample(
+    model_fn: Callable[..., jnp.ndarray],
+    schedule: Schedule,
+    shape: tuple[int, ...],
+    key: jax.Array,
+    *,
+    sampler: str = "ddim",
+    num_steps: int = 50,
+    prediction: str = "eps",
+    eta: float | None = None,
+    spacing: str = "leading",
+    x_init: jnp.ndarray | None = None,
+    clip_x0: float | None = None,
+    guidance_scale: float | None = None,
+    cond: Mapping[str, Any] | None = None,
+    uncond: Mapping[str, Any] | None = None,
+    return_trajectory: bool = False,
+    variance: str = "fixed_small",
+    self_condition: bool = False,
+    s_churn: float = 0.0,
+    s_tmin: float = 0.0,
+    s_tmax: float = float("inf"),
+    s_noise: float = 1.0,
+):
+  """Draw samples of `shape` (batch first) by running the reverse process from pure noise.
+
+  Args:
+    model_fn: (x_t, t, **cond) -> output; wrap a Flax module with `bind(model.apply, params)`.
+    schedule: the training schedule (`jaxdiff.schedules`).
+    sampler: "ddpm" (ancestral; respaced as improved DDPM when num_steps < T), "ddim",
+      "dpmpp_2m" (DPM-Solver++ multistep, 2nd order, data prediction), "euler" / "heun" (EDM
+      Algorithms 1/2 on the probability-flow ODE in sigma = sqrt((1-a)/a); `s_churn` > 0 adds
+      EDM's stochastic churn), "euler_ancestral".
+    eta: stochasticity: DDIM's eta (default 0) or Euler ancestral's (default 1).
+    spacing: "leading" | "trailing" | "linspace" (module docstring).
+    x_init: starting noise at the first timestep of the spacing (default: drawn from `key`).
+    clip_x0: clip predicted x0 to [-clip_x0, clip_x0] (None: no clipping).
+    guidance_scale: classifier-free guidance; output = uncond + s (cond - uncond), from one
+      batched call on [cond; uncond]. Needs `uncond` (e.g. {"y": null labels}).
+    cond / uncond: keyword arguments of model_fn for the conditional / unconditional branch.
+    variance: DDPM's "fixed_small" (posterior beta~), "fixed_large" (beta) or "learned_range"
+      (the model outputs 2x channels; the second half interpolates log beta~..log beta).
+    self_condition: feed the previous step's x0 prediction as `x_self_cond`.
+    return_trajectory: also return {"x": x_t before each step and the final sample,
+      "x0": x0 predictions, "t": timesteps}.
+
+  Returns:
+    samples (float32, `shape`), or (samples, trajectory) with return_trajectory.
+  """
+  _check_sampler(sampler)
+  from jaxdiff.diffusion import _check_prediction
+  _check_prediction(prediction)
+  if variance not in VARIANCES:
+    raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}.")
+  if eta is None:
+    eta = 1.0 if sampler == "euler_ancestral" else 0.0
+  if eta < 0:
+    raise ValueError(f"eta must be >= 0, got {eta}.")
+  guided = guidance_scale is not None
+  if guided and uncond is None:
+    raise ValueError("guidance_scale needs `uncond`: the model kwargs of the unconditional branch "
+                     "(for class-conditional models {'y': full(batch, num_classes)}).")
+  shape = tuple(int(s) for s in shape)
+  if x_init is not None and tuple(x_init.shape) != shape:
+    raise ValueError(f"x_init has shape {tuple(x_init.shape)}, expected {shape}.")
+  timesteps(schedule.num_timesteps, num_steps, spacing)  # validates num_steps and spacing early
+  spec = _Spec(sampler, int(num_steps), prediction, float(eta), spacing,
+               None if clip_x0 is None or clip_x0 == 0 else float(clip_x0), guided,
+               bool(return_trajectory), variance, bool(self_condition), float(s_churn), float(s_tmin),
+               float(s_tmax), float(s_noise), shape)
+  if isinstance(model_fn, jax.tree_util.Partial):
+    fn_leaves, fn_def = jax.tree_util.tree_flatten(model_fn)
+    fn_static = ("partial", fn_def)
+  else:
+    fn_leaves, fn_static = [], ("callable", model_fn)
+  scale = jnp.asarray(guidance_scale if guided else 1.0, jnp.float32)
+  return _sample_jit(fn_static, spec, fn_leaves, schedule, key, x_init, dict(cond or {}),
+                     dict(uncond or {}), scale)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _sample_jit(fn_static, spec: _Spec, fn_leaves, schedule, key, x_init, cond, uncond, scale):
+  kind, obj = fn_static
+  model_fn = jax.tree_util.tree_unflatten(obj, fn_leaves) if kind == "partial" else obj
+  k_init, k_steps = jax.random.split(key)
+  if x_init is None:
+    x_init = jax.random.normal(k_init, spec.shape, jnp.float32)
+  x_init = x_init.astype(jnp.float32)
+  denoise = _make_denoiser(model_fn, spec, cond, uncond, scale)
+  runner = {
+      "ddpm": _run_ddpm,
+      "ddim": _run_ddim,
+      "dpmpp_2m": _run_dpmpp_2m,
+      "euler": _run_euler,
+      "euler_ancestral": _run_euler,
+      "heun": _run_euler,
+  }[spec.sampler]
+  x, traj = runner(denoise, schedule, spec, x_init, k_steps)
+  if spec.return_trajectory:
+    return x, traj
+  return x
+
+
+def _make_denoiser(model_fn, spec: _Spec, cond, uncond, scale):
+  """(x, t scalar, a_t, x_self_cond) -> (x0, eps, var_frac): guidance, parameterisation, clipping."""
+  channels = spec.shape[-1]
+
+  def raw(x, tb, x_sc):
+    kw = dict(cond)
+    if spec.self_condition:
+      kw["x_self_cond"] = x_sc
+    if not spec.guided:
+      return model_fn(x, tb, **kw)
+    ukw = dict(uncond)
+    if spec.self_condition:
+      ukw["x_self_cond"] = x_sc
+    both = jax.tree_util.tree_map(lambda c, u: jnp.concatenate([c, u], axis=0), kw, ukw)
+    out = model_fn(jnp.concatenate([x, x], axis=0), jnp.concatenate([tb, tb], axis=0), **both)
+    c, u = jnp.split(out, 2, axis=0)
+    mean = u[..., :channels] + scale * (c[..., :channels] - u[..., :channels])
+    return jnp.concatenate([mean, c[..., channels:]], axis=-1)
+
+  def denoise(x, t, a_t, x_sc):
+    tb = jnp.full((x.shape[0],), t, jnp.int32)
+    out = raw(x, tb, x_sc).astype(jnp.float32)
+    extra = out[..., channels:] if spec.variance == "learned_range" else None
+    out = out[..., :channels]
+    sa, so = jnp.sqrt(a_t), jnp.sqrt(1.0 - a_t)
+    if spec.prediction == "eps":
+      eps = out
+      x0 = (x - so * eps) / sa
+    elif spec.prediction == "x0":
+      x0 = out
+      eps = (x - sa * x0) / so
+    else:
+      x0 = sa * x - so * out
+      eps = so * x + sa * out
+    if spec.clip_x0 is not None:
+      x0 = jnp.clip(x0, -spec.clip_x0, spec.clip_x0)
+      eps = (x - sa * x0) / so
+    return x0, eps, extra
+
+  return denoise
+
+
+def _noise(key, i, shape):
+  return jax.random.normal(jax.random.fold_in(key, i), shape, jnp.float32)
+
+
+def _traj(spec, x_before, x0):
+  return (x_before, x0) if spec.return_trajectory else None
+
+
+def _finish(spec, x_final, ys, ts):
+  if not spec.return_trajectory:
+    return x_final, None
+  xs, x0s = ys
+  return x_final, {"x": jnp.concatenate([xs, x_final[None]], axis=0), "x0": x0s,
+                   "t": jnp.asarray(ts, jnp.int32)}
+
+
+def _run_ddpm(denoise, schedule, spec, x, key):
+  ts, prev = step_pairs(schedule.num_timesteps, spec.num_steps, spec.spacing, "ddpm")
+  a_t, a_p = _gather_ac(schedule, ts), _gather_ac(schedule, prev)
+  beta = 1.0 - a_t / a_p  # the respaced beta (equals the schedule's beta when every step is taken)
+  c1 = jnp.sqrt(a_p) * beta / (1.0 - a_t)
+  c2 = jnp.sqrt(1.0 - beta) * (1.0 - a_p) / (1.0 - a_t)
+  small = beta * (1.0 - a_p) / (1.0 - a_t)
+  # log beta~ clipped as improved DDPM does: the last step (beta~ = 0, no noise added) reuses the
+  # value of the step before it.
+  log_small = jnp.log(jnp.concatenate([small[:-1], small[-2:-1]]) if len(ts) > 1 else jnp.maximum(small, 1e-20))
+  log_large = jnp.log(beta)
+  last = jnp.asarray(prev < 0)
+  xs = (jnp.arange(len(ts)), jnp.asarray(ts, jnp.int32), a_t, c1, c2, small, beta, log_small, log_large, last)
+
+  def step(carry, inp):
+    x, x_sc = carry
+    i, t, at, k1, k2, vs, vl, lvs, lvl, is_last = inp
+    x0, _, extra = denoise(x, t, at, x_sc)
+    mean = k1 * x0 + k2 * x
+    if spec.variance == "fixed_small":
+      log_var = jnp.log(jnp.maximum(vs, 1e-20))
+    elif spec.variance == "fixed_large":
+      log_var = jnp.log(vl)
+    else:
+      frac = (extra + 1.0) / 2.0
+      log_var = frac * lvl + (1.0 - frac) * lvs
+    z = _noise(key, i, x.shape)
+    x_new = mean + jnp.where(is_last, 0.0, jnp.exp(0.5 * log_var)) * z
+    return (x_new, x0), _traj(spec, x, x0)
+
+  (x_final, _), ys = jax.lax.scan(step, (x, jnp.zeros_like(x)), xs)
+  return _finish(spec, x_final, ys, ts)
+
+
+def _run_ddim(denoise, schedule, spec, x, key):
+  ts, prev = step_pairs(schedule.num_timesteps, spec.num_steps, spec.spacing, "ddim")
+  a_t, a_p = _gather_ac(schedule, ts), _gather_ac(schedule, prev)
+  sigma = spec.eta * jnp.sqrt((1.0 - a_p) / (1.0 - a_t)) * jnp.sqrt(1.0 - a_t / a_p)
+  xs = (jnp.arange(len(ts)), jnp.asarray(ts, jnp.int32), a_t, a_p, sigma)
+
+  def step(carry, inp):
+    x, x_sc = carry
+    i, t, at, ap, sig = inp
+    x0, eps, _ = denoise(x, t, at, x_sc)
+    direction = jnp.sqrt(jnp.maximum(1.0 - ap - sig**2, 0.0)) * eps
+    x_new = jnp.sqrt(ap) * x0 + direction
+    if spec.eta > 0:
+      x_new = x_new + sig * _noise(key, i, x.shape)
+    return (x_new, x0), _traj(spec, x, x0)
+
+  (x_final, _), ys = jax.lax.scan(step, (x, jnp.zeros_like(x)), xs)
+  return _finish(spec, x_final, ys, ts)
+
+
+def _run_dpmpp_2m(denoise, schedule, spec, x, key):
+  """DPM-Solver++(2M) in data prediction, first order at the first and the final step.
+
+  With alpha = sqrt(a), sigma = sqrt(1 - a), lambda = log(alpha / sigma), h = lambda_t - lambda_s:
+  x_t = (sigma_t / sigma_s) x_s - alpha_t (e^{-h} - 1) (D0 + D1 / 2), D1 = (D0 - D0_prev) / r,
+  r = h_prev / h. e^{-h} is formed as a ratio, so the final step to sigma = 0 needs no infinity.
+  """
+  ts, prev = step_pairs(schedule.num_timesteps, spec.num_steps, spec.spacing, "dpmpp_2m")
+  a_s, a_t = _gather_ac(schedule, ts), _gather_ac(schedule, prev)
+  al_s, sg_s = jnp.sqrt(a_s), jnp.sqrt(1.0 - a_s)
+  al_t, sg_t = jnp.sqrt(a_t), jnp.sqrt(1.0 - a_t)
+  exp_neg_h = (sg_t * al_s) / (al_t * sg_s)
+  final = jnp.asarray(prev < 0)
+  lam_s = jnp.log(al_s) - jnp.log(sg_s)
+  lam_t = jnp.where(final, 0.0, jnp.log(al_t) - jnp.log(jnp.where(final, 1.0, sg_t)))
+  h = jnp.where(final, 1.0, lam_t - lam_s)
+  h_prev = jnp.concatenate([jnp.ones((1,), h.dtype), h[:-1]])
+  r = h_prev / h
+  second = jnp.asarray((np.arange(len(ts)) > 0) & (prev >= 0))
+  xs = (jnp.asarray(ts, jnp.int32), a_s, sg_t / sg_s, al_t, exp_neg_h, r, second)
+
+  def step(carry, inp):
+    x, d_prev = carry
+    t, at, ratio, alt, emh, r_i, use2 = inp
+    x0, _, _ = denoise(x, t, at, d_prev)
+    d = jnp.where(use2, x0 + 0.5 * (x0 - d_prev) / r_i, x0)
+    x_new = ratio * x - alt * (emh - 1.0) * d
+    return (x_new, x0), _traj(spec, x, x0)
+
+  (x_final, _), ys = jax.lax.scan(step, (x, jnp.zeros_like(x)), xs)
+  return _finish(spec, x_final, ys, ts)
+
+
+def _run_euler(denoise, schedule, spec, x, key):
+  """Euler / Euler ancestral / Heun on dx~/dsigma = eps, with x~ = x_t / sqrt(a), sigma = sqrt((1-a)/a)."""
+  ts, prev = step_pairs(schedule.num_timesteps, spec.num_steps, spec.spacing, spec.sampler)
+  a_s, a_n = _gather_ac(schedule, ts), _gather_ac(schedule, prev)
+  sig_s, sig_n = jnp.sqrt((1.0 - a_s) / a_s), jnp.sqrt((1.0 - a_n) / a_n)
+  n = len(ts)
+  heun = spec.sampler == "heun"
+  churn = spec.s_churn > 0 and spec.sampler in ("euler", "heun")
+  if churn:
+    all_sig = jnp.sqrt((1.0 - schedule.alphas_cumprod) / schedule.alphas_cumprod)
+    log_all = jnp.log(all_sig)
+    gamma = min(spec.s_churn / n, math.sqrt(2.0) - 1.0)
+
+  def churned(x_tilde, t, sig, i):
+    """EDM churn, snapped to the integer timestep whose sigma is nearest sigma (1 + gamma)."""
+    g = jnp.where((sig >= spec.s_tmin) & (sig <= spec.s_tmax), gamma, 0.0)
+    target = jnp.log(sig * (1.0 + g))
+    j = jnp.clip(jnp.searchsorted(log_all, target), 1, schedule.num_timesteps - 1)
+    j = jnp.where(jnp.abs(log_all[j - 1] - target) < jnp.abs(log_all[j] - target), j - 1, j)
+    j = jnp.maximum(j, t)
+    sig_hat = all_sig[j]
+    z = _noise(jax.random.fold_in(key, 1), i, x_tilde.shape)
+    x_hat = x_tilde + jnp.sqrt(jnp.maximum(sig_hat**2 - sig**2, 0.0)) * spec.s_noise * z
+    return x_hat, j, sig_hat
+
+  def eval_eps(x_tilde, t, sig, x_sc):
+    a = 1.0 / (1.0 + sig**2)
+    x0, eps, _ = denoise(x_tilde * jnp.sqrt(a), t, a, x_sc)
+    return x0, eps
+
+  def euler_part(carry, inp):
+    x_tilde, x_sc = carry
+    i, t, t_n, s, s_n = inp
+    if churn:
+      x_tilde, t, s = churned(x_tilde, t, s, i)
+    x0, eps = eval_eps(x_tilde, t, s, x_sc)
+    if spec.sampler == "euler_ancestral":
+      s_up = jnp.minimum(s_n, spec.eta * jnp.sqrt(jnp.maximum(s_n**2 * (s**2 - s_n**2) / s**2, 0.0)))
+      s_down = jnp.sqrt(jnp.maximum(s_n**2 - s_up**2, 0.0))
+      x_new = x_tilde + (s_down - s) * eps + s_up * _noise(key, i, x_tilde.shape)
+    else:
+      x_new = x_tilde + (s_n - s) * eps
+    return x_tilde, x_new, x0, eps, s
+
+  def step(carry, inp):
+    i, t, t_n, s, s_n = inp
+    x_cur, x_new, x0, eps, s_used = euler_part(carry, inp)
+    if heun:  # every scanned step has s_n > 0; the last (to sigma = 0) is the plain Euler tail
+      _, eps2 = eval_eps(x_new, t_n, s_n, x0)
+      x_new = x_cur + (s_n - s_used) * 0.5 * (eps + eps2)
+    before = carry[0] / jnp.sqrt(1.0 + s**2)
+    return (x_new, x0), _traj(spec, before, x0)
+
+  xs = (jnp.arange(n), jnp.asarray(ts, jnp.int32), jnp.asarray(np.maximum(prev, 0), jnp.int32), sig_s, sig_n)
+  x_tilde = x * jnp.sqrt(1.0 + sig_s[0] ** 2)
+  carry = (x_tilde, jnp.zeros_like(x))
+  if heun:
+    body = jax.tree_util.tree_map(lambda a: a[:-1], xs)
+    tail = jax.tree_util.tree_map(lambda a: a[-1], xs)
+    carry, ys = jax.lax.scan(step, carry, body)
+    before_tail = carry[0] / jnp.sqrt(1.0 + tail[3] ** 2)
+    _, x_new, x0, _, _ = euler_part(carry, tail)
+    if spec.return_trajectory:
+      ys = (jnp.concatenate([ys[0], before_tail[None]]), jnp.concatenate([ys[1], x0[None]]))
+    x_final = x_new
+  else:
+    (x_final, _), ys = jax.lax.scan(step, carry, xs)
+  # The last step lands on sigma = 0 (alpha_bar = 1): x~ is the sample itself.
+  return _finish(spec, x_final, ys, ts)

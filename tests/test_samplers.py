@@ -1,0 +1,286 @@
+"""Samplers against exact solutions: Gaussian data has a closed-form score and probability-flow ODE."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxdiff
+from jaxdiff import samplers, schedules
+
+SCHED = schedules.linear(1000)
+MU, SD = 0.5, 0.3
+
+
+def exact_eps(x, t, sched=SCHED):
+  """eps*(x, t) for data N(MU, SD^2): sqrt(1-a)(x - sqrt(a) MU) / (a SD^2 + 1 - a)."""
+  a = sched.alphas_cumprod[t].reshape((-1,) + (1,) * (x.ndim - 1))
+  return jnp.sqrt(1 - a) * (x - jnp.sqrt(a) * MU) / (a * SD**2 + 1 - a)
+
+
+def exact_flow_endpoint(x_init, t_start, sched=SCHED):
+  """PF-ODE: (x~ - MU)/sqrt(SD^2 + sigma^2) is invariant along the flow, x~ = x/sqrt(a)."""
+  a = float(sched.alphas_cumprod[t_start])
+  sig2 = (1 - a) / a
+  return MU + SD * (np.asarray(x_init) / np.sqrt(a) - MU) / np.sqrt(SD**2 + sig2)
+
+
+def test_spacings_match_diffusers_definitions():
+  np.testing.assert_array_equal(samplers.timesteps(1000, 50, "leading"), np.arange(0, 1000, 20)[::-1])
+  np.testing.assert_array_equal(samplers.timesteps(1000, 50, "trailing"), np.arange(999, 0, -20))
+  ls = samplers.timesteps(1000, 7, "linspace")
+  assert ls[0] == 999 and ls[-1] == 0 and len(ls) == 7
+  np.testing.assert_array_equal(ls, np.round(np.linspace(999, 0, 7)))
+  with pytest.raises(ValueError, match="num_steps"):
+    samplers.timesteps(1000, 1001, "leading")
+  with pytest.raises(ValueError, match="spacing"):
+    samplers.timesteps(1000, 10, "log")
+
+
+def test_ddpm_1000_steps_reproduces_gaussian():
+  n = 20000
+  x = np.asarray(jaxdiff.sample(exact_eps, SCHED, (n, 1), jax.random.key(0), sampler="ddpm", num_steps=1000))
+  assert abs(x.mean() - MU) < 4 * SD / np.sqrt(n)
+  assert abs(x.std() - SD) < 0.02 * SD + 3 * SD / np.sqrt(2 * n)
+
+
+@pytest.mark.parametrize("variance", ["fixed_small", "fixed_large"])
+def test_ddpm_variances_give_right_mean(variance):
+  x = np.asarray(jaxdiff.sample(exact_eps, SCHED, (4000, 1), jax.random.key(1), sampler="ddpm",
+                                num_steps=100, spacing="linspace", variance=variance))
+  assert abs(x.mean() - MU) < 0.03
+  assert 0.2 < x.std() < 0.45  # respaced ancestral sampling with the exact score: near SD
+
+
+# T = 1281 so that every linspace grid below (n - 1 divides 1280) is uniform: no rounding noise.
+SCHED_CONV = schedules.linear(1281)
+
+
+def _errors(sampler, steps):
+  x_init = jax.random.normal(jax.random.key(1), (256, 1))
+  exact = exact_flow_endpoint(x_init, 1280, SCHED_CONV)
+  out = []
+  for n in steps:
+    x = jaxdiff.sample(lambda x, t: exact_eps(x, t, SCHED_CONV), SCHED_CONV, (256, 1), jax.random.key(0),
+                       sampler=sampler, num_steps=n, spacing="linspace", x_init=x_init)
+    out.append(float(np.max(np.abs(np.asarray(x) - exact))))
+  return np.array(out)
+
+
+@pytest.mark.parametrize("sampler,steps,lo,hi", [
+    ("ddim", (21, 41, 81, 161), 1.85, 2.1),
+    ("euler", (21, 41, 81, 161), 1.85, 2.1),
+    ("heun", (11, 21, 41), 3.6, 4.8),
+    ("dpmpp_2m", (81, 161, 321), 3.5, 4.6),
+])
+def test_deterministic_samplers_converge_with_their_order(sampler, steps, lo, hi):
+  """Error against the exact probability-flow endpoint falls 2x (1st order) or 4x (2nd) per doubling."""
+  err = _errors(sampler, steps)
+  ratios = err[:-1] / err[1:]
+  assert np.all(ratios > lo) and np.all(ratios < hi), (err, ratios)
+  assert err[-1] < 0.03
+
+
+def test_euler_equals_ddim_eta0():
+  """DDIM with eta = 0 is exactly Euler's method in (sigma, x / sqrt(abar)) coordinates."""
+  x_init = jax.random.normal(jax.random.key(2), (64, 2))
+  a = jaxdiff.sample(exact_eps, SCHED, (64, 2), jax.random.key(0), sampler="ddim", num_steps=25,
+                     spacing="linspace", x_init=x_init)
+  b = jaxdiff.sample(exact_eps, SCHED, (64, 2), jax.random.key(0), sampler="euler", num_steps=25,
+                     spacing="linspace", x_init=x_init)
+  np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)
+
+
+def test_ddim_eta1_every_step_is_ddpm():
+  """With eta = 1 and all T steps, DDIM's sigma^2 is beta~ and its mean the posterior mean."""
+  sched = schedules.linear(100, 1e-3, 0.2)
+  model = lambda x, t: jnp.sin(x + t[:, None] / 50.0)
+  k = jax.random.key(5)
+  a = jaxdiff.sample(model, sched, (16, 3), k, sampler="ddim", num_steps=100, eta=1.0)
+  b = jaxdiff.sample(model, sched, (16, 3), k, sampler="ddpm", num_steps=100)
+  np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)
+
+
+def test_ddim_sigma_closed_form():
+  s2 = lambda t, p: float(samplers.ddim_sigma(SCHED, np.array(t), np.array(p), 1.0) ** 2)
+  np.testing.assert_allclose(s2(420, 400), 0.147720, atol=2e-6)
+  np.testing.assert_allclose(s2(980, 960), 0.324605, atol=2e-6)
+  # eta = 1 for one step equals beta~
+  np.testing.assert_allclose(s2(500, 499), float(SCHED.posterior_variance[500]), rtol=1e-4)
+
+
+def _numpy_reference(sampler, model_np, x_init, n, eta=0.0, noises=None):
+  """Plain Python/NumPy loop straight from the papers' update rules (float64)."""
+  T = 1000
+  ab = np.cumprod(1 - np.linspace(1e-4, 0.02, T))
+  ts = np.round(np.linspace(T - 1, 0, n)).astype(int)
+  A = lambda t: 1.0 if t < 0 else ab[t]
+  x = np.asarray(x_init, np.float64)
+  prev_x0, h_prev = None, None
+  for i, t in enumerate(ts):
+    tp = ts[i + 1] if i + 1 < n else -1
+    eps = model_np(x, t)
+    x0 = (x - np.sqrt(1 - A(t)) * eps) / np.sqrt(A(t))
+    if sampler == "ddim":
+      sig = eta * np.sqrt((1 - A(tp)) / (1 - A(t)) * (1 - A(t) / A(tp)))
+      x = np.sqrt(A(tp)) * x0 + np.sqrt(1 - A(tp) - sig**2) * eps + (sig * noises[i] if eta else 0)
+    elif sampler == "dpmpp_2m":
+      al = lambda t: np.sqrt(A(t))
+      sg = lambda t: np.sqrt(1 - A(t))
+      if tp < 0:
+        x = x0
+      else:
+        h = np.log(al(tp) / sg(tp)) - np.log(al(t) / sg(t))
+        d = x0 if prev_x0 is None else x0 + 0.5 * (x0 - prev_x0) * h / h_prev
+        x = sg(tp) / sg(t) * x - al(tp) * (np.exp(-h) - 1) * d
+        h_prev = h
+      prev_x0 = x0
+  return x
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp_2m"])
+def test_scan_equals_python_loop_reference(sampler):
+  model_np = lambda x, t: np.tanh(x) * (0.5 + t / 2000.0)
+  model = lambda x, t: jnp.tanh(x) * (0.5 + t[:, None].astype(jnp.float32) / 2000.0)
+  x_init = jax.random.normal(jax.random.key(0), (32, 2))
+  got = jaxdiff.sample(model, SCHED, (32, 2), jax.random.key(0), sampler=sampler, num_steps=20,
+                       spacing="linspace", x_init=x_init)
+  want = _numpy_reference(sampler, model_np, x_init, 20)
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-3, atol=1e-3)
+
+
+def test_stochastic_ddim_matches_reference_with_same_noise():
+  """The per-step noise is normal(fold_in(split(key)[1], i)): reproduce it in a Python loop."""
+  model_np = lambda x, t: np.tanh(x) * 0.7
+  model = lambda x, t: jnp.tanh(x) * 0.7
+  key = jax.random.key(4)
+  x_init = jax.random.normal(jax.random.key(0), (8, 2))
+  k_steps = jax.random.split(key)[1]
+  noises = [np.asarray(jax.random.normal(jax.random.fold_in(k_steps, i), (8, 2))) for i in range(10)]
+  got = jaxdiff.sample(model, SCHED, (8, 2), key, sampler="ddim", num_steps=10, spacing="linspace", eta=0.7,
+                       x_init=x_init)
+  want = _numpy_reference("ddim", model_np, x_init, 10, eta=0.7, noises=noises)
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-3, atol=1e-3)
+
+
+def _cond_model(x, t, y=None):
+  """A toy class-conditional model: output depends on y (label 3 plays the null class)."""
+  return jnp.tanh(x) * 0.5 + 0.1 * y[:, None].astype(jnp.float32)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp_2m", "heun", "ddpm"])
+def test_classifier_free_guidance_identities(sampler):
+  B = 8
+  y, null = jnp.arange(B) % 3, jnp.full((B,), 3)
+  kw = dict(sampler=sampler, num_steps=10)
+  c = jaxdiff.sample(_cond_model, SCHED, (B, 2), jax.random.key(0), cond={"y": y}, **kw)
+  u = jaxdiff.sample(_cond_model, SCHED, (B, 2), jax.random.key(0), cond={"y": null}, **kw)
+  g1 = jaxdiff.sample(_cond_model, SCHED, (B, 2), jax.random.key(0), cond={"y": y}, uncond={"y": null},
+                      guidance_scale=1.0, **kw)
+  g0 = jaxdiff.sample(_cond_model, SCHED, (B, 2), jax.random.key(0), cond={"y": y}, uncond={"y": null},
+                      guidance_scale=0.0, **kw)
+  np.testing.assert_allclose(np.asarray(g1), np.asarray(c), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(g0), np.asarray(u), rtol=1e-5, atol=1e-5)
+  # scale s acts on the model output: a model linear in y makes guidance = label (1-s)*null + s*y
+  g3 = jaxdiff.sample(_cond_model, SCHED, (B, 2), jax.random.key(0), cond={"y": y}, uncond={"y": null},
+                      guidance_scale=3.0, **kw)
+  lin = lambda x, t, yy=None: _cond_model(x, t, (3.0 * y - 2.0 * null).astype(jnp.float32))
+  want = jaxdiff.sample(lambda x, t: lin(x, t), SCHED, (B, 2), jax.random.key(0), **kw)
+  np.testing.assert_allclose(np.asarray(g3), np.asarray(want), rtol=1e-4, atol=1e-4)
+
+
+def test_guidance_uses_one_batched_call_per_step():
+  batches = []
+  def model(x, t, y=None):
+    batches.append(x.shape[0])
+    return _cond_model(x, t, y)
+  jaxdiff.sample(model, SCHED, (4, 2), jax.random.key(0), num_steps=5, cond={"y": jnp.zeros(4, int)},
+                 uncond={"y": jnp.full((4,), 3)}, guidance_scale=2.0)
+  assert batches == [8]  # traced once inside the scan, with the doubled batch
+
+
+def test_same_key_same_samples_and_keys_differ():
+  run = lambda k: np.asarray(jaxdiff.sample(exact_eps, SCHED, (16, 2), k, sampler="ddpm", num_steps=20))
+  np.testing.assert_array_equal(run(jax.random.key(7)), run(jax.random.key(7)))
+  assert not np.allclose(run(jax.random.key(7)), run(jax.random.key(8)))
+
+
+def test_compiles_once_for_same_shapes_and_new_params():
+  def apply_fn(params, x, t):
+    return jnp.tanh(x * params["w"]) + params["b"]
+  f = samplers._sample_jit
+  f.clear_cache()
+  p1 = {"w": jnp.ones(()), "b": jnp.zeros(())}
+  p2 = {"w": 2 * jnp.ones(()), "b": jnp.ones(())}
+  a = jaxdiff.sample(jaxdiff.bind(apply_fn, p1), SCHED, (4, 2), jax.random.key(0), num_steps=10)
+  assert f._cache_size() == 1
+  b = jaxdiff.sample(jaxdiff.bind(apply_fn, p2), SCHED, (4, 2), jax.random.key(1), num_steps=10)
+  assert f._cache_size() == 1  # new parameters and key: no recompilation
+  assert not np.allclose(np.asarray(a), np.asarray(b))
+  jaxdiff.sample(jaxdiff.bind(apply_fn, p1), SCHED, (4, 2), jax.random.key(0), num_steps=20)
+  assert f._cache_size() == 2  # a new step count is a new program
+
+
+def test_trajectory_shapes_and_endpoints():
+  x, traj = jaxdiff.sample(exact_eps, SCHED, (5, 2), jax.random.key(0), num_steps=10, return_trajectory=True,
+                           spacing="linspace")
+  assert traj["x"].shape == (11, 5, 2) and traj["x0"].shape == (10, 5, 2)
+  np.testing.assert_array_equal(np.asarray(traj["t"]), samplers.timesteps(1000, 10, "linspace"))
+  np.testing.assert_allclose(np.asarray(traj["x"][-1]), np.asarray(x))
+  for s in ("heun", "dpmpp_2m", "ddpm", "euler_ancestral"):
+    _, tr = jaxdiff.sample(exact_eps, SCHED, (5, 2), jax.random.key(0), sampler=s, num_steps=6,
+                           return_trajectory=True)
+    assert tr["x"].shape == (7, 5, 2) and tr["x0"].shape == (6, 5, 2), s
+
+
+@pytest.mark.parametrize("prediction", ["x0", "v"])
+def test_any_prediction_type_gives_same_samples(prediction):
+  """The exact model expressed as x0 or v gives the eps model's samples."""
+  def model(x, t):
+    return jaxdiff.convert_prediction(SCHED, x, t, exact_eps(x, t), "eps", prediction)
+  x_init = jax.random.normal(jax.random.key(0), (64, 1))
+  for s in ("ddim", "dpmpp_2m", "heun"):
+    a = jaxdiff.sample(exact_eps, SCHED, (64, 1), jax.random.key(0), sampler=s, num_steps=20, x_init=x_init)
+    b = jaxdiff.sample(model, SCHED, (64, 1), jax.random.key(0), sampler=s, num_steps=20, x_init=x_init,
+                       prediction=prediction)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-3, err_msg=s)
+
+
+def test_clip_x0_bounds_predictions():
+  wild = lambda x, t: jnp.full_like(x, -50.0)  # eps that implies huge x0
+  _, tr = jaxdiff.sample(wild, SCHED, (4, 2), jax.random.key(0), num_steps=10, clip_x0=1.0,
+                         return_trajectory=True)
+  assert float(jnp.abs(tr["x0"]).max()) <= 1.0 + 1e-6
+  assert float(jnp.abs(tr["x"][-1]).max()) <= 1.0 + 1e-5
+
+
+def test_learned_range_variance_and_self_condition():
+  seen = []
+  def model(x, t, x_self_cond=None):
+    seen.append(x_self_cond is not None)
+    return jnp.concatenate([jnp.tanh(x), jnp.zeros_like(x)], axis=-1)  # 2x channels: mean, variance
+  x = jaxdiff.sample(model, SCHED, (6, 2), jax.random.key(0), sampler="ddpm", num_steps=10,
+                     variance="learned_range", self_condition=True)
+  assert x.shape == (6, 2) and seen == [True] and bool(jnp.all(jnp.isfinite(x)))
+
+
+def test_euler_ancestral_and_churn_run_and_are_stochastic():
+  x_init = jax.random.normal(jax.random.key(0), (256, 1))
+  for kw in ({"sampler": "euler_ancestral"}, {"sampler": "heun", "s_churn": 20.0},
+             {"sampler": "euler", "s_churn": 10.0}):
+    a = jaxdiff.sample(exact_eps, SCHED, (256, 1), jax.random.key(1), num_steps=40, x_init=x_init, **kw)
+    b = jaxdiff.sample(exact_eps, SCHED, (256, 1), jax.random.key(2), num_steps=40, x_init=x_init, **kw)
+    assert not np.allclose(np.asarray(a), np.asarray(b)), kw
+    assert abs(float(a.mean()) - MU) < 0.06 and 0.2 < float(a.std()) < 0.4, kw
+
+
+def test_bad_arguments():
+  with pytest.raises(ValueError, match="Unknown sampler"):
+    jaxdiff.sample(exact_eps, SCHED, (2, 1), jax.random.key(0), sampler="plms")
+  with pytest.raises(ValueError, match="uncond"):
+    jaxdiff.sample(exact_eps, SCHED, (2, 1), jax.random.key(0), guidance_scale=2.0)
+  with pytest.raises(ValueError, match="x_init"):
+    jaxdiff.sample(exact_eps, SCHED, (2, 1), jax.random.key(0), x_init=jnp.zeros((3, 1)))
+  with pytest.raises(ValueError, match="prediction"):
+    jaxdiff.sample(exact_eps, SCHED, (2, 1), jax.random.key(0), prediction="score")
+  assert samplers.nfe("heun", 10) == 19 and samplers.nfe("ddim", 10) == 10
