@@ -1,0 +1,328 @@
+"""The training loop: `train(config, workdir)`: resume, step, log, sample, checkpoint, stop cleanly.
+
+One compiled step over the data mesh; the host only feeds batches and, every log_every steps,
+reads back metrics (the only device->host sync besides checkpoints and sample grids).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxdiff import parallel
+from jaxdiff.config_utils import schedule_from_config, validate_config
+from jaxdiff.training.checkpoints import Checkpointer, save_config
+from jaxdiff.training.state import create_train_state
+from jaxdiff.training.step import make_multi_step, make_train_step
+
+__all__ = ["train", "TrainingError", "NonFiniteLossError", "WorkdirError", "setup_compilation_cache"]
+
+log = logging.getLogger("jaxdiff.train")
+
+
+class TrainingError(RuntimeError):
+  """A training run that cannot go on; the message says why and what to do."""
+
+
+class NonFiniteLossError(TrainingError):
+  pass
+
+
+class WorkdirError(TrainingError):
+  pass
+
+
+def setup_compilation_cache(cache_dir: str) -> str | None:
+  """Persistent XLA compilation cache, so a restarted run skips most of the compile."""
+  if cache_dir == "none":
+    return None
+  cache_dir = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "jaxdiff", "xla")
+  try:
+    os.makedirs(cache_dir, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  except Exception as e:  # an unwritable cache only costs compile time
+    log.warning("Compilation cache disabled (%s).", e)
+    return None
+  return cache_dir
+
+
+def _check_workdir(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f".write_test_{os.getpid()}")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise WorkdirError(f"Cannot write to workdir {workdir!r} ({e.strerror or e}). Pass a --workdir you can "
+                       "write to (a local folder or a gs:// path on TPU VMs).") from None
+
+
+class _MetricWriter:
+  """Metrics as JSON lines (workdir/metrics.jsonl) and TensorBoard events (workdir/tensorboard)."""
+
+  def __init__(self, workdir: str, enabled: bool):
+    self.enabled = enabled
+    self._tb = None
+    if enabled:
+      self._path = os.path.join(workdir, "metrics.jsonl")
+      try:
+        from tensorboardX import SummaryWriter
+        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      except Exception as e:  # TensorBoard is a convenience; the JSON lines are the record
+        log.warning("TensorBoard writer unavailable (%s); metrics go to metrics.jsonl only.", e)
+
+  def write(self, step: int, scalars: dict[str, float]) -> None:
+    if not self.enabled:
+      return
+    with open(self._path, "a") as f:
+      f.write(json.dumps({"step": step, **{k: float(v) for k, v in scalars.items()}}) + "\n")
+    if self._tb is not None:
+      for k, v in scalars.items():
+        self._tb.add_scalar(k, float(v), step)
+
+  def write_image(self, step: int, tag: str, path: str) -> None:
+    if self._tb is None:
+      return
+    try:
+      from PIL import Image
+      img = np.asarray(Image.open(path).convert("RGB"))
+      self._tb.add_image(tag, img, step, dataformats="HWC")
+    except Exception:
+      pass
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+class _Preemption:
+  """SIGTERM sets a flag; the loop finishes the current step, saves and exits 0."""
+
+  def __init__(self):
+    self.requested = False
+    self._old = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._old = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    self.requested = True
+    log.warning("SIGTERM received: finishing the current step, saving a checkpoint, then exiting.")
+
+  def __exit__(self, *exc):
+    if self._old is not None:
+      signal.signal(signal.SIGTERM, self._old)
+
+
+def _stack(batches: list[dict]) -> dict:
+  return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int | None = None) -> Any:
+  """Train (or resume) the model `config` describes, writing everything under `workdir`.
+
+  Resumes from the newest readable checkpoint in workdir/checkpoints. Stops at
+  config.train.num_steps (or earlier at `stop_at_step`, as a test of interruption), on SIGTERM
+  (after saving), or with NonFiniteLossError. Returns the final TrainState.
+  """
+  from jaxdiff import data as data_lib
+  from jaxdiff.models import count_params, create_model
+
+  validate_config(config)
+  workdir = os.path.abspath(workdir)
+  _check_workdir(workdir)
+  main = parallel.is_main_process()
+  cache = setup_compilation_cache(str(config.train.compilation_cache_dir))
+
+  mesh = parallel.create_mesh()
+  t_cfg = config.train
+  global_batch = int(t_cfg.batch_size)
+  per_device = parallel.check_global_batch(global_batch, mesh)
+  if global_batch % jax.process_count():
+    raise ValueError(f"config.train.batch_size={global_batch} must divide over {jax.process_count()} processes.")
+  k = int(t_cfg.steps_per_dispatch)
+  repl = parallel.replicated(mesh)
+  batch_sharding = parallel.data_sharding(mesh, leading_axes=1 if k > 1 else 0)
+
+  info = data_lib.dataset_info(config)  # validates the data fields before any compile
+  model = create_model(config)
+  schedule = schedule_from_config(config)
+  seed = int(config.seed)
+  # keys are made inside jit so that they are global arrays on every process
+  state = jax.jit(lambda: create_train_state(config, model, jax.random.split(jax.random.key(seed))[0]),
+                  out_shardings=repl)()
+  step_key = jax.jit(lambda: jax.random.split(jax.random.key(seed))[1], out_shardings=repl)()
+  ckpt = Checkpointer(workdir, keep=int(t_cfg.keep_checkpoints))
+  state, restored_step = ckpt.restore(state)
+  step = int(parallel.fetch(state.step))
+  if main:
+    save_config(config, workdir)
+  n_params = count_params(state.params)
+  num_steps = int(t_cfg.num_steps)
+  end_step = num_steps if stop_at_step is None else min(num_steps, int(stop_at_step))
+  msg = (f"jaxdiff train: {jax.device_count()} device(s) ({jax.devices()[0].platform}), "
+         f"{jax.process_count()} process(es), global batch {global_batch}, per-device batch {per_device}, "
+         f"{n_params:,} parameters, data {info.name} {tuple(info.shape)}, "
+         + (f"resumed at step {step}" if restored_step is not None else "new run")
+         + f", {num_steps} steps, workdir {workdir}")
+  if main:
+    print(msg, flush=True)
+  log.info(msg)
+
+  train_step = make_multi_step(make_train_step(config, model, schedule), k)
+  jitted = jax.jit(train_step, in_shardings=(repl, batch_sharding, repl), out_shardings=(repl, repl),
+                   donate_argnums=(0,))
+  ds = data_lib.create_dataset(config, start_step=step)
+
+  def next_batch():
+    if k == 1:
+      return parallel.to_global(next(ds), batch_sharding)
+    return parallel.to_global(_stack([next(ds) for _ in range(k)]), batch_sharding)
+
+  writer = _MetricWriter(workdir, main)
+  pending: list[tuple[int, dict]] = []
+  last_saved = restored_step
+  compile_s = None
+  # every process runs the sampler (its arrays span all processes); only process 0 writes
+  sample_fn = _make_sampler(config, model, schedule, workdir, info, main) if t_cfg.sample_every else None
+  t_window, steps_window = time.perf_counter(), 0
+  pbar = _progress(step, num_steps, main)
+  t_start = time.perf_counter()
+  stopped_by_signal = False
+
+  def flush_metrics(current: int) -> dict[str, float]:
+    """Fetch pending per-step metrics; raise on a non-finite loss (policy 'stop')."""
+    nonlocal pending
+    if not pending:
+      return {}
+    fetched = parallel.fetch([m for _, m in pending])
+    first_steps = [s for s, _ in pending]
+    pending = []
+    rows = []
+    for s0, m in zip(first_steps, fetched):
+      losses = np.atleast_1d(m["loss"])
+      for j in range(losses.shape[0]):
+        row = {kk: float(np.atleast_1d(v)[j]) for kk, v in m.items()}
+        rows.append((s0 + j, row))
+    if t_cfg.nan_policy == "stop":
+      for s, row in rows:
+        if not math.isfinite(row["loss"]):
+          raise NonFiniteLossError(
+              f"The loss became {row['loss']} at step {s + 1}. Training stopped; the last good checkpoint "
+              f"({'step ' + str(last_saved) if last_saved is not None else 'none yet'}) in {ckpt.directory} is "
+              "intact. Lower config.optim.learning_rate, check the data, or set "
+              "--config.train.nan_policy=skip to skip such updates.")
+    keys = rows[-1][1].keys()
+    mean = {kk: float(np.mean([r[kk] for _, r in rows])) for kk in keys}
+    mean["nonfinite"] = float(sum(r["nonfinite"] for _, r in rows))
+    return mean
+
+  try:
+    with _Preemption() as preempt:
+      if step < end_step:
+        batch = next_batch()
+        t0 = time.perf_counter()
+        compiled = jitted.lower(state, batch, step_key).compile()
+        compile_s = time.perf_counter() - t0
+        if main:
+          pbar.write(f"first step compiled in {compile_s:.1f}s (compilation cache: {cache or 'off'})")
+        writer.write(step, {"compile_seconds": compile_s})
+      while step < end_step:
+        state, metrics = compiled(state, batch, step_key)
+        pending.append((step, metrics))
+        step += k
+        steps_window += k
+        pbar.update(k)
+        at_end = step >= end_step
+        if step % t_cfg.log_every == 0 or at_end:
+          scalars = flush_metrics(step)
+          dt = time.perf_counter() - t_window
+          scalars["steps_per_sec"] = steps_window / dt
+          scalars["images_per_sec"] = steps_window * global_batch / dt
+          t_window, steps_window = time.perf_counter(), 0
+          writer.write(step, scalars)
+          pbar.set_postfix(loss=f"{scalars['loss']:.4f}", img_s=f"{scalars['images_per_sec']:.0f}")
+        if sample_fn is not None and step % t_cfg.sample_every == 0:
+          path = sample_fn(state, step)
+          if path:
+            writer.write_image(step, "samples", path)
+        if step % t_cfg.checkpoint_every == 0 or at_end or preempt.requested or ckpt.reached_preemption(step):
+          flush_metrics(step)
+          ckpt.save(state)
+          last_saved = step
+          if preempt.requested:
+            stopped_by_signal = True
+            break
+        if not at_end:
+          batch = next_batch()
+  finally:
+    pbar.close()
+    ckpt.close()
+    writer.close()
+  elapsed = time.perf_counter() - t_start
+  if main:
+    how = "stopped by SIGTERM" if stopped_by_signal else "done"
+    print(f"jaxdiff train: {how} at step {step} in {elapsed:.1f}s"
+          + (f" (first-step compile {compile_s:.1f}s)" if compile_s is not None else "")
+          + f"; checkpoints in {ckpt.directory}", flush=True)
+  return state
+
+
+def _progress(step: int, total: int, enabled: bool):
+  from tqdm.auto import tqdm
+  return tqdm(total=total, initial=step, disable=not enabled, unit="step", dynamic_ncols=True,
+              mininterval=1.0)
+
+
+def _make_sampler(config, model, schedule, workdir: str, info, write: bool):
+  """Periodic EMA sample grids (one row per class for labelled data) or scatter plots for points."""
+  from jaxdiff import images
+  from jaxdiff.generation import sample_from_config
+
+  out_dir = os.path.join(workdir, "samples")
+  if write:
+    os.makedirs(out_dir, exist_ok=True)
+  n = int(config.train.num_sample_images)
+  num_classes = int(config.model.num_classes)
+  key = jax.random.key(int(config.seed) + 1)  # the same noise every time: grids are comparable
+  if num_classes > 0:
+    per_class = max(1, n // num_classes)
+    labels = jnp.repeat(jnp.arange(num_classes), per_class)
+  else:
+    per_class, labels = None, None
+  reference = None
+  if info.kind == "points":
+    from jaxdiff.data import sample_toy2d
+    reference = np.asarray(sample_toy2d(config.data.name.split("/", 1)[1], 2000, 0))
+
+  def run(state, step: int) -> str:
+    num = len(labels) if labels is not None else n
+    x = sample_from_config(config, model, schedule, state.ema_params, key, num, labels)
+    x = parallel.fetch(x)
+    if not write:
+      return None
+    if info.kind == "points":
+      path = os.path.join(out_dir, f"step_{step:07d}.png")
+      images.save_scatter(x, path, reference=reference, title=f"EMA samples, step {step}")
+    else:
+      path = os.path.join(out_dir, f"step_{step:07d}.png")
+      images.save_image_grid(x, path, nrow=per_class)
+    return path
+
+  return run
