@@ -1,0 +1,128 @@
+"""Shared pieces of the input pipeline: the info record, errors, name parsing, seeds, batch split.
+
+Kept free of TensorFlow and scikit-learn so that `import jaxdiff.data` stays light.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable, Mapping, Optional, Tuple, Union
+
+import numpy as np
+
+# Tags that keep the random streams of different uses apart (same config.seed, other purpose).
+TAG_EPOCH_ORDER = 1      # per-epoch permutation of a fixed set
+TAG_TOY_FIXED_SET = 2    # the fixed toy2d set (toy2d_num_points > 0)
+TAG_TOY_STREAM = 3       # the endless toy2d stream, one draw per step
+TAG_TFDS = 4             # TFDS shuffle / flip seeds
+TAG_SAMPLE = 5           # sample_toy2d(name, n, int_seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What a configured data set yields per example.
+
+  name: config.data.name; kind: "image" (NHWC in [-1, 1]) or "points" ([D] floats);
+  shape: per-example shape, e.g. (8, 8, 1) or (2,); num_classes: labels 0..num_classes-1 in
+  every batch (0: no "label" key); num_examples: examples in the configured split (all
+  processes together), None for an endless stream.
+  """
+  name: str
+  kind: str
+  shape: Tuple[int, ...]
+  num_classes: int
+  num_examples: Optional[int]
+
+
+class DatasetNotFoundError(ValueError):
+  """A configured TFDS data set is not prepared in data_dir (or is unknown to TFDS).
+
+  The message says how to prepare it; jaxdiff never downloads data during training.
+  """
+
+
+def parse_name(name: str) -> Tuple[str, str]:
+  """Splits config.data.name into (family, sub-name): "digits" -> ("digits", "")."""
+  if not isinstance(name, str) or not name:
+    raise ValueError(f"config.data.name must be a non-empty string, got {name!r}")
+  if name == "digits":
+    return "digits", ""
+  for family in ("toy2d", "tfds"):
+    prefix = family + "/"
+    if name.startswith(prefix) and len(name) > len(prefix):
+      return family, name[len(prefix):]
+  raise ValueError(
+      f"config.data.name={name!r} is not a known data set. Use 'digits', "
+      "'toy2d/<s_curve|swiss_roll|moons|8gaussians|checkerboard>' or 'tfds/<name>' "
+      "(e.g. tfds/mnist, tfds/cifar10), e.g. --config.data.name=digits")
+
+
+def seed_entropy(seed: Any) -> int:
+  """config.seed (any int, possibly negative) as a non-negative 64-bit integer."""
+  return int(seed) % (1 << 64)
+
+
+def rng_for(seed: Any, tag: int, *more: int) -> np.random.Generator:
+  """A numpy Generator determined only by (seed, tag, *more): the stateless way to get order."""
+  return np.random.default_rng([seed_entropy(seed), int(tag), *[int(m) for m in more]])
+
+
+def local_batch_size(global_batch: int, process_count: int) -> int:
+  """This process's share of the global batch; a clear ValueError when it does not divide."""
+  if int(global_batch) != global_batch or global_batch < 1:
+    raise ValueError(f"the global batch size (config.train.batch_size) must be a positive "
+                     f"integer, got {global_batch!r}")
+  if process_count < 1:
+    raise ValueError(f"process_count must be >= 1, got {process_count}")
+  if global_batch % process_count:
+    fix = process_count * -(-global_batch // process_count)
+    raise ValueError(
+        f"global batch size {global_batch} (config.train.batch_size, the batch over all "
+        f"processes) is not divisible by the number of processes {process_count}; set "
+        f"--config.train.batch_size to a multiple of {process_count} (e.g. {fix}).")
+  return int(global_batch) // process_count
+
+
+def resolve_process(process_index: Optional[int], process_count: Optional[int]) -> Tuple[int, int]:
+  """Defaults to jax.process_index() / jax.process_count(); checks 0 <= index < count."""
+  if process_index is None or process_count is None:
+    import jax
+    if process_index is None:
+      process_index = jax.process_index()
+    if process_count is None:
+      process_count = jax.process_count()
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index={process_index} must be in [0, process_count={process_count})")
+  return int(process_index), int(process_count)
+
+
+def to_global(batch: Mapping[str, Any], sharding: Union[Any, Mapping[str, Any]]) -> dict:
+  """Builds global jax Arrays from this process's batch: make_array_from_process_local_data per key.
+
+  sharding: one `jax.sharding.Sharding` for every entry (e.g. NamedSharding(mesh, P('data')),
+  which splits the leading batch axis of both images and labels), or a dict of them by key.
+  Every process must call this with its own share, in the same order.
+  """
+  import jax
+
+  out = {}
+  for key, value in batch.items():
+    s = sharding[key] if isinstance(sharding, Mapping) else sharding
+    out[key] = jax.make_array_from_process_local_data(s, np.asarray(value))
+  return out
+
+
+def get_field(data_config: Any, name: str, default: Any) -> Any:
+  """config.data.<name>, or default when an older config lacks the field."""
+  try:
+    return data_config.get(name, default)
+  except AttributeError:
+    return getattr(data_config, name, default)
+
+
+def check_no_image_options(name: str, data_config: Any, what: Iterable[str]) -> None:
+  """Fails when an image-only augmentation is switched on for a data set it cannot apply to."""
+  for field in what:
+    if get_field(data_config, field, False):
+      raise ValueError(
+          f"config.data.{field}=True does not apply to {name!r}; set --config.data.{field}=False")
