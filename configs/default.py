@@ -46,9 +46,9 @@ def get_config() -> ml_collections.ConfigDict:
   d.name = "digits"               # "digits" | "toy2d/<s_curve|swiss_roll|moons|8gaussians|checkerboard>" | "tfds/<name>"
   d.image_size = 8                # height = width of model input (images)
   d.channels = 1
-  d.num_classes = 10              # labels in the data set (0: none)
+  d.num_classes = 10              # labels in the data set (0: none; toy2d: 0, or 2 for moons, 8 for 8gaussians)
   d.data_dir = ""                 # TFDS data_dir (local path or gs://...); "" = TFDS default
-  d.split = "train"
+  d.split = "train"               # digits: "train" (1438) | "test" (359 held out) | "all"; TFDS: any split spec
   d.random_flip = False           # random horizontal flip (never for digits)
   d.center_crop = False           # centre square crop before resizing (CelebA)
   d.shuffle_buffer = 10_000
@@ -113,6 +113,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---- evaluation ----
   v = config.eval = ml_collections.ConfigDict()
-  v.every = 0                     # 0 disables periodic evaluation
-  v.num_samples = 1000
+  v.every = 0                     # 0 disables periodic evaluation (figures go to TensorBoard / metrics.jsonl)
+  v.num_samples = 1000            # samples per periodic evaluation
+  v.inception_weights = ""        # FID on TFDS data: local Inception weights file (see README, Evaluation)
+  v.fid_stats = ""                # FID on TFDS data: reference statistics .npz (jaxdiff.evaluation.fid_stats)
   return config

@@ -89,6 +89,9 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     if config.train[field] % steps:
       raise ConfigError(f"config.train.{field}={config.train[field]} must be a multiple of "
                         f"config.train.steps_per_dispatch={steps}.")
+  every = config.eval.get("every", 0) if "eval" in config else 0
+  if every and every % steps:
+    raise ConfigError(f"config.eval.every={every} must be a multiple of config.train.steps_per_dispatch={steps}.")
   return config
 
 

@@ -161,6 +161,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
   batch_sharding = parallel.data_sharding(mesh, leading_axes=1 if k > 1 else 0)
 
   info = data_lib.dataset_info(config)  # validates the data fields before any compile
+  eval_every = int(config.eval.get("every", 0) or 0)
+  if eval_every:
+    from jaxdiff.evaluation import check_eval_config
+    check_eval_config(config)
   model = create_model(config)
   schedule = schedule_from_config(config)
   seed = int(config.seed)
@@ -262,6 +266,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
           path = sample_fn(state, step)
           if path:
             writer.write_image(step, "samples", path)
+        if eval_every and step % eval_every == 0:
+          writer.write(step, _evaluate(config, model, schedule, state))
         if step % t_cfg.checkpoint_every == 0 or at_end or preempt.requested or ckpt.reached_preemption(step):
           flush_metrics(step)
           ckpt.save(state)
@@ -282,6 +288,17 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
           + (f" (first-step compile {compile_s:.1f}s)" if compile_s is not None else "")
           + f"; checkpoints in {ckpt.directory}", flush=True)
   return state
+
+
+def _evaluate(config, model, schedule, state) -> dict[str, float]:
+  """config.eval's periodic sample-quality figures for the EMA model (every process takes part)."""
+  from jaxdiff.evaluation import evaluate_for_training
+  from jaxdiff.generation import sample_from_config
+
+  def sample_fn(num, key, labels):
+    return parallel.fetch(sample_from_config(config, model, schedule, state.ema_params, key, num, labels))
+
+  return evaluate_for_training(config, sample_fn)
 
 
 def _progress(step: int, total: int, enabled: bool):
