@@ -46,6 +46,8 @@ def sample_from_config(config: ml_collections.ConfigDict, model: Any, schedule: 
   opts = dict(sampler=s.sampler, num_steps=int(s.num_steps), eta=float(s.eta), spacing=s.spacing,
               clip_x0=float(s.clip_x0) if s.clip_x0 else None, guidance_scale=float(s.guidance_scale))
   opts.update({k: v for k, v in overrides.items() if v is not None})
+  if opts["sampler"] != s.sampler and overrides.get("eta") is None:
+    opts["eta"] = None  # config.sample.eta belongs to the config's sampler: use the other one's default
   scale = opts.pop("guidance_scale")
   cond, uncond = None, None
   num_classes = int(config.model.num_classes)

@@ -101,6 +101,9 @@ def _atomic_write(path: str, write: Callable[[str], None]) -> str:
   os.close(fd)
   try:
     write(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600: give the file the usual permissions
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):

@@ -1,0 +1,32 @@
+"""Bulk sampling of a trained model: every device, resumable, deterministic per sample.
+
+    summary = jaxdiff.bulk.generate("runs/digits", num_samples=50_000, sampler="ddim", num_steps=50)
+    config, model, schedule, params, step = jaxdiff.bulk.restore_model("runs/digits")
+
+`sample.py` is the command-line front end. The output folder holds `.npz` shards
+(`samples_{start:07d}_{end:07d}.npz`: "images" uint8 NHWC or "points" float32, "labels" int32
+(-1 = none), "index" int64), `run.json` (the run's identity), `summary.json`, `grid.png` or
+`scatter.png`, and with `trajectory=True` `trajectory.png`. See `jaxdiff.bulk.generate` for the
+determinism, parallelism and resume design.
+"""
+
+from jaxdiff.bulk.generate import default_output, generate, make_batch_fn
+from jaxdiff.bulk.restore import params_digest, restore_model
+from jaxdiff.bulk.settings import SamplingError, labels_for, parse_labels, resolve_settings
+from jaxdiff.bulk.shards import check_shard, layout, read_shard, shard_name
+
+__all__ = [
+    "SamplingError",
+    "generate",
+    "restore_model",
+    "make_batch_fn",
+    "default_output",
+    "params_digest",
+    "parse_labels",
+    "labels_for",
+    "resolve_settings",
+    "layout",
+    "shard_name",
+    "check_shard",
+    "read_shard",
+]

@@ -1,0 +1,91 @@
+"""Restore a trained model from a training workdir: its config, network, schedule and parameters.
+
+The parameters are read exactly as the training loop reads them (a replicated state on the
+1-D mesh over every device, `Checkpointer.restore` with its fallback to older readable steps),
+into an abstract target (`jax.eval_shape`), so nothing is initialised just to be overwritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxdiff.bulk.settings import SamplingError
+
+__all__ = ["restore_model", "params_digest"]
+
+
+def params_digest(params: Any) -> str:
+  """A short hash of every parameter's path, dtype, shape and bytes (identifies a model exactly)."""
+  h = hashlib.blake2b(digest_size=12)
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    arr = np.ascontiguousarray(np.asarray(leaf))
+    h.update(f"{jax.tree_util.keystr(path)}|{arr.dtype}|{arr.shape}|".encode())
+    h.update(arr.tobytes())
+  return h.hexdigest()
+
+
+def _load_config(workdir: str):
+  from jaxdiff.config_utils import ConfigError, validate_config
+  from jaxdiff.training.checkpoints import CheckpointError, load_config
+
+  if not os.path.isdir(workdir):
+    raise SamplingError(f"--workdir={workdir} does not exist; give the folder a training run wrote "
+                        "(python train.py --config=... --workdir=DIR).")
+  try:
+    config = load_config(workdir)
+    validate_config(config)
+  except (CheckpointError, ConfigError) as e:
+    raise SamplingError(str(e)) from None
+  except ValueError as e:  # malformed JSON
+    raise SamplingError(f"{workdir}/config.json cannot be read ({e}).") from None
+  return config
+
+
+def restore_model(workdir: str, params: str = "ema", step: int | None = None, *, config=None):
+  """(config, model, schedule, params, step) of the training run in `workdir`.
+
+  params: "ema" (the averaged weights the training grids use) or "raw". step: a checkpoint step,
+  default the newest readable one. The returned parameters are host numpy arrays (put them where
+  they are needed). Raises SamplingError for a workdir without config or checkpoints, a missing
+  step, or a checkpoint that does not match the config's model.
+  """
+  from jaxdiff import parallel
+  from jaxdiff.config_utils import schedule_from_config
+  from jaxdiff.models import create_model
+  from jaxdiff.training.checkpoints import CheckpointError, Checkpointer
+  from jaxdiff.training.state import create_train_state
+
+  if params not in ("ema", "raw"):
+    raise SamplingError(f"params={params!r}: use 'ema' or 'raw'.")
+  workdir = os.path.abspath(workdir)
+  config = _load_config(workdir) if config is None else config
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  # look before Checkpointer, which would create the folder
+  entries = os.listdir(ckpt_dir) if os.path.isdir(ckpt_dir) else []
+  if not any(e.isdigit() for e in entries):
+    raise SamplingError(f"No checkpoints in {ckpt_dir}: the run in {workdir} has not saved one yet. "
+                        "Train first (train.py saves every config.train.checkpoint_every steps and at the end).")
+  model = create_model(config)
+  schedule = schedule_from_config(config)
+  repl = parallel.replicated(parallel.create_mesh())
+  abstract = jax.eval_shape(lambda: create_train_state(config, model, jax.random.key(0)))
+  abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl), abstract)
+  ckpt = Checkpointer(workdir, async_save=False)
+  try:
+    if step is not None and int(step) not in ckpt.all_steps():
+      raise SamplingError(f"--checkpoint_step={step}: no such checkpoint in {ckpt_dir}; "
+                          f"available: {ckpt.all_steps()}.")
+    state, restored = ckpt.restore(abstract, step=None if step is None else int(step))
+  except CheckpointError as e:
+    raise SamplingError(str(e)) from None
+  finally:
+    ckpt.close()
+  if restored is None:
+    raise SamplingError(f"No readable checkpoint in {ckpt_dir}.")
+  tree = state.ema_params if params == "ema" else state.params
+  return config, model, schedule, parallel.fetch(tree), int(restored)

@@ -1,0 +1,190 @@
+"""What a bulk sampling run is: sampler settings resolved against the config, labels, the manifest.
+
+`resolve_settings` turns the user's choices (None = the config's `sample` section) into one
+canonical dict, checking every value with a message that says what to do. The same dict, plus
+the checkpoint step and a digest of the parameters, is the run's manifest (`run.json` in the
+output folder): a second command into the same folder must describe the same run.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import ml_collections
+import numpy as np
+
+from jaxdiff import samplers
+
+__all__ = ["SamplingError", "parse_labels", "labels_for", "labels_summary", "resolve_settings",
+           "compare_manifest", "MANIFEST_FORMAT", "IDENTITY_KEYS"]
+
+MANIFEST_FORMAT = "jaxdiff-samples/1"
+
+# Fields that define the samples: two runs that agree on all of them produce identical sample i.
+IDENTITY_KEYS = ("kind", "data_shape", "num_classes", "prediction", "params", "sampler", "num_steps", "eta",
+                 "spacing", "clip_x0", "guidance_scale", "labels", "seed", "shard_size")
+
+
+class SamplingError(ValueError):
+  """A bulk sampling request that cannot run as given; the message says why and what to do."""
+
+
+def parse_labels(spec: Any, num_classes: int) -> str | tuple[int, ...]:
+  """Canonical labels: "uniform" (sample i gets class i % num_classes), "none" or a tuple of classes.
+
+  spec: None (uniform for class-conditional models, none for unconditional ones), "uniform",
+  "none", an int, "3", "0,1,2" or a sequence of ints (cycled over the samples).
+  """
+  if spec is None:
+    return "uniform" if num_classes > 0 else "none"
+  if isinstance(spec, str):
+    text = spec.strip().lower()
+    if text in ("uniform", "balanced"):
+      parsed: str | tuple[int, ...] = "uniform"
+    elif text in ("none", "null", ""):
+      parsed = "none"
+    else:
+      try:
+        parsed = tuple(int(p) for p in text.replace(" ", "").split(",") if p != "")
+      except ValueError:
+        raise SamplingError(f"--labels={spec!r}: give a class (3), a comma-separated list (0,1,2), 'uniform' "
+                            "(balanced over all classes) or 'none' (the unconditional / null-class model).") from None
+  elif isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+    parsed = (int(spec),)
+  else:
+    try:
+      parsed = tuple(int(v) for v in spec)
+    except (TypeError, ValueError):
+      raise SamplingError(f"labels={spec!r}: expected a class, a list of classes, 'uniform' or 'none'.") from None
+  if parsed == ():
+    raise SamplingError(f"--labels={spec!r} holds no class.")
+  if num_classes == 0 and parsed != "none":
+    raise SamplingError(f"--labels={spec!r}, but the model is unconditional (config.model.num_classes=0): "
+                        "leave --labels out.")
+  if isinstance(parsed, tuple):
+    bad = [c for c in parsed if not 0 <= c < num_classes]
+    if bad:
+      raise SamplingError(f"--labels has class(es) {bad} outside 0..{num_classes - 1} "
+                          f"(the model has {num_classes} classes).")
+  return parsed
+
+
+def labels_for(spec: str | tuple[int, ...], index: np.ndarray, num_classes: int) -> np.ndarray:
+  """int32 labels of the samples `index` (-1 for none): a function of the sample number alone."""
+  index = np.asarray(index, np.int64)
+  if spec == "none":
+    return np.full(index.shape, -1, np.int32)
+  if spec == "uniform":
+    return (index % num_classes).astype(np.int32)
+  table = np.asarray(spec, np.int32)
+  return table[index % len(table)]
+
+
+def _positive_int(name: str, value: Any, lo: int = 1, hi: int | None = None) -> int:
+  try:
+    ok = not isinstance(value, bool) and float(value).is_integer()
+  except (TypeError, ValueError):
+    ok = False
+  if not ok:
+    raise SamplingError(f"--{name}={value!r} must be an integer.")
+  value = int(value)
+  if value < lo or (hi is not None and value > hi):
+    rng = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+    raise SamplingError(f"--{name}={value} must be {rng}.")
+  return value
+
+
+def resolve_settings(config: ml_collections.ConfigDict, *, num_samples: int, sampler: str | None = None,
+                     num_steps: int | None = None, eta: float | None = None, spacing: str | None = None,
+                     clip_x0: float | None = None, guidance_scale: float | None = None, labels: Any = None,
+                     seed: int = 0, shard_size: int = 1000, params: str = "ema") -> dict:
+  """The run's settings, every None filled from config.sample, every value checked.
+
+  eta defaults to config.sample.eta when the sampler is the config's, else to the sampler's own
+  default (1 for euler_ancestral, 0 otherwise). The guidance scale applies to class-conditional
+  sampling only (1 = plain conditional).
+  """
+  from jaxdiff.generation import data_shape, is_image_config
+
+  s = config.sample
+  T = int(config.diffusion.num_timesteps)
+  sampler = s.sampler if sampler is None else str(sampler)
+  if sampler not in samplers.SAMPLERS:
+    raise SamplingError(f"Unknown sampler {sampler!r}; choose one of {', '.join(samplers.SAMPLERS)}.")
+  num_steps = _positive_int("num_steps", s.num_steps if num_steps is None else num_steps, 1, T)
+  spacing = s.spacing if spacing is None else str(spacing)
+  if spacing not in samplers.SPACINGS:
+    raise SamplingError(f"Unknown spacing {spacing!r}; choose one of {', '.join(samplers.SPACINGS)}.")
+  if eta is None:
+    eta = float(s.eta) if sampler == s.sampler else (1.0 if sampler == "euler_ancestral" else 0.0)
+  eta = float(eta)
+  if not (eta >= 0 and math.isfinite(eta)):
+    raise SamplingError(f"--eta={eta} must be a finite number >= 0.")
+  clip = float(s.clip_x0 if clip_x0 is None else clip_x0)
+  if not (clip >= 0 and math.isfinite(clip)):
+    raise SamplingError(f"--clip_x0={clip} must be >= 0 (0 disables clipping).")
+  num_classes = int(config.model.num_classes)
+  label_spec = parse_labels(labels, num_classes)
+  if num_classes == 0 or label_spec == "none":
+    if guidance_scale is not None and float(guidance_scale) != 1.0:
+      why = "the model is unconditional" if num_classes == 0 else "--labels=none samples the null class"
+      raise SamplingError(f"--guidance_scale={guidance_scale}: classifier-free guidance needs class labels, "
+                          f"but {why}.")
+    guidance = 1.0
+  else:
+    guidance = float(s.guidance_scale if guidance_scale is None else guidance_scale)
+    if not math.isfinite(guidance):
+      raise SamplingError(f"--guidance_scale={guidance} must be finite.")
+  if params not in ("ema", "raw"):
+    raise SamplingError(f"--params={params!r}: use 'ema' (the averaged weights) or 'raw' (the trained ones).")
+  num_samples = _positive_int("num_samples", num_samples, 1, 2**31 - 1)
+  shard_size = _positive_int("shard_size", shard_size, 1)
+  seed = _positive_int("seed", seed, 0, 2**32 - 1)
+  kind = "images" if is_image_config(config) else "points"
+  guided = label_spec != "none" and guidance != 1.0
+  return {
+      "kind": kind,
+      "data_shape": list(data_shape(config)),
+      "num_classes": num_classes,
+      "prediction": str(config.diffusion.prediction),
+      "params": params,
+      "sampler": sampler,
+      "num_steps": num_steps,
+      "nfe": samplers.nfe(sampler, num_steps, guided),
+      "eta": eta,
+      "spacing": spacing,
+      "clip_x0": clip,
+      "guidance_scale": guidance,
+      "labels": label_spec if isinstance(label_spec, str) else list(label_spec),
+      "seed": seed,
+      "num_samples": num_samples,
+      "shard_size": shard_size,
+  }
+
+
+def _show(v: Any) -> str:
+  return repr(v) if isinstance(v, str) else str(v)
+
+
+def compare_manifest(old: dict, new: dict, output: str) -> None:
+  """Raise SamplingError listing what differs between the folder's run and the requested one."""
+  if old.get("format") != MANIFEST_FORMAT:
+    raise SamplingError(f"{output}/run.json is not a jaxdiff sample manifest ({MANIFEST_FORMAT}); "
+                        "use a new --output.")
+  diffs = [f"{k} {_show(old.get(k))} (folder) vs {_show(new.get(k))} (now)" for k in IDENTITY_KEYS
+           if old.get(k) != new.get(k)]
+  for k in ("checkpoint_step", "params_digest"):
+    if k in old and k in new and old[k] != new[k]:
+      diffs.append(f"{k} {_show(old[k])} (folder) vs {_show(new[k])} (now)")
+  if new["num_samples"] < old["num_samples"]:
+    diffs.append(f"num_samples {old['num_samples']} (folder) vs {new['num_samples']} (now): a run can be "
+                 "extended, not shrunk")
+  if diffs:
+    raise SamplingError(
+        f"The output folder {output} belongs to a different run: " + "; ".join(diffs) + ". "
+        "Nothing was written. Use a new --output, or repeat the original settings to resume that run.")
+
+
+def labels_summary(spec: str | Sequence[int]) -> str:
+  return spec if isinstance(spec, str) else ",".join(str(c) for c in spec)
