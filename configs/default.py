@@ -35,6 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
   m.dtype = "float32"             # compute dtype ("bfloat16" on accelerators)
   m.param_dtype = "float32"
   m.remat = False                 # jax.checkpoint each block (memory for compute)
+  m.attention_impl = "auto"       # "auto" (cuDNN fused kernel on GPU in bf16/fp16, else XLA) | "xla" | "cudnn"
   # MLP (2-D data)
   m.hidden_dim = 128
   m.num_layers = 4                # residual MLP blocks

@@ -1,0 +1,343 @@
+"""Building blocks shared by the networks: time embeddings, GroupNorm, residual blocks,
+resampling and attention (Flax linen, NHWC).
+
+Every module takes a compute ``dtype`` (e.g. bfloat16) separate from ``param_dtype`` (kept
+float32 so that optimizer updates and EMA stay exact); normalisation statistics are always
+reduced in float32.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+Array = jax.Array
+
+# Output layers of residual branches start at zero (DDPM `init_scale=0.`, ADM `zero_module`):
+# every block is the identity at initialisation, which keeps deep UNets trainable.
+zeros_init = nn.initializers.zeros
+
+
+def timestep_embedding(t: Array, dim: int, max_period: float = 10000.0) -> Array:
+  """Sinusoidal embedding of (possibly fractional) timesteps, ``[B] -> [B, dim]`` float32.
+
+  The Fairseq/tensor2tensor variant used by DDPM, ADM and the JAX anchors: with
+  ``half = dim // 2`` the frequencies are ``exp(-log(max_period) * i / (half - 1))`` for
+  ``i = 0..half-1``; the output is ``sin(t * f)`` then ``cos(t * f)``, zero-padded by one column
+  when ``dim`` is odd. Pure: it jits, vmaps and differentiates.
+  """
+  if dim < 4:
+    raise ValueError(f"timestep_embedding needs dim >= 4 (two frequencies), got {dim}")
+  t = jnp.asarray(t, jnp.float32)
+  if t.ndim != 1:
+    raise ValueError(f"timestep_embedding expects t of shape [batch], got {t.shape}")
+  half = dim // 2
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / (half - 1))
+  args = t[:, None] * freqs[None, :]
+  emb = jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
+  if dim % 2:
+    emb = jnp.pad(emb, ((0, 0), (0, 1)))
+  return emb
+
+
+def num_groups_for(channels: int, max_groups: int) -> int:
+  """Largest group count ``<= max_groups`` dividing ``channels`` (GroupNorm needs a divisor),
+  so small widths (e.g. 24 channels with 32 groups -> 24) still work."""
+  for g in range(min(max_groups, channels), 0, -1):
+    if channels % g == 0:
+      return g
+  return 1
+
+
+class GroupNorm(nn.Module):
+  """GroupNorm with the group count reduced to divide the channels; statistics in float32."""
+
+  num_groups: int = 32
+  epsilon: float = 1e-6
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    groups = num_groups_for(x.shape[-1], self.num_groups)
+    return nn.GroupNorm(num_groups=groups, epsilon=self.epsilon, dtype=self.dtype,
+                        param_dtype=self.param_dtype, name="norm")(x)
+
+
+class TimeEmbedding(nn.Module):
+  """Sinusoidal embedding of ``t`` followed by a two-layer MLP (Dense, SiLU, Dense).
+
+  ``sinusoidal_dim`` is the width of the sinusoid (DDPM: base channels), ``features`` the
+  width of the MLP and of the embedding every block receives (DDPM: 4 x base channels).
+  """
+
+  sinusoidal_dim: int
+  features: int
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, t: Array) -> Array:
+    emb = timestep_embedding(t, self.sinusoidal_dim)
+    emb = nn.Dense(self.features, dtype=self.dtype, param_dtype=self.param_dtype,
+                   name="dense_0")(emb)
+    emb = nn.silu(emb)
+    return nn.Dense(self.features, dtype=self.dtype, param_dtype=self.param_dtype,
+                    name="dense_1")(emb)
+
+
+def upsample_nearest(x: Array) -> Array:
+  """Nearest-neighbour 2x upsampling of NHWC maps by broadcasting (one fused copy)."""
+  b, h, w, c = x.shape
+  x = jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, 2, w, 2, c))
+  return x.reshape(b, 2 * h, 2 * w, c)
+
+
+def avg_pool2(x: Array) -> Array:
+  """2x2 average pooling with stride 2 (the conv-free downsampling)."""
+  return nn.avg_pool(x, (2, 2), strides=(2, 2))
+
+
+def conv3x3(features: int, dtype: Dtype, param_dtype: Dtype, name: str, *, strides: int = 1,
+            kernel_init: Any = nn.initializers.lecun_normal()) -> nn.Conv:
+  """3x3 convolution with symmetric padding 1 (so stride 2 halves even sizes exactly)."""
+  return nn.Conv(features, (3, 3), strides=(strides, strides), padding=((1, 1), (1, 1)),
+                 dtype=dtype, param_dtype=param_dtype, kernel_init=kernel_init, name=name)
+
+
+class Downsample(nn.Module):
+  """Halve the resolution: strided 3x3 conv (DDPM) or 2x2 average pooling."""
+
+  channels: int
+  use_conv: bool = True
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    if self.use_conv:
+      return conv3x3(self.channels, self.dtype, self.param_dtype, "conv", strides=2)(x)
+    return avg_pool2(x)
+
+
+class Upsample(nn.Module):
+  """Double the resolution: nearest neighbour, then a 3x3 conv when ``use_conv`` (DDPM)."""
+
+  channels: int
+  use_conv: bool = True
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    x = upsample_nearest(x)
+    if self.use_conv:
+      x = conv3x3(self.channels, self.dtype, self.param_dtype, "conv")(x)
+    return x
+
+
+class ResBlock(nn.Module):
+  """Residual block: GroupNorm, SiLU, 3x3 conv, time conditioning, GroupNorm, SiLU, dropout,
+  3x3 conv (zero-initialised), plus a 1x1 projection of the input when channels change.
+
+  Time conditioning (``emb`` is ``[B, E]``): added after the first conv (DDPM), or, with
+  ``use_scale_shift_norm``, FiLM on the second norm, ``norm(h) * (1 + scale) + shift``
+  (improved DDPM / ADM). ``resample="down"|"up"`` makes it a BigGAN-style resampling block
+  (ADM's ``resblock_updown``): the input is resampled inside the block, after the first norm.
+  """
+
+  out_channels: int
+  dropout: float = 0.0
+  use_scale_shift_norm: bool = False
+  resample: Literal["down", "up"] | None = None
+  num_groups: int = 32
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, emb: Array, train: bool = False) -> Array:
+    dense = lambda n, name, **kw: nn.Dense(n, dtype=self.dtype, param_dtype=self.param_dtype,
+                                           name=name, **kw)
+    norm = lambda name: GroupNorm(self.num_groups, dtype=self.dtype,
+                                  param_dtype=self.param_dtype, name=name)
+    h = nn.silu(norm("norm_1")(x))
+    if self.resample == "down":
+      h, x = avg_pool2(h), avg_pool2(x)
+    elif self.resample == "up":
+      h, x = upsample_nearest(h), upsample_nearest(x)
+    elif self.resample is not None:
+      raise ValueError(f"ResBlock.resample must be None, 'down' or 'up', got {self.resample!r}")
+    h = conv3x3(self.out_channels, self.dtype, self.param_dtype, "conv_1")(h)
+
+    width = 2 * self.out_channels if self.use_scale_shift_norm else self.out_channels
+    emb_out = dense(width, "emb_proj")(nn.silu(emb))[:, None, None, :]
+    if self.use_scale_shift_norm:
+      scale, shift = jnp.split(emb_out, 2, axis=-1)
+      h = norm("norm_2")(h) * (1 + scale) + shift
+    else:
+      h = norm("norm_2")(h + emb_out)
+    h = nn.silu(h)
+    h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    h = conv3x3(self.out_channels, self.dtype, self.param_dtype, "conv_2",
+                kernel_init=zeros_init)(h)
+
+    if x.shape[-1] != self.out_channels:
+      x = dense(self.out_channels, "skip")(x)   # 1x1 "network in network" projection
+    return x + h
+
+
+def _heads(channels: int, num_heads: int, head_dim: int) -> tuple[int, int]:
+  """(heads, channels per head): ``head_dim > 0`` wins over ``num_heads``."""
+  if head_dim > 0:
+    if channels % head_dim:
+      raise ValueError(f"model.head_dim={head_dim} does not divide {channels} channels")
+    return channels // head_dim, head_dim
+  if num_heads < 1 or channels % num_heads:
+    raise ValueError(f"model.num_heads={num_heads} does not divide {channels} channels")
+  return num_heads, channels // num_heads
+
+
+class MultiHeadAttention(nn.Module):
+  """Multi-head attention over token sequences through ``jax.nn.dot_product_attention``.
+
+  ``inputs_q`` is ``[B, L, C]``; keys and values come from ``inputs_kv`` (default: the
+  queries, i.e. self-attention; a ``[B, S, D]`` context gives cross-attention with the same
+  parameters layout). ``implementation``: ``"auto"`` picks cuDNN's fused (flash) kernel on
+  GPUs for half-precision inputs and falls back to XLA whenever cuDNN cannot take the shapes;
+  ``"xla"`` or ``"cudnn"`` force one.
+  """
+
+  channels: int
+  num_heads: int = 1
+  head_dim: int = -1
+  implementation: Literal["auto", "xla", "cudnn"] = "auto"
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, inputs_q: Array, inputs_kv: Array | None = None) -> Array:
+    if inputs_kv is None:
+      inputs_kv = inputs_q
+    heads, dim = _heads(self.channels, self.num_heads, self.head_dim)
+    dense = lambda n, name, **kw: nn.Dense(n, dtype=self.dtype, param_dtype=self.param_dtype,
+                                           name=name, **kw)
+    b, l, _ = inputs_q.shape
+    s = inputs_kv.shape[1]
+    q = dense(self.channels, "query")(inputs_q).reshape(b, l, heads, dim)
+    k = dense(self.channels, "key")(inputs_kv).reshape(b, s, heads, dim)
+    v = dense(self.channels, "value")(inputs_kv).reshape(b, s, heads, dim)
+    out = self._attend(q, k, v).reshape(b, l, self.channels)
+    return dense(self.channels, "out", kernel_init=zeros_init)(out)
+
+  def _attend(self, q: Array, k: Array, v: Array) -> Array:
+    impl = self.implementation
+    if impl not in ("auto", "xla", "cudnn"):
+      raise ValueError(f"attention implementation must be auto, xla or cudnn, got {impl!r}")
+    if impl == "auto":
+      half = q.dtype in (jnp.bfloat16, jnp.float16)
+      if jax.default_backend() == "gpu" and half and q.shape[-1] % 8 == 0 and q.shape[-1] <= 128:
+        try:
+          return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
+        except (RuntimeError, ValueError, NotImplementedError):
+          pass   # this GPU / cuDNN / shape combination has no fused kernel: use XLA
+      impl = "xla"
+    return jax.nn.dot_product_attention(q, k, v, implementation=impl)
+
+
+class AttentionBlock(nn.Module):
+  """Residual self-attention over the spatial positions of an NHWC map (pre-GroupNorm,
+  zero-initialised output). DDPM's block is ``num_heads=1``."""
+
+  num_heads: int = 1
+  head_dim: int = -1
+  num_groups: int = 32
+  implementation: Literal["auto", "xla", "cudnn"] = "auto"
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    b, h, w, c = x.shape
+    tokens = GroupNorm(self.num_groups, dtype=self.dtype, param_dtype=self.param_dtype,
+                       name="norm")(x).reshape(b, h * w, c)
+    out = MultiHeadAttention(c, self.num_heads, self.head_dim, self.implementation,
+                             dtype=self.dtype, param_dtype=self.param_dtype,
+                             name="attention")(tokens)
+    return x + out.reshape(b, h, w, c)
+
+
+class LinearAttentionBlock(nn.Module):
+  """Residual linear attention (Shen et al. 2018, as in lucidrains' UNet) for high
+  resolutions: cost linear in the number of positions instead of quadratic.
+
+  Queries are softmax-normalised over channels, keys over positions; the per-head context
+  ``k^T v`` (``dim x dim``) is then read by every query.
+  """
+
+  num_heads: int = 4
+  head_dim: int = 32
+  num_groups: int = 32
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    b, h, w, c = x.shape
+    heads, dim = _heads(c, self.num_heads, self.head_dim)
+    dense = lambda n, name, **kw: nn.Dense(n, dtype=self.dtype, param_dtype=self.param_dtype,
+                                           name=name, **kw)
+    tokens = GroupNorm(self.num_groups, dtype=self.dtype, param_dtype=self.param_dtype,
+                       name="norm")(x).reshape(b, h * w, c)
+    q, k, v = (dense(c, name)(tokens).reshape(b, h * w, heads, dim)
+               for name in ("query", "key", "value"))
+    q = jax.nn.softmax(q.astype(jnp.float32), axis=-1) * dim ** -0.5
+    k = jax.nn.softmax(k.astype(jnp.float32), axis=1)
+    context = jnp.einsum("bnhd,bnhe->bhde", k, v.astype(jnp.float32))
+    out = jnp.einsum("bhde,bnhd->bnhe", context, q).reshape(b, h * w, c).astype(self.dtype)
+    out = dense(c, "out", kernel_init=zeros_init)(out)
+    return x + out.reshape(b, h, w, c)
+
+
+def broadcast_timesteps(t: Array, batch: int) -> Array:
+  """Timesteps as float32 ``[batch]``: int or float input, scalar broadcast to the batch.
+  Float values are kept (fractional timesteps are valid for the sinusoidal embedding)."""
+  t = jnp.asarray(t)
+  if t.ndim > 1 or (t.ndim == 1 and t.shape[0] not in (1, batch)):
+    raise ValueError(f"t must be a scalar or of shape [{batch}], got shape {t.shape}")
+  return jnp.broadcast_to(t.astype(jnp.float32), (batch,))
+
+
+def resolve_labels(y: Array | None, batch: int, num_classes: int) -> Array | None:
+  """Class labels as int32 ``[batch]``; ``None`` means the null class ``num_classes``
+  (classifier-free guidance). Labels given to an unconditional network are an error."""
+  if num_classes <= 0:
+    if y is not None:
+      raise ValueError("labels y were given but the network is unconditional "
+                       "(model.num_classes = 0)")
+    return None
+  if y is None:
+    return jnp.full((batch,), num_classes, jnp.int32)
+  y = jnp.asarray(y)
+  if y.shape != (batch,):
+    raise ValueError(f"labels y must have shape [{batch}], got {y.shape}")
+  if not jnp.issubdtype(y.dtype, jnp.integer):
+    raise ValueError(f"labels y must be integers, got dtype {y.dtype}")
+  return y.astype(jnp.int32)
+
+
+def with_self_condition(x: Array, x_self_cond: Array | None, enabled: bool) -> Array:
+  """Concatenate the self-conditioning input (zeros when absent) on the channel axis."""
+  if not enabled:
+    if x_self_cond is not None:
+      raise ValueError("x_self_cond was given but model.self_condition is False")
+    return x
+  if x_self_cond is None:
+    x_self_cond = jnp.zeros_like(x)
+  if x_self_cond.shape != x.shape:
+    raise ValueError(f"x_self_cond must have the shape of x {x.shape}, got {x_self_cond.shape}")
+  return jnp.concatenate([x, x_self_cond.astype(x.dtype)], axis=-1)

@@ -1,0 +1,152 @@
+"""The diffusion UNet (DDPM / improved-DDPM family), Flax linen, NHWC.
+
+With ``channel_mult=(1, 2, 2, 2)``, ``num_res_blocks=2``, attention at 16x16 with one head,
+dropout 0.1 and 128 base channels it is exactly the DDPM CIFAR-10 network (35.7M parameters);
+``use_scale_shift_norm``, ``resblock_updown``, ``learn_sigma`` and multi-head attention give the
+improved-DDPM / ADM variants.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxdiff.models.layers import (AttentionBlock, Downsample, GroupNorm, LinearAttentionBlock,
+                                   ResBlock, TimeEmbedding, Upsample, broadcast_timesteps,
+                                   conv3x3, resolve_labels, with_self_condition, zeros_init)
+
+Array = jax.Array
+
+
+class UNet(nn.Module):
+  """Noise-prediction UNet: ``apply(variables, x, t, y=None, *, x_self_cond=None, train=False)``.
+
+  ``x`` is ``[B, H, W, C]``, ``t`` int32 (or float) timesteps ``[B]``, ``y`` int32 labels ``[B]``
+  (``None``, or the label ``num_classes``, is the null class used by classifier-free
+  guidance). Returns float32 ``[B, H, W, out]`` with ``out = out_channels`` (default: ``C``),
+  doubled when ``learn_sigma``. Dropout draws from the ``"dropout"`` rng when ``train``.
+
+  Layout: a 3x3 input conv; per level ``num_res_blocks`` residual blocks (self-attention after
+  each at ``attention_resolutions``, linear attention at ``linear_attention_resolutions``) and a
+  downsampling; a middle block (res, attention, res); a mirrored decoder with
+  ``num_res_blocks + 1`` blocks per level fed by skip concatenations; GroupNorm, SiLU and a
+  zero-initialised 3x3 output conv. Resolutions are feature-map heights in pixels.
+  """
+
+  base_channels: int = 64
+  channel_mult: Sequence[int] = (1, 2, 2)
+  num_res_blocks: int = 2
+  attention_resolutions: Sequence[int] = (16,)
+  linear_attention_resolutions: Sequence[int] = ()
+  num_heads: int = 4
+  head_dim: int = -1
+  dropout: float = 0.0
+  resblock_updown: bool = False
+  conv_resample: bool = True
+  use_scale_shift_norm: bool = False
+  num_groups: int = 32
+  in_channels: int = -1        # > 0: checked against the input's channels
+  out_channels: int = -1       # -1: the input's channels
+  learn_sigma: bool = False
+  num_classes: int = 0
+  self_condition: bool = False
+  attention_impl: str = "auto"
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  remat: bool = False
+
+  def _check(self, x: Array) -> None:
+    if x.ndim != 4:
+      raise ValueError(f"UNet expects NHWC images [B, H, W, C], got shape {x.shape}")
+    if not self.channel_mult:
+      raise ValueError("model.channel_mult must name at least one level")
+    if self.in_channels > 0 and x.shape[-1] != self.in_channels:
+      raise ValueError(f"model.in_channels={self.in_channels} but the input has "
+                       f"{x.shape[-1]} channels (shape {x.shape})")
+    factor = 2 ** (len(self.channel_mult) - 1)
+    if x.shape[1] % factor or x.shape[2] % factor:
+      raise ValueError(f"image size {x.shape[1]}x{x.shape[2]} is not divisible by {factor}, "
+                       f"which the {len(self.channel_mult)} levels of model.channel_mult="
+                       f"{tuple(self.channel_mult)} need")
+    overlap = set(self.attention_resolutions) & set(self.linear_attention_resolutions)
+    if overlap:
+      raise ValueError(f"resolutions {sorted(overlap)} are in both model.attention_resolutions "
+                       "and model.linear_attention_resolutions")
+
+  @nn.compact
+  def __call__(self, x: Array, t: Array, y: Array | None = None, *,
+               x_self_cond: Array | None = None, train: bool = False) -> Array:
+    x = jnp.asarray(x)
+    self._check(x)
+    batch, channels = x.shape[0], x.shape[-1]
+    out_channels = self.out_channels if self.out_channels > 0 else channels
+    if self.learn_sigma:
+      out_channels *= 2
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    res_cls = nn.remat(ResBlock, static_argnums=(3,)) if self.remat else ResBlock
+    attn_cls = nn.remat(AttentionBlock) if self.remat else AttentionBlock
+    lin_cls = nn.remat(LinearAttentionBlock) if self.remat else LinearAttentionBlock
+
+    def res(h, ch, name, resample=None):
+      return res_cls(ch, self.dropout, self.use_scale_shift_norm, resample, self.num_groups,
+                     name=name, **kw)(h, emb, train)
+
+    def attend(h, name, force=False):
+      if force or h.shape[1] in self.attention_resolutions:
+        return attn_cls(self.num_heads, self.head_dim, self.num_groups, self.attention_impl,
+                        name=name, **kw)(h)
+      if h.shape[1] in self.linear_attention_resolutions:
+        return lin_cls(self.num_heads, self.head_dim, self.num_groups, name=name, **kw)(h)
+      return h
+
+    # Conditioning: time embedding (+ class embedding, null class = num_classes).
+    emb_dim = 4 * self.base_channels
+    t = broadcast_timesteps(t, batch)
+    emb = TimeEmbedding(self.base_channels, emb_dim, name="time_embed", **kw)(t)
+    labels = resolve_labels(y, batch, self.num_classes)
+    if labels is not None:
+      emb = emb + nn.Embed(self.num_classes + 1, emb_dim, name="label_embed", **kw)(labels)
+
+    h = with_self_condition(x, x_self_cond, self.self_condition).astype(self.dtype)
+    h = conv3x3(self.base_channels, self.dtype, self.param_dtype, "conv_in")(h)
+
+    # Encoder.
+    skips = [h]
+    last = len(self.channel_mult) - 1
+    for level, mult in enumerate(self.channel_mult):
+      ch = self.base_channels * mult
+      for i in range(self.num_res_blocks):
+        h = res(h, ch, f"down_{level}_res_{i}")
+        h = attend(h, f"down_{level}_attn_{i}")
+        skips.append(h)
+      if level != last:
+        if self.resblock_updown:
+          h = res(h, ch, f"down_{level}_downsample", resample="down")
+        else:
+          h = Downsample(ch, self.conv_resample, name=f"down_{level}_downsample", **kw)(h)
+        skips.append(h)
+
+    # Middle.
+    h = res(h, h.shape[-1], "mid_res_0")
+    h = attend(h, "mid_attn", force=True)
+    h = res(h, h.shape[-1], "mid_res_1")
+
+    # Decoder.
+    for level in reversed(range(len(self.channel_mult))):
+      ch = self.base_channels * self.channel_mult[level]
+      for i in range(self.num_res_blocks + 1):
+        h = jnp.concatenate([h, skips.pop()], axis=-1)
+        h = res(h, ch, f"up_{level}_res_{i}")
+        h = attend(h, f"up_{level}_attn_{i}")
+      if level != 0:
+        if self.resblock_updown:
+          h = res(h, ch, f"up_{level}_upsample", resample="up")
+        else:
+          h = Upsample(ch, self.conv_resample, name=f"up_{level}_upsample", **kw)(h)
+
+    h = nn.silu(GroupNorm(self.num_groups, name="norm_out", **kw)(h))
+    h = conv3x3(out_channels, self.dtype, self.param_dtype, "conv_out", kernel_init=zeros_init)(h)
+    return h.astype(jnp.float32)
