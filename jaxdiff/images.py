@@ -126,8 +126,11 @@ def save_png(array: Any, path: str) -> str:
 
 
 def save_image_grid(images: Any, path: str, nrow: Optional[int] = None,
-                    upscale: Optional[int] = None, padding: int = 1) -> np.ndarray:
+                    upscale: Optional[int] = None, padding: int = 4, pad_value: int = 128) -> np.ndarray:
   """Saves a grid of NHWC images as a PNG and returns the uint8 grid.
+
+  Cells are separated by `padding` pixels of mid-grey: digits touch their top and bottom edges,
+  and a thin white line would merge neighbouring rows into one stroke.
 
   upscale: integer nearest-neighbour factor applied to each image before tiling; None picks
   the smallest factor that makes an image at least 64 pixels tall (8x8 digits -> x8,
@@ -136,7 +139,7 @@ def save_image_grid(images: Any, path: str, nrow: Optional[int] = None,
   arr = _as_nhwc(images)
   if upscale is None:
     upscale = max(1, int(math.ceil(64 / arr.shape[1])))
-  grid = make_grid(upscale_nearest(arr, upscale), nrow=nrow, padding=padding)
+  grid = make_grid(upscale_nearest(arr, upscale), nrow=nrow, padding=padding, pad_value=pad_value)
   save_png(grid, path)
   return grid
 

@@ -85,14 +85,15 @@ def test_save_png_failure_keeps_old_file(tmp_path, monkeypatch):
 def test_save_image_grid_upscales_tiny_images(tmp_path):
   digits = np.random.default_rng(2).uniform(-1, 1, size=(4, 8, 8, 1)).astype(np.float32)
   grid = images.save_image_grid(digits, str(tmp_path / "g.png"))  # 8 px -> x8 = 64 px
-  assert grid.shape == (2 * 65 + 1, 2 * 65 + 1, 1)
+  assert grid.shape == (2 * 68 + 4, 2 * 68 + 4, 1)  # 4 px grey separators
+  assert grid[0, 0, 0] == 128
   loaded = np.asarray(Image.open(tmp_path / "g.png"))
   np.testing.assert_array_equal(loaded, grid[..., 0])
   # The third image (row 1, col 0) is its 8x8 pixels as 8x8 blocks.
-  cell = loaded[66:130, 1:65]
+  cell = loaded[72:136, 4:68]
   np.testing.assert_array_equal(cell, np.kron(images.to_uint8(digits[2, :, :, 0]), np.ones((8, 8), np.uint8)))
   big = images.save_image_grid(np.zeros((2, 64, 64, 3), np.uint8), str(tmp_path / "b.png"), nrow=2)
-  assert big.shape == (66, 131, 3)
+  assert big.shape == (72, 140, 3)
 
 
 def test_save_scatter_png(tmp_path):
