@@ -26,11 +26,13 @@ setup: $(VENV)/.stamp
 
 demo: setup
 	$(PY) train.py --config=configs/digits.py --workdir=$(WORKDIR)
-	$(PY) sample.py --workdir=$(WORKDIR) --num_samples=100 --output=$(WORKDIR)/generated
+	$(PY) sample.py --workdir=$(WORKDIR) --num_samples=1000 --output=$(WORKDIR)/generated
+	$(PY) -m jaxdiff.evaluation --samples=$(WORKDIR)/generated --dataset=digits --out=$(WORKDIR)/generated/report.json
 
 toy2d: setup
 	$(PY) train.py --config=configs/toy2d.py --workdir=runs/toy2d
-	$(PY) sample.py --workdir=runs/toy2d --num_samples=2000 --output=runs/toy2d/generated
+	$(PY) sample.py --workdir=runs/toy2d --num_samples=2000 --output=runs/toy2d/generated --trajectory
+	$(PY) -m jaxdiff.evaluation --samples=runs/toy2d/generated --dataset=toy2d/s_curve
 
 test: setup
 	$(PY) -m pytest -n 2 -q tests

@@ -7,6 +7,7 @@ The functional core is re-exported here: schedules, the forward process and loss
 from jaxdiff import schedules
 from jaxdiff import diffusion
 from jaxdiff import samplers
+from jaxdiff import models
 from jaxdiff.diffusion import (
     q_sample,
     q_posterior,
