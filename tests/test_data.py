@@ -319,13 +319,13 @@ def test_embedded_data_never_imports_tensorflow():
 def test_preview_function_and_cli(tmp_path):
   from PIL import Image
   path = data.preview(make_config(), str(tmp_path / "digits.png"))
-  # 64 digits upscaled x8 in an 8 x 8 grid with 1-pixel padding.
-  assert Image.open(path).size == (8 * 65 + 1, 8 * 65 + 1)
+  # 64 digits upscaled x8 in an 8 x 8 grid with 4-pixel grey separators.
+  assert Image.open(path).size == (8 * 68 + 4, 8 * 68 + 4)
   path = data.preview(make_config("toy2d/8gaussians", num_classes=8), str(tmp_path / "g.png"), num=500)
   assert Image.open(path).size[0] > 100
   import jaxdiff.data.preview  # noqa: F401  (rebinds the package attribute to the module)
   path = data.preview(make_config(), str(tmp_path / "again.png"), num=4)
-  assert Image.open(path).size == (2 * 65 + 1, 2 * 65 + 1)
+  assert Image.open(path).size == (2 * 68 + 4, 2 * 68 + 4)
   out = tmp_path / "cli.png"
   env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
   res = subprocess.run([sys.executable, "-m", "jaxdiff.data.preview",
@@ -661,5 +661,5 @@ def test_tfds_preview_png(pattern_mnist, tmp_path):
   from PIL import Image
   path = data.preview(mnist_config(random_flip=True), str(tmp_path / "mnist.png"), num=16)
   img = np.asarray(Image.open(path))
-  # 16 images of 28 px upscaled x3 in a 4 x 4 grid with 1-pixel padding.
-  assert img.shape == (4 * 85 + 1, 4 * 85 + 1)
+  # 16 images of 28 px upscaled x3 in a 4 x 4 grid with 4-pixel grey separators.
+  assert img.shape == (4 * 88 + 4, 4 * 88 + 4)
