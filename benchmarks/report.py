@@ -1,0 +1,93 @@
+"""Markdown tables from benchmarks/results/*.jsonl: the latest record of each row (optionally
+only records with a given --tag), for pasting into BENCHMARKS.md.
+
+    python benchmarks/report.py [--tag=main]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+
+def load(kind: str, tag: str | None) -> list[dict]:
+  path = common.RESULTS / f"{kind}.jsonl"
+  if not path.exists():
+    return []
+  recs = [json.loads(line) for line in open(path) if line.strip()]
+  return [r for r in recs if tag is None or r.get("tag") == tag]
+
+
+def latest(recs: list[dict], key: str) -> dict:
+  out = {}
+  for r in recs:
+    out[r[key]] = r
+  return out
+
+
+def f(x, nd=3):
+  if x is None or x != x:
+    return "–"
+  return f"{x:.{nd}g}" if abs(x) < 1000 else f"{x:.0f}"
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser()
+  p.add_argument("--tag", default=None)
+  args = p.parse_args(argv)
+  train = latest(load("train", args.tag), "network")
+  ddim = latest(load("sample", args.tag), "network")
+  comp = latest(load("compile", args.tag), "row")
+  mlp = latest(load("mlp", args.tag), "batch")
+
+  print("| network | params jaxdiff / diffusers | train img/s jaxdiff | diffusers | ratio | "
+        "jaxdiff GFLOP/s (% peak) | diffusers GFLOP/s (% peak) | DDIM-50 s jaxdiff | diffusers | "
+        "speed-up | compile cold / warm s | peak RSS MB jaxdiff / diffusers | load (1 min) |")
+  print("|" + "---|" * 13)
+  for name in ("tiny", "small", "cifar10"):
+    t, s, c = train.get(name), ddim.get(name), comp.get(name)
+    cells = [name]
+    if t:
+      peak = t["matmul_peak"]["peak"]
+      cells += [f"{t['jax_params'] / 1e6:.2f}M / {t.get('torch_params', 0) / 1e6:.2f}M",
+                f"{f(t['jax_images_per_s'])} (b{t['batch']})",
+                f"{f(t.get('torch_images_per_s'))} ({t.get('torch_best', '')})",
+                f"**{f(t.get('ratio'), 2)}×**",
+                f"{f(t['jax_gflops'])} ({100 * t['jax_gflops'] / peak:.0f} %)",
+                f"{f(t.get('torch_gflops'))} ({100 * t.get('torch_gflops', 0) / peak:.0f} %)"]
+    else:
+      cells += ["–"] * 6
+    if s:
+      cells += [f"{f(s['jax_s'])} (b{s['batch']})", f"{f(s.get('torch_s'))} ({s.get('torch_best', '')})",
+                f"**{f(s.get('speedup'), 2)}×**"]
+    else:
+      cells += ["–"] * 3
+    if c:
+      tm = c.get("torch") or {}
+      cells += [f"{f(c['cold']['first_step_s'])} / {f(c['warm']['first_step_s'])}",
+                f"{c['warm']['peak_rss_mb']:.0f} / {tm.get('peak_rss_mb', float('nan')):.0f}"]
+    else:
+      cells += ["–", "–"]
+    loads = [r["env"]["loadavg"] for r in (t, s) if r] + ([c["loadavg"]] if c else [])
+    cells.append(", ".join(str(eval(x)[0]) if x.startswith("[") else x for x in loads))
+    print("| " + " | ".join(cells) + " |")
+  if "default" in comp:
+    c = comp["default"]
+    print(f"\nDefault config (configs/default.py, batch {c['cold']['batch']}): first step "
+          f"{f(c['cold']['first_step_s'])} s cold (compile {f(c['cold']['compile_s'])} s), "
+          f"{f(c['warm']['first_step_s'])} s warm (compile {f(c['warm']['compile_s'])} s).")
+  if mlp:
+    print("\n| 2-D MLP, DDPM 1000 steps | jaxdiff s | torch eager s | speed-up | jaxdiff first call s |")
+    print("|---|---|---|---|---|")
+    for b, r in sorted(mlp.items()):
+      print(f"| batch {b} | {f(r['jax_s'])} | {f(r['torch_s'])} ({r['torch_best']}) | "
+            f"**{f(r['speedup'], 3)}×** | {f(r['jax_first_call_s'])} |")
+
+
+if __name__ == "__main__":
+  main()
