@@ -36,6 +36,13 @@ def get_config() -> ml_collections.ConfigDict:
   m.param_dtype = "float32"
   m.remat = False                 # jax.checkpoint each block (memory for compute)
   m.attention_impl = "auto"       # "auto" (cuDNN fused kernel on GPU in bf16/fp16, else XLA) | "xla" | "cudnn"
+  m.context_dim = 0               # > 0: cross-attention to a context [B, L, context_dim] (transformer blocks
+                                  #   at attention_resolutions and in the middle)
+  m.context_vocab = 0             # > 0: the context is int tokens [B, L] (< 0 = padding) embedded in the model
+  m.context_null = "learned"      # null context for guidance / context dropout: "learned" tokens | "zeros"
+  m.context_null_length = 1       # tokens of the null context
+  m.transformer_ff_mult = 4       # GEGLU feed-forward width (x channels) in the transformer blocks
+  m.cond_channels = 0             # > 0: x_cond images with this many channels concatenated to the input
   # MLP (2-D data)
   m.hidden_dim = 128
   m.num_layers = 4                # residual MLP blocks
@@ -54,6 +61,9 @@ def get_config() -> ml_collections.ConfigDict:
   d.center_crop = False           # centre square crop before resizing (CelebA)
   d.shuffle_buffer = 10_000
   d.toy2d_num_points = 0          # 0: endless stream of fresh points; > 0: fixed set from the seed
+  d.cond = ""                     # "" | "sr" (batch gains x_cond: bicubic of the sr_factor-downsampled image)
+                                  #   | "caption" (batch gains context: digit captions; jaxdiff.data.captions)
+  d.sr_factor = 2                 # "sr": downsampling factor (8x8 digits -> 4x4)
 
   # ---- diffusion process and loss (jaxdiff.schedules / jaxdiff.diffusion) ----
   f = config.diffusion = ml_collections.ConfigDict()
@@ -80,6 +90,7 @@ def get_config() -> ml_collections.ConfigDict:
   t.sample_every = 1000           # 0 disables periodic sample grids
   t.num_sample_images = 64        # images in each periodic grid
   t.label_dropout = 0.1           # classifier-free guidance: share of labels replaced by the null class
+  t.context_dropout = -1.0        # share of contexts replaced by the null context; < 0: label_dropout
   t.steps_per_dispatch = 1        # train steps scanned in one compiled call
   t.grad_accum_steps = 1          # optax.MultiSteps accumulation
   t.nan_policy = "stop"           # "stop" | "skip" on a non-finite loss

@@ -11,7 +11,7 @@ import ml_collections
 from jaxdiff import schedules
 from jaxdiff.samplers import SAMPLERS, SPACINGS
 
-__all__ = ["ConfigError", "validate_config", "schedule_from_config"]
+__all__ = ["ConfigError", "validate_config", "check_training_conditioning", "schedule_from_config"]
 
 
 class ConfigError(ValueError):
@@ -89,10 +89,68 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     if config.train[field] % steps:
       raise ConfigError(f"config.train.{field}={config.train[field]} must be a multiple of "
                         f"config.train.steps_per_dispatch={steps}.")
+  _validate_conditioning(config)
   every = config.eval.get("every", 0) if "eval" in config else 0
   if every and every % steps:
     raise ConfigError(f"config.eval.every={every} must be a multiple of config.train.steps_per_dispatch={steps}.")
   return config
+
+
+def _field(config, path: str, default):
+  """config.<path>, or default when an older config (e.g. a workdir's config.json) lacks it."""
+  node = config
+  for part in path.split("."):
+    if part not in node:
+      return default
+    node = node[part]
+  return node
+
+
+def _validate_conditioning(config) -> None:
+  """Cross-attention context, conditioning images and their data sources (fields added after the
+  first configs were written: an older config without them means 'none')."""
+  from jaxdiff.data.captions import VOCAB
+  from jaxdiff.data.conditioning import COND_KINDS
+
+  cond = _field(config, "data.cond", "")
+  if cond not in COND_KINDS:
+    raise ConfigError(f"config.data.cond={cond!r} is not valid; choose one of {list(COND_KINDS)}.")
+  for path in ("model.context_dim", "model.context_vocab", "model.cond_channels"):
+    value = _field(config, path, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+      raise ConfigError(f"config.{path}={value!r} must be an integer >= 0.")
+  null = _field(config, "model.context_null", "learned")
+  if null not in ("learned", "zeros"):
+    raise ConfigError(f"config.model.context_null={null!r} is not valid; choose 'learned' or 'zeros'.")
+  p = _field(config, "train.context_dropout", -1.0)
+  if isinstance(p, bool) or not isinstance(p, (int, float)) or p > 1:
+    raise ConfigError(f"config.train.context_dropout={p!r} must be a number <= 1 (< 0: the label dropout).")
+  context_dim, vocab = _field(config, "model.context_dim", 0), _field(config, "model.context_vocab", 0)
+  cond_channels = _field(config, "model.cond_channels", 0)
+  if (context_dim or cond_channels) and config.model.name != "unet":
+    raise ConfigError("config.model.context_dim / cond_channels need config.model.name='unet'.")
+  if vocab and not context_dim:
+    raise ConfigError(f"config.model.context_vocab={vocab} needs config.model.context_dim > 0 (the token width).")
+  if cond == "caption" and (not context_dim or vocab < len(VOCAB)):
+    raise ConfigError(f"config.data.cond='caption' yields int tokens 0..{len(VOCAB) - 1}: set "
+                      f"config.model.context_dim > 0 and config.model.context_vocab >= {len(VOCAB)}.")
+  if cond == "sr" and cond_channels != config.data.channels:
+    raise ConfigError(f"config.data.cond='sr' yields x_cond with the data's {config.data.channels} channel(s): set "
+                      f"config.model.cond_channels={config.data.channels} (now {cond_channels}).")
+
+
+def check_training_conditioning(config) -> None:
+  """The training data must carry what the network is conditioned on: a context needs
+  config.data.cond='caption', a conditioning image config.data.cond='sr'."""
+  cond = _field(config, "data.cond", "")
+  if _field(config, "model.context_dim", 0) and cond != "caption":
+    raise ConfigError("config.model.context_dim > 0 but the training data carry no context: set "
+                      "config.data.cond='caption' (digits), or feed batches with a 'context' entry to "
+                      "jaxdiff.training.make_train_step yourself.")
+  if _field(config, "model.cond_channels", 0) and cond != "sr":
+    raise ConfigError("config.model.cond_channels > 0 but the training data carry no conditioning image: set "
+                      "config.data.cond='sr', or feed batches with an 'x_cond' entry to "
+                      "jaxdiff.training.make_train_step yourself.")
 
 
 def schedule_from_config(config: ml_collections.ConfigDict) -> schedules.Schedule:

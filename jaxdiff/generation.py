@@ -35,12 +35,24 @@ def model_fn(model: Any, params: Any) -> jax.tree_util.Partial:
   return samplers.bind(model.apply, {"params": params})
 
 
+def _model_field(config, field: str, default: int = 0) -> int:
+  return int(config.model.get(field, default))
+
+
 def sample_from_config(config: ml_collections.ConfigDict, model: Any, schedule: Schedule, params: Any,
-                       key: jax.Array, num: int, labels: jnp.ndarray | None = None, **overrides: Any):
+                       key: jax.Array, num: int, labels: jnp.ndarray | None = None, *,
+                       context: jnp.ndarray | None = None, context_mask: jnp.ndarray | None = None,
+                       x_cond: jnp.ndarray | None = None, **overrides: Any):
   """`num` samples with config.sample's sampler settings (any of them overridable by keyword).
 
   For class-conditional models, `labels` (int [num]) are the requested classes; None asks the
-  unconditional (null-class) model. A guidance_scale other than 1 uses classifier-free guidance.
+  unconditional (null-class) model. Cross-attention models take `context` ([num, L, D] floats,
+  or int tokens [num, L] for `model.context_vocab > 0`) and optionally `context_mask` [num, L];
+  None is the null context. A guidance_scale other than 1 uses classifier-free guidance when
+  labels or a context are given: the unconditional branch has the null class and the null
+  context (an all-False context mask). Image-conditioned models (`model.cond_channels > 0`)
+  need `x_cond` [num, H, W, cond_channels], shared by both branches. Other keywords go to
+  `jaxdiff.sample` (e.g. `inpaint_mask`, `inpaint_known`, `repaint_resample`, `return_trajectory`).
   """
   s = config.sample
   opts = dict(sampler=s.sampler, num_steps=int(s.num_steps), eta=float(s.eta), spacing=s.spacing,
@@ -49,20 +61,33 @@ def sample_from_config(config: ml_collections.ConfigDict, model: Any, schedule: 
   if opts["sampler"] != s.sampler and overrides.get("eta") is None:
     opts["eta"] = None  # config.sample.eta belongs to the config's sampler: use the other one's default
   scale = opts.pop("guidance_scale")
-  cond, uncond = None, None
+  cond, uncond = {}, {}
   num_classes = int(config.model.num_classes)
   if num_classes > 0:
     null = jnp.full((num,), num_classes, jnp.int32)
     if labels is None:
-      cond, scale = {"y": null}, None
+      cond["y"] = null
     else:
-      cond, uncond = {"y": jnp.asarray(labels, jnp.int32)}, {"y": null}
-      if scale == 1.0:
-        scale, uncond = None, None
-  else:
-    scale = None
+      cond["y"], uncond["y"] = jnp.asarray(labels, jnp.int32), null
+  if _model_field(config, "context_dim") > 0:
+    if context is not None:
+      context = jnp.asarray(context)
+      mask = jnp.ones(context.shape[:2], bool) if context_mask is None else jnp.asarray(context_mask, bool)
+      cond["context"], cond["context_mask"] = context, mask
+      uncond["context_mask"] = jnp.zeros_like(mask)   # all False: the null context
+  elif context is not None or context_mask is not None:
+    raise ValueError("a context was given but the model has no cross-attention (config.model.context_dim = 0)")
+  if _model_field(config, "cond_channels") > 0:
+    if x_cond is None:
+      raise ValueError(f"the model is conditioned on an image (config.model.cond_channels="
+                       f"{_model_field(config, 'cond_channels')}): pass x_cond [num, H, W, C]")
+    cond["x_cond"] = jnp.asarray(x_cond, jnp.float32)   # shared by both branches
+  elif x_cond is not None:
+    raise ValueError("x_cond was given but the model takes no conditioning image (config.model.cond_channels = 0)")
+  if not uncond or scale == 1.0:
+    scale, uncond = None, None
   return samplers.sample(
       model_fn(model, params), schedule, (num,) + data_shape(config), key,
-      prediction=config.diffusion.prediction, cond=cond, uncond=uncond, guidance_scale=scale,
+      prediction=config.diffusion.prediction, cond=cond or None, uncond=uncond, guidance_scale=scale,
       variance="learned_range" if config.model.learn_sigma and opts["sampler"] == "ddpm" else "fixed_small",
       self_condition=bool(config.model.self_condition), **opts)

@@ -32,11 +32,14 @@ __all__ = [
     "ddim_sigma",
     "bind",
     "sample",
+    "repaint_schedule",
+    "INPAINT_SAMPLERS",
 ]
 
 SAMPLERS = ("ddpm", "ddim", "dpmpp_2m", "euler", "euler_ancestral", "heun")
 SPACINGS = ("leading", "trailing", "linspace")
 VARIANCES = ("fixed_small", "fixed_large", "learned_range")
+INPAINT_SAMPLERS = ("ddpm", "ddim", "dpmpp_2m")
 
 
 def timesteps(num_timesteps: int, num_steps: int, spacing: str = "leading") -> np.ndarray:
@@ -119,6 +122,10 @@ class _Spec(NamedTuple):
   s_tmax: float
   s_noise: float
   shape: tuple[int, ...]
+  inpaint: bool = False
+  repaint_resample: int = 1
+  repaint_jump: int = 1
+  paste_known: bool = True
 
 
 def sample(
@@ -144,6 +151,11 @@ def sample(
     s_tmin: float = 0.0,
     s_tmax: float = float("inf"),
     s_noise: float = 1.0,
+    inpaint_mask: jnp.ndarray | None = None,
+    inpaint_known: jnp.ndarray | None = None,
+    repaint_resample: int = 1,
+    repaint_jump: int = 1,
+    paste_known: bool = True,
 ):
   """Draw samples of `shape` (batch first) by running the reverse process from pure noise.
 
@@ -160,12 +172,28 @@ def sample(
     clip_x0: clip predicted x0 to [-clip_x0, clip_x0] (None: no clipping).
     guidance_scale: classifier-free guidance; output = uncond + s (cond - uncond), from one
       batched call on [cond; uncond]. Needs `uncond` (e.g. {"y": null labels}).
-    cond / uncond: keyword arguments of model_fn for the conditional / unconditional branch.
+    cond / uncond: keyword arguments of model_fn for the conditional / unconditional branch. An
+      entry of `cond` that `uncond` leaves out is shared by both branches (e.g. `x_cond`); for a
+      cross-attention model the unconditional branch is `{"context_mask": all False}` (the null
+      context) or `{"context": ..., "context_mask": zeros}`; arrays of any rank are stacked
+      along the batch axis, so contexts [B, L, D] and masks [B, L] work as labels [B] do.
     variance: DDPM's "fixed_small" (posterior beta~), "fixed_large" (beta) or "learned_range"
       (the model outputs 2x channels; the second half interpolates log beta~..log beta).
     self_condition: feed the previous step's x0 prediction as `x_self_cond`.
     return_trajectory: also return {"x": x_t before each step and the final sample,
       "x0": x0 predictions, "t": timesteps}.
+    inpaint_mask / inpaint_known: inpainting with any model (RePaint, Lugmayr et al. 2022):
+      `inpaint_mask` (broadcastable to `shape`, 1 = known, 0 = to generate; fractional values
+      blend) and the images `inpaint_known` (`shape`). Before the first step and after every
+      step the known region is replaced by `inpaint_known` noised to the new timestep
+      (q_sample with fresh noise); the last step lands on the clean image, so with
+      `paste_known` the known region of the result equals `inpaint_known` exactly (False keeps
+      the model's own final step there). Samplers: ddpm, ddim, dpmpp_2m.
+    repaint_resample / repaint_jump: RePaint's resampling: after every `repaint_jump` steps
+      (counted from the end, as RePaint's `jump_length`) go back up `repaint_jump` steps by the
+      forward process q(x_t | x_t') and denoise them again, `repaint_resample - 1` times
+      (`jump_n_sample`); 1 = no resampling. The whole schedule is one `lax.scan`
+      (`repaint_schedule` gives it).
 
   Returns:
     samples (float32, `shape`), or (samples, trajectory) with return_trajectory.
@@ -187,22 +215,81 @@ def sample(
   if x_init is not None and tuple(x_init.shape) != shape:
     raise ValueError(f"x_init has shape {tuple(x_init.shape)}, expected {shape}.")
   timesteps(schedule.num_timesteps, num_steps, spacing)  # validates num_steps and spacing early
+  cond, uncond = dict(cond or {}), dict(uncond or {})
+  if guided and set(uncond) - set(cond):
+    raise ValueError(f"uncond has entries {sorted(set(uncond) - set(cond))} that cond lacks; give both "
+                     "branches the same keyword arguments (entries only in cond are shared).")
+  inpaint = _inpaint_arrays(inpaint_mask, inpaint_known, shape, sampler)
+  for name, v in (("repaint_resample", repaint_resample), ("repaint_jump", repaint_jump)):
+    if isinstance(v, bool) or int(v) != v or v < 1:
+      raise ValueError(f"{name} must be an integer >= 1, got {v!r}.")
+  if inpaint is None and (repaint_resample != 1 or repaint_jump != 1):
+    raise ValueError("repaint_resample / repaint_jump apply to inpainting: pass inpaint_mask and inpaint_known.")
   spec = _Spec(sampler, int(num_steps), prediction, float(eta), spacing,
                None if clip_x0 is None or clip_x0 == 0 else float(clip_x0), guided,
                bool(return_trajectory), variance, bool(self_condition), float(s_churn), float(s_tmin),
-               float(s_tmax), float(s_noise), shape)
+               float(s_tmax), float(s_noise), shape, inpaint is not None, int(repaint_resample),
+               int(repaint_jump), bool(paste_known))
   if isinstance(model_fn, jax.tree_util.Partial):
     fn_leaves, fn_def = jax.tree_util.tree_flatten(model_fn)
     fn_static = ("partial", fn_def)
   else:
     fn_leaves, fn_static = [], ("callable", model_fn)
   scale = jnp.asarray(guidance_scale if guided else 1.0, jnp.float32)
-  return _sample_jit(fn_static, spec, fn_leaves, schedule, key, x_init, dict(cond or {}),
-                     dict(uncond or {}), scale)
+  return _sample_jit(fn_static, spec, fn_leaves, schedule, key, x_init, cond, uncond, scale, inpaint)
+
+
+def _inpaint_arrays(mask, known, shape, sampler):
+  """The inpainting inputs as float32 arrays (mask broadcast to `shape`), or None."""
+  if mask is None and known is None:
+    return None
+  if mask is None or known is None:
+    raise ValueError("inpainting needs both inpaint_mask (1 = known) and inpaint_known (the images to complete).")
+  if sampler not in INPAINT_SAMPLERS:
+    raise ValueError(f"inpainting runs with the samplers {INPAINT_SAMPLERS}, not {sampler!r}.")
+  known = jnp.asarray(known, jnp.float32)
+  if tuple(known.shape) != shape:
+    raise ValueError(f"inpaint_known has shape {tuple(known.shape)}, expected the sample shape {shape}.")
+  mask = jnp.asarray(mask, jnp.float32)
+  try:
+    mask = jnp.broadcast_to(mask, shape)
+  except ValueError:
+    raise ValueError(f"inpaint_mask of shape {tuple(mask.shape)} does not broadcast to the sample shape "
+                     f"{shape}.") from None
+  return {"mask": mask, "known": known}
+
+
+def repaint_schedule(num_steps: int, resample: int = 1, jump: int = 1) -> tuple[np.ndarray, np.ndarray]:
+  """RePaint's resampling schedule over a sampler's `num_steps` steps, as static arrays.
+
+  Returns (steps, jump_from): the sampler step run at each iteration (step p goes from the p-th
+  timestep of the spacing to the next, p = num_steps - 1 lands on the clean image), and, per
+  iteration, 0 or the position the state was at before it was sent back up by the forward
+  process (jump_from = q > 0: the state, after step q - 1, is re-noised to the level step
+  q - jump starts from, and that step runs next). Positions q = num_steps - 1, num_steps - 1 -
+  jump, ... (>= jump) are jump points, each taken resample - 1 times, as RePaint's
+  `get_schedule_jump(t_T, jump_length, jump_n_sample)`; resample = 1 gives 0..num_steps - 1.
+  """
+  n, r, j = int(num_steps), int(resample), int(jump)
+  if n < 1 or r < 1 or j < 1:
+    raise ValueError(f"repaint_schedule needs num_steps, resample and jump >= 1, got {n}, {r}, {j}.")
+  left = {q: r - 1 for q in range(n - 1, j - 1, -j)} if r > 1 else {}
+  steps, jump_from = [], []
+  q, came_from = 0, 0
+  while q < n:
+    steps.append(q)
+    jump_from.append(came_from)
+    came_from = 0
+    q += 1
+    if left.get(q, 0) > 0:
+      left[q] -= 1
+      came_from = q
+      q -= j
+  return np.asarray(steps, np.int64), np.asarray(jump_from, np.int64)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _sample_jit(fn_static, spec: _Spec, fn_leaves, schedule, key, x_init, cond, uncond, scale):
+def _sample_jit(fn_static, spec: _Spec, fn_leaves, schedule, key, x_init, cond, uncond, scale, inpaint=None):
   kind, obj = fn_static
   model_fn = jax.tree_util.tree_unflatten(obj, fn_leaves) if kind == "partial" else obj
   k_init, k_steps = jax.random.split(key)
@@ -218,7 +305,10 @@ def _sample_jit(fn_static, spec: _Spec, fn_leaves, schedule, key, x_init, cond, 
       "euler_ancestral": _run_euler,
       "heun": _run_euler,
   }[spec.sampler]
-  x, traj = runner(denoise, schedule, spec, x_init, k_steps)
+  if inpaint is None:
+    x, traj = runner(denoise, schedule, spec, x_init, k_steps)
+  else:
+    x, traj = runner(denoise, schedule, spec, x_init, k_steps, inpaint)
   if spec.return_trajectory:
     return x, traj
   return x
@@ -234,7 +324,7 @@ def _make_denoiser(model_fn, spec: _Spec, cond, uncond, scale):
       kw["x_self_cond"] = x_sc
     if not spec.guided:
       return model_fn(x, tb, **kw)
-    ukw = dict(uncond)
+    ukw = {**cond, **uncond}  # entries only in cond are shared by both branches
     if spec.self_condition:
       ukw["x_self_cond"] = x_sc
     both = jax.tree_util.tree_map(lambda c, u: jnp.concatenate([c, u], axis=0), kw, ukw)
@@ -282,7 +372,7 @@ def _finish(spec, x_final, ys, ts):
                    "t": jnp.asarray(ts, jnp.int32)}
 
 
-def _run_ddpm(denoise, schedule, spec, x, key):
+def _run_ddpm(denoise, schedule, spec, x, key, inpaint=None):
   ts, prev = step_pairs(schedule.num_timesteps, spec.num_steps, spec.spacing, "ddpm")
   a_t, a_p = _gather_ac(schedule, ts), _gather_ac(schedule, prev)
   beta = 1.0 - a_t / a_p  # the respaced beta (equals the schedule's beta when every step is taken)
@@ -312,11 +402,13 @@ def _run_ddpm(denoise, schedule, spec, x, key):
     x_new = mean + jnp.where(is_last, 0.0, jnp.exp(0.5 * log_var)) * z
     return (x_new, x0), _traj(spec, x, x0)
 
+  if inpaint is not None:
+    return _run_inpaint(step, xs, ts, prev, schedule, spec, x, key, inpaint, noise_index=0)
   (x_final, _), ys = jax.lax.scan(step, (x, jnp.zeros_like(x)), xs)
   return _finish(spec, x_final, ys, ts)
 
 
-def _run_ddim(denoise, schedule, spec, x, key):
+def _run_ddim(denoise, schedule, spec, x, key, inpaint=None):
   ts, prev = step_pairs(schedule.num_timesteps, spec.num_steps, spec.spacing, "ddim")
   a_t, a_p = _gather_ac(schedule, ts), _gather_ac(schedule, prev)
   sigma = spec.eta * jnp.sqrt((1.0 - a_p) / (1.0 - a_t)) * jnp.sqrt(1.0 - a_t / a_p)
@@ -332,11 +424,13 @@ def _run_ddim(denoise, schedule, spec, x, key):
       x_new = x_new + sig * _noise(key, i, x.shape)
     return (x_new, x0), _traj(spec, x, x0)
 
+  if inpaint is not None:
+    return _run_inpaint(step, xs, ts, prev, schedule, spec, x, key, inpaint, noise_index=0)
   (x_final, _), ys = jax.lax.scan(step, (x, jnp.zeros_like(x)), xs)
   return _finish(spec, x_final, ys, ts)
 
 
-def _run_dpmpp_2m(denoise, schedule, spec, x, key):
+def _run_dpmpp_2m(denoise, schedule, spec, x, key, inpaint=None):
   """DPM-Solver++(2M) in data prediction, first order at the first and the final step.
 
   With alpha = sqrt(a), sigma = sqrt(1 - a), lambda = log(alpha / sigma), h = lambda_t - lambda_s:
@@ -365,8 +459,67 @@ def _run_dpmpp_2m(denoise, schedule, spec, x, key):
     x_new = ratio * x - alt * (emh - 1.0) * d
     return (x_new, x0), _traj(spec, x, x0)
 
+  if inpaint is not None:  # after a RePaint jump the multistep history is stale: first order
+    return _run_inpaint(step, xs, ts, prev, schedule, spec, x, key, inpaint, history=len(xs) - 1)
   (x_final, _), ys = jax.lax.scan(step, (x, jnp.zeros_like(x)), xs)
   return _finish(spec, x_final, ys, ts)
+
+
+# Keys of the inpainting noise, folded into the sampler's step key (step noise uses the step index).
+_TAG_KNOWN, _TAG_JUMP, _TAG_KNOWN_INIT = 1_000_003, 1_000_004, 1_000_005
+
+
+def _run_inpaint(step, xs, ts, prev, schedule, spec, x, key, inpaint, noise_index=None, history=None):
+  """Run a sampler's `step` over RePaint's schedule with the known region replaced, as one scan.
+
+  Iteration k runs step p_k of the plain sampler on the state that, if a jump lands here, was
+  first re-noised by the forward process from the level it had reached to the level step p_k
+  starts from: x <- sqrt(a_to / a_from) x + sqrt(1 - a_to / a_from) z (ratio 1 and std 0 when
+  there is no jump: the same arithmetic every iteration, no branch). After the step the known
+  region becomes q_sample(known, t_prev) with fresh noise, which at the clean end (a = 1) is the
+  known image itself. `noise_index`: the position in `xs` of the per-step noise index (replaced
+  by the iteration number, so repeated steps draw new noise); `history`: the position of the
+  multistep flag to clear after a jump.
+  """
+  mask, known = inpaint["mask"], inpaint["known"]
+  steps, jump_from = repaint_schedule(len(ts), spec.repaint_resample, spec.repaint_jump)
+  m = len(steps)
+  gathered = list(jax.tree_util.tree_map(lambda a: a[steps], xs))
+  if noise_index is not None:
+    gathered[noise_index] = jnp.arange(m)
+  jumped = jump_from > 0
+  if history is not None:
+    gathered[history] = gathered[history] & jnp.asarray(~jumped)
+  a_start = _gather_ac(schedule, ts)               # level step p starts from
+  a_end = _gather_ac(schedule, prev)               # level step p lands on
+  a_from = jnp.where(jnp.asarray(jumped), a_end[np.maximum(jump_from - 1, 0)], 1.0)
+  a_to = jnp.where(jnp.asarray(jumped), a_start[steps], 1.0)
+  jump_scale, jump_std = jnp.sqrt(a_to / a_from), jnp.sqrt(jnp.maximum(1.0 - a_to / a_from, 0.0))
+  a_after = a_end[steps]
+  weight = np.ones(m, np.float32)
+  if not spec.paste_known:
+    weight[steps == len(ts) - 1] = 0.0             # keep the model's own last step in the known region
+  k_known, k_jump = jax.random.fold_in(key, _TAG_KNOWN), jax.random.fold_in(key, _TAG_JUMP)
+
+  def known_at(a, noise):
+    return jnp.sqrt(a) * known + jnp.sqrt(1.0 - a) * noise
+
+  def replace(x_cur, a, noise, w):
+    mw = mask * w
+    return mw * known_at(a, noise) + (1.0 - mw) * x_cur
+
+  def body(carry, inp):
+    k, scale_k, std_k, a_k, w_k, step_inp = inp
+    x_cur, aux = carry
+    x_cur = scale_k * x_cur + std_k * _noise(k_jump, k, x_cur.shape)
+    (x_new, aux), ys = step((x_cur, aux), step_inp)
+    x_new = replace(x_new, a_k, _noise(k_known, k, x_new.shape), w_k)
+    return (x_new, aux), ys
+
+  x = replace(x, a_start[0], _noise(jax.random.fold_in(key, _TAG_KNOWN_INIT), 0, x.shape), 1.0)
+  inputs = (jnp.arange(m), jump_scale, jump_std, a_after, jnp.asarray(weight), tuple(gathered))
+  (x_final, _), ys = jax.lax.scan(body, (x, jnp.zeros_like(x)), inputs)
+  return _finish(spec, x_final, ys, np.asarray(ts)[steps])
 
 
 def _run_euler(denoise, schedule, spec, x, key):

@@ -23,7 +23,7 @@ def _fast_compiles():
 
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
-CONFIGS = ["digits", "toy2d", "mnist", "cifar10", "celeba64"]
+CONFIGS = ["digits", "toy2d", "mnist", "cifar10", "celeba64", "digits_context", "digits_sr"]
 
 
 def load_config(name: str):

@@ -6,13 +6,16 @@
 `sample.py` is the command-line front end. The output folder holds `.npz` shards
 (`samples_{start:07d}_{end:07d}.npz`: "images" uint8 NHWC or "points" float32, "labels" int32
 (-1 = none), "index" int64), `run.json` (the run's identity), `summary.json`, `grid.png` or
-`scatter.png`, and with `trajectory=True` `trajectory.png`. See `jaxdiff.bulk.generate` for the
+`scatter.png`, and with `trajectory=True` `trajectory.png`. Beyond class labels a run can carry
+per-sample captions or contexts, conditioning images and inpainting sources
+(`jaxdiff.bulk.conditions`). See `jaxdiff.bulk.generate` for the
 determinism, parallelism and resume design.
 """
 
 from jaxdiff.bulk.generate import default_output, generate, make_batch_fn
 from jaxdiff.bulk.restore import params_digest, restore_model
-from jaxdiff.bulk.settings import SamplingError, labels_for, parse_labels, resolve_settings
+from jaxdiff.bulk.conditions import Conditions, named_mask, resolve_conditions
+from jaxdiff.bulk.settings import SamplingError, labels_for, parse_labels, resolve_run, resolve_settings
 from jaxdiff.bulk.shards import check_shard, layout, read_shard, shard_name
 
 __all__ = [
@@ -25,6 +28,10 @@ __all__ = [
     "parse_labels",
     "labels_for",
     "resolve_settings",
+    "resolve_run",
+    "resolve_conditions",
+    "Conditions",
+    "named_mask",
     "layout",
     "shard_name",
     "check_shard",

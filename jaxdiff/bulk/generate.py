@@ -41,7 +41,7 @@ from jaxdiff import images
 from jaxdiff.bulk import figures
 from jaxdiff.bulk.restore import _load_config, params_digest, restore_model
 from jaxdiff.bulk.settings import (MANIFEST_FORMAT, SamplingError, compare_manifest, labels_for, labels_summary,
-                                   resolve_settings)
+                                   resolve_run)
 from jaxdiff.bulk.shards import (atomic_write_bytes, check_shard, layout, parse_shard_name, read_shard, shard_name,
                                  write_shard)
 
@@ -58,30 +58,37 @@ def default_output(workdir: str) -> str:
 
 
 def make_batch_fn(config, model, schedule, settings: dict, trajectory: bool = False):
-  """fn(params, index int32 [B], labels int32 [B]) -> samples [B, ...] (and trajectories).
+  """fn(params, index int32 [B], labels int32 [B], extra=None) -> samples [B, ...] (and trajectories).
 
   Sample index[b] uses key fold_in(key(seed), index[b]) and class labels[b] (ignored for
-  labels "none"); every sample is an independent batch-1 sampling run, vmapped.
+  labels "none"); every sample is an independent batch-1 sampling run, vmapped. `extra` holds
+  per-sample conditioning arrays, batch first (`Conditions.arrays`): "context", "x_cond", and
+  "inpaint_known" with "inpaint_mask" (inpainting with settings["inpaint"]'s RePaint options).
   """
   from jaxdiff.generation import sample_from_config
 
   conditional = settings["labels"] != "none"
   opts = dict(sampler=settings["sampler"], num_steps=settings["num_steps"], eta=settings["eta"],
               spacing=settings["spacing"], clip_x0=settings["clip_x0"], guidance_scale=settings["guidance_scale"])
+  inpaint = settings.get("inpaint")
+  if inpaint:
+    opts.update(repaint_resample=inpaint["repaint_resample"], repaint_jump=inpaint["repaint_jump"],
+                paste_known=inpaint["paste_known"])
   seed = settings["seed"]
 
-  def one(params, key, label):
+  def one(params, key, label, ex):
+    kw = {k: v[None] for k, v in ex.items()}
     out = sample_from_config(config, model, schedule, params, key, 1, label[None] if conditional else None,
-                             return_trajectory=trajectory, **opts)
+                             return_trajectory=trajectory, **kw, **opts)
     if trajectory:
       x, traj = out
       return x[0], traj["x"][:, 0], traj["x0"][:, 0]
     return out[0]
 
-  def fn(params, index, labels):
+  def fn(params, index, labels, extra=None):
     base = jax.random.key(seed)
     keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(index)
-    return jax.vmap(one, in_axes=(None, 0, 0))(params, keys, labels)
+    return jax.vmap(one, in_axes=(None, 0, 0, 0))(params, keys, labels, dict(extra or {}))
 
   return fn
 
@@ -90,22 +97,33 @@ _COMPILED: collections.OrderedDict = collections.OrderedDict()
 _COMPILED_MAX = 4
 
 
-def _compiled(config, model, schedule, settings: dict, batch: int, mesh, dev_params):
+def _compiled(config, model, schedule, settings: dict, batch: int, mesh, dev_params, extra_spec=None):
   """The compiled batch sampler, reused by later calls in this process with the same model, settings,
-  batch and devices (the parameters are an argument, so they may differ)."""
+  batch and devices (the parameters are an argument, so they may differ). `extra_spec`: {name:
+  (per-sample shape, dtype)} of the per-sample conditioning arrays, or None."""
   from jaxdiff import parallel
 
   fields = ("sampler", "num_steps", "eta", "spacing", "clip_x0", "guidance_scale", "seed")
+  inpaint = settings.get("inpaint") or {}
+  extra_key = tuple(sorted((k, tuple(v[0]), str(v[1])) for k, v in (extra_spec or {}).items()))
   key = (config.to_json_best_effort(sort_keys=True), tuple(settings[k] for k in fields),
          settings["labels"] != "none", batch, tuple(d.id for d in mesh.devices.flat),
-         jax.tree_util.tree_structure(dev_params))
+         jax.tree_util.tree_structure(dev_params), extra_key,
+         tuple(inpaint.get(k) for k in ("repaint_resample", "repaint_jump", "paste_known")))
   if key in _COMPILED:
     _COMPILED.move_to_end(key)
     return _COMPILED[key]
   repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
-  fn = jax.jit(make_batch_fn(config, model, schedule, settings), in_shardings=(repl, data, data), out_shardings=data)
   arg = jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=data)
-  compiled = fn.lower(dev_params, arg, arg).compile()
+  if extra_spec:
+    fn = jax.jit(make_batch_fn(config, model, schedule, settings), in_shardings=(repl, data, data, data),
+                 out_shardings=data)
+    extra = {k: jax.ShapeDtypeStruct((batch,) + tuple(shp), dt, sharding=data) for k, (shp, dt) in extra_spec.items()}
+    compiled = fn.lower(dev_params, arg, arg, extra).compile()
+  else:
+    fn = jax.jit(make_batch_fn(config, model, schedule, settings), in_shardings=(repl, data, data),
+                 out_shardings=data)
+    compiled = fn.lower(dev_params, arg, arg).compile()
   _COMPILED[key] = compiled
   while len(_COMPILED) > _COMPILED_MAX:
     _COMPILED.popitem(last=False)
@@ -212,7 +230,9 @@ def generate(workdir: str, output: str | None = None, *, num_samples: int, sampl
              clip_x0: float | None = None, guidance_scale: float | None = None, labels: Any = None, seed: int = 0,
              batch_size: int | None = None, shard_size: int = 1000, params: str = "ema",
              checkpoint_step: int | None = None, trajectory: bool = False, grid_size: int = 100,
-             progress: bool = True) -> dict:
+             progress: bool = True, inpaint_source: str | None = None, inpaint_mask: str | None = None,
+             repaint_resample: int = 1, repaint_jump: int = 1, paste_known: bool = True,
+             context: str | None = None, cond_source: str | None = None) -> dict:
   """Generate `num_samples` samples of the model trained in `workdir` into `output` (resumable).
 
   Args:
@@ -230,6 +250,13 @@ def generate(workdir: str, output: str | None = None, *, num_samples: int, sampl
       (or, when resuming, the step the run started with).
     trajectory: also write trajectory.png, the reverse process of the first samples.
     grid_size: samples in grid.png (images).
+    inpaint_source, inpaint_mask: inpainting (`jaxdiff.bulk.conditions`): sample i completes
+      source image i mod N, keeping the region where the mask is 1; repaint_resample /
+      repaint_jump: RePaint resampling; paste_known: the known region of the output is the source.
+    context: cross-attention models: "uniform" (the 60 digit captions, cycled), "none", a caption,
+      captions separated by ";" or a .npy file (default "uniform" for caption models).
+    cond_source: image-conditioned models: the source images ("digits_test" by default for
+      digits) whose config.data.cond transform is the conditioning image (or a .npz of "x_cond").
 
   Returns the summary dict (also written to output/summary.json by process 0).
   Raises SamplingError for anything the user can fix; nothing in `output` is touched then.
@@ -240,9 +267,11 @@ def generate(workdir: str, output: str | None = None, *, num_samples: int, sampl
   t_start = time.perf_counter()
   workdir = os.path.abspath(workdir)
   config = _load_config(workdir)
-  settings = resolve_settings(config, num_samples=num_samples, sampler=sampler, num_steps=num_steps, eta=eta,
-                              spacing=spacing, clip_x0=clip_x0, guidance_scale=guidance_scale, labels=labels,
-                              seed=seed, shard_size=shard_size, params=params)
+  settings, conditions = resolve_run(
+      config, num_samples=num_samples, sampler=sampler, num_steps=num_steps, eta=eta, spacing=spacing,
+      clip_x0=clip_x0, guidance_scale=guidance_scale, labels=labels, seed=seed, shard_size=shard_size,
+      params=params, inpaint_source=inpaint_source, inpaint_mask=inpaint_mask, repaint_resample=repaint_resample,
+      repaint_jump=repaint_jump, paste_known=paste_known, context=context, cond_source=cond_source)
   output = os.path.abspath(output) if output else default_output(workdir)
   if grid_size < 1:
     raise SamplingError(f"grid_size={grid_size} must be >= 1.")
@@ -307,11 +336,19 @@ def generate(workdir: str, output: str | None = None, *, num_samples: int, sampl
   devices = jax.local_devices()
   n_local = len(devices)
   B = _round_up(max(1, min(math.ceil(batch_size / P), work)), n_local)
-  guided = settings["labels"] != "none" and settings["guidance_scale"] != 1.0
+  guided = settings["guidance_scale"] != 1.0
+  extra_spec = None
+  if not conditions.empty:
+    probe = conditions.arrays(np.zeros(1, np.int64))
+    extra_spec = {k: (v.shape[1:], v.dtype) for k, v in probe.items()}
   if main and progress:
     print(f"jaxdiff sample: {N} samples of {kind} {list(shape)} from checkpoint step {step} ({params} params), "
           f"{settings['sampler']}-{settings['num_steps']} (NFE {settings['nfe']}"
-          + (f", guidance {settings['guidance_scale']:g}" if guided else "") + f"), labels {labels_summary(spec)}, "
+          + (f", guidance {settings['guidance_scale']:g}" if guided else "") + f"), labels {labels_summary(spec)}"
+          + (f", context {settings['context']}" if settings.get("context") else "")
+          + (f", inpainting {settings['inpaint']['mask']} of {settings['inpaint']['source']}"
+             if settings.get("inpaint") else "")
+          + (f", conditioned on {settings['cond_source']['source']}" if settings.get("cond_source") else "") + ", "
           f"seed {settings['seed']}; {jax.device_count()} device(s), {P} process(es)"
           + (f", batch {B} per process" if todo else "") + "; "
           f"{len(mine) - len(todo)} of {len(mine)} shard(s) of this process already complete -> {output}",
@@ -326,7 +363,7 @@ def generate(workdir: str, output: str | None = None, *, num_samples: int, sampl
     index_all = np.concatenate([np.arange(s, e, dtype=np.int32) for s, e in todo])
     label_all = labels_of(index_all)
     t0 = time.perf_counter()
-    compiled = _compiled(config, model, schedule, settings, B, mesh, dev_params)
+    compiled = _compiled(config, model, schedule, settings, B, mesh, dev_params, extra_spec)
     compile_s = time.perf_counter() - t0
 
     from tqdm.auto import tqdm
@@ -353,7 +390,11 @@ def generate(workdir: str, output: str | None = None, *, num_samples: int, sampl
         if valid < B:  # pad the last batch with copies of its last sample; the copies are dropped
           idx = np.concatenate([idx, np.full(B - valid, idx[-1], np.int32)])
           lab = np.concatenate([lab, np.full(B - valid, lab[-1], np.int32)])
-        out = compiled(dev_params, jax.device_put(idx, data), jax.device_put(lab, data))
+        if extra_spec:
+          extra = {k: jax.device_put(v, data) for k, v in conditions.arrays(idx).items()}
+          out = compiled(dev_params, jax.device_put(idx, data), jax.device_put(lab, data), extra)
+        else:
+          out = compiled(dev_params, jax.device_put(idx, data), jax.device_put(lab, data))
         inflight.append((valid, out))
         if len(inflight) > 1:  # keep one batch queued on the devices while the host writes
           consume(*inflight.popleft())
@@ -417,7 +458,8 @@ def generate(workdir: str, output: str | None = None, *, num_samples: int, sampl
                             f"{len(x)} samples, {settings['sampler']}-{settings['num_steps']}, step {step}")
         summary["scatter"] = "scatter.png"
     if trajectory:
-      summary["trajectory"] = _save_trajectory(config, model, schedule, host_params, settings, labels_of, output)
+      summary["trajectory"] = _save_trajectory(config, model, schedule, host_params, settings, labels_of, output,
+                                               conditions)
     record["wall_time_s"] = round(time.perf_counter() - t_start, 3)
     runs = []
     prev_path = os.path.join(output, SUMMARY)
@@ -446,12 +488,14 @@ def generate(workdir: str, output: str | None = None, *, num_samples: int, sampl
   return summary
 
 
-def _save_trajectory(config, model, schedule, host_params, settings: dict, labels_of, output: str) -> str:
-  """trajectory.png for the first samples (the same keys and labels as the shards)."""
+def _save_trajectory(config, model, schedule, host_params, settings: dict, labels_of, output: str,
+                     conditions=None) -> str:
+  """trajectory.png for the first samples (the same keys, labels and conditioning as the shards)."""
   n = min(settings["num_samples"], 8 if settings["kind"] == "images" else 1000)
   fn = jax.jit(make_batch_fn(config, model, schedule, settings, trajectory=True))
   idx = np.arange(n, dtype=np.int32)
-  _, xs, x0s = fn(host_params, idx, labels_of(idx))
+  extra = conditions.arrays(idx) if conditions is not None and not conditions.empty else None
+  _, xs, x0s = fn(host_params, idx, labels_of(idx), extra)
   from jaxdiff import samplers
   ts, _ = samplers.step_pairs(int(config.diffusion.num_timesteps), settings["num_steps"], settings["spacing"],
                               settings["sampler"])

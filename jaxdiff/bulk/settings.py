@@ -16,14 +16,15 @@ import numpy as np
 
 from jaxdiff import samplers
 
-__all__ = ["SamplingError", "parse_labels", "labels_for", "labels_summary", "resolve_settings",
+__all__ = ["SamplingError", "parse_labels", "labels_for", "labels_summary", "resolve_settings", "resolve_run",
            "compare_manifest", "MANIFEST_FORMAT", "IDENTITY_KEYS"]
 
 MANIFEST_FORMAT = "jaxdiff-samples/1"
 
 # Fields that define the samples: two runs that agree on all of them produce identical sample i.
 IDENTITY_KEYS = ("kind", "data_shape", "num_classes", "prediction", "params", "sampler", "num_steps", "eta",
-                 "spacing", "clip_x0", "guidance_scale", "labels", "seed", "shard_size")
+                 "spacing", "clip_x0", "guidance_scale", "labels", "seed", "shard_size", "inpaint", "context",
+                 "cond_source")
 
 
 class SamplingError(ValueError):
@@ -98,13 +99,29 @@ def _positive_int(name: str, value: Any, lo: int = 1, hi: int | None = None) -> 
 def resolve_settings(config: ml_collections.ConfigDict, *, num_samples: int, sampler: str | None = None,
                      num_steps: int | None = None, eta: float | None = None, spacing: str | None = None,
                      clip_x0: float | None = None, guidance_scale: float | None = None, labels: Any = None,
-                     seed: int = 0, shard_size: int = 1000, params: str = "ema") -> dict:
+                     seed: int = 0, shard_size: int = 1000, params: str = "ema", **conditions: Any) -> dict:
   """The run's settings, every None filled from config.sample, every value checked.
 
   eta defaults to config.sample.eta when the sampler is the config's, else to the sampler's own
-  default (1 for euler_ancestral, 0 otherwise). The guidance scale applies to class-conditional
-  sampling only (1 = plain conditional).
+  default (1 for euler_ancestral, 0 otherwise). The guidance scale applies to conditional
+  sampling only, by class labels or by a context (1 = plain conditional). `conditions`:
+  inpaint_source, inpaint_mask, repaint_resample, repaint_jump, paste_known, context and
+  cond_source (`jaxdiff.bulk.conditions`).
   """
+  return resolve_run(config, num_samples=num_samples, sampler=sampler, num_steps=num_steps, eta=eta,
+                     spacing=spacing, clip_x0=clip_x0, guidance_scale=guidance_scale, labels=labels, seed=seed,
+                     shard_size=shard_size, params=params, **conditions)[0]
+
+
+def resolve_run(config: ml_collections.ConfigDict, *, num_samples: int, sampler: str | None = None,
+                num_steps: int | None = None, eta: float | None = None, spacing: str | None = None,
+                clip_x0: float | None = None, guidance_scale: float | None = None, labels: Any = None,
+                seed: int = 0, shard_size: int = 1000, params: str = "ema", inpaint_source: str | None = None,
+                inpaint_mask: str | None = None, repaint_resample: int = 1, repaint_jump: int = 1,
+                paste_known: bool = True, context: str | None = None, cond_source: str | None = None):
+  """(settings, conditions): `resolve_settings`' dict and the per-sample conditioning tables
+  (`jaxdiff.bulk.conditions.Conditions`) it describes."""
+  from jaxdiff.bulk.conditions import resolve_conditions
   from jaxdiff.generation import data_shape, is_image_config
 
   s = config.sample
@@ -126,11 +143,16 @@ def resolve_settings(config: ml_collections.ConfigDict, *, num_samples: int, sam
     raise SamplingError(f"--clip_x0={clip} must be >= 0 (0 disables clipping).")
   num_classes = int(config.model.num_classes)
   label_spec = parse_labels(labels, num_classes)
-  if num_classes == 0 or label_spec == "none":
+  entries, tables = resolve_conditions(config, inpaint_source=inpaint_source, inpaint_mask=inpaint_mask,
+                                       repaint_resample=repaint_resample, repaint_jump=repaint_jump,
+                                       paste_known=paste_known, context=context, cond_source=cond_source,
+                                       sampler=sampler)
+  with_context = entries["context"] not in (None, "none")
+  if (num_classes == 0 or label_spec == "none") and not with_context:
     if guidance_scale is not None and float(guidance_scale) != 1.0:
       why = "the model is unconditional" if num_classes == 0 else "--labels=none samples the null class"
-      raise SamplingError(f"--guidance_scale={guidance_scale}: classifier-free guidance needs class labels, "
-                          f"but {why}.")
+      raise SamplingError(f"--guidance_scale={guidance_scale}: classifier-free guidance needs class labels or a "
+                          f"context, but {why}.")
     guidance = 1.0
   else:
     guidance = float(s.guidance_scale if guidance_scale is None else guidance_scale)
@@ -142,8 +164,8 @@ def resolve_settings(config: ml_collections.ConfigDict, *, num_samples: int, sam
   shard_size = _positive_int("shard_size", shard_size, 1)
   seed = _positive_int("seed", seed, 0, 2**32 - 1)
   kind = "images" if is_image_config(config) else "points"
-  guided = label_spec != "none" and guidance != 1.0
-  return {
+  guided = (label_spec != "none" or with_context) and guidance != 1.0
+  settings = {
       "kind": kind,
       "data_shape": list(data_shape(config)),
       "num_classes": num_classes,
@@ -151,7 +173,9 @@ def resolve_settings(config: ml_collections.ConfigDict, *, num_samples: int, sam
       "params": params,
       "sampler": sampler,
       "num_steps": num_steps,
-      "nfe": samplers.nfe(sampler, num_steps, guided),
+      "nfe": (len(samplers.repaint_schedule(num_steps, entries["inpaint"]["repaint_resample"],
+                                            entries["inpaint"]["repaint_jump"])[0])
+              if entries["inpaint"] else samplers.nfe(sampler, num_steps, guided)),
       "eta": eta,
       "spacing": spacing,
       "clip_x0": clip,
@@ -160,7 +184,9 @@ def resolve_settings(config: ml_collections.ConfigDict, *, num_samples: int, sam
       "seed": seed,
       "num_samples": num_samples,
       "shard_size": shard_size,
+      **entries,
   }
+  return settings, tables
 
 
 def _show(v: Any) -> str:

@@ -10,7 +10,7 @@ from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
-from jaxdiff.data import base, embedded, toy2d
+from jaxdiff.data import base, conditioning, embedded, toy2d
 
 Batch = Dict[str, np.ndarray]
 
@@ -26,6 +26,14 @@ def dataset_info(config, split: Optional[str] = None) -> base.DatasetInfo:
   num_classes that do not match the data set, ...), and DatasetNotFoundError for a TFDS data
   set that is not prepared in config.data.data_dir.
   """
+  info = _info(config, split)
+  family, _ = base.parse_name(config.data.name)
+  conditioning.validate_cond(config.data, family, info.kind, info.shape[0] if info.kind == "image" else None,
+                             info.num_classes)
+  return info
+
+
+def _info(config, split: Optional[str]) -> base.DatasetInfo:
   name = config.data.name
   family, sub = base.parse_name(name)
   split = _split(config, split)
@@ -44,7 +52,9 @@ def dataset_info(config, split: Optional[str] = None) -> base.DatasetInfo:
 def create_dataset(config, *, batch_size: Optional[int] = None,
                    process_index: Optional[int] = None, process_count: Optional[int] = None,
                    start_step: int = 0, split: Optional[str] = None) -> Iterator[Batch]:
-  """Endless iterator of this process's numpy batches: {"x": float32, "label": int32 [b]}.
+  """Endless iterator of this process's numpy batches: {"x": float32, "label": int32 [b]}, plus
+  the conditioning entries config.data.cond asks for ("x_cond" or "context";
+  jaxdiff.data.conditioning).
 
   x is [b, H, W, C] in [-1, 1] for images or [b, 2] for toy2d points; "label" is present iff
   the data set is used with labels (config.data.num_classes > 0). batch_size is the GLOBAL
@@ -63,7 +73,17 @@ def create_dataset(config, *, batch_size: Optional[int] = None,
   if int(start_step) != start_step or start_step < 0:
     raise ValueError(f"start_step must be a non-negative integer, got {start_step!r}")
   seed = int(config.seed)
+  if conditioning.cond_kind(config.data):
+    conditioning.validate_cond(config.data, family, "points" if family == "toy2d" else "image", None,
+                               int(base.get_field(config.data, "num_classes", 0)))
+  stream = _create_stream(config, family, sub, split, global_batch, local_batch, process_index,
+                          process_count, int(start_step), seed)
+  return conditioning.with_conditioning(stream, config.data)
 
+
+def _create_stream(config, family, sub, split, global_batch, local_batch, process_index, process_count,
+                   start_step, seed):
+  name = config.data.name
   if family == "digits":
     num_classes = embedded.validate_digits(config.data, split)
     x, y = embedded.load_digits_split(split)

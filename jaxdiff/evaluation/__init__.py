@@ -35,6 +35,8 @@ _EXPORTS = {
     "evaluate_for_training": "periodic", "check_eval_config": "periodic",
     "format_table": "report", "write_json": "report", "flatten": "report",
     "load_samples": "cli", "evaluate_samples": "cli",
+    "psnr": "conditioning", "super_resolution_errors": "conditioning", "label_agreement": "conditioning",
+    "caption_agreement": "conditioning",
 }
 
 __all__ = sorted(_EXPORTS)

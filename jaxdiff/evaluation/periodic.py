@@ -55,6 +55,10 @@ def check_eval_config(config) -> None:
     raise ValueError(f"config.eval.every={every} must be >= 0 (0 disables periodic evaluation)")
   if every == 0:
     return
+  if int(_get(_get(config, "model"), "cond_channels", 0) or 0) > 0:
+    raise ValueError("periodic evaluation (config.eval.every) draws free samples; an image-conditioned model "
+                     "(config.model.cond_channels > 0) has none: set --config.eval.every=0 and measure it "
+                     "against its inputs (scripts/demo_conditioning.py sr)")
   num = _get(eval_cfg, "num_samples", 0)
   if isinstance(num, bool) or not isinstance(num, int) or num < 2:
     raise ValueError(f"config.eval.num_samples={num!r} must be an integer >= 2")

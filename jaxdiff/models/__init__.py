@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdiff.models.layers import timestep_embedding
+from jaxdiff.models.layers import CONTEXT_NULLS, timestep_embedding
 from jaxdiff.models.mlp import MLP
 from jaxdiff.models.unet import UNet
 
@@ -97,6 +97,10 @@ def create_model(config: Any) -> nn.Module:
     channel_mult = _int_tuple(_get(m, "channel_mult", (1, 2, 2)), "model.channel_mult")
     if not channel_mult:
       raise ValueError("config.model.channel_mult must name at least one level")
+    context_null = _get(m, "context_null", "learned")
+    if context_null not in CONTEXT_NULLS:
+      raise ValueError(f"config.model.context_null must be one of {CONTEXT_NULLS}, "
+                       f"got {context_null!r}")
     return UNet(
         base_channels=_positive_int(_get(m, "base_channels", 64), "model.base_channels"),
         channel_mult=channel_mult,
@@ -113,8 +117,20 @@ def create_model(config: Any) -> nn.Module:
         num_groups=_positive_int(_get(m, "num_groups", 32), "model.num_groups"),
         in_channels=in_channels,
         attention_impl=attention_impl,
+        context_dim=_positive_int(_get(m, "context_dim", 0), "model.context_dim", 0),
+        context_vocab=_positive_int(_get(m, "context_vocab", 0), "model.context_vocab", 0),
+        context_null=context_null,
+        context_null_length=_positive_int(_get(m, "context_null_length", 1),
+                                          "model.context_null_length"),
+        transformer_ff_mult=_positive_int(_get(m, "transformer_ff_mult", 4),
+                                          "model.transformer_ff_mult"),
+        cond_channels=_positive_int(_get(m, "cond_channels", 0), "model.cond_channels", 0),
         **common)
   if name == "mlp":
+    for field in ("context_dim", "cond_channels"):
+      if int(_get(m, field, 0)):
+        raise ValueError(f"config.model.{field}={_get(m, field, 0)} needs model.name='unet' "
+                         "(the MLP takes neither a context nor a conditioning image)")
     return MLP(
         hidden_dim=_positive_int(_get(m, "hidden_dim", 128), "model.hidden_dim"),
         num_layers=_positive_int(_get(m, "num_layers", 4), "model.num_layers", 0),
@@ -130,7 +146,9 @@ def dummy_inputs(config: Any, batch_size: int = 1) -> tuple[jax.Array, jax.Array
   """Zero inputs ``(x, t, kwargs)`` of the right shapes to ``init`` the model of ``config``:
   ``model.init(rng, x, t, **kwargs)``. Images are ``data.image_size`` square with the model's
   input channels; MLP inputs have ``model.data_dim`` features. ``kwargs`` holds ``y`` when the
-  model is class-conditional and ``x_self_cond`` when it self-conditions."""
+  model is class-conditional, ``x_self_cond`` when it self-conditions, ``context`` (one token:
+  int for ``model.context_vocab > 0``, else ``[batch, 1, context_dim]`` floats) when it
+  cross-attends and ``x_cond`` when it takes a conditioning image."""
   m = _section(config, "model")
   data = _section(config, "data")
   name = _get(m, "name", "unet")
@@ -149,6 +167,15 @@ def dummy_inputs(config: Any, batch_size: int = 1) -> tuple[jax.Array, jax.Array
     kwargs["y"] = jnp.zeros((batch_size,), jnp.int32)
   if bool(_get(m, "self_condition", False)):
     kwargs["x_self_cond"] = jnp.zeros(shape, jnp.float32)
+  context_dim = int(_get(m, "context_dim", 0)) if name != "mlp" else 0
+  if context_dim > 0:
+    if int(_get(m, "context_vocab", 0)) > 0:
+      kwargs["context"] = jnp.zeros((batch_size, 1), jnp.int32)
+    else:
+      kwargs["context"] = jnp.zeros((batch_size, 1, context_dim), jnp.float32)
+  cond_channels = int(_get(m, "cond_channels", 0)) if name != "mlp" else 0
+  if cond_channels > 0:
+    kwargs["x_cond"] = jnp.zeros(shape[:-1] + (cond_channels,), jnp.float32)
   return x, t, kwargs
 
 

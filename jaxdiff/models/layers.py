@@ -207,9 +207,11 @@ class MultiHeadAttention(nn.Module):
 
   ``inputs_q`` is ``[B, L, C]``; keys and values come from ``inputs_kv`` (default: the
   queries, i.e. self-attention; a ``[B, S, D]`` context gives cross-attention with the same
-  parameters layout). ``implementation``: ``"auto"`` picks cuDNN's fused (flash) kernel on
-  GPUs for half-precision inputs and falls back to XLA whenever cuDNN cannot take the shapes;
-  ``"xla"`` or ``"cudnn"`` force one.
+  parameters layout). ``mask`` (bool ``[B, S]``, True = attend) leaves out padded keys; every
+  row must keep at least one key. ``implementation``: ``"auto"`` picks cuDNN's fused (flash)
+  kernel on GPUs for half-precision inputs and falls back to XLA whenever cuDNN cannot take the
+  shapes; ``"xla"`` or ``"cudnn"`` force one. ``zero_init_out`` starts the output projection at
+  zero (a residual branch that is the identity at initialisation).
   """
 
   channels: int
@@ -218,9 +220,11 @@ class MultiHeadAttention(nn.Module):
   implementation: Literal["auto", "xla", "cudnn"] = "auto"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  zero_init_out: bool = True
 
   @nn.compact
-  def __call__(self, inputs_q: Array, inputs_kv: Array | None = None) -> Array:
+  def __call__(self, inputs_q: Array, inputs_kv: Array | None = None,
+               mask: Array | None = None) -> Array:
     if inputs_kv is None:
       inputs_kv = inputs_q
     heads, dim = _heads(self.channels, self.num_heads, self.head_dim)
@@ -228,13 +232,17 @@ class MultiHeadAttention(nn.Module):
                                            name=name, **kw)
     b, l, _ = inputs_q.shape
     s = inputs_kv.shape[1]
+    if mask is not None and tuple(mask.shape) != (b, s):
+      raise ValueError(f"attention mask must have shape [batch, keys] = {(b, s)}, got {mask.shape}")
     q = dense(self.channels, "query")(inputs_q).reshape(b, l, heads, dim)
     k = dense(self.channels, "key")(inputs_kv).reshape(b, s, heads, dim)
     v = dense(self.channels, "value")(inputs_kv).reshape(b, s, heads, dim)
-    out = self._attend(q, k, v).reshape(b, l, self.channels)
-    return dense(self.channels, "out", kernel_init=zeros_init)(out)
+    mask4 = None if mask is None else jnp.asarray(mask, bool)[:, None, None, :]
+    out = self._attend(q, k, v, mask4).reshape(b, l, self.channels)
+    out_init = zeros_init if self.zero_init_out else nn.linear.default_kernel_init
+    return dense(self.channels, "out", kernel_init=out_init)(out)
 
-  def _attend(self, q: Array, k: Array, v: Array) -> Array:
+  def _attend(self, q: Array, k: Array, v: Array, mask: Array | None = None) -> Array:
     impl = self.implementation
     if impl not in ("auto", "xla", "cudnn"):
       raise ValueError(f"attention implementation must be auto, xla or cudnn, got {impl!r}")
@@ -242,11 +250,11 @@ class MultiHeadAttention(nn.Module):
       half = q.dtype in (jnp.bfloat16, jnp.float16)
       if jax.default_backend() == "gpu" and half and q.shape[-1] % 8 == 0 and q.shape[-1] <= 128:
         try:
-          return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
+          return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="cudnn")
         except (RuntimeError, ValueError, NotImplementedError):
           pass   # this GPU / cuDNN / shape combination has no fused kernel: use XLA
       impl = "xla"
-    return jax.nn.dot_product_attention(q, k, v, implementation=impl)
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
 
 
 class AttentionBlock(nn.Module):
@@ -268,6 +276,65 @@ class AttentionBlock(nn.Module):
     out = MultiHeadAttention(c, self.num_heads, self.head_dim, self.implementation,
                              dtype=self.dtype, param_dtype=self.param_dtype,
                              name="attention")(tokens)
+    return x + out.reshape(b, h, w, c)
+
+
+class FeedForward(nn.Module):
+  """Position-wise feed-forward layer of a transformer block: GEGLU (Shazeer 2020, as in
+  latent diffusion), ``Dense(2 * inner) -> a * gelu(gate) -> Dense(channels)`` with
+  ``inner = mult * channels``, or a plain GELU MLP when ``glu`` is False."""
+
+  channels: int
+  mult: int = 4
+  glu: bool = True
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    inner = self.mult * self.channels
+    dense = lambda n, name: nn.Dense(n, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+    if self.glu:
+      a, gate = jnp.split(dense(2 * inner, "proj_in")(x), 2, axis=-1)
+      h = a * nn.gelu(gate)
+    else:
+      h = nn.gelu(dense(inner, "proj_in")(x))
+    return dense(self.channels, "proj_out")(h)
+
+
+class SpatialTransformer(nn.Module):
+  """Self-attention, cross-attention to a context and a feed-forward layer over the spatial
+  positions of an NHWC map: latent diffusion's (Stable Diffusion's) transformer block.
+
+  ``GroupNorm -> Dense (proj_in) -> [LN -> self-attn, LN -> cross-attn(context, mask),
+  LN -> GEGLU feed-forward], each residual -> Dense (proj_out, zero-initialised)``, added to the
+  input: the identity at initialisation. ``context`` is ``[B, S, D]`` (any ``D``: keys and values
+  are projected to the block's channels), ``context_mask`` bool ``[B, S]`` (True = attend; every
+  row needs one True).
+  """
+
+  num_heads: int = 1
+  head_dim: int = -1
+  num_groups: int = 32
+  ff_mult: int = 4
+  implementation: Literal["auto", "xla", "cudnn"] = "auto"
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, context: Array, context_mask: Array | None = None) -> Array:
+    b, h, w, c = x.shape
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    attn = lambda name: MultiHeadAttention(c, self.num_heads, self.head_dim, self.implementation,
+                                           zero_init_out=False, name=name, **kw)
+    ln = lambda name: nn.LayerNorm(epsilon=1e-5, name=name, **kw)
+    tokens = GroupNorm(self.num_groups, name="norm", **kw)(x).reshape(b, h * w, c)
+    tokens = nn.Dense(c, name="proj_in", **kw)(tokens)
+    tokens = tokens + attn("self_attn")(ln("norm_1")(tokens))
+    tokens = tokens + attn("cross_attn")(ln("norm_2")(tokens), context.astype(self.dtype),
+                                         context_mask)
+    tokens = tokens + FeedForward(c, self.ff_mult, name="ff", **kw)(ln("norm_3")(tokens))
+    out = nn.Dense(c, kernel_init=zeros_init, name="proj_out", **kw)(tokens)
     return x + out.reshape(b, h, w, c)
 
 
@@ -301,6 +368,95 @@ class LinearAttentionBlock(nn.Module):
     out = jnp.einsum("bhde,bnhd->bnhe", context, q).reshape(b, h * w, c).astype(self.dtype)
     out = dense(c, "out", kernel_init=zeros_init)(out)
     return x + out.reshape(b, h, w, c)
+
+
+CONTEXT_NULLS = ("learned", "zeros")
+
+
+class ContextWithNull(nn.Module):
+  """The context every cross-attention reads, with the null context for classifier-free guidance.
+
+  ``context`` is float ``[B, L, dim]`` (e.g. text-encoder embeddings) or, when ``vocab > 0``,
+  int tokens ``[B, L]`` embedded here by a learned table (``[vocab, dim]``; a negative token is
+  padding). ``context_mask`` (bool ``[B, L]``, default all True; padding tokens are always left
+  out) marks the tokens to attend to.
+
+  The null context is ``null_length`` tokens: a learned parameter ``null_context``
+  ``[null_length, dim]`` (``null="learned"``) or zeros (``null="zeros"``). It is prepended to
+  every context and attended to exactly when the example has no valid token: an example whose
+  mask is all False (context dropout in training, the unconditional branch of guidance) sees
+  the null context and nothing else, bit for bit what ``context=None`` (no context at all)
+  gives. Returns ``(tokens [B, null_length + L, dim], mask [B, null_length + L])``.
+  """
+
+  dim: int
+  vocab: int = 0
+  null: str = "learned"
+  null_length: int = 1
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, context: Array | None, context_mask: Array | None,
+               batch: int) -> tuple[Array, Array]:
+    if self.null not in CONTEXT_NULLS:
+      raise ValueError(f"model.context_null must be one of {CONTEXT_NULLS}, got {self.null!r}")
+    if self.null_length < 1:
+      raise ValueError(f"model.context_null_length must be >= 1, got {self.null_length}")
+    shape = (self.null_length, self.dim)
+    if self.null == "learned":
+      null = self.param("null_context", nn.initializers.normal(self.dim ** -0.5), shape,
+                        self.param_dtype)
+    else:
+      null = jnp.zeros(shape, self.param_dtype)
+    null = jnp.broadcast_to(null.astype(self.dtype)[None], (batch,) + shape)
+    if context is None:
+      if context_mask is not None:
+        raise ValueError("context_mask was given without a context")
+      return null, jnp.ones((batch, self.null_length), bool)
+    context = jnp.asarray(context)
+    if self.vocab > 0:
+      if context.ndim != 2 or context.shape[0] != batch or not jnp.issubdtype(context.dtype,
+                                                                                jnp.integer):
+        raise ValueError(f"this model embeds context tokens (model.context_vocab={self.vocab}): "
+                         f"context must be int [batch={batch}, length], got {context.dtype} "
+                         f"{context.shape}")
+      valid = context >= 0
+      tokens = nn.Embed(self.vocab, self.dim, dtype=self.dtype, param_dtype=self.param_dtype,
+                        name="token_embed")(jnp.maximum(context, 0))
+    else:
+      if context.ndim != 3 or context.shape[0] != batch or context.shape[2] != self.dim:
+        raise ValueError(f"context must have shape [batch={batch}, length, model.context_dim="
+                         f"{self.dim}], got {context.shape}")
+      valid = jnp.ones(context.shape[:2], bool)
+      tokens = context.astype(self.dtype)
+    if context_mask is not None:
+      context_mask = jnp.asarray(context_mask)
+      if tuple(context_mask.shape) != tuple(context.shape[:2]):
+        raise ValueError(f"context_mask must have shape [batch, length] = {context.shape[:2]}, "
+                         f"got {context_mask.shape}")
+      valid = valid & context_mask.astype(bool)
+    use_null = ~jnp.any(valid, axis=1, keepdims=True)
+    mask = jnp.concatenate([jnp.broadcast_to(use_null, (batch, self.null_length)), valid], axis=1)
+    return jnp.concatenate([null, tokens], axis=1), mask
+
+
+def with_image_condition(h: Array, x_cond: Array | None, cond_channels: int) -> Array:
+  """Concatenate the conditioning image ``x_cond`` ``[B, H, W, cond_channels]`` on the channel
+  axis (SR3 / Palette): required when ``cond_channels > 0``, an error otherwise."""
+  if cond_channels <= 0:
+    if x_cond is not None:
+      raise ValueError("x_cond was given but the network takes no conditioning image "
+                       "(model.cond_channels = 0)")
+    return h
+  if x_cond is None:
+    raise ValueError(f"this network is conditioned on an image (model.cond_channels="
+                     f"{cond_channels}): pass x_cond of shape [batch, H, W, {cond_channels}]")
+  x_cond = jnp.asarray(x_cond)
+  want = tuple(h.shape[:3]) + (cond_channels,)
+  if tuple(x_cond.shape) != want:
+    raise ValueError(f"x_cond must have shape {want}, got {x_cond.shape}")
+  return jnp.concatenate([h, x_cond.astype(h.dtype)], axis=-1)
 
 
 def broadcast_timesteps(t: Array, batch: int) -> Array:

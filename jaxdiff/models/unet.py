@@ -14,20 +14,32 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdiff.models.layers import (AttentionBlock, Downsample, GroupNorm, LinearAttentionBlock,
-                                   ResBlock, TimeEmbedding, Upsample, broadcast_timesteps,
-                                   conv3x3, resolve_labels, with_self_condition, zeros_init)
+from jaxdiff.models.layers import (AttentionBlock, ContextWithNull, Downsample, GroupNorm,
+                                   LinearAttentionBlock, ResBlock, SpatialTransformer,
+                                   TimeEmbedding, Upsample, broadcast_timesteps, conv3x3,
+                                   resolve_labels, with_image_condition, with_self_condition,
+                                   zeros_init)
 
 Array = jax.Array
 
 
 class UNet(nn.Module):
-  """Noise-prediction UNet: ``apply(variables, x, t, y=None, *, x_self_cond=None, train=False)``.
+  """Noise-prediction UNet: ``apply(variables, x, t, y=None, *, context=None, context_mask=None,
+  x_cond=None, x_self_cond=None, train=False)``.
 
   ``x`` is ``[B, H, W, C]``, ``t`` int32 (or float) timesteps ``[B]``, ``y`` int32 labels ``[B]``
   (``None``, or the label ``num_classes``, is the null class used by classifier-free
   guidance). Returns float32 ``[B, H, W, out]`` with ``out = out_channels`` (default: ``C``),
   doubled when ``learn_sigma``. Dropout draws from the ``"dropout"`` rng when ``train``.
+
+  Cross-attention conditioning (``context_dim > 0``): ``context`` is float ``[B, L,
+  context_dim]`` or, with ``context_vocab > 0``, int tokens ``[B, L]`` (negative = padding);
+  ``context_mask`` bool ``[B, L]``. Every attention resolution and the middle then hold a
+  ``SpatialTransformer`` (self-attention, cross-attention to the context, GEGLU feed-forward).
+  ``context=None``, or a mask that is all False for an example, gives the null context
+  (``context_null``: learned tokens or zeros; see ``layers.ContextWithNull``): the
+  unconditional branch of classifier-free guidance. Image conditioning (``cond_channels > 0``):
+  ``x_cond`` ``[B, H, W, cond_channels]`` is concatenated to the input channels (SR3 / Palette).
 
   Layout: a 3x3 input conv; per level ``num_res_blocks`` residual blocks (self-attention after
   each at ``attention_resolutions``, linear attention at ``linear_attention_resolutions``) and a
@@ -54,6 +66,12 @@ class UNet(nn.Module):
   num_classes: int = 0
   self_condition: bool = False
   attention_impl: str = "auto"
+  context_dim: int = 0          # > 0: cross-attention to a context of this width
+  context_vocab: int = 0        # > 0: the context is int tokens embedded by a learned table
+  context_null: str = "learned"  # the null context: "learned" tokens or "zeros"
+  context_null_length: int = 1
+  transformer_ff_mult: int = 4
+  cond_channels: int = 0        # > 0: x_cond images concatenated to the input
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   remat: bool = False
@@ -78,7 +96,9 @@ class UNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, t: Array, y: Array | None = None, *,
-               x_self_cond: Array | None = None, train: bool = False) -> Array:
+               context: Array | None = None, context_mask: Array | None = None,
+               x_cond: Array | None = None, x_self_cond: Array | None = None,
+               train: bool = False) -> Array:
     x = jnp.asarray(x)
     self._check(x)
     batch, channels = x.shape[0], x.shape[-1]
@@ -89,6 +109,7 @@ class UNet(nn.Module):
     res_cls = nn.remat(ResBlock, static_argnums=(3,)) if self.remat else ResBlock
     attn_cls = nn.remat(AttentionBlock) if self.remat else AttentionBlock
     lin_cls = nn.remat(LinearAttentionBlock) if self.remat else LinearAttentionBlock
+    xf_cls = nn.remat(SpatialTransformer) if self.remat else SpatialTransformer
 
     def res(h, ch, name, resample=None):
       return res_cls(ch, self.dropout, self.use_scale_shift_norm, resample, self.num_groups,
@@ -96,6 +117,9 @@ class UNet(nn.Module):
 
     def attend(h, name, force=False):
       if force or h.shape[1] in self.attention_resolutions:
+        if ctx is not None:
+          return xf_cls(self.num_heads, self.head_dim, self.num_groups, self.transformer_ff_mult,
+                        self.attention_impl, name=name, **kw)(h, ctx, ctx_mask)
         return attn_cls(self.num_heads, self.head_dim, self.num_groups, self.attention_impl,
                         name=name, **kw)(h)
       if h.shape[1] in self.linear_attention_resolutions:
@@ -109,8 +133,17 @@ class UNet(nn.Module):
     labels = resolve_labels(y, batch, self.num_classes)
     if labels is not None:
       emb = emb + nn.Embed(self.num_classes + 1, emb_dim, name="label_embed", **kw)(labels)
+    ctx, ctx_mask = None, None
+    if self.context_dim > 0:
+      ctx, ctx_mask = ContextWithNull(self.context_dim, self.context_vocab, self.context_null,
+                                      self.context_null_length, name="context",
+                                      **kw)(context, context_mask, batch)
+    elif context is not None or context_mask is not None:
+      raise ValueError("a context was given but the network has no cross-attention "
+                       "(model.context_dim = 0)")
 
-    h = with_self_condition(x, x_self_cond, self.self_condition).astype(self.dtype)
+    h = with_self_condition(x, x_self_cond, self.self_condition)
+    h = with_image_condition(h, x_cond, self.cond_channels).astype(self.dtype)
     h = conv3x3(self.base_channels, self.dtype, self.param_dtype, "conv_in")(h)
 
     # Encoder.

@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 
 from jaxdiff import parallel
-from jaxdiff.config_utils import schedule_from_config, validate_config
+from jaxdiff.config_utils import check_training_conditioning, schedule_from_config, validate_config
 from jaxdiff.training.checkpoints import Checkpointer, save_config
 from jaxdiff.training.state import create_train_state
 from jaxdiff.training.step import make_multi_step, make_train_step
@@ -145,6 +145,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
   from jaxdiff.models import count_params, create_model
 
   validate_config(config)
+  check_training_conditioning(config)
   workdir = os.path.abspath(workdir)
   _check_workdir(workdir)
   main = parallel.is_main_process()
@@ -307,8 +308,46 @@ def _progress(step: int, total: int, enabled: bool):
               mininterval=1.0)
 
 
+def grid_conditioning(config, n: int) -> tuple[dict, int | None]:
+  """The fixed conditioning of the periodic sample grids: (keyword arguments of
+  sample_from_config for n samples, images per grid row).
+
+  Class-conditional models: one row per class. Caption models (config.data.cond='caption'): the
+  60 digit captions in class-major order (cycled), six per row. Image-conditioned models: the
+  first n held-out images' conditioning (the "sr" input of the digits test split, or of the
+  first evaluation batch for other data sets).
+  """
+  import numpy as np
+
+  num_classes = int(config.model.num_classes)
+  kwargs: dict = {}
+  nrow = None
+  if num_classes > 0:
+    per_class = max(1, n // num_classes)
+    kwargs["labels"] = jnp.repeat(jnp.arange(num_classes), per_class)
+    nrow = per_class
+    n = len(kwargs["labels"])
+  cond = config.data.get("cond", "")
+  if int(config.model.get("context_dim", 0)) > 0 and cond == "caption":
+    from jaxdiff.data.captions import all_captions
+    caps = all_captions()
+    kwargs["context"] = jnp.asarray(caps[np.arange(n) % len(caps)])
+    nrow = 6
+  if int(config.model.get("cond_channels", 0)) > 0:
+    from jaxdiff import data as data_lib
+    from jaxdiff.data.conditioning import add_conditioning
+    split = "test" if config.data.name == "digits" else None
+    batch = next(iter(data_lib.create_dataset(config, batch_size=n, process_index=0, process_count=1,
+                                              split=split)))
+    if "x_cond" not in batch:
+      batch = add_conditioning(batch, config.data)
+    kwargs["x_cond"] = jnp.asarray(batch["x_cond"])
+  return kwargs, nrow
+
+
 def _make_sampler(config, model, schedule, workdir: str, info, write: bool):
-  """Periodic EMA sample grids (one row per class for labelled data) or scatter plots for points."""
+  """Periodic EMA sample grids (one row per class for labelled data, per caption set for caption
+  models, the held-out conditioning inputs for image-conditioned ones) or scatter plots for points."""
   from jaxdiff import images
   from jaxdiff.generation import sample_from_config
 
@@ -316,21 +355,19 @@ def _make_sampler(config, model, schedule, workdir: str, info, write: bool):
   if write:
     os.makedirs(out_dir, exist_ok=True)
   n = int(config.train.num_sample_images)
-  num_classes = int(config.model.num_classes)
   key = jax.random.key(int(config.seed) + 1)  # the same noise every time: grids are comparable
-  if num_classes > 0:
-    per_class = max(1, n // num_classes)
-    labels = jnp.repeat(jnp.arange(num_classes), per_class)
-  else:
-    per_class, labels = None, None
+  cond, nrow = grid_conditioning(config, n) if info.kind != "points" else ({}, None)
+  if info.kind == "points" and int(config.model.num_classes) > 0:
+    cond = {"labels": jnp.repeat(jnp.arange(int(config.model.num_classes)),
+                                 max(1, n // int(config.model.num_classes)))}
+  num = len(cond["labels"]) if "labels" in cond else n
   reference = None
   if info.kind == "points":
     from jaxdiff.data import sample_toy2d
     reference = np.asarray(sample_toy2d(config.data.name.split("/", 1)[1], 2000, 0))
 
   def run(state, step: int) -> str:
-    num = len(labels) if labels is not None else n
-    x = sample_from_config(config, model, schedule, state.ema_params, key, num, labels)
+    x = sample_from_config(config, model, schedule, state.ema_params, key, num, **cond)
     x = parallel.fetch(x)
     if not write:
       return None
@@ -339,7 +376,7 @@ def _make_sampler(config, model, schedule, workdir: str, info, write: bool):
       images.save_scatter(x, path, reference=reference, title=f"EMA samples, step {step}")
     else:
       path = os.path.join(out_dir, f"step_{step:07d}.png")
-      images.save_image_grid(x, path, nrow=per_class)
+      images.save_image_grid(x, path, nrow=nrow)
     return path
 
   return run

@@ -18,13 +18,35 @@ from jaxdiff import diffusion
 from jaxdiff.schedules import Schedule
 from jaxdiff.training.state import TrainState, ema_decay, ema_update, learning_rate_schedule
 
-__all__ = ["make_train_step", "make_multi_step"]
+__all__ = ["make_train_step", "make_multi_step", "context_dropout"]
+
+
+def _get(section, field, default):
+  try:
+    return section.get(field, default)
+  except AttributeError:
+    return getattr(section, field, default)
+
+
+def context_dropout(config) -> float:
+  """config.train.context_dropout, where a negative value (the default) means label_dropout."""
+  p = float(_get(config.train, "context_dropout", -1.0))
+  return float(config.train.label_dropout) if p < 0 else p
 
 
 def _conditioning(config, batch, key):
-  """Model kwargs from the batch: labels with classifier-free-guidance dropout to the null class."""
+  """Model kwargs from the batch: labels with classifier-free-guidance dropout to the null class,
+  a context (with its mask) whose dropout empties the mask (the model then reads the null
+  context), and the conditioning image x_cond (never dropped).
+
+  Label and context dropout share one uniform draw per example (dropped when u < p), so with
+  both the share of examples that lose both is min(p_label, p_context): the unconditional
+  branch that guidance uses is trained too.
+  """
   cond = {}
-  num_classes = int(config.model.num_classes)
+  m = config.model
+  num_classes = int(m.num_classes)
+  u = None
   if num_classes > 0:
     if "label" not in batch:
       raise ValueError("config.model.num_classes > 0 but the data set yields no labels; set "
@@ -32,8 +54,28 @@ def _conditioning(config, batch, key):
     y = batch["label"].astype(jnp.int32)
     p = float(config.train.label_dropout)
     if p > 0:
-      y = jnp.where(jax.random.bernoulli(key, p, y.shape), num_classes, y)
+      u = jax.random.uniform(key, y.shape)   # = jax.random.bernoulli(key, p, y.shape) as u < p
+      y = jnp.where(u < p, num_classes, y)
     cond["y"] = y
+  if int(_get(m, "context_dim", 0)) > 0:
+    if "context" not in batch:
+      raise ValueError("config.model.context_dim > 0 but the batches carry no 'context'; set "
+                       "config.data.cond='caption' (digits) or add a 'context' entry to the batches.")
+    context = batch["context"]
+    mask = batch.get("context_mask")
+    mask = jnp.ones(context.shape[:2], bool) if mask is None else mask.astype(bool)
+    p = context_dropout(config)
+    if p > 0:
+      if u is None:
+        u = jax.random.uniform(key, context.shape[:1])
+      mask = mask & ~(u < p)[:, None]
+    cond["context"] = context
+    cond["context_mask"] = mask
+  if int(_get(m, "cond_channels", 0)) > 0:
+    if "x_cond" not in batch:
+      raise ValueError("config.model.cond_channels > 0 but the batches carry no 'x_cond'; set "
+                       "config.data.cond='sr' or add an 'x_cond' entry to the batches.")
+    cond["x_cond"] = batch["x_cond"].astype(jnp.float32)
   return cond
 
 
