@@ -7,25 +7,13 @@ single-GPU-friendly size). Cosine noise schedule, eps-prediction, Adam lr 1e-4, 
 Unconditional: CelebA's 40 attributes are not class labels.
 """
 
-import importlib.util
-import pathlib
-
 import ml_collections
 
-
-def _base() -> ml_collections.ConfigDict:
-  """`configs/default.py`'s config, loaded by path: configs/ is not an installed package and
-  train.py loads config files by path."""
-  path = pathlib.Path(__file__).with_name("default.py")
-  spec = importlib.util.spec_from_file_location("jaxdiff_configs_default", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
+from jaxdiff.config_utils import sibling_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = _base()
+  config = sibling_config(__file__, "default")
 
   d = config.data
   d.name = "tfds/celeb_a"

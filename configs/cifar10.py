@@ -8,25 +8,13 @@ random horizontal flips, 800k steps; linear betas 1e-4..0.02 over T = 1000, eps-
 the plain L2 loss; unconditional (the labels are in the data set but unused).
 """
 
-import importlib.util
-import pathlib
-
 import ml_collections
 
-
-def _base() -> ml_collections.ConfigDict:
-  """`configs/default.py`'s config, loaded by path: configs/ is not an installed package and
-  train.py loads config files by path."""
-  path = pathlib.Path(__file__).with_name("default.py")
-  spec = importlib.util.spec_from_file_location("jaxdiff_configs_default", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
+from jaxdiff.config_utils import sibling_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = _base()
+  config = sibling_config(__file__, "default")
 
   d = config.data
   d.name = "tfds/cifar10"

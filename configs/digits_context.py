@@ -14,23 +14,13 @@ unconditional branch of classifier-free guidance (sample.guidance_scale = 2).
     python scripts/demo_conditioning.py context --workdir=runs/digits_context
 """
 
-import importlib.util
-import pathlib
-
 import ml_collections
 
-
-def _digits() -> ml_collections.ConfigDict:
-  """configs/digits.py's config, loaded by path (configs/ is not an installed package)."""
-  path = pathlib.Path(__file__).with_name("digits.py")
-  spec = importlib.util.spec_from_file_location("jaxdiff_configs_digits", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+from jaxdiff.config_utils import sibling_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = _digits()
+  config = sibling_config(__file__, "digits")
 
   d = config.data
   d.cond = "caption"              # batches gain "context": int32 [b, 3] captions

@@ -10,23 +10,13 @@ measured against. The network is configs/digits.py's, without labels.
     python scripts/demo_conditioning.py sr --workdir=runs/digits_sr
 """
 
-import importlib.util
-import pathlib
-
 import ml_collections
 
-
-def _digits() -> ml_collections.ConfigDict:
-  """configs/digits.py's config, loaded by path (configs/ is not an installed package)."""
-  path = pathlib.Path(__file__).with_name("digits.py")
-  spec = importlib.util.spec_from_file_location("jaxdiff_configs_digits", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+from jaxdiff.config_utils import sibling_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = _digits()
+  config = sibling_config(__file__, "digits")
 
   d = config.data
   d.cond = "sr"                   # batches gain "x_cond": bicubic(4x4 area downsampling)

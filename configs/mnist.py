@@ -5,25 +5,13 @@ Network: 64 base channels, channel_mult (1, 2, 2) (28, 14, 7), 2 residual blocks
 single GPU or a TPU host. Linear schedule, eps-prediction, Adam lr 2e-4, EMA 0.9999.
 """
 
-import importlib.util
-import pathlib
-
 import ml_collections
 
-
-def _base() -> ml_collections.ConfigDict:
-  """`configs/default.py`'s config, loaded by path: configs/ is not an installed package and
-  train.py loads config files by path."""
-  path = pathlib.Path(__file__).with_name("default.py")
-  spec = importlib.util.spec_from_file_location("jaxdiff_configs_default", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
+from jaxdiff.config_utils import sibling_config
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = _base()
+  config = sibling_config(__file__, "default")
 
   d = config.data
   d.name = "tfds/mnist"

@@ -14,6 +14,27 @@ from jaxdiff.samplers import SAMPLERS, SPACINGS
 __all__ = ["ConfigError", "validate_config", "check_training_conditioning", "schedule_from_config"]
 
 
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+  """`get_config()` of a config file loaded by path (configs/ is a folder of files, not a package)."""
+  import importlib.util
+  import pathlib
+
+  path = pathlib.Path(path)
+  if not path.exists():
+    raise ConfigError(f"Config file {path} does not exist.")
+  spec = importlib.util.spec_from_file_location(f"jaxdiff_config_{path.stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def sibling_config(config_file: str, name: str = "default") -> ml_collections.ConfigDict:
+  """The config of `<name>.py` in the same folder as `config_file`: how configs build on each other."""
+  import pathlib
+
+  return load_config_file(str(pathlib.Path(config_file).with_name(f"{name}.py")))
+
+
 class ConfigError(ValueError):
   """A config field with a value jaxdiff cannot use."""
 

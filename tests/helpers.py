@@ -1,16 +1,14 @@
 """Small configs shared by the training and sampling tests (fast on 2 CPU cores)."""
 
-import importlib.util
 import os
+
+from jaxdiff.config_utils import load_config_file as _load
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_config_file(name: str):
-  spec = importlib.util.spec_from_file_location(f"cfg_{name}", os.path.join(ROOT, "configs", f"{name}.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
+  return _load(os.path.join(ROOT, "configs", f"{name}.py"))
 
 
 def tiny_points_config(num_steps: int = 20):

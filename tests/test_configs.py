@@ -2,7 +2,6 @@
 create_model and gives outputs of the data's shape in float32; the CIFAR-10 network is the
 DDPM paper's (35.7M parameters). Big networks are only traced (jax.eval_shape), never run."""
 
-import importlib.util
 import pathlib
 
 import jax
@@ -10,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxdiff.config_utils import load_config_file
 from jaxdiff.models import MLP, UNet, count_params, create_model, dummy_inputs
 
 
@@ -28,11 +28,7 @@ CONFIGS = ["digits", "toy2d", "mnist", "cifar10", "celeba64", "digits_context", 
 
 def load_config(name: str):
   """Load configs/<name>.py by file path, the way ml_collections' config_flags does."""
-  spec = importlib.util.spec_from_file_location(f"jaxdiff_test_config_{name}",
-                                                CONFIG_DIR / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return load_config_file(str(CONFIG_DIR / f"{name}.py"))
 
 
 def traced(config, batch_size=2):

@@ -2,7 +2,6 @@
 tfds.testing.mock_data (no download). Expected values come from closed forms or from
 scikit-learn directly, never from the pipeline itself."""
 
-import importlib.util
 import itertools
 import math
 import os
@@ -16,15 +15,13 @@ import pytest
 import jaxdiff.data as data
 from jaxdiff.data import DatasetNotFoundError
 
+from jaxdiff.config_utils import load_config_file  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _default_config():
-  spec = importlib.util.spec_from_file_location("_jaxdiff_default_config",
-                                                ROOT / "configs" / "default.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return load_config_file(str(ROOT / "configs" / "default.py"))
 
 
 def make_config(name="digits", **data_fields):
