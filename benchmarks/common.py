@@ -225,10 +225,12 @@ def diffusers_model(net: Network):
 # jaxdiff side
 
 def jax_train(net: Network, batch: int, *, steps_per_dispatch: int = 1, donate: bool = True,
-              model_overrides: dict | None = None, config=None):
+              model_overrides: dict | None = None, config=None,
+              compiler_options: dict | None = None):
   """(run_one, info): `run_one()` does `steps_per_dispatch` full train steps (forward, backward,
   Adam, EMA) and blocks until they are done. info holds params, flops per step, compile time,
-  XLA's memory analysis."""
+  XLA's memory analysis. `compiler_options` (XLA debug options for this one executable, e.g.
+  ``{"xla_cpu_experimental_ynn_fusion_type": ""}``) lets arms be A/B'd in one process."""
   import jax
   import jax.numpy as jnp
   from jaxdiff import schedules
@@ -249,7 +251,7 @@ def jax_train(net: Network, batch: int, *, steps_per_dispatch: int = 1, donate: 
   key = jax.random.PRNGKey(2)
   jitted = jax.jit(fn, donate_argnums=(0,) if donate else ())
   t0 = time.perf_counter()
-  compiled = jitted.lower(state, batch_tree, key).compile()
+  compiled = jitted.lower(state, batch_tree, key).compile(compiler_options=compiler_options)
   compile_s = time.perf_counter() - t0
   flops = xla_flops(compiled) / k
   mem = xla_memory(compiled)
@@ -266,8 +268,10 @@ def jax_train(net: Network, batch: int, *, steps_per_dispatch: int = 1, donate: 
   return run_one, info
 
 
-def jax_ddim(net: Network, batch: int, num_steps: int = 50, model_overrides: dict | None = None):
-  """(run_one, info): DDIM-`num_steps` sampling of `batch` images, one compiled lax.scan."""
+def jax_ddim(net: Network, batch: int, num_steps: int = 50, model_overrides: dict | None = None,
+             compiler_options: dict | None = None):
+  """(run_one, info): DDIM-`num_steps` sampling of `batch` images, one compiled lax.scan
+  (`compiler_options`: XLA debug options for this executable, as in `jax_train`)."""
   import jax
   import jaxdiff
   from jaxdiff import schedules
@@ -281,14 +285,15 @@ def jax_ddim(net: Network, batch: int, num_steps: int = 50, model_overrides: dic
                       jax.numpy.zeros((1,), jax.numpy.int32))["params"]
   fn = jaxdiff.bind(model.apply, {"params": params})
   key = jax.random.PRNGKey(3)
+  sample = jax.jit(lambda key: jaxdiff.sample(fn, schedule, shape, key, sampler="ddim",
+                                              num_steps=num_steps))
   t0 = time.perf_counter()
-  out = jaxdiff.sample(fn, schedule, shape, key, sampler="ddim", num_steps=num_steps)
-  jax.block_until_ready(out)
+  compiled = sample.lower(key).compile(compiler_options=compiler_options)
+  jax.block_until_ready(compiled(key))
   first_s = time.perf_counter() - t0
 
   def run_one():
-    jax.block_until_ready(jaxdiff.sample(fn, schedule, shape, key, sampler="ddim",
-                                         num_steps=num_steps))
+    jax.block_until_ready(compiled(key))
 
   return run_one, dict(params=count_params(params), first_call_s=first_s)
 

@@ -1,31 +1,23 @@
-"""CPU / XLA performance settings, applied before JAX creates its backend.
+"""CPU / XLA performance settings.
 
-XLA reads ``XLA_FLAGS`` once, when the first backend is created (the first ``jax.devices()``,
-array or ``jit`` call), so these settings must run before that: at the top of a script,
-before anything touches a device. ``train.py`` and ``sample.py`` call
-``configure_performance()`` first thing; a user script does the same::
+Two mechanisms:
 
-    from jaxdiff.perf import configure_performance
-    configure_performance()          # before any jax computation
-    import jax, jaxdiff ...
-
-What it does (measured on a 2-core AMD EPYC (Zen 5) VM under load, jax 0.10.2, fp32; figures
-in ``benchmarks/BENCHMARKS.md``):
-
-* By default, only glibc malloc: raise the mmap threshold and the trim threshold
-  (``mallopt``), so large activation buffers are reused from the heap instead of being
-  mmap'ed, page-faulted and unmapped at every step. Applied in-process through ``mallopt``;
-  ``GLIBC_TUNABLES`` (which glibc only reads at process start) is exported too, so child
-  processes get the same.
-* ``disable_ynn_fusions=True`` (opt-in) appends ``--xla_cpu_experimental_ynn_fusion_type=``
-  (no experimental YNNPACK fusions). An earlier study on a Zen 3 machine measured +34 % for
-  the small UNet's training with it; on this Zen 5 machine the A/B went the other way
-  (training ratio to diffusers 0.63 -> 0.75 for tiny and 0.86 -> 1.14 for small *without*
-  it; compile 20-25 % faster without it), so XLA's default is kept unless asked for.
-
-Only the CPU backend is affected: the XLA flag is ignored by GPU/TPU compilers, and the
-malloc settings only change host allocations. Flags the user already put in ``XLA_FLAGS``
-win: nothing is clobbered, only missing flags are appended.
+* ``cpu_compiler_options()``: XLA options that jaxdiff passes to *its own* compiled programs
+  (the train step, the samplers, bulk generation) through ``jax.jit(...,
+  compiler_options=...)`` when they run on the CPU backend. Nothing global changes and other
+  JAX code in the process is untouched; on GPU/TPU it is empty. Measured (in-process
+  interleaved A/B, ``benchmarks/bench_options.py``, 2-core AMD EPYC Zen 5, jax 0.10.2, fp32,
+  figures in ``benchmarks/BENCHMARKS.md``): XLA:CPU's experimental YNNPACK library fusions
+  (its default since jax 0.8 for convolutions and dots) are slower than XLA's own Eigen
+  kernels for these networks, so jaxdiff turns them off for its programs: train steps
+  1.0-1.4x and DDIM sampling 1.5x faster than with XLA's default; YNNPACK for dots alone was
+  no better (0.9-1.15x).
+  Override with ``set_cpu_compiler_options({...})`` (``{}``: XLA's defaults), the environment
+  variable ``JAXDIFF_CPU_COMPILER_OPTIONS=off``, or by naming the option in ``XLA_FLAGS``
+  (a user's flag always wins).
+* ``configure_performance()`` (opt-in, process-wide, call before JAX creates its backend):
+  glibc malloc thresholds and optional ``XLA_FLAGS`` (e.g. ``disable_ynn_fusions=True`` for
+  code outside jaxdiff's own programs).
 """
 
 from __future__ import annotations
@@ -36,10 +28,18 @@ import logging
 import os
 import sys
 
-__all__ = ["configure_performance", "CPU_XLA_FLAGS", "YNN_OFF_FLAGS", "MALLOC_MMAP_THRESHOLD",
+__all__ = ["configure_performance", "cpu_compiler_options", "set_cpu_compiler_options",
+           "CPU_COMPILER_OPTIONS", "CPU_XLA_FLAGS", "YNN_OFF_FLAGS", "MALLOC_MMAP_THRESHOLD",
            "MALLOC_TRIM_THRESHOLD", "backend_initialized"]
 
 log = logging.getLogger(__name__)
+
+# XLA debug option -> value, for jaxdiff's own executables on CPU (see the module docstring).
+CPU_COMPILER_OPTIONS: dict[str, str | int | bool] = {
+    "xla_cpu_experimental_ynn_fusion_type": "",
+}
+_override: dict | None = None
+ENV_SWITCH = "JAXDIFF_CPU_COMPILER_OPTIONS"
 
 # flag -> value. An empty value is meaningful (an empty list of fusion types).
 CPU_XLA_FLAGS: dict[str, str] = {}
@@ -66,6 +66,32 @@ def backend_initialized() -> bool:
     return bool(xla_bridge.backends_are_initialized())
   except Exception:   # private API moved: assume the worst only if devices were listed
     return False
+
+
+def set_cpu_compiler_options(options: dict | None) -> None:
+  """Replace jaxdiff's CPU compiler options for programs compiled from now on: a dict of XLA
+  debug options (``{}``: XLA's own defaults), or ``None`` to restore ``CPU_COMPILER_OPTIONS``."""
+  global _override
+  if options is not None and not isinstance(options, dict):
+    raise TypeError(f"set_cpu_compiler_options takes a dict or None, got {type(options).__name__}")
+  _override = None if options is None else dict(options)
+
+
+def cpu_compiler_options(platform: str | None = None) -> dict:
+  """The XLA options jaxdiff compiles its programs with: ``CPU_COMPILER_OPTIONS`` (or the
+  ``set_cpu_compiler_options`` override) on the CPU backend, ``{}`` on any other platform or
+  when ``JAXDIFF_CPU_COMPILER_OPTIONS=off``. Options the user names in ``XLA_FLAGS`` are left
+  out, so a user's flag always wins. ``platform`` defaults to ``jax.default_backend()``."""
+  if os.environ.get(ENV_SWITCH, "").strip().lower() in ("0", "off", "false", "no"):
+    return {}
+  if platform is None:
+    import jax
+    platform = jax.default_backend()
+  if platform != "cpu":
+    return {}
+  options = dict(CPU_COMPILER_OPTIONS if _override is None else _override)
+  user = {tok.split("=", 1)[0].lstrip("-") for tok in os.environ.get("XLA_FLAGS", "").split()}
+  return {k: v for k, v in options.items() if k not in user}
 
 
 def _append_xla_flags(flags: dict[str, str]) -> list[str]:

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdiff import perf
 from jaxdiff.schedules import Schedule
 
 __all__ = [
@@ -288,8 +289,35 @@ def repaint_schedule(num_steps: int, resample: int = 1, jump: int = 1) -> tuple[
   return np.asarray(steps, np.int64), np.asarray(jump_from, np.int64)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _sample_jit(fn_static, spec: _Spec, fn_leaves, schedule, key, x_init, cond, uncond, scale, inpaint=None):
+_SAMPLE_JITS: dict[tuple, Callable] = {}
+
+
+def _sample_jitted(options: dict | None = None) -> Callable:
+  """`_sample_body` jitted with XLA compiler `options` (default: jaxdiff's current CPU options,
+  `jaxdiff.perf`); one jitted function per distinct option set, so each keeps its own
+  compilation cache. Options apply only to a top-level call: inside another jit the caller's
+  options rule, so there `sample()` uses the option-free function."""
+  options = perf.cpu_compiler_options() if options is None else options
+  key = tuple(sorted(options.items()))
+  fn = _SAMPLE_JITS.get(key)
+  if fn is None:
+    fn = _SAMPLE_JITS[key] = jax.jit(_sample_body, static_argnums=(0, 1),
+                                     compiler_options=options or None)
+  return fn
+
+
+def _sample_jit(*args):
+  nested = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(args[2:]))
+  if not nested:
+    try:
+      return _sample_jitted()(*args)
+    except ValueError as e:   # traced from inside an outer jit through closed-over values only
+      if "compiler_options" not in str(e):
+        raise
+  return _sample_jitted({})(*args)
+
+
+def _sample_body(fn_static, spec: _Spec, fn_leaves, schedule, key, x_init, cond, uncond, scale, inpaint=None):
   kind, obj = fn_static
   model_fn = jax.tree_util.tree_unflatten(obj, fn_leaves) if kind == "partial" else obj
   k_init, k_steps = jax.random.split(key)

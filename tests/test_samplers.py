@@ -208,7 +208,7 @@ def test_same_key_same_samples_and_keys_differ():
 def test_compiles_once_for_same_shapes_and_new_params():
   def apply_fn(params, x, t):
     return jnp.tanh(x * params["w"]) + params["b"]
-  f = samplers._sample_jit
+  f = samplers._sample_jitted()
   f.clear_cache()
   p1 = {"w": jnp.ones(()), "b": jnp.zeros(())}
   p2 = {"w": 2 * jnp.ones(()), "b": jnp.ones(())}

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdiff import images
+from jaxdiff import images, perf
 from jaxdiff.bulk import figures
 from jaxdiff.bulk.restore import _load_config, params_digest, restore_model
 from jaxdiff.bulk.settings import (MANIFEST_FORMAT, SamplingError, compare_manifest, labels_for, labels_summary,
@@ -109,7 +109,8 @@ def _compiled(config, model, schedule, settings: dict, batch: int, mesh, dev_par
   key = (config.to_json_best_effort(sort_keys=True), tuple(settings[k] for k in fields),
          settings["labels"] != "none", batch, tuple(d.id for d in mesh.devices.flat),
          jax.tree_util.tree_structure(dev_params), extra_key,
-         tuple(inpaint.get(k) for k in ("repaint_resample", "repaint_jump", "paste_known")))
+         tuple(inpaint.get(k) for k in ("repaint_resample", "repaint_jump", "paste_known")),
+         tuple(sorted(perf.cpu_compiler_options().items())))
   if key in _COMPILED:
     _COMPILED.move_to_end(key)
     return _COMPILED[key]
@@ -119,11 +120,11 @@ def _compiled(config, model, schedule, settings: dict, batch: int, mesh, dev_par
     fn = jax.jit(make_batch_fn(config, model, schedule, settings), in_shardings=(repl, data, data, data),
                  out_shardings=data)
     extra = {k: jax.ShapeDtypeStruct((batch,) + tuple(shp), dt, sharding=data) for k, (shp, dt) in extra_spec.items()}
-    compiled = fn.lower(dev_params, arg, arg, extra).compile()
+    compiled = fn.lower(dev_params, arg, arg, extra).compile(compiler_options=perf.cpu_compiler_options() or None)
   else:
     fn = jax.jit(make_batch_fn(config, model, schedule, settings), in_shardings=(repl, data, data),
                  out_shardings=data)
-    compiled = fn.lower(dev_params, arg, arg).compile()
+    compiled = fn.lower(dev_params, arg, arg).compile(compiler_options=perf.cpu_compiler_options() or None)
   _COMPILED[key] = compiled
   while len(_COMPILED) > _COMPILED_MAX:
     _COMPILED.popitem(last=False)
@@ -492,7 +493,8 @@ def _save_trajectory(config, model, schedule, host_params, settings: dict, label
                      conditions=None) -> str:
   """trajectory.png for the first samples (the same keys, labels and conditioning as the shards)."""
   n = min(settings["num_samples"], 8 if settings["kind"] == "images" else 1000)
-  fn = jax.jit(make_batch_fn(config, model, schedule, settings, trajectory=True))
+  fn = jax.jit(make_batch_fn(config, model, schedule, settings, trajectory=True),
+               compiler_options=perf.cpu_compiler_options() or None)
   idx = np.arange(n, dtype=np.int32)
   extra = conditions.arrays(idx) if conditions is not None and not conditions.empty else None
   _, xs, x0s = fn(host_params, idx, labels_of(idx), extra)

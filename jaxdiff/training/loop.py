@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxdiff import parallel
+from jaxdiff import parallel, perf
 from jaxdiff.config_utils import check_training_conditioning, schedule_from_config, validate_config
 from jaxdiff.training.checkpoints import Checkpointer, save_config
 from jaxdiff.training.state import create_train_state
@@ -192,7 +192,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
 
   train_step = make_multi_step(make_train_step(config, model, schedule), k)
   jitted = jax.jit(train_step, in_shardings=(repl, batch_sharding, repl), out_shardings=(repl, repl),
-                   donate_argnums=(0,))
+                   donate_argnums=(0,), compiler_options=perf.cpu_compiler_options() or None)
   ds = data_lib.create_dataset(config, start_step=step)
 
   def next_batch():
