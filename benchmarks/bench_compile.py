@@ -59,7 +59,9 @@ def worker_jax(row: str, cache: str, no_perf: bool, ynn_off: bool = False) -> di
   schedule = schedules.linear(config.diffusion.num_timesteps)
   state = create_train_state(config, model, jax.random.PRNGKey(0))
   jax.block_until_ready(state)
-  step = jax.jit(make_train_step(config, model, schedule), donate_argnums=(0,))
+  from jaxdiff.perf import cpu_compiler_options   # what train.py compiles with
+  step = jax.jit(make_train_step(config, model, schedule), donate_argnums=(0,),
+                 compiler_options=cpu_compiler_options() or None)
   batch_tree = {"x": jnp.zeros(shape, jnp.float32)}
   key = jax.random.PRNGKey(1)
   t0 = time.perf_counter()

@@ -251,7 +251,10 @@ def jax_train(net: Network, batch: int, *, steps_per_dispatch: int = 1, donate: 
   key = jax.random.PRNGKey(2)
   jitted = jax.jit(fn, donate_argnums=(0,) if donate else ())
   t0 = time.perf_counter()
-  compiled = jitted.lower(state, batch_tree, key).compile(compiler_options=compiler_options)
+  if compiler_options is None:   # what the library itself compiles with (jaxdiff.perf)
+    from jaxdiff.perf import cpu_compiler_options
+    compiler_options = cpu_compiler_options()
+  compiled = jitted.lower(state, batch_tree, key).compile(compiler_options=compiler_options or None)
   compile_s = time.perf_counter() - t0
   flops = xla_flops(compiled) / k
   mem = xla_memory(compiled)
@@ -288,7 +291,10 @@ def jax_ddim(net: Network, batch: int, num_steps: int = 50, model_overrides: dic
   sample = jax.jit(lambda key: jaxdiff.sample(fn, schedule, shape, key, sampler="ddim",
                                               num_steps=num_steps))
   t0 = time.perf_counter()
-  compiled = sample.lower(key).compile(compiler_options=compiler_options)
+  if compiler_options is None:   # what the library itself compiles with (jaxdiff.perf)
+    from jaxdiff.perf import cpu_compiler_options
+    compiler_options = cpu_compiler_options()
+  compiled = sample.lower(key).compile(compiler_options=compiler_options or None)
   jax.block_until_ready(compiled(key))
   first_s = time.perf_counter() - t0
 
