@@ -267,7 +267,7 @@ def jax_train(net: Network, batch: int, *, steps_per_dispatch: int = 1, donate: 
     return metrics
 
   info = dict(params=count_params(state.params), flops_per_step=flops, compile_s=compile_s,
-              xla_memory=mem, images_per_call=batch * k)
+              xla_memory=mem, images_per_call=batch * k, hlo_text=compiled.as_text())
   return run_one, info
 
 

@@ -5,6 +5,11 @@ reduction fusions, copies...), plus the top individual ops.
 
     python benchmarks/profile_step.py --row=tiny [--what=train|forward] [--steps=5] [--top=25]
 
+Caveat: XLA:CPU runs some ops asynchronously on its intra-op pool (the Eigen convolutions):
+their thunk events end when the work is handed off, so their time shows up on the next op that
+waits for them. Treat the kinds as a coarse breakdown of the memory-bound work (reductions,
+transposes, element-wise fusions), not as exact convolution times.
+
 Needs TensorFlow's copy of the XPlane proto (`tensorflow.tsl.profiler.protobuf.xplane_pb2`,
 installed with the `tfds` extra) to read the trace.
 """
@@ -53,6 +58,18 @@ def kind_of(op: str) -> str:
   return "other"
 
 
+def phases_of(hlo_text: str) -> dict[str, str]:
+  """{hlo op name: phase} from the op_name metadata of an optimized HLO module: "forward"
+  (inside jvp), "backward" (inside transpose(jvp)), "outside the model" (optimizer, EMA,
+  clipping, noise, loss) for the rest."""
+  out = {}
+  for m in re.finditer(r"^\s+(?:ROOT )?%([\w.\-]+) = .*?op_name=\"([^\"]*)\"", hlo_text, re.M):
+    name, op = m.groups()
+    out[name] = ("backward" if "transpose(" in op else "forward" if "jvp(" in op or "UNet" in op
+                 else "outside the model")
+  return out
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument("--row", default="tiny", choices=sorted(common.NETWORKS))
@@ -91,13 +108,21 @@ def main(argv=None):
       continue
     per_op[name] += sec / args.steps
   by_kind: dict[str, float] = collections.defaultdict(float)
+  by_phase: dict[str, float] = collections.defaultdict(float)
+  phases = phases_of(info.get("hlo_text", ""))
   for name, sec in per_op.items():
     by_kind[kind_of(name)] += sec
+    by_phase[phases.get(name, "unattributed")] += sec
   total = sum(by_kind.values())
   print(f"# {args.row} {args.what}: per step, summed over threads, {total * 1e3:.1f} ms of ops")
   common.print_table(["kind", "ms/step", "share %"],
                      [[k, v * 1e3, 100 * v / total] for k, v in
                       sorted(by_kind.items(), key=lambda kv: -kv[1])])
+  print()
+  common.print_table(["phase", "ms/step", "share %", "ops"],
+                     [[k, v * 1e3, 100 * v / total,
+                       sum(1 for n in per_op if phases.get(n, "unattributed") == k)]
+                      for k, v in sorted(by_phase.items(), key=lambda kv: -kv[1])])
   print()
   common.print_table(["op", "kind", "ms/step", "share %"],
                      [[n, kind_of(n), s * 1e3, 100 * s / total] for n, s in

@@ -81,6 +81,22 @@ def main(argv=None):
     print(f"\nDefault config (configs/default.py, batch {c['cold']['batch']}): first step "
           f"{f(c['cold']['first_step_s'])} s cold (compile {f(c['cold']['compile_s'])} s), "
           f"{f(c['warm']['first_step_s'])} s warm (compile {f(c['warm']['compile_s'])} s).")
+  opts = load("options", args.tag)
+  if opts:
+    print("\n| network | benchmark | XLA default s | jaxdiff options s | speed-up | diffusers s | "
+          "jaxdiff/diffusers speed: XLA default → jaxdiff options |")
+    print("|---|---|---|---|---|---|---|")
+    for r in opts:
+      med, anchor = r["medians"], r.get("anchor")
+      arms = list(r["options"])
+      if len(arms) < 2:
+        continue
+      a, b = med[arms[0]], med[arms[1]]
+      peer = med.get(anchor) if anchor else None
+      vs = f"{f(peer / a, 2)}× → {f(peer / b, 2)}×" if peer else "–"
+      label = "train step" if r["what"] == "train" else "DDIM-50"
+      print(f"| {r['row']} | {label} (b{r['batch']}) | {f(a)} | {f(b)} | **{f(a / b, 3)}×** | "
+            f"{f(peer) if peer else '–'} ({anchor}) | {vs} |")
   if mlp:
     print("\n| 2-D MLP, DDPM 1000 steps | jaxdiff s | torch eager s | speed-up | jaxdiff first call s |")
     print("|---|---|---|---|---|")

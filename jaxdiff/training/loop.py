@@ -158,6 +158,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
   if global_batch % jax.process_count():
     raise ValueError(f"config.train.batch_size={global_batch} must divide over {jax.process_count()} processes.")
   k = int(t_cfg.steps_per_dispatch)
+  if k > 1 and jax.default_backend() == "cpu":
+    log.warning("config.train.steps_per_dispatch=%d on CPU: XLA:CPU (jax %s) runs convolution "
+                "gradients inside a scanned loop 25-120x slower than at top level "
+                "(benchmarks/bench_scan_conv.py); steps_per_dispatch=1 is much faster here.",
+                k, jax.__version__)
   repl = parallel.replicated(mesh)
   batch_sharding = parallel.data_sharding(mesh, leading_axes=1 if k > 1 else 0)
 
