@@ -23,7 +23,8 @@ import time
 from typing import Any, Callable
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
+# Where results are appended; JAXDIFF_BENCH_RESULTS redirects them (the tests' smoke runs do).
+RESULTS = pathlib.Path(os.environ.get("JAXDIFF_BENCH_RESULTS") or ROOT / "benchmarks" / "results")
 if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))
 
@@ -492,7 +493,7 @@ def _cpu_model() -> str:
 
 
 def append_result(kind: str, record: dict) -> pathlib.Path:
-  """Append one JSON line to benchmarks/results/<kind>.jsonl."""
+  """Append one JSON line to benchmarks/results/<kind>.jsonl (or $JAXDIFF_BENCH_RESULTS)."""
   RESULTS.mkdir(parents=True, exist_ok=True)
   path = RESULTS / f"{kind}.jsonl"
   with open(path, "a") as f:
