@@ -8,10 +8,11 @@ Two mechanisms:
   JAX code in the process is untouched; on GPU/TPU it is empty. Measured (in-process
   interleaved A/B, ``benchmarks/bench_options.py``, 2-core AMD EPYC Zen 5, jax 0.10.2, fp32,
   figures in ``benchmarks/BENCHMARKS.md``): XLA:CPU's experimental YNNPACK library fusions
-  (its default since jax 0.8 for convolutions and dots) are slower than XLA's own Eigen
-  kernels for these networks, so jaxdiff turns them off for its programs: train steps
-  1.0-1.4x and DDIM sampling 1.5x faster than with XLA's default; YNNPACK for dots alone was
-  no better (0.9-1.15x).
+  (on by default in jaxlib 0.10 for convolutions and dots) are slower than XLA's own Eigen
+  kernels for these UNets, so jaxdiff turns them off for its programs: train steps 1.25-1.27x
+  faster for the tiny/small benchmark networks (parity for the CIFAR-10 DDPM network) and
+  DDIM sampling 1.06-1.41x faster than with XLA's default; YNNPACK for dots alone was no
+  better.
   Override with ``set_cpu_compiler_options({...})`` (``{}``: XLA's defaults), the environment
   variable ``JAXDIFF_CPU_COMPILER_OPTIONS=off``, or by naming the option in ``XLA_FLAGS``
   (a user's flag always wins).
@@ -134,8 +135,8 @@ def configure_performance(cpu_flags: bool = True, malloc: bool = True,
     cpu_flags: append ``CPU_XLA_FLAGS`` (currently none) to ``XLA_FLAGS`` (flags the user set
       are kept).
     malloc: glibc malloc thresholds (in-process ``mallopt``; ``GLIBC_TUNABLES`` for children).
-    disable_ynn_fusions: also append ``YNN_OFF_FLAGS`` (see the module docstring: machine
-      dependent, measured slower on Zen 5, faster on Zen 3).
+    disable_ynn_fusions: also append ``YNN_OFF_FLAGS``: the same setting as
+      ``CPU_COMPILER_OPTIONS`` but process-wide, for JAX code outside jaxdiff's programs.
     extra_xla_flags: more ``{"--flag": "value"}`` to append the same way.
 
   Returns what was applied: ``{"xla_flags_added": [...], "malloc": bool,
