@@ -11,6 +11,9 @@ import sys
 
 from absl import app, flags, logging
 
+from jaxdiff import parallel
+from jaxdiff.parallel import define_process_flags
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (config.json and checkpoints/).")
 _NUM = flags.DEFINE_integer("num_samples", None, "How many samples in total (a larger value extends a run).")
 _OUTPUT = flags.DEFINE_string("output", None, "Output folder (default WORKDIR/generated).")
@@ -52,10 +55,8 @@ _STEP = flags.DEFINE_integer("checkpoint_step", None, "Checkpoint step (default 
                              "resuming, the step the run started from).")
 _TRAJ = flags.DEFINE_boolean("trajectory", False, "Also write trajectory.png: the reverse process of a few samples.")
 _GRID = flags.DEFINE_integer("grid_size", 100, "Samples shown in grid.png.")
-_COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process without "
-                             "auto-detection).")
-_NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
-_PID = flags.DEFINE_integer("process_id", None, "This process's index (multi-process).")
+_INIT_PROCESSES = define_process_flags()
+flags.adopt_module_key_flags(parallel)  # listed by --help
 flags.mark_flags_as_required(["workdir", "num_samples"])
 
 
@@ -64,11 +65,10 @@ def main(argv):
     print(f"sample.py: error: unexpected arguments {argv[1:]}", file=sys.stderr)
     sys.exit(2)
   logging.set_verbosity(logging.WARNING)
-  from jaxdiff import parallel
   from jaxdiff.bulk import SamplingError, generate
 
   try:
-    parallel.initialize(_COORD.value, _NPROC.value, _PID.value)
+    _INIT_PROCESSES()
     generate(_WORKDIR.value, _OUTPUT.value, num_samples=_NUM.value, sampler=_SAMPLER.value, num_steps=_STEPS.value,
              eta=_ETA.value, spacing=_SPACING.value, clip_x0=_CLIP.value, guidance_scale=_GUIDANCE.value,
              labels=_LABELS.value, seed=_SEED.value, batch_size=_BATCH.value, shard_size=_SHARD.value,

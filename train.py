@@ -10,23 +10,23 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from jaxdiff import parallel
+from jaxdiff.parallel import define_process_flags
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/<name>.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and samples go (resumes if present).")
-_COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process without "
-                             "auto-detection).")
-_NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
-_PID = flags.DEFINE_integer("process_id", None, "This process's index (multi-process).")
+_INIT_PROCESSES = define_process_flags()
+flags.adopt_module_key_flags(parallel)  # listed by --help
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  from jaxdiff import parallel
   from jaxdiff.config_utils import ConfigError
   from jaxdiff.training import CheckpointError, TrainingError, train
 
-  parallel.initialize(_COORD.value, _NPROC.value, _PID.value)
+  _INIT_PROCESSES()
   try:
     train(_CONFIG.value, _WORKDIR.value)
   except (ConfigError, CheckpointError, TrainingError, ValueError, FileNotFoundError) as e:

@@ -147,8 +147,7 @@ def main(argv=None):
                  warm["xla_memory"].get("temp_size_in_bytes", 0) / 2**20,
                  torch_mem["peak_rss_mb"] if torch_mem else float("nan")])
     common.print_table(header, rows[-1:])
-  print("# summary  (load after: %s)" % common.load_average())
-  common.print_table(header, rows)
+  common.print_summary(header, rows)
 
 
 if __name__ == "__main__":

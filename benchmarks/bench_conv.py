@@ -94,8 +94,7 @@ def main(argv=None):
       common.append_result("conv", dict(shape=spec, impl=name, s=t, gflops=flops / t / 1e9,
                                         loadavg=common.load_average(), tag=args.tag))
     common.print_table(header, rows[-len(times):])
-  print("# summary  (load after %s)" % common.load_average())
-  common.print_table(header, rows)
+  common.print_summary(header, rows)
 
 
 if __name__ == "__main__":

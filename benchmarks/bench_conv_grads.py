@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -54,23 +53,7 @@ def main(argv=None):
     return jnp.stack([jnp.einsum("bhwc,bhwo->co", v, dy) for v in views(x)]).reshape(3, 3, x.shape[-1], -1)
 
   def timed(fn, *a):
-    for _ in range(2):
-      jax.block_until_ready(fn(*a))
-    ts = []
-    for _ in range(args.reps):
-      t0 = time.perf_counter()
-      jax.block_until_ready(fn(*a))
-      ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
-
-  def timed_torch(fn):
-    fn(), fn()
-    ts = []
-    for _ in range(args.reps):
-      t0 = time.perf_counter()
-      fn()
-      ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
+    return common.timed(fn, *a, reps=args.reps, warmup=2)
 
   header = ["BxHxC", "fwd", "dx", "dw", "dw im2col", "dw shift9", "torch fwd", "torch fwd+bwd",
             "jax fwd+dx+dw ms", "torch ms"]
@@ -102,8 +85,8 @@ def main(argv=None):
       torch.autograd.grad(y, (tx, tw), tdy)
 
     r = dict(fwd=timed(fwd, x, w), dx=timed(dx, dy, x, w), dw=timed(dw, dy, x, w),
-             dw_im2col=timed(dwi, x, dy), dw_shift9=timed(dws, x, dy), torch_fwd=timed_torch(t_fwd),
-             torch_all=timed_torch(t_all))
+             dw_im2col=timed(dwi, x, dy), dw_shift9=timed(dws, x, dy), torch_fwd=timed(t_fwd),
+             torch_all=timed(t_all))
     gf = 2 * b * h * h * 9 * c * c / 1e9
     jax_ms = 1e3 * (r["fwd"] + r["dx"] + r["dw"])
     rows.append([spec] + [gf / r[k] for k in ("fwd", "dx", "dw", "dw_im2col", "dw_shift9", "torch_fwd",

@@ -134,8 +134,7 @@ def main(argv=None):
     common.append_result("mlp", rec)
     rows.append([f"{batch} ({tname})", jt, tt, tt / jt, first])
     common.print_table(header, rows[-1:])
-  print("# summary  (load after: %s)" % common.load_average())
-  common.print_table(header, rows)
+  common.print_summary(header, rows)
 
 
 if __name__ == "__main__":

@@ -64,13 +64,8 @@ def main(argv=None):
     else:
       row += [float("nan"), float("nan")]
     row.append(jinfo["first_call_s"])
-    rows.append(row)
-    rec["loadavg_after"] = common.load_average()
-    common.append_result("sample", rec)
-    common.print_table(header, [row])
-    print()
-  print("# summary  (load after: %s)" % common.load_average())
-  common.print_table(header, rows)
+    common.finish_row("sample", rec, header, row, rows)
+  common.print_summary(header, rows)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -27,7 +26,6 @@ def main(argv=None):
   args = p.parse_args(argv)
   import jax
   import jax.numpy as jnp
-  import numpy as np
   from jaxdiff.perf import cpu_compiler_options
 
   opts = None if args.xla_default else (cpu_compiler_options() or None)
@@ -48,13 +46,7 @@ def main(argv=None):
   }
 
   def timed(fn, *a):
-    jax.block_until_ready(fn(*a))
-    ts = []
-    for _ in range(args.reps):
-      t0 = time.perf_counter()
-      jax.block_until_ready(fn(*a))
-      ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
+    return common.timed(fn, *a, reps=args.reps)
 
   rows = []
   for name, f in parts.items():

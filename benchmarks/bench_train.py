@@ -98,13 +98,8 @@ def main(argv=None):
       row += [float("nan"), float("nan"), jgf, 100 * jgf / peak["peak"], float("nan"),
               float("nan"), float("nan")]
     row.append(jinfo["compile_s"])
-    rows.append(row)
-    rec["loadavg_after"] = common.load_average()
-    common.append_result("train", rec)
-    common.print_table(header, [row])
-    print()
-  print("# summary  (load after: %s)" % common.load_average())
-  common.print_table(header, rows)
+    common.finish_row("train", rec, header, row, rows)
+  common.print_summary(header, rows)
 
 
 if __name__ == "__main__":

@@ -413,6 +413,20 @@ def interleaved(fns: dict[str, Callable[[], Any]], reps: int, warmup: int = 1) -
   return times
 
 
+def timed(fn: Callable[..., Any], *args, reps: int, warmup: int = 1) -> float:
+  """Median wall time of `fn(*args)` over `reps` calls after `warmup` calls, waiting for JAX
+  results (`jax.block_until_ready`) so asynchronous dispatch is not mistaken for speed."""
+  import jax
+  for _ in range(warmup):
+    jax.block_until_ready(fn(*args))
+  ts = []
+  for _ in range(reps):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    ts.append(time.perf_counter() - t0)
+  return median(ts)
+
+
 def median(xs) -> float:
   return float(statistics.median(xs)) if xs else float("nan")
 
@@ -499,6 +513,20 @@ def append_result(kind: str, record: dict) -> pathlib.Path:
   with open(path, "a") as f:
     f.write(json.dumps(record, default=float) + "\n")
   return path
+
+
+def finish_row(kind: str, rec: dict, header: list[str], row: list[Any], rows: list[list[Any]]) -> None:
+  """Store one network's record (with the load after it ran) and print its row as it is done."""
+  rows.append(row)
+  rec["loadavg_after"] = load_average()
+  append_result(kind, rec)
+  print_table(header, [row])
+  print()
+
+
+def print_summary(header: list[str], rows: list[list[Any]]) -> None:
+  print("# summary  (load after: %s)" % load_average())
+  print_table(header, rows)
 
 
 def print_table(header: list[str], rows: list[list[Any]]) -> None:

@@ -9,11 +9,11 @@ and restarted job) never sees half a PNG and an existing file is never left dama
 from __future__ import annotations
 
 import math
-import os
-import tempfile
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
+
+from jaxdiff.fileio import atomic_write
 
 __all__ = [
     "to_uint8",
@@ -92,26 +92,6 @@ def upscale_nearest(images: Any, factor: int) -> np.ndarray:
   return np.repeat(np.repeat(arr, factor, axis=1), factor, axis=2)
 
 
-def _atomic_write(path: str, write: Callable[[str], None]) -> str:
-  """Calls write(tmp_path) on a temp file next to `path`, then renames it onto `path`."""
-  path = os.fspath(path)
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-  os.close(fd)
-  try:
-    write(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600: give the file the usual permissions
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-  return path
-
-
 def save_png(array: Any, path: str) -> str:
   """Writes one image ([H, W], [H, W, 1|3|4]; uint8 or floats in [-1, 1]) as a PNG, atomically."""
   from PIL import Image  # pillow is a core dependency; imported here to keep `import` light
@@ -122,7 +102,7 @@ def save_png(array: Any, path: str) -> str:
   if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
     raise ValueError(f"save_png expects [H, W] or [H, W, 1|3|4], got shape {arr.shape}")
   image = Image.fromarray(np.ascontiguousarray(arr))
-  return _atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
+  return atomic_write(path, lambda f: image.save(f, format="PNG"))
 
 
 def save_image_grid(images: Any, path: str, nrow: Optional[int] = None,
@@ -191,4 +171,4 @@ def save_scatter(points: Any, path: str, labels: Optional[Any] = None,
   if title:
     ax.set_title(title)
   fig.tight_layout()
-  return _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+  return atomic_write(path, lambda f: fig.savefig(f, format="png"))

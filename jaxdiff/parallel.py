@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -17,6 +17,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 __all__ = [
     "initialize",
+    "define_process_flags",
     "create_mesh",
     "replicated",
     "data_sharding",
@@ -62,6 +63,17 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     jax.distributed.initialize()
   _initialized = True
   log.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
+
+
+def define_process_flags() -> Callable[[], None]:
+  """Define the absl flags --coordinator_address, --num_processes and --process_id (train.py
+  and sample.py share them); returns a function that calls `initialize` with their values."""
+  from absl import flags
+  coord = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process "
+                              "without auto-detection).")
+  nproc = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
+  pid = flags.DEFINE_integer("process_id", None, "This process's index (multi-process).")
+  return lambda: initialize(coord.value, nproc.value, pid.value)
 
 
 def create_mesh(devices: Any = None) -> Mesh:

@@ -12,7 +12,6 @@ Timestep sequences ("spacings") follow diffusers: `leading` = arange(n) * (T // 
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any, Callable, Mapping, NamedTuple
 
@@ -430,10 +429,7 @@ def _run_ddpm(denoise, schedule, spec, x, key, inpaint=None):
     x_new = mean + jnp.where(is_last, 0.0, jnp.exp(0.5 * log_var)) * z
     return (x_new, x0), _traj(spec, x, x0)
 
-  if inpaint is not None:
-    return _run_inpaint(step, xs, ts, prev, schedule, spec, x, key, inpaint, noise_index=0)
-  (x_final, _), ys = jax.lax.scan(step, (x, jnp.zeros_like(x)), xs)
-  return _finish(spec, x_final, ys, ts)
+  return _scan_steps(step, xs, ts, prev, schedule, spec, x, key, inpaint, noise_index=0)
 
 
 def _run_ddim(denoise, schedule, spec, x, key, inpaint=None):
@@ -452,10 +448,7 @@ def _run_ddim(denoise, schedule, spec, x, key, inpaint=None):
       x_new = x_new + sig * _noise(key, i, x.shape)
     return (x_new, x0), _traj(spec, x, x0)
 
-  if inpaint is not None:
-    return _run_inpaint(step, xs, ts, prev, schedule, spec, x, key, inpaint, noise_index=0)
-  (x_final, _), ys = jax.lax.scan(step, (x, jnp.zeros_like(x)), xs)
-  return _finish(spec, x_final, ys, ts)
+  return _scan_steps(step, xs, ts, prev, schedule, spec, x, key, inpaint, noise_index=0)
 
 
 def _run_dpmpp_2m(denoise, schedule, spec, x, key, inpaint=None):
@@ -487,14 +480,21 @@ def _run_dpmpp_2m(denoise, schedule, spec, x, key, inpaint=None):
     x_new = ratio * x - alt * (emh - 1.0) * d
     return (x_new, x0), _traj(spec, x, x0)
 
-  if inpaint is not None:  # after a RePaint jump the multistep history is stale: first order
-    return _run_inpaint(step, xs, ts, prev, schedule, spec, x, key, inpaint, history=len(xs) - 1)
-  (x_final, _), ys = jax.lax.scan(step, (x, jnp.zeros_like(x)), xs)
-  return _finish(spec, x_final, ys, ts)
+  # After a RePaint jump the multistep history is stale: first order there.
+  return _scan_steps(step, xs, ts, prev, schedule, spec, x, key, inpaint, history=len(xs) - 1)
 
 
 # Keys of the inpainting noise, folded into the sampler's step key (step noise uses the step index).
 _TAG_KNOWN, _TAG_JUMP, _TAG_KNOWN_INIT = 1_000_003, 1_000_004, 1_000_005
+
+
+def _scan_steps(step, xs, ts, prev, schedule, spec, x, key, inpaint, **inpaint_kw):
+  """Run a sampler's `step` over its per-step inputs `xs` in one lax.scan (carry: x and the last
+  x0 prediction), or through the inpainting / RePaint schedule when `inpaint` is given."""
+  if inpaint is not None:
+    return _run_inpaint(step, xs, ts, prev, schedule, spec, x, key, inpaint, **inpaint_kw)
+  (x_final, _), ys = jax.lax.scan(step, (x, jnp.zeros_like(x)), xs)
+  return _finish(spec, x_final, ys, ts)
 
 
 def _run_inpaint(step, xs, ts, prev, schedule, spec, x, key, inpaint, noise_index=None, history=None):

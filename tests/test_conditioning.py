@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import jaxdiff
-from helpers import tiny_image_config
+from helpers import random_params, tiny_image_config
 from jaxdiff import samplers, schedules
 from jaxdiff.data import captions
 from jaxdiff.data.conditioning import add_conditioning, downsample, sr_input, upsample_bicubic
@@ -26,33 +26,9 @@ SCHED = schedules.linear(1000)
 MU, SD = 0.5, 0.3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compiles():
-  """Compile with most XLA optimisations off (behaviour, not speed, is tested here)."""
-  previous = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", previous)
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
-def random_params(model, *args, seed=0, **kwargs):
-  """Variables of `model` drawn at random (shapes from jax.eval_shape): kernels ~ N(0, 1/fan_in),
-  biases ~ N(0, 0.1), scales ~ 1 + N(0, 0.1), tables and null tokens ~ N(0, 1)."""
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *args, **kwargs))
-  rng = np.random.default_rng(seed)
-
-  def draw(path, leaf):
-    name = str(path[-1].key)
-    z = rng.standard_normal(leaf.shape).astype(np.float32)
-    if name == "kernel":
-      return jnp.asarray(z / math.sqrt(math.prod(leaf.shape[:-1])))
-    if name == "scale":
-      return jnp.asarray(1 + 0.1 * z)
-    if name == "bias":
-      return jnp.asarray(0.1 * z)
-    return jnp.asarray(z)
-
-  return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
 def rel(a, b):

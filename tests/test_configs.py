@@ -13,13 +13,7 @@ from jaxdiff.config_utils import load_config_file
 from jaxdiff.models import MLP, UNet, count_params, create_model, dummy_inputs
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compiles():
-  """Compile with most XLA optimisations off (behaviour, not speed, is tested here)."""
-  previous = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", previous)
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"

@@ -69,9 +69,12 @@ def test_save_png_failure_keeps_old_file(tmp_path, monkeypatch):
   path = tmp_path / "b.png"
   images.save_png(np.full((2, 2), 7, np.uint8), str(path))
 
-  def broken_save(self, fp, *args, **kwargs):
-    with open(fp, "wb") as f:
-      f.write(b"half a png")
+  def broken_save(self, fp, *args, **kwargs):  # writes part of the file, then fails
+    if hasattr(fp, "write"):
+      fp.write(b"half a png")
+    else:
+      with open(fp, "wb") as f:
+        f.write(b"half a png")
     raise OSError("disk full")
 
   monkeypatch.setattr(Image.Image, "save", broken_save)

@@ -14,18 +14,12 @@ import numpy as np
 import optax
 import pytest
 
+from helpers import random_params
 from jaxdiff.models import MLP, UNet, count_params, create_model, dummy_inputs, timestep_embedding
 from jaxdiff.models.layers import num_groups_for
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compiles():
-  """Compile with most XLA optimisations off: these tests check behaviour, not speed, and
-  compile time dominates them on a small CPU (restored after the module)."""
-  previous = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", previous)
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 TINY_UNET = dict(base_channels=16, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(4,),
@@ -33,24 +27,6 @@ TINY_UNET = dict(base_channels=16, channel_mult=(1, 2), num_res_blocks=1, attent
                  in_channels=1, num_classes=3, self_condition=True)
 
 
-def random_params(model, *args, seed=0, **kwargs):
-  """Variables of ``model`` with random values: shapes from ``jax.eval_shape`` (no compile),
-  kernels ~ N(0, 1/fan_in), biases ~ N(0, 0.1), norm scales ~ 1 + N(0, 0.1), tables ~ N(0, 1)."""
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *args, **kwargs))
-  rng = np.random.default_rng(seed)
-
-  def draw(path, leaf):
-    name = str(path[-1].key)
-    z = rng.standard_normal(leaf.shape).astype(np.float32)
-    if name == "kernel":
-      return jnp.asarray(z / math.sqrt(math.prod(leaf.shape[:-1])), leaf.dtype)
-    if name == "scale":
-      return jnp.asarray(1 + 0.1 * z, leaf.dtype)
-    if name == "bias":
-      return jnp.asarray(0.1 * z, leaf.dtype)
-    return jnp.asarray(z, leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
 def max_rel_diff(a, b):

@@ -11,7 +11,7 @@ import io
 import numpy as np
 
 from jaxdiff import images
-from jaxdiff.bulk.shards import atomic_write_bytes
+from jaxdiff.fileio import atomic_write_bytes
 
 __all__ = ["grid_order", "save_grid", "save_points", "save_trajectory"]
 

@@ -42,8 +42,9 @@ from jaxdiff.bulk import figures
 from jaxdiff.bulk.restore import _load_config, params_digest, restore_model
 from jaxdiff.bulk.settings import (MANIFEST_FORMAT, SamplingError, compare_manifest, labels_for, labels_summary,
                                    resolve_run)
-from jaxdiff.bulk.shards import (atomic_write_bytes, check_shard, layout, parse_shard_name, read_shard, shard_name,
+from jaxdiff.bulk.shards import (check_shard, layout, parse_shard_name, read_shard, shard_name, temp_name,
                                  write_shard)
+from jaxdiff.fileio import atomic_write_bytes
 
 __all__ = ["generate", "make_batch_fn", "default_output"]
 
@@ -137,7 +138,8 @@ def _read_json(path: str) -> dict:
 
 
 def _write_json(path: str, obj: dict, tag: str) -> None:
-  atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(), tag=tag)
+  atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(),
+                     tmp_name=temp_name(os.path.basename(path), tag))
 
 
 def _existing_manifest(output: str) -> dict | None:

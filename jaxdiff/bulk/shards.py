@@ -23,8 +23,10 @@ from typing import Sequence
 
 import numpy as np
 
+from jaxdiff.fileio import atomic_write
+
 __all__ = ["SHARD_PATTERN", "shard_name", "parse_shard_name", "layout", "write_shard", "check_shard",
-           "read_shard", "temp_name", "atomic_write_bytes"]
+           "read_shard", "temp_name"]
 
 SHARD_PATTERN = re.compile(r"^samples_(\d{7,})_(\d{7,})\.npz$")
 
@@ -47,37 +49,6 @@ def temp_name(name: str, tag: str) -> str:
   return f".{name}.{tag}.tmp"
 
 
-def _fsync_dir(directory: str) -> None:
-  try:
-    fd = os.open(directory, os.O_RDONLY)
-  except OSError:
-    return
-  try:
-    os.fsync(fd)
-  except OSError:  # some file systems do not support fsync on directories
-    pass
-  finally:
-    os.close(fd)
-
-
-def atomic_write_bytes(path: str, data: bytes, tag: str = "w") -> str:
-  """Write `data` to `path` through a temporary file + fsync + rename."""
-  directory, name = os.path.split(os.path.abspath(path))
-  tmp = os.path.join(directory, temp_name(name, tag))
-  try:
-    with open(tmp, "wb") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-  _fsync_dir(directory)
-  return path
-
-
 def write_shard(directory: str, start: int, end: int, kind: str, data: np.ndarray, labels: np.ndarray,
                 tag: str = "p0") -> str:
   """Atomically write shard [start, end) (`kind` is "images" or "points"); returns its path."""
@@ -85,22 +56,11 @@ def write_shard(directory: str, start: int, end: int, kind: str, data: np.ndarra
   if len(data) != n or len(labels) != n:
     raise ValueError(f"shard [{start}, {end}) needs {n} samples, got {len(data)} and {len(labels)} labels")
   data = np.ascontiguousarray(data, np.uint8 if kind == "images" else np.float32)
+  index = np.arange(start, end, dtype=np.int64)
   name = shard_name(start, end)
-  path = os.path.join(directory, name)
-  tmp = os.path.join(directory, temp_name(name, tag))
-  try:
-    with open(tmp, "wb") as f:
-      np.savez(f, **{kind: data, "labels": np.asarray(labels, np.int32),
-                     "index": np.arange(start, end, dtype=np.int64)})
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-  _fsync_dir(directory)
-  return path
+  return atomic_write(os.path.join(directory, name),
+                      lambda f: np.savez(f, **{kind: data, "labels": np.asarray(labels, np.int32), "index": index}),
+                      tmp_name=temp_name(name, tag))
 
 
 def read_shard(path: str) -> dict[str, np.ndarray]:

@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdiff.fileio import atomic_write_bytes
+
 __all__ = ["JudgeNet", "DigitsJudge", "DEFAULT_JUDGE_PATH", "train_judge", "split_hash", "to_judge_input"]
 
 DEFAULT_JUDGE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "digits_judge.msgpack")
@@ -116,11 +118,7 @@ class DigitsJudge:
     from flax import serialization
 
     state = {"params": jax.tree_util.tree_map(np.asarray, self.params), "meta": self.meta}
-    data = serialization.msgpack_serialize(state)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-      f.write(data)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, serialization.msgpack_serialize(state))
 
   def _run(self, images: Any) -> Tuple[np.ndarray, np.ndarray]:
     x = to_judge_input(images)

@@ -9,6 +9,8 @@ from typing import Any, Sequence, Tuple
 
 import numpy as np
 
+from jaxdiff.evaluation.frechet import as_rows
+
 __all__ = ["DEFAULT_BANDWIDTHS", "sliced_wasserstein", "mmd_rbf", "mmd_rbf_many", "nearest_neighbour_distances"]
 
 # RBF bandwidths (kernel std) for data in [-1, 1]^2: from a tenth of a mode's width up to the
@@ -17,14 +19,7 @@ DEFAULT_BANDWIDTHS = (0.02, 0.05, 0.1, 0.2, 0.5)
 
 
 def _points(x: Any, name: str) -> np.ndarray:
-  arr = np.asarray(x, dtype=np.float64)
-  if arr.ndim != 2:
-    raise ValueError(f"{name} must be a 2-D array of points [num_points, dim], got shape {arr.shape}")
-  if arr.shape[0] < 1:
-    raise ValueError(f"{name} is empty")
-  if not np.all(np.isfinite(arr)):
-    raise ValueError(f"{name} contains NaN or Inf")
-  return arr
+  return as_rows(x, name, 1, "points")
 
 
 def _pair(x: Any, y: Any, min_points: int = 1) -> Tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,7 @@ from typing import Any, Dict, Iterable, Optional
 import numpy as np
 
 from jaxdiff.evaluation.frechet import RunningStatistics, frechet_distance
+from jaxdiff.fileio import atomic_write
 
 __all__ = ["save_statistics", "load_statistics", "statistics_from_batches", "evaluate_fid"]
 
@@ -41,12 +42,7 @@ def save_statistics(path: str, mu: Any, sigma: Any, *, num: Optional[int] = None
       arrays["num_heldout"] = np.asarray(int(num_heldout))
   for key, value in meta.items():
     arrays[f"meta_{key}"] = np.asarray(value)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp.npz")
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)
-  return path
+  return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def load_statistics(path: Optional[str], flag: str = "--fid_stats") -> Dict[str, Any]:

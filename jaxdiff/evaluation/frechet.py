@@ -25,15 +25,21 @@ __all__ = ["RunningStatistics", "feature_statistics", "frechet_distance", "frech
            "trace_sqrt_product"]
 
 
-def _as_features(features: Any, name: str = "features") -> np.ndarray:
-  arr = np.asarray(features, dtype=np.float64)
+def as_rows(x: Any, name: str, min_rows: int = 1, rows: str = "examples", why: str = "") -> np.ndarray:
+  """`x` as a float64 [N, D] array with N >= `min_rows` finite rows, else a ValueError naming
+  `name` (shared input check of the feature and point-set metrics)."""
+  arr = np.asarray(x, dtype=np.float64)
   if arr.ndim != 2:
-    raise ValueError(f"{name} must be a 2-D array [num_examples, dim], got shape {arr.shape}")
-  if arr.shape[0] < 2:
-    raise ValueError(f"{name} needs at least 2 examples to estimate a covariance, got {arr.shape[0]}")
+    raise ValueError(f"{name} must be a 2-D array [num_{rows}, dim], got shape {arr.shape}")
+  if arr.shape[0] < min_rows:
+    raise ValueError(f"{name} needs at least {min_rows} {rows}{why}, got {arr.shape[0]}")
   if not np.all(np.isfinite(arr)):
-    raise ValueError(f"{name} contain NaN or Inf (a diverged model or a broken feature network?)")
+    raise ValueError(f"{name} contains NaN or Inf (a diverged model or a broken feature network?)")
   return arr
+
+
+def _as_features(features: Any, name: str = "features") -> np.ndarray:
+  return as_rows(features, name, 2, "examples", " to estimate a covariance")
 
 
 def feature_statistics(features: Any) -> Tuple[np.ndarray, np.ndarray]:

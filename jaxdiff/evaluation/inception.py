@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdiff.fileio import atomic_write
+
 __all__ = ["InceptionV3", "FID_WEIGHTS_URL", "FID_WEIGHTS_FILE", "FEATURE_DIM", "InceptionFeatures",
            "convert_pytorch_fid_weights", "load_inception_variables", "state_dict_to_variables",
            "variables_to_state_dict", "random_variables", "preprocess", "missing_weights_error"]
@@ -322,10 +324,7 @@ def convert_pytorch_fid_weights(pth_path: str, out_npz: str) -> str:
   state = _read_pth(pth_path)
   variables = state_dict_to_variables(state)  # validates
   sd = variables_to_state_dict(variables)
-  tmp = out_npz + ".tmp.npz"
-  np.savez(tmp, **sd)
-  os.replace(tmp, out_npz)
-  return out_npz
+  return atomic_write(out_npz, lambda f: np.savez(f, **sd))
 
 
 def load_inception_variables(path: Optional[str], flag: str = "--inception_weights") -> Dict[str, Any]:

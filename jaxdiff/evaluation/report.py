@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from typing import Any, Dict
 
 import numpy as np
+
+from jaxdiff.fileio import atomic_write_text
 
 __all__ = ["METRICS", "format_table", "to_jsonable", "write_json", "flatten"]
 
@@ -83,19 +83,7 @@ def to_jsonable(value: Any) -> Any:
 
 def write_json(report: Dict[str, Any], path: str) -> str:
   """Writes the report as JSON, atomically (a temporary file moved into place)."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".report-", suffix=".json")
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(to_jsonable(report), f, indent=2, allow_nan=False)
-      f.write("\n")
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-  return path
+  return atomic_write_text(path, json.dumps(to_jsonable(report), indent=2, allow_nan=False) + "\n")
 
 
 def flatten(report: Dict[str, Any], prefix: str = "eval/") -> Dict[str, float]:

@@ -17,6 +17,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxdiff.fileio import atomic_write_text
+
 __all__ = ["CheckpointError", "Checkpointer", "save_config", "load_config", "state_to_tree", "tree_to_state"]
 
 log = logging.getLogger(__name__)
@@ -156,12 +158,7 @@ def _validate_finite(tree: dict, step: int) -> None:
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
   """workdir/config.json, written atomically (the config a run was trained with)."""
-  path = os.path.join(workdir, "config.json")
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  os.replace(tmp, path)
-  return path
+  return atomic_write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def _tuplify(obj):
