@@ -9,7 +9,7 @@ WORKDIR ?= runs/digits
 # from a local wheel when the machine has one (no multi-GB CUDA download).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo toy2d test test-slow bench clean
+.PHONY: setup demo toy2d test test-slow lint format bench clean
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,14 @@ toy2d: setup
 
 test: setup
 	$(PY) -m pytest -n 2 -q tests
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow tests

@@ -17,43 +17,89 @@ from jaxdiff.parallel import define_process_flags
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (config.json and checkpoints/).")
 _NUM = flags.DEFINE_integer("num_samples", None, "How many samples in total (a larger value extends a run).")
 _OUTPUT = flags.DEFINE_string("output", None, "Output folder (default WORKDIR/generated).")
-_SAMPLER = flags.DEFINE_string("sampler", None, "ddpm | ddim | dpmpp_2m | euler | euler_ancestral | heun "
-                               "(default config.sample.sampler).")
+_SAMPLER = flags.DEFINE_string(
+  "sampler", None, "ddpm | ddim | dpmpp_2m | euler | euler_ancestral | heun (default config.sample.sampler)."
+)
 _STEPS = flags.DEFINE_integer("num_steps", None, "Sampling steps (default config.sample.num_steps).")
-_ETA = flags.DEFINE_float("eta", None, "DDIM / Euler-ancestral stochasticity (default: the config's for its own "
-                          "sampler, else the sampler's default).")
-_SPACING = flags.DEFINE_string("spacing", None, "leading | trailing | linspace (default config.sample.spacing).")
-_CLIP = flags.DEFINE_float("clip_x0", None, "Clip predicted x0 to [-c, c]; 0 disables (default config.sample.clip_x0).")
-_GUIDANCE = flags.DEFINE_float("guidance_scale", None, "Classifier-free guidance scale, class- or context-conditional "
-                               "models (default config.sample.guidance_scale; 1 = plain conditional).")
-_LABELS = flags.DEFINE_string("labels", None, "Class-conditional models: 'uniform' (default: sample i gets class "
-                              "i mod num_classes), a class (3), a list cycled over the samples (0,1,2) or 'none' "
-                              "(the null class).")
-_CONTEXT = flags.DEFINE_string("context", None, "Cross-attention models: 'uniform' (caption models: the 60 digit "
-                               "captions, cycled; the default), 'none' (null context), a caption ('3 thick "
-                               "slanted-right'), captions separated by ';' (cycled) or a .npy of tokens / embeddings.")
-_COND_SOURCE = flags.DEFINE_string("cond_source", None, "Image-conditioned models (e.g. configs/digits_sr.py): "
-                                   "digits_test (default for digits) | digits_train | FILE.npz ('images', 'x' or "
-                                   "'x_cond'); sample i is conditioned on source image i mod N.")
-_INPAINT_SOURCE = flags.DEFINE_string("inpaint_source", None, "Inpainting: the images to complete, digits_test | "
-                                      "digits_train | FILE.npz ('images' uint8 or 'x' floats); sample i completes "
-                                      "source image i mod N. Needs --inpaint_mask.")
-_INPAINT_MASK = flags.DEFINE_string("inpaint_mask", None, "Inpainting: the region to KEEP (the rest is generated): "
-                                    "top_half | bottom_half | left_half | right_half | center | border | FILE.npy "
-                                    "(1 = keep; [H, W], [H, W, C] or [N, H, W, C]).")
-_RESAMPLE = flags.DEFINE_integer("repaint_resample", 1, "Inpainting: RePaint resampling, each jump repeated "
-                                 "r - 1 times (1 = none).")
+_ETA = flags.DEFINE_float(
+  "eta",
+  None,
+  "DDIM / Euler-ancestral stochasticity (default: the config's for its own "
+  "sampler, else the sampler's default).",
+)
+_SPACING = flags.DEFINE_string(
+  "spacing", None, "leading | trailing | linspace (default config.sample.spacing)."
+)
+_CLIP = flags.DEFINE_float(
+  "clip_x0", None, "Clip predicted x0 to [-c, c]; 0 disables (default config.sample.clip_x0)."
+)
+_GUIDANCE = flags.DEFINE_float(
+  "guidance_scale",
+  None,
+  "Classifier-free guidance scale, class- or context-conditional "
+  "models (default config.sample.guidance_scale; 1 = plain conditional).",
+)
+_LABELS = flags.DEFINE_string(
+  "labels",
+  None,
+  "Class-conditional models: 'uniform' (default: sample i gets class "
+  "i mod num_classes), a class (3), a list cycled over the samples (0,1,2) or 'none' "
+  "(the null class).",
+)
+_CONTEXT = flags.DEFINE_string(
+  "context",
+  None,
+  "Cross-attention models: 'uniform' (caption models: the 60 digit "
+  "captions, cycled; the default), 'none' (null context), a caption ('3 thick "
+  "slanted-right'), captions separated by ';' (cycled) or a .npy of tokens / embeddings.",
+)
+_COND_SOURCE = flags.DEFINE_string(
+  "cond_source",
+  None,
+  "Image-conditioned models (e.g. configs/digits_sr.py): "
+  "digits_test (default for digits) | digits_train | FILE.npz ('images', 'x' or "
+  "'x_cond'); sample i is conditioned on source image i mod N.",
+)
+_INPAINT_SOURCE = flags.DEFINE_string(
+  "inpaint_source",
+  None,
+  "Inpainting: the images to complete, digits_test | "
+  "digits_train | FILE.npz ('images' uint8 or 'x' floats); sample i completes "
+  "source image i mod N. Needs --inpaint_mask.",
+)
+_INPAINT_MASK = flags.DEFINE_string(
+  "inpaint_mask",
+  None,
+  "Inpainting: the region to KEEP (the rest is generated): "
+  "top_half | bottom_half | left_half | right_half | center | border | FILE.npy "
+  "(1 = keep; [H, W], [H, W, C] or [N, H, W, C]).",
+)
+_RESAMPLE = flags.DEFINE_integer(
+  "repaint_resample", 1, "Inpainting: RePaint resampling, each jump repeated r - 1 times (1 = none)."
+)
 _JUMP = flags.DEFINE_integer("repaint_jump", 1, "Inpainting: RePaint jump length in sampler steps.")
-_PASTE = flags.DEFINE_boolean("paste_known", True, "Inpainting: the kept region of the output is exactly the "
-                              "source (else the model's own last step).")
+_PASTE = flags.DEFINE_boolean(
+  "paste_known",
+  True,
+  "Inpainting: the kept region of the output is exactly the source (else the model's own last step).",
+)
 _SEED = flags.DEFINE_integer("seed", 0, "Sample i uses the key fold_in(key(seed), i).")
-_BATCH = flags.DEFINE_integer("batch_size", None, "Samples per compiled call over all processes "
-                              "(default config.sample.batch_size); does not change the samples.")
+_BATCH = flags.DEFINE_integer(
+  "batch_size",
+  None,
+  "Samples per compiled call over all processes "
+  "(default config.sample.batch_size); does not change the samples.",
+)
 _SHARD = flags.DEFINE_integer("shard_size", 1000, "Samples per .npz shard (keep it when resuming).")
 _PARAMS = flags.DEFINE_string("params", "ema", "ema | raw: the averaged or the raw trained weights.")
-_STEP = flags.DEFINE_integer("checkpoint_step", None, "Checkpoint step (default the newest readable one; when "
-                             "resuming, the step the run started from).")
-_TRAJ = flags.DEFINE_boolean("trajectory", False, "Also write trajectory.png: the reverse process of a few samples.")
+_STEP = flags.DEFINE_integer(
+  "checkpoint_step",
+  None,
+  "Checkpoint step (default the newest readable one; when resuming, the step the run started from).",
+)
+_TRAJ = flags.DEFINE_boolean(
+  "trajectory", False, "Also write trajectory.png: the reverse process of a few samples."
+)
 _GRID = flags.DEFINE_integer("grid_size", 100, "Samples shown in grid.png.")
 _INIT_PROCESSES = define_process_flags()
 flags.adopt_module_key_flags(parallel)  # listed by --help
@@ -69,13 +115,32 @@ def main(argv):
 
   try:
     _INIT_PROCESSES()
-    generate(_WORKDIR.value, _OUTPUT.value, num_samples=_NUM.value, sampler=_SAMPLER.value, num_steps=_STEPS.value,
-             eta=_ETA.value, spacing=_SPACING.value, clip_x0=_CLIP.value, guidance_scale=_GUIDANCE.value,
-             labels=_LABELS.value, seed=_SEED.value, batch_size=_BATCH.value, shard_size=_SHARD.value,
-             params=_PARAMS.value, checkpoint_step=_STEP.value, trajectory=_TRAJ.value, grid_size=_GRID.value,
-             inpaint_source=_INPAINT_SOURCE.value, inpaint_mask=_INPAINT_MASK.value,
-             repaint_resample=_RESAMPLE.value, repaint_jump=_JUMP.value, paste_known=_PASTE.value,
-             context=_CONTEXT.value, cond_source=_COND_SOURCE.value)
+    generate(
+      _WORKDIR.value,
+      _OUTPUT.value,
+      num_samples=_NUM.value,
+      sampler=_SAMPLER.value,
+      num_steps=_STEPS.value,
+      eta=_ETA.value,
+      spacing=_SPACING.value,
+      clip_x0=_CLIP.value,
+      guidance_scale=_GUIDANCE.value,
+      labels=_LABELS.value,
+      seed=_SEED.value,
+      batch_size=_BATCH.value,
+      shard_size=_SHARD.value,
+      params=_PARAMS.value,
+      checkpoint_step=_STEP.value,
+      trajectory=_TRAJ.value,
+      grid_size=_GRID.value,
+      inpaint_source=_INPAINT_SOURCE.value,
+      inpaint_mask=_INPAINT_MASK.value,
+      repaint_resample=_RESAMPLE.value,
+      repaint_jump=_JUMP.value,
+      paste_known=_PASTE.value,
+      context=_CONTEXT.value,
+      cond_source=_COND_SOURCE.value,
+    )
   except (SamplingError, ValueError, OSError) as e:
     print(f"sample.py: error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -13,8 +13,12 @@ from ml_collections import config_flags
 from jaxdiff import parallel
 from jaxdiff.parallel import define_process_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/<name>.py).", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and samples go (resumes if present).")
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "Config file (configs/<name>.py).", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string(
+  "workdir", None, "Where checkpoints, logs and samples go (resumes if present)."
+)
 _INIT_PROCESSES = define_process_flags()
 flags.adopt_module_key_flags(parallel)  # listed by --help
 flags.mark_flags_as_required(["config", "workdir"])

@@ -25,23 +25,25 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-STEPS_AFTER = 2   # train steps after the first one (peak memory of steady training)
+STEPS_AFTER = 2  # train steps after the first one (peak memory of steady training)
 
 
 def _maxrss_mb() -> float:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0   # Linux: KiB
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
 def worker_jax(row: str, cache: str, no_perf: bool, ynn_off: bool = False) -> dict:
   t_start = time.perf_counter()
   if not no_perf:
     from jaxdiff.perf import configure_performance
+
     configure_performance(disable_ynn_fusions=ynn_off)
   import jax
   import jax.numpy as jnp
+
   from jaxdiff import schedules
   from jaxdiff.models import count_params, create_model
-  from jaxdiff.training import (create_train_state, make_train_step, setup_compilation_cache)
+  from jaxdiff.training import create_train_state, make_train_step, setup_compilation_cache
 
   setup_compilation_cache(cache)
   if row == "default":
@@ -59,9 +61,13 @@ def worker_jax(row: str, cache: str, no_perf: bool, ynn_off: bool = False) -> di
   schedule = schedules.linear(config.diffusion.num_timesteps)
   state = create_train_state(config, model, jax.random.PRNGKey(0))
   jax.block_until_ready(state)
-  from jaxdiff.perf import cpu_compiler_options   # what train.py compiles with
-  step = jax.jit(make_train_step(config, model, schedule), donate_argnums=(0,),
-                 compiler_options=cpu_compiler_options() or None)
+  from jaxdiff.perf import cpu_compiler_options  # what train.py compiles with
+
+  step = jax.jit(
+    make_train_step(config, model, schedule),
+    donate_argnums=(0,),
+    compiler_options=cpu_compiler_options() or None,
+  )
   batch_tree = {"x": jnp.zeros(shape, jnp.float32)}
   key = jax.random.PRNGKey(1)
   t0 = time.perf_counter()
@@ -79,14 +85,25 @@ def worker_jax(row: str, cache: str, no_perf: bool, ynn_off: bool = False) -> di
     state, metrics = compiled(state, batch_tree, key)
     jax.block_until_ready(state)
     times.append(time.perf_counter() - a)
-  return dict(framework="jax", row=row, batch=batch, params=count_params(state.params),
-              import_s=t_import, trace_lower_s=t1 - t0, compile_s=t2 - t1, first_step_s=t3 - t0,
-              step_s=common.median(times), peak_rss_mb=_maxrss_mb(), rss_after_first_mb=rss_first,
-              xla_memory=common.xla_memory(compiled))
+  return dict(
+    framework="jax",
+    row=row,
+    batch=batch,
+    params=count_params(state.params),
+    import_s=t_import,
+    trace_lower_s=t1 - t0,
+    compile_s=t2 - t1,
+    first_step_s=t3 - t0,
+    step_s=common.median(times),
+    peak_rss_mb=_maxrss_mb(),
+    rss_after_first_mb=rss_first,
+    xla_memory=common.xla_memory(compiled),
+  )
 
 
 def worker_torch(row: str) -> dict:
   import torch
+
   torch.set_num_threads(os.cpu_count() or 1)
   net = common.NETWORKS[row]
   fn, info = common.torch_train(net, net.train_batch)
@@ -95,14 +112,21 @@ def worker_torch(row: str) -> dict:
     a = time.perf_counter()
     fn()
     times.append(time.perf_counter() - a)
-  return dict(framework="torch", row=row, batch=net.train_batch, params=info["params"],
-              step_s=common.median(times), peak_rss_mb=_maxrss_mb())
+  return dict(
+    framework="torch",
+    row=row,
+    batch=net.train_batch,
+    params=info["params"],
+    step_s=common.median(times),
+    peak_rss_mb=_maxrss_mb(),
+  )
 
 
 def run_worker(*extra: str, timeout: float = 900) -> dict:
   cmd = [sys.executable, os.path.abspath(__file__), "--worker", *extra]
-  out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                       env={**os.environ, "PYTHONWARNINGS": "ignore"})
+  out = subprocess.run(
+    cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"}
+  )
   for line in reversed(out.stdout.splitlines()):
     if line.startswith("{"):
       return json.loads(line)
@@ -127,8 +151,17 @@ def main(argv=None):
     return
 
   print(f"# {time.strftime('%Y-%m-%dT%H:%M:%S')}  load {common.load_average()}")
-  header = ["row", "params", "cold first step s", "(compile s)", "warm first step s",
-            "(compile s)", "jax peak RSS MB", "XLA temp MB", "torch peak RSS MB"]
+  header = [
+    "row",
+    "params",
+    "cold first step s",
+    "(compile s)",
+    "warm first step s",
+    "(compile s)",
+    "jax peak RSS MB",
+    "XLA temp MB",
+    "torch peak RSS MB",
+  ]
   rows = []
   perf = (["--no-perf"] if args.no_perf else []) + (["--ynn-off"] if args.ynn_off else [])
   for row in [r for r in args.rows.split(",") if r]:
@@ -138,14 +171,31 @@ def main(argv=None):
     torch_mem = None
     if row != "default" and not args.no_torch_memory:
       torch_mem = run_worker("torch", "--row", row)
-    rec = dict(bench="compile", row=row, cold=cold, warm=warm, torch=torch_mem,
-               perf=not args.no_perf, loadavg=common.load_average(), tag=args.tag,
-               date=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    rec = dict(
+      bench="compile",
+      row=row,
+      cold=cold,
+      warm=warm,
+      torch=torch_mem,
+      perf=not args.no_perf,
+      loadavg=common.load_average(),
+      tag=args.tag,
+      date=time.strftime("%Y-%m-%dT%H:%M:%S"),
+    )
     common.append_result("compile", rec)
-    rows.append([row, f"{cold['params'] / 1e6:.2f}M", cold["first_step_s"], cold["compile_s"],
-                 warm["first_step_s"], warm["compile_s"], warm["peak_rss_mb"],
-                 warm["xla_memory"].get("temp_size_in_bytes", 0) / 2**20,
-                 torch_mem["peak_rss_mb"] if torch_mem else float("nan")])
+    rows.append(
+      [
+        row,
+        f"{cold['params'] / 1e6:.2f}M",
+        cold["first_step_s"],
+        cold["compile_s"],
+        warm["first_step_s"],
+        warm["compile_s"],
+        warm["peak_rss_mb"],
+        warm["xla_memory"].get("temp_size_in_bytes", 0) / 2**20,
+        torch_mem["peak_rss_mb"] if torch_mem else float("nan"),
+      ]
+    )
     common.print_table(header, rows[-1:])
   common.print_summary(header, rows)
 

@@ -22,26 +22,30 @@ import common  # noqa: E402
 
 def conv_xla(x, w):
   import jax
-  return jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+  return jax.lax.conv_general_dilated(
+    x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
 
 
 def conv_im2col(x, w):
   import jax.numpy as jnp
+
   b, h, wd, c = x.shape
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  cols = jnp.concatenate([xp[:, i:i + h, j:j + wd, :] for i in range(3) for j in range(3)], -1)
+  cols = jnp.concatenate([xp[:, i : i + h, j : j + wd, :] for i in range(3) for j in range(3)], -1)
   return jnp.dot(cols, w.reshape(9 * c, -1))
 
 
 def conv_shift9(x, w):
   import jax.numpy as jnp
+
   b, h, wd, c = x.shape
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
   out = 0
   for i in range(3):
     for j in range(3):
-      out = out + jnp.dot(xp[:, i:i + h, j:j + wd, :], w[i, j])
+      out = out + jnp.dot(xp[:, i : i + h, j : j + wd, :], w[i, j])
   return out
 
 
@@ -58,7 +62,9 @@ def main(argv=None):
   import torch
 
   threads = common.choose_torch_threads(common.torch_thread_counts(args))
-  print(f"# torch threads {threads}  load {common.load_average()}  XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+  print(
+    f"# torch threads {threads}  load {common.load_average()}  XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
+  )
   header = ["B x HW x Ci x Co", "impl", "ms", "GFLOP/s"]
   rows = []
   for spec in args.shapes.split(","):
@@ -83,17 +89,20 @@ def main(argv=None):
 
       def tstep(tx=tx, tw=tw):
         out = torch.nn.functional.conv2d(tx, tw, padding=1)
-        (out ** 2).sum().backward()
+        (out**2).sum().backward()
         tx.grad = None
         tw.grad = None
+
       fns[f"torch_{fmt}"] = tstep
     times = common.interleaved(fns, args.reps, warmup=2)
     for name, ts in times.items():
       t = common.median(ts)
       rows.append([spec, name, 1e3 * t, flops / t / 1e9])
-      common.append_result("conv", dict(shape=spec, impl=name, s=t, gflops=flops / t / 1e9,
-                                        loadavg=common.load_average(), tag=args.tag))
-    common.print_table(header, rows[-len(times):])
+      common.append_result(
+        "conv",
+        dict(shape=spec, impl=name, s=t, gflops=flops / t / 1e9, loadavg=common.load_average(), tag=args.tag),
+      )
+    common.print_table(header, rows[-len(times) :])
   common.print_summary(header, rows)
 
 

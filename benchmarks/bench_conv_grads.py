@@ -20,8 +20,11 @@ import common  # noqa: E402
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-  p.add_argument("--shapes", default="32x16x32,32x8x64,32x4x128,16x32x64,16x16x128,16x8x256,8x32x128,8x16x256",
-                 help="BxHxC list (square maps, C in = C out)")
+  p.add_argument(
+    "--shapes",
+    default="32x16x32,32x8x64,32x4x128,16x32x64,16x16x128,16x8x256,8x32x128,8x16x256",
+    help="BxHxC list (square maps, C in = C out)",
+  )
   p.add_argument("--reps", type=int, default=10)
   p.add_argument("--xla-default", action="store_true", help="XLA's default options, not jaxdiff's")
   common.add_common_flags(p)
@@ -31,6 +34,7 @@ def main(argv=None):
   import jax.numpy as jnp
   import numpy as np
   import torch
+
   from jaxdiff.perf import cpu_compiler_options
 
   opts = None if args.xla_default else (cpu_compiler_options() or None)
@@ -38,13 +42,14 @@ def main(argv=None):
   torch.set_num_threads(threads)
 
   def conv(x, w):
-    return jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jax.lax.conv_general_dilated(
+      x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
 
   def views(x):
     b, h, wd, c = x.shape
     xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    return [xp[:, i:i + h, j:j + wd, :] for i in range(3) for j in range(3)]
+    return [xp[:, i : i + h, j : j + wd, :] for i in range(3) for j in range(3)]
 
   def dw_im2col(x, dy):
     return jnp.einsum("bhwk,bhwo->ko", jnp.concatenate(views(x), -1), dy).reshape(3, 3, x.shape[-1], -1)
@@ -55,8 +60,18 @@ def main(argv=None):
   def timed(fn, *a):
     return common.timed(fn, *a, reps=args.reps, warmup=2)
 
-  header = ["BxHxC", "fwd", "dx", "dw", "dw im2col", "dw shift9", "torch fwd", "torch fwd+bwd",
-            "jax fwd+dx+dw ms", "torch ms"]
+  header = [
+    "BxHxC",
+    "fwd",
+    "dx",
+    "dw",
+    "dw im2col",
+    "dw shift9",
+    "torch fwd",
+    "torch fwd+bwd",
+    "jax fwd+dx+dw ms",
+    "torch ms",
+  ]
   rows = []
   for spec in [s for s in args.shapes.split(",") if s]:
     b, h, c = (int(v) for v in spec.split("x"))
@@ -69,7 +84,7 @@ def main(argv=None):
     dx = comp(lambda dy, x, w: jax.vjp(conv, x, w)[1](dy)[0], dy, x, w)
     dw = comp(lambda dy, x, w: jax.vjp(conv, x, w)[1](dy)[1], dy, x, w)
     dwi, dws = comp(dw_im2col, x, dy), comp(dw_shift9, x, dy)
-    ref = np.asarray(dw(dy, x, w))   # the alternatives must compute the same gradient
+    ref = np.asarray(dw(dy, x, w))  # the alternatives must compute the same gradient
     np.testing.assert_allclose(np.asarray(dwi(x, dy)), ref, rtol=2e-3, atol=2e-3)
     np.testing.assert_allclose(np.asarray(dws(x, dy)), ref, rtol=2e-3, atol=2e-3)
     tx = torch.randn(b, c, h, h).contiguous(memory_format=torch.channels_last).requires_grad_(True)
@@ -84,16 +99,34 @@ def main(argv=None):
       y = torch.nn.functional.conv2d(tx, tw, padding=1)
       torch.autograd.grad(y, (tx, tw), tdy)
 
-    r = dict(fwd=timed(fwd, x, w), dx=timed(dx, dy, x, w), dw=timed(dw, dy, x, w),
-             dw_im2col=timed(dwi, x, dy), dw_shift9=timed(dws, x, dy), torch_fwd=timed(t_fwd),
-             torch_all=timed(t_all))
+    r = dict(
+      fwd=timed(fwd, x, w),
+      dx=timed(dx, dy, x, w),
+      dw=timed(dw, dy, x, w),
+      dw_im2col=timed(dwi, x, dy),
+      dw_shift9=timed(dws, x, dy),
+      torch_fwd=timed(t_fwd),
+      torch_all=timed(t_all),
+    )
     gf = 2 * b * h * h * 9 * c * c / 1e9
     jax_ms = 1e3 * (r["fwd"] + r["dx"] + r["dw"])
-    rows.append([spec] + [gf / r[k] for k in ("fwd", "dx", "dw", "dw_im2col", "dw_shift9", "torch_fwd",
-                                             "torch_all")] + [jax_ms, 1e3 * r["torch_all"]])
-    common.append_result("conv_grads", dict(shape=spec, times_s=r, gflop_fwd=gf, torch_threads=threads,
-                                            xla_options=opts or {}, tag=args.tag,
-                                            env=common.environment()))
+    rows.append(
+      [spec]
+      + [gf / r[k] for k in ("fwd", "dx", "dw", "dw_im2col", "dw_shift9", "torch_fwd", "torch_all")]
+      + [jax_ms, 1e3 * r["torch_all"]]
+    )
+    common.append_result(
+      "conv_grads",
+      dict(
+        shape=spec,
+        times_s=r,
+        gflop_fwd=gf,
+        torch_threads=threads,
+        xla_options=opts or {},
+        tag=args.tag,
+        env=common.environment(),
+      ),
+    )
     common.print_table(header, rows[-1:])
   print(f"# summary (GFLOP/s of the forward's FLOPs; torch@{threads}; XLA options {opts or 'XLA default'})")
   common.print_table(header, rows)

@@ -28,12 +28,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 ARMS = {
-    "baseline": [],
-    "no_perf": ["--no-perf"],
-    "ynn_off": ["--ynn-off"],
-    "spd4": ["--steps-per-dispatch=4"],
-    "no_donate": ["--no-donate"],
-    "one_core": [],
+  "baseline": [],
+  "no_perf": ["--no-perf"],
+  "ynn_off": ["--ynn-off"],
+  "spd4": ["--steps-per-dispatch=4"],
+  "no_donate": ["--no-donate"],
+  "one_core": [],
 }
 
 
@@ -42,8 +42,15 @@ def run_arm(name: str, row: str, steps: int, torch_threads: str) -> dict:
   if extra is None:
     extra = ["--set", name]
   tag = f"lever:{name}"
-  cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_train.py"),
-         f"--rows={row}", f"--steps={steps}", f"--torch-threads={torch_threads}", "--tag", tag] + extra
+  cmd = [
+    sys.executable,
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_train.py"),
+    f"--rows={row}",
+    f"--steps={steps}",
+    f"--torch-threads={torch_threads}",
+    "--tag",
+    tag,
+  ] + extra
   if name == "one_core":
     cmd = ["taskset", "-c", "1"] + cmd
   env = {**os.environ, "PYTHONWARNINGS": "ignore"}
@@ -66,13 +73,29 @@ def main(argv=None):
     r = run_arm(name, args.row, args.steps, args.torch_threads)
     if base is None:
       base = r["ratio"]
-    rows.append([name, r["jax_images_per_s"], r["torch_images_per_s"], r["ratio"],
-                 r["ratio"] / base, str(r.get("loadavg_after"))])
-    common.append_result("levers", dict(row=args.row, lever=name, record_tag=r["tag"],
-                                        jax_images_per_s=r["jax_images_per_s"],
-                                        torch_images_per_s=r["torch_images_per_s"],
-                                        ratio=r["ratio"], ratio_vs_first=r["ratio"] / base,
-                                        env=r["env"]))
+    rows.append(
+      [
+        name,
+        r["jax_images_per_s"],
+        r["torch_images_per_s"],
+        r["ratio"],
+        r["ratio"] / base,
+        str(r.get("loadavg_after")),
+      ]
+    )
+    common.append_result(
+      "levers",
+      dict(
+        row=args.row,
+        lever=name,
+        record_tag=r["tag"],
+        jax_images_per_s=r["jax_images_per_s"],
+        torch_images_per_s=r["torch_images_per_s"],
+        ratio=r["ratio"],
+        ratio_vs_first=r["ratio"] / base,
+        env=r["env"],
+      ),
+    )
     common.print_table(header, rows[-1:])
   print("# summary")
   common.print_table(header, rows)

@@ -60,6 +60,7 @@ def torch_mlp(hidden: int, layers: int, dim: int = 2):
 def torch_ddpm(model, batch: int, T: int = 1000):
   """Ancestral DDPM (posterior variance beta~) in eager PyTorch, one Python iteration per step."""
   import torch
+
   betas = torch.linspace(1e-4, 0.02, T, dtype=torch.float64)
   alphas = 1 - betas
   ac = torch.cumprod(alphas, 0)
@@ -79,24 +80,30 @@ def torch_ddpm(model, batch: int, T: int = 1000):
         if i > 0:
           x = x + sigma[i] * torch.randn(x.shape, generator=gen)
     return x
+
   return run
 
 
 def jax_ddpm(batch: int, T: int = 1000):
   import jax
+
   import jaxdiff
   from jaxdiff import schedules
   from jaxdiff.models import create_model
+
   config = common.load_config_file("toy2d")
   model = create_model(config)
-  params = model.init(jax.random.PRNGKey(0), jax.numpy.zeros((1, 2)),
-                      jax.numpy.zeros((1,), jax.numpy.int32))["params"]
+  params = model.init(jax.random.PRNGKey(0), jax.numpy.zeros((1, 2)), jax.numpy.zeros((1,), jax.numpy.int32))[
+    "params"
+  ]
   fn = jaxdiff.bind(model.apply, {"params": params})
   schedule = schedules.linear(T)
   key = jax.random.PRNGKey(0)
-  run = lambda: jax.block_until_ready(jaxdiff.sample(fn, schedule, (batch, 2), key, sampler="ddpm",
-                                                     num_steps=T))
+  run = lambda: jax.block_until_ready(
+    jaxdiff.sample(fn, schedule, (batch, 2), key, sampler="ddpm", num_steps=T)
+  )
   import time
+
   t0 = time.perf_counter()
   run()
   return run, time.perf_counter() - t0, config
@@ -126,11 +133,22 @@ def main(argv=None):
     times = common.interleaved(fns, reps, warmup=1)
     jt = common.median(times["jax"])
     tname, tt = common.best_torch(times)
-    rec = dict(bench="mlp_ddpm1000", batch=batch, jax_s=jt, jax_times=times["jax"],
-               torch_s=tt, torch_best=tname,
-               torch_times={k: v for k, v in times.items() if k != "jax"}, speedup=tt / jt,
-               jax_first_call_s=first, perf=not args.no_perf, tag=args.tag, env=env,
-               loadavg_after=common.load_average(), quick=args.quick)
+    rec = dict(
+      bench="mlp_ddpm1000",
+      batch=batch,
+      jax_s=jt,
+      jax_times=times["jax"],
+      torch_s=tt,
+      torch_best=tname,
+      torch_times={k: v for k, v in times.items() if k != "jax"},
+      speedup=tt / jt,
+      jax_first_call_s=first,
+      perf=not args.no_perf,
+      tag=args.tag,
+      env=env,
+      loadavg_after=common.load_average(),
+      quick=args.quick,
+    )
     common.append_result("mlp", rec)
     rows.append([f"{batch} ({tname})", jt, tt, tt / jt, first])
     common.print_table(header, rows[-1:])

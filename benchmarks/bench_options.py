@@ -28,16 +28,17 @@ import common  # noqa: E402
 
 YNN_OFF = {"xla_cpu_experimental_ynn_fusion_type": ""}
 ARMS = {
-    "default": {},
-    "ynn_off": YNN_OFF,
-    "ynn_dots": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"},
-    "o1": {"xla_backend_optimization_level": 1},
+  "default": {},
+  "ynn_off": YNN_OFF,
+  "ynn_dots": {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"},
+  "o1": {"xla_backend_optimization_level": 1},
 }
 
 
 def arm_options(name: str) -> dict:
   if name == "jaxdiff":
     from jaxdiff.perf import cpu_compiler_options
+
     return cpu_compiler_options()
   if name in ARMS:
     return dict(ARMS[name])
@@ -84,25 +85,42 @@ def main(argv=None):
     times = common.interleaved(fns, reps)
     med = {k: common.median(v) for k, v in times.items()}
     anchor = next((k for k in med if k.startswith("torch")), None)
-    header = ["arm", "median s", "vs first arm", "vs diffusers (>1: faster)", "compile s",
-              "options"]
+    header = ["arm", "median s", "vs first arm", "vs diffusers (>1: faster)", "compile s", "options"]
     rows = []
     for k, v in med.items():
       ratio = med[anchor] / v if anchor else float("nan")
-      rows.append([k, v, med[arms[0]] / v, ratio,
-                   infos[k].get("compile_s", infos[k].get("first_call_s", "")) if k in infos else "",
-                   str(arm_options(k)) if k in infos else "peer"])
-    print(f"# {row} {args.what} batch {batch}, {reps} interleaved rounds, load {load_before} -> "
-          f"{common.load_average()}")
+      rows.append(
+        [
+          k,
+          v,
+          med[arms[0]] / v,
+          ratio,
+          infos[k].get("compile_s", infos[k].get("first_call_s", "")) if k in infos else "",
+          str(arm_options(k)) if k in infos else "peer",
+        ]
+      )
+    print(
+      f"# {row} {args.what} batch {batch}, {reps} interleaved rounds, load {load_before} -> "
+      f"{common.load_average()}"
+    )
     common.print_table(header, rows)
-    common.append_result("options", dict(row=row, what=args.what, batch=batch, reps=reps,
-                                          times=times, medians=med, anchor=anchor,
-                                          options={a: arm_options(a) for a in arms},
-                                          compile_s={a: infos[a].get("compile_s",
-                                                                     infos[a].get("first_call_s"))
-                                                     for a in arms},
-                                          tag=args.tag, env=common.environment(),
-                                          load_before=load_before))
+    common.append_result(
+      "options",
+      dict(
+        row=row,
+        what=args.what,
+        batch=batch,
+        reps=reps,
+        times=times,
+        medians=med,
+        anchor=anchor,
+        options={a: arm_options(a) for a in arms},
+        compile_s={a: infos[a].get("compile_s", infos[a].get("first_call_s")) for a in arms},
+        tag=args.tag,
+        env=common.environment(),
+        load_before=load_before,
+      ),
+    )
 
 
 if __name__ == "__main__":

@@ -30,10 +30,18 @@ def main(argv=None):
   common.setup(args)
 
   env = common.environment()
-  print(f"# {env['date']}  {env['cpu']} x{env['cores']}  load {env['loadavg']}  "
-        f"XLA_FLAGS={env['xla_flags']!r}")
-  header = ["network", "batch", "params jax/torch", f"jax DDIM-{args.num_steps} s",
-            "torch s", "speed-up (torch/jax)", "jax first call s"]
+  print(
+    f"# {env['date']}  {env['cpu']} x{env['cores']}  load {env['loadavg']}  XLA_FLAGS={env['xla_flags']!r}"
+  )
+  header = [
+    "network",
+    "batch",
+    "params jax/torch",
+    f"jax DDIM-{args.num_steps} s",
+    "torch s",
+    "speed-up (torch/jax)",
+    "jax first call s",
+  ]
   rows = []
   for name in [r for r in args.rows.split(",") if r]:
     net = common.NETWORKS[name]
@@ -49,15 +57,30 @@ def main(argv=None):
     # worth of work inside its first timed loop only, so give it one untimed run as well.
     times = common.interleaved(fns, reps, warmup=0 if args.quick else 1)
     jt = common.median(times["jax"])
-    rec = dict(bench="ddim", network=name, batch=batch, num_steps=args.num_steps,
-               perf=not args.no_perf, jax_params=jinfo["params"], jax_s=jt,
-               jax_times=times["jax"], jax_first_call_s=jinfo["first_call_s"], tag=args.tag,
-               env=env, quick=args.quick)
+    rec = dict(
+      bench="ddim",
+      network=name,
+      batch=batch,
+      num_steps=args.num_steps,
+      perf=not args.no_perf,
+      jax_params=jinfo["params"],
+      jax_s=jt,
+      jax_times=times["jax"],
+      jax_first_call_s=jinfo["first_call_s"],
+      tag=args.tag,
+      env=env,
+      quick=args.quick,
+    )
     row = [name, batch, f"{jinfo['params'] / 1e6:.2f}M", jt]
     if len(fns) > 1:
       tname, tt = common.best_torch(times)
-      rec.update(torch_params=tinfo["params"], torch_s=tt, torch_best=tname,
-                 torch_times={k: v for k, v in times.items() if k != "jax"}, speedup=tt / jt)
+      rec.update(
+        torch_params=tinfo["params"],
+        torch_s=tt,
+        torch_best=tname,
+        torch_times={k: v for k, v in times.items() if k != "jax"},
+        speedup=tt / jt,
+      )
       row[0] += f" ({tname})"
       row[2] += f" / {tinfo['params'] / 1e6:.2f}M"
       row += [tt, tt / jt]

@@ -26,6 +26,7 @@ def main(argv=None):
   args = p.parse_args(argv)
   import jax
   import jax.numpy as jnp
+
   from jaxdiff.perf import cpu_compiler_options
 
   opts = None if args.xla_default else (cpu_compiler_options() or None)
@@ -35,14 +36,15 @@ def main(argv=None):
   w = 0.05 * jax.random.normal(jax.random.fold_in(key, 1), (3, 3, c, c))
 
   def conv(x, w):
-    return jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jax.lax.conv_general_dilated(
+      x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
 
   parts = {
-      "forward": lambda x: (conv(x, w), jnp.zeros_like(w)),
-      # The cotangent is the (loop-varying) input itself, so nothing can be hoisted or folded.
-      "input gradient (dx)": lambda x: (jax.vjp(conv, x, w)[1](x)[0], jnp.zeros_like(w)),
-      "kernel gradient (dw)": lambda x: (jnp.zeros_like(x), jax.vjp(conv, x, w)[1](x)[1]),
+    "forward": lambda x: (conv(x, w), jnp.zeros_like(w)),
+    # The cotangent is the (loop-varying) input itself, so nothing can be hoisted or folded.
+    "input gradient (dx)": lambda x: (jax.vjp(conv, x, w)[1](x)[0], jnp.zeros_like(w)),
+    "kernel gradient (dw)": lambda x: (jnp.zeros_like(x), jax.vjp(conv, x, w)[1](x)[1]),
   }
 
   def timed(fn, *a):
@@ -56,14 +58,27 @@ def main(argv=None):
       a, bb = f(x + carry)
       return carry + 1e-3 * (a.mean() + bb.mean()), None
 
-    scanned = jax.jit(lambda c0: jax.lax.scan(body, c0, None, length=args.length)[0]) \
-        .lower(jnp.float32(0)).compile(compiler_options=opts)
+    scanned = (
+      jax.jit(lambda c0: jax.lax.scan(body, c0, None, length=args.length)[0])
+      .lower(jnp.float32(0))
+      .compile(compiler_options=opts)
+    )
     t_top = args.length * timed(top, x)
     t_scan = timed(scanned, jnp.float32(0))
     rows.append([name, 1e3 * t_top, 1e3 * t_scan, t_scan / t_top])
-    common.append_result("scan_conv", dict(part=name, shape=args.shape, length=args.length,
-                                           top_level_s=t_top, scan_s=t_scan, xla_options=opts or {},
-                                           tag=args.tag, env=common.environment()))
+    common.append_result(
+      "scan_conv",
+      dict(
+        part=name,
+        shape=args.shape,
+        length=args.length,
+        top_level_s=t_top,
+        scan_s=t_scan,
+        xla_options=opts or {},
+        tag=args.tag,
+        env=common.environment(),
+      ),
+    )
   print(f"# {args.shape}, {args.length} iterations; XLA options {opts or 'XLA default'}")
   common.print_table([f"{args.length} x", "top-level calls ms", "one lax.scan ms", "scan slowdown"], rows)
 

@@ -20,7 +20,8 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Where results are appended; JAXDIFF_BENCH_RESULTS redirects them (the tests' smoke runs do).
@@ -33,15 +34,24 @@ _SETUP_DONE = False
 
 def add_common_flags(parser) -> None:
   parser.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run)")
-  parser.add_argument("--no-perf", action="store_true",
-                      help="do not apply jaxdiff.perf.configure_performance (baseline XLA flags)")
-  parser.add_argument("--ynn-off", action="store_true",
-                      help="configure_performance(disable_ynn_fusions=True): the setting the "
-                           "'main' results of 2026-11-21 were measured with")
-  parser.add_argument("--torch-threads", default="auto",
-                      help="torch intra-op threads: 'auto' probes all cores vs 1 thread once "
-                           "(a conv forward+backward) and times the peer with the faster; or a "
-                           "number")
+  parser.add_argument(
+    "--no-perf",
+    action="store_true",
+    help="do not apply jaxdiff.perf.configure_performance (baseline XLA flags)",
+  )
+  parser.add_argument(
+    "--ynn-off",
+    action="store_true",
+    help="configure_performance(disable_ynn_fusions=True): the setting the "
+    "'main' results of 2026-11-21 were measured with",
+  )
+  parser.add_argument(
+    "--torch-threads",
+    default="auto",
+    help="torch intra-op threads: 'auto' probes all cores vs 1 thread once "
+    "(a conv forward+backward) and times the peer with the faster; or a "
+    "number",
+  )
   parser.add_argument("--tag", default="", help="free text stored with the results")
 
 
@@ -53,8 +63,10 @@ def setup(args) -> None:
     return
   if not getattr(args, "no_perf", False):
     from jaxdiff.perf import configure_performance
+
     configure_performance(disable_ynn_fusions=getattr(args, "ynn_off", False))
   import torch
+
   torch.set_num_threads(os.cpu_count() or 1)
   _SETUP_DONE = True
 
@@ -78,7 +90,9 @@ def torch_variants(fn: Callable[[], Any], counts: list[int]) -> dict[str, Callab
     def run():
       torch.set_num_threads(n)
       return fn()
+
     return run
+
   return {f"torch@{n}": make(n) for n in counts}
 
 
@@ -97,6 +111,7 @@ def choose_torch_threads(counts: list[int]) -> int:
   if _THREAD_CHOICE is not None:
     return _THREAD_CHOICE
   import torch
+
   x = torch.randn(16, 128, 32, 32, requires_grad=True)
   w = torch.randn(128, 128, 3, 3, requires_grad=True)
 
@@ -105,12 +120,16 @@ def choose_torch_threads(counts: list[int]) -> int:
       torch.set_num_threads(n)
       torch.nn.functional.conv2d(x, w, padding=1).square().sum().backward()
       x.grad = w.grad = None
+
     return run
+
   times = interleaved({n: make(n) for n in counts}, 5, warmup=1)
   _THREAD_CHOICE = min(counts, key=lambda n: median(times[n]))
-  print(f"# torch thread probe (conv fwd+bwd, s): "
-        f"{ {n: round(median(t), 4) for n, t in times.items()} } -> {_THREAD_CHOICE} threads",
-        flush=True)
+  print(
+    f"# torch thread probe (conv fwd+bwd, s): "
+    f"{ {n: round(median(t), 4) for n, t in times.items()} } -> {_THREAD_CHOICE} threads",
+    flush=True,
+  )
   torch.set_num_threads(_THREAD_CHOICE)
   return _THREAD_CHOICE
 
@@ -134,6 +153,7 @@ def best_torch(times: dict[str, list]) -> tuple[str, float]:
 # ----------------------------------------------------------------------------------------------
 # Networks
 
+
 @dataclasses.dataclass(frozen=True)
 class Network:
   name: str
@@ -142,12 +162,12 @@ class Network:
   base_channels: int
   channel_mult: tuple
   num_res_blocks: int
-  attention_resolutions: tuple     # pixel sizes with attention (the middle always has one)
+  attention_resolutions: tuple  # pixel sizes with attention (the middle always has one)
   num_heads: int
   dropout: float
   train_batch: int
   sample_batch: int
-  train_steps: int                 # timed steps per framework
+  train_steps: int  # timed steps per framework
   train_steps_quick: int
   sample_reps: int
   description: str
@@ -158,13 +178,57 @@ class Network:
 
 
 NETWORKS = {
-    "tiny": Network("tiny", 16, 1, 32, (1, 2, 4), 2, (4,), 4, 0.0, 32, 64, 12, 5, 3,
-                    "16x16x1, channels (32, 64, 128), 2 res blocks, attention at 4x4 + middle"),
-    "small": Network("small", 32, 3, 64, (1, 2, 4, 8), 2, (16,), 4, 0.0, 16, 16, 6, 3, 2,
-                     "32x32x3, channels (64, 128, 256, 512), 2 res blocks, attention at 16x16 "
-                     "+ middle"),
-    "cifar10": Network("cifar10", 32, 3, 128, (1, 2, 2, 2), 2, (16,), 1, 0.1, 8, 4, 4, 2, 2,
-                       "configs/cifar10.py: DDPM CIFAR-10 network (35.7M), 1 head, dropout 0.1"),
+  "tiny": Network(
+    "tiny",
+    16,
+    1,
+    32,
+    (1, 2, 4),
+    2,
+    (4,),
+    4,
+    0.0,
+    32,
+    64,
+    12,
+    5,
+    3,
+    "16x16x1, channels (32, 64, 128), 2 res blocks, attention at 4x4 + middle",
+  ),
+  "small": Network(
+    "small",
+    32,
+    3,
+    64,
+    (1, 2, 4, 8),
+    2,
+    (16,),
+    4,
+    0.0,
+    16,
+    16,
+    6,
+    3,
+    2,
+    "32x32x3, channels (64, 128, 256, 512), 2 res blocks, attention at 16x16 + middle",
+  ),
+  "cifar10": Network(
+    "cifar10",
+    32,
+    3,
+    128,
+    (1, 2, 2, 2),
+    2,
+    (16,),
+    1,
+    0.1,
+    8,
+    4,
+    4,
+    2,
+    2,
+    "configs/cifar10.py: DDPM CIFAR-10 network (35.7M), 1 head, dropout 0.1",
+  ),
 }
 
 
@@ -206,42 +270,59 @@ def diffusers_model(net: Network):
   """The same network in diffusers' UNet2DModel layout (additive time conditioning, conv
   down/up sampling, attention at the same resolutions, GroupNorm 32)."""
   from diffusers import UNet2DModel
-  sizes = [net.image_size // 2 ** i for i in range(len(net.channel_mult))]
+
+  sizes = [net.image_size // 2**i for i in range(len(net.channel_mult))]
   down = tuple("AttnDownBlock2D" if s in net.attention_resolutions else "DownBlock2D" for s in sizes)
-  up = tuple("AttnUpBlock2D" if s in net.attention_resolutions else "UpBlock2D"
-             for s in reversed(sizes))
+  up = tuple("AttnUpBlock2D" if s in net.attention_resolutions else "UpBlock2D" for s in reversed(sizes))
   # diffusers' attention_head_dim is channels per head: one value for the whole network.
   head_dim = net.widths[-1] // net.num_heads
   for s, w in zip(sizes, net.widths):
     if s in net.attention_resolutions:
       head_dim = w // net.num_heads
-  return UNet2DModel(sample_size=net.image_size, in_channels=net.channels,
-                     out_channels=net.channels, block_out_channels=net.widths,
-                     layers_per_block=net.num_res_blocks, down_block_types=down,
-                     up_block_types=up, norm_num_groups=32, attention_head_dim=head_dim,
-                     dropout=net.dropout)
+  return UNet2DModel(
+    sample_size=net.image_size,
+    in_channels=net.channels,
+    out_channels=net.channels,
+    block_out_channels=net.widths,
+    layers_per_block=net.num_res_blocks,
+    down_block_types=down,
+    up_block_types=up,
+    norm_num_groups=32,
+    attention_head_dim=head_dim,
+    dropout=net.dropout,
+  )
 
 
 # ----------------------------------------------------------------------------------------------
 # jaxdiff side
 
-def jax_train(net: Network, batch: int, *, steps_per_dispatch: int = 1, donate: bool = True,
-              model_overrides: dict | None = None, config=None,
-              compiler_options: dict | None = None):
+
+def jax_train(
+  net: Network,
+  batch: int,
+  *,
+  steps_per_dispatch: int = 1,
+  donate: bool = True,
+  model_overrides: dict | None = None,
+  config=None,
+  compiler_options: dict | None = None,
+):
   """(run_one, info): `run_one()` does `steps_per_dispatch` full train steps (forward, backward,
   Adam, EMA) and blocks until they are done. info holds params, flops per step, compile time,
   XLA's memory analysis. `compiler_options` (XLA debug options for this one executable, e.g.
   ``{"xla_cpu_experimental_ynn_fusion_type": ""}``) lets arms be A/B'd in one process."""
   import jax
   import jax.numpy as jnp
+
   from jaxdiff import schedules
   from jaxdiff.models import count_params, create_model
   from jaxdiff.training import create_train_state, make_multi_step, make_train_step
 
   config = config or jax_config(net, batch, **(model_overrides or {}))
   model = create_model(config)
-  schedule = schedules.linear(config.diffusion.num_timesteps, config.diffusion.beta_start,
-                              config.diffusion.beta_end)
+  schedule = schedules.linear(
+    config.diffusion.num_timesteps, config.diffusion.beta_start, config.diffusion.beta_end
+  )
   state = create_train_state(config, model, jax.random.PRNGKey(0))
   step = make_train_step(config, model, schedule)
   k = max(int(steps_per_dispatch), 1)
@@ -252,8 +333,9 @@ def jax_train(net: Network, batch: int, *, steps_per_dispatch: int = 1, donate: 
   key = jax.random.PRNGKey(2)
   jitted = jax.jit(fn, donate_argnums=(0,) if donate else ())
   t0 = time.perf_counter()
-  if compiler_options is None:   # what the library itself compiles with (jaxdiff.perf)
+  if compiler_options is None:  # what the library itself compiles with (jaxdiff.perf)
     from jaxdiff.perf import cpu_compiler_options
+
     compiler_options = cpu_compiler_options()
   compiled = jitted.lower(state, batch_tree, key).compile(compiler_options=compiler_options or None)
   compile_s = time.perf_counter() - t0
@@ -267,16 +349,28 @@ def jax_train(net: Network, batch: int, *, steps_per_dispatch: int = 1, donate: 
     holder["state"] = s
     return metrics
 
-  info = dict(params=count_params(state.params), flops_per_step=flops, compile_s=compile_s,
-              xla_memory=mem, images_per_call=batch * k, hlo_text=compiled.as_text())
+  info = dict(
+    params=count_params(state.params),
+    flops_per_step=flops,
+    compile_s=compile_s,
+    xla_memory=mem,
+    images_per_call=batch * k,
+    hlo_text=compiled.as_text(),
+  )
   return run_one, info
 
 
-def jax_ddim(net: Network, batch: int, num_steps: int = 50, model_overrides: dict | None = None,
-             compiler_options: dict | None = None):
+def jax_ddim(
+  net: Network,
+  batch: int,
+  num_steps: int = 50,
+  model_overrides: dict | None = None,
+  compiler_options: dict | None = None,
+):
   """(run_one, info): DDIM-`num_steps` sampling of `batch` images, one compiled lax.scan
   (`compiler_options`: XLA debug options for this executable, as in `jax_train`)."""
   import jax
+
   import jaxdiff
   from jaxdiff import schedules
   from jaxdiff.models import count_params, create_model
@@ -285,15 +379,16 @@ def jax_ddim(net: Network, batch: int, num_steps: int = 50, model_overrides: dic
   model = create_model(config)
   schedule = schedules.linear(1000)
   shape = (batch, net.image_size, net.image_size, net.channels)
-  params = model.init(jax.random.PRNGKey(0), jax.numpy.zeros((1,) + shape[1:]),
-                      jax.numpy.zeros((1,), jax.numpy.int32))["params"]
+  params = model.init(
+    jax.random.PRNGKey(0), jax.numpy.zeros((1,) + shape[1:]), jax.numpy.zeros((1,), jax.numpy.int32)
+  )["params"]
   fn = jaxdiff.bind(model.apply, {"params": params})
   key = jax.random.PRNGKey(3)
-  sample = jax.jit(lambda key: jaxdiff.sample(fn, schedule, shape, key, sampler="ddim",
-                                              num_steps=num_steps))
+  sample = jax.jit(lambda key: jaxdiff.sample(fn, schedule, shape, key, sampler="ddim", num_steps=num_steps))
   t0 = time.perf_counter()
-  if compiler_options is None:   # what the library itself compiles with (jaxdiff.perf)
+  if compiler_options is None:  # what the library itself compiles with (jaxdiff.perf)
     from jaxdiff.perf import cpu_compiler_options
+
     compiler_options = cpu_compiler_options()
   compiled = sample.lower(key).compile(compiler_options=compiler_options or None)
   jax.block_until_ready(compiled(key))
@@ -323,13 +418,19 @@ def xla_memory(compiled) -> dict:
     return {}
   if m is None:
     return {}
-  keys = ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
-          "alias_size_in_bytes", "generated_code_size_in_bytes")
+  keys = (
+    "argument_size_in_bytes",
+    "output_size_in_bytes",
+    "temp_size_in_bytes",
+    "alias_size_in_bytes",
+    "generated_code_size_in_bytes",
+  )
   return {k: int(getattr(m, k, 0)) for k in keys}
 
 
 # ----------------------------------------------------------------------------------------------
 # diffusers / torch side
+
 
 def torch_train(net: Network, batch: int, *, grad_clip: float = 1.0, ema_decay: float = 0.9999):
   """(run_one, info): one diffusers train step = q_sample, forward, MSE on eps, backward,
@@ -366,8 +467,7 @@ def torch_train(net: Network, batch: int, *, grad_clip: float = 1.0, ema_decay: 
   with FlopCounterMode(display=False) as counter:
     step()
   flops = float(counter.get_total_flops())
-  return step, dict(params=sum(p.numel() for p in params), flops_per_step=flops,
-                    images_per_call=batch)
+  return step, dict(params=sum(p.numel() for p in params), flops_per_step=flops, images_per_call=batch)
 
 
 def torch_ddim(net: Network, batch: int, num_steps: int = 50):
@@ -377,13 +477,15 @@ def torch_ddim(net: Network, batch: int, num_steps: int = 50):
 
   torch.manual_seed(0)
   model = diffusers_model(net).eval()
-  sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=False,
-                        set_alpha_to_one=True, steps_offset=0)
+  sched = DDIMScheduler(
+    num_train_timesteps=1000, beta_schedule="linear", clip_sample=False, set_alpha_to_one=True, steps_offset=0
+  )
 
   def run_one():
     sched.set_timesteps(num_steps)
-    x = torch.randn(batch, net.channels, net.image_size, net.image_size,
-                    generator=torch.Generator().manual_seed(0))
+    x = torch.randn(
+      batch, net.channels, net.image_size, net.image_size, generator=torch.Generator().manual_seed(0)
+    )
     with torch.no_grad():
       for t in sched.timesteps:
         eps = model(x, t).sample
@@ -395,6 +497,7 @@ def torch_ddim(net: Network, batch: int, num_steps: int = 50):
 
 # ----------------------------------------------------------------------------------------------
 # Timing
+
 
 def interleaved(fns: dict[str, Callable[[], Any]], reps: int, warmup: int = 1) -> dict[str, list]:
   """Call each function `warmup` times, then `reps` rounds of A, B, ... (alternating the
@@ -417,6 +520,7 @@ def timed(fn: Callable[..., Any], *args, reps: int, warmup: int = 1) -> float:
   """Median wall time of `fn(*args)` over `reps` calls after `warmup` calls, waiting for JAX
   results (`jax.block_until_ready`) so asynchronous dispatch is not mistaken for speed."""
   import jax
+
   for _ in range(warmup):
     jax.block_until_ready(fn(*args))
   ts = []
@@ -451,10 +555,14 @@ def matmul_peak(n: int = 2048, reps: int = 8) -> dict:
     torch.set_num_threads(1)
     torch.mm(ta, tb)
     torch.set_num_threads(threads)
-  times = interleaved({"jax": lambda: dot(ja, jb).block_until_ready(),
-                       "torch": lambda: torch.mm(ta, tb), "torch_1thread": mm1}, reps, warmup=2)
-  flops = 2.0 * n ** 3
-  out = {k: flops / min(v) / 1e9 for k, v in times.items()}   # best: peak, not typical
+
+  times = interleaved(
+    {"jax": lambda: dot(ja, jb).block_until_ready(), "torch": lambda: torch.mm(ta, tb), "torch_1thread": mm1},
+    reps,
+    warmup=2,
+  )
+  flops = 2.0 * n**3
+  out = {k: flops / min(v) / 1e9 for k, v in times.items()}  # best: peak, not typical
   out["median_jax"] = flops / median(times["jax"]) / 1e9
   out["median_torch"] = flops / median(times["torch"]) / 1e9
   # The machine's peak: the best all-core figure, and never below twice one core's (on a
@@ -466,6 +574,7 @@ def matmul_peak(n: int = 2048, reps: int = 8) -> dict:
 # ----------------------------------------------------------------------------------------------
 # Environment and results
 
+
 def load_average() -> str:
   try:
     return open("/proc/loadavg").read().split()[:3].__str__()
@@ -476,20 +585,30 @@ def load_average() -> str:
 def environment() -> dict:
   import jax
   import jaxlib
+
   env = dict(
-      date=datetime.datetime.now().isoformat(timespec="seconds"),
-      host=platform.node(), python=platform.python_version(),
-      jax=jax.__version__, jaxlib=jaxlib.__version__,
-      cpu=_cpu_model(), cores=os.cpu_count(), loadavg=load_average(),
-      xla_flags=os.environ.get("XLA_FLAGS", ""),
-      glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""),
+    date=datetime.datetime.now().isoformat(timespec="seconds"),
+    host=platform.node(),
+    python=platform.python_version(),
+    jax=jax.__version__,
+    jaxlib=jaxlib.__version__,
+    cpu=_cpu_model(),
+    cores=os.cpu_count(),
+    loadavg=load_average(),
+    xla_flags=os.environ.get("XLA_FLAGS", ""),
+    glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""),
   )
   try:
+    import diffusers
     import flax
     import torch
-    import diffusers
-    env.update(flax=flax.__version__, torch=torch.__version__, diffusers=diffusers.__version__,
-               torch_threads=torch.get_num_threads())
+
+    env.update(
+      flax=flax.__version__,
+      torch=torch.__version__,
+      diffusers=diffusers.__version__,
+      torch_threads=torch.get_num_threads(),
+    )
   except ImportError:
     pass
   return env
@@ -525,7 +644,7 @@ def finish_row(kind: str, rec: dict, header: list[str], row: list[Any], rows: li
 
 
 def print_summary(header: list[str], rows: list[list[Any]]) -> None:
-  print("# summary  (load after: %s)" % load_average())
+  print(f"# summary  (load after: {load_average()})")
   print_table(header, rows)
 
 

@@ -31,6 +31,7 @@ import common  # noqa: E402
 def read_op_times(trace_dir: str) -> dict[str, float]:
   """{hlo op name: total seconds} from the XLA:CPU thunk events in an XPlane trace."""
   from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
   files = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
   if not files:
     raise FileNotFoundError(f"no .xplane.pb under {trace_dir}")
@@ -48,11 +49,17 @@ def read_op_times(trace_dir: str) -> dict[str, float]:
 
 
 def kind_of(op: str) -> str:
-  for pat, kind in ((r"ynn_fusion", "ynn fusion (conv/dot)"), (r"xnn_fusion", "xnn fusion"),
-                    (r"onednn", "onednn"), (r"^convolution|conv_general", "convolution (eigen)"),
-                    (r"^dot|dot_general", "dot"), (r"reduce", "reduce fusion"),
-                    (r"copy|transpose", "copy / transpose"), (r"fusion", "loop fusion"),
-                    (r"while|scan|call", "control flow")):
+  for pat, kind in (
+    (r"ynn_fusion", "ynn fusion (conv/dot)"),
+    (r"xnn_fusion", "xnn fusion"),
+    (r"onednn", "onednn"),
+    (r"^convolution|conv_general", "convolution (eigen)"),
+    (r"^dot|dot_general", "dot"),
+    (r"reduce", "reduce fusion"),
+    (r"copy|transpose", "copy / transpose"),
+    (r"fusion", "loop fusion"),
+    (r"while|scan|call", "control flow"),
+  ):
     if re.search(pat, op):
       return kind
   return "other"
@@ -65,16 +72,18 @@ def phases_of(hlo_text: str) -> dict[str, str]:
   out = {}
   for m in re.finditer(r"^\s+(?:ROOT )?%([\w.\-]+) = .*?op_name=\"([^\"]*)\"", hlo_text, re.M):
     name, op = m.groups()
-    out[name] = ("backward" if "transpose(" in op else "forward" if "jvp(" in op or "UNet" in op
-                 else "outside the model")
+    out[name] = (
+      "backward" if "transpose(" in op else "forward" if "jvp(" in op or "UNet" in op else "outside the model"
+    )
   return out
 
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument("--row", default="tiny", choices=sorted(common.NETWORKS))
-  p.add_argument("--what", default="train", choices=["train", "forward"],
-                 help="forward: 5 DDIM steps (one forward each)")
+  p.add_argument(
+    "--what", default="train", choices=["train", "forward"], help="forward: 5 DDIM steps (one forward each)"
+  )
   p.add_argument("--batch", type=int, default=0)
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--top", type=int, default=25)
@@ -92,8 +101,9 @@ def main(argv=None):
   if args.what == "train":
     run_one, info = common.jax_train(net, args.batch or net.train_batch, model_overrides=overrides)
   else:
-    run_one, info = common.jax_ddim(net, args.batch or net.sample_batch, num_steps=5,
-                                    model_overrides=overrides)
+    run_one, info = common.jax_ddim(
+      net, args.batch or net.sample_batch, num_steps=5, model_overrides=overrides
+    )
   for _ in range(2):
     run_one()
   with tempfile.TemporaryDirectory() as d:
@@ -115,18 +125,26 @@ def main(argv=None):
     by_phase[phases.get(name, "unattributed")] += sec
   total = sum(by_kind.values())
   print(f"# {args.row} {args.what}: per step, summed over threads, {total * 1e3:.1f} ms of ops")
-  common.print_table(["kind", "ms/step", "share %"],
-                     [[k, v * 1e3, 100 * v / total] for k, v in
-                      sorted(by_kind.items(), key=lambda kv: -kv[1])])
+  common.print_table(
+    ["kind", "ms/step", "share %"],
+    [[k, v * 1e3, 100 * v / total] for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])],
+  )
   print()
-  common.print_table(["phase", "ms/step", "share %", "ops"],
-                     [[k, v * 1e3, 100 * v / total,
-                       sum(1 for n in per_op if phases.get(n, "unattributed") == k)]
-                      for k, v in sorted(by_phase.items(), key=lambda kv: -kv[1])])
+  common.print_table(
+    ["phase", "ms/step", "share %", "ops"],
+    [
+      [k, v * 1e3, 100 * v / total, sum(1 for n in per_op if phases.get(n, "unattributed") == k)]
+      for k, v in sorted(by_phase.items(), key=lambda kv: -kv[1])
+    ],
+  )
   print()
-  common.print_table(["op", "kind", "ms/step", "share %"],
-                     [[n, kind_of(n), s * 1e3, 100 * s / total] for n, s in
-                      sorted(per_op.items(), key=lambda kv: -kv[1])[:args.top]])
+  common.print_table(
+    ["op", "kind", "ms/step", "share %"],
+    [
+      [n, kind_of(n), s * 1e3, 100 * s / total]
+      for n, s in sorted(per_op.items(), key=lambda kv: -kv[1])[: args.top]
+    ],
+  )
 
 
 if __name__ == "__main__":

@@ -45,32 +45,41 @@ def main(argv=None):
   comp = latest(load("compile", args.tag), "row")
   mlp = latest(load("mlp", args.tag), "batch")
 
-  print("| network | params jaxdiff / diffusers | train img/s jaxdiff | diffusers | ratio | "
-        "jaxdiff GFLOP/s (% peak) | diffusers GFLOP/s (% peak) | DDIM-50 s jaxdiff | diffusers | "
-        "speed-up | compile cold / warm s | peak RSS MB jaxdiff / diffusers | load (1 min) |")
+  print(
+    "| network | params jaxdiff / diffusers | train img/s jaxdiff | diffusers | ratio | "
+    "jaxdiff GFLOP/s (% peak) | diffusers GFLOP/s (% peak) | DDIM-50 s jaxdiff | diffusers | "
+    "speed-up | compile cold / warm s | peak RSS MB jaxdiff / diffusers | load (1 min) |"
+  )
   print("|" + "---|" * 13)
   for name in ("tiny", "small", "cifar10"):
     t, s, c = train.get(name), ddim.get(name), comp.get(name)
     cells = [name]
     if t:
       peak = t["matmul_peak"]["peak"]
-      cells += [f"{t['jax_params'] / 1e6:.2f}M / {t.get('torch_params', 0) / 1e6:.2f}M",
-                f"{f(t['jax_images_per_s'])} (b{t['batch']})",
-                f"{f(t.get('torch_images_per_s'))} ({t.get('torch_best', '')})",
-                f"**{f(t.get('ratio'), 2)}×**",
-                f"{f(t['jax_gflops'])} ({100 * t['jax_gflops'] / peak:.0f} %)",
-                f"{f(t.get('torch_gflops'))} ({100 * t.get('torch_gflops', 0) / peak:.0f} %)"]
+      cells += [
+        f"{t['jax_params'] / 1e6:.2f}M / {t.get('torch_params', 0) / 1e6:.2f}M",
+        f"{f(t['jax_images_per_s'])} (b{t['batch']})",
+        f"{f(t.get('torch_images_per_s'))} ({t.get('torch_best', '')})",
+        f"**{f(t.get('ratio'), 2)}×**",
+        f"{f(t['jax_gflops'])} ({100 * t['jax_gflops'] / peak:.0f} %)",
+        f"{f(t.get('torch_gflops'))} ({100 * t.get('torch_gflops', 0) / peak:.0f} %)",
+      ]
     else:
       cells += ["–"] * 6
     if s:
-      cells += [f"{f(s['jax_s'])} (b{s['batch']})", f"{f(s.get('torch_s'))} ({s.get('torch_best', '')})",
-                f"**{f(s.get('speedup'), 2)}×**"]
+      cells += [
+        f"{f(s['jax_s'])} (b{s['batch']})",
+        f"{f(s.get('torch_s'))} ({s.get('torch_best', '')})",
+        f"**{f(s.get('speedup'), 2)}×**",
+      ]
     else:
       cells += ["–"] * 3
     if c:
       tm = c.get("torch") or {}
-      cells += [f"{f(c['cold']['first_step_s'])} / {f(c['warm']['first_step_s'])}",
-                f"{c['warm']['peak_rss_mb']:.0f} / {tm.get('peak_rss_mb', float('nan')):.0f}"]
+      cells += [
+        f"{f(c['cold']['first_step_s'])} / {f(c['warm']['first_step_s'])}",
+        f"{c['warm']['peak_rss_mb']:.0f} / {tm.get('peak_rss_mb', float('nan')):.0f}",
+      ]
     else:
       cells += ["–", "–"]
     loads = [r["env"]["loadavg"] for r in (t, s) if r] + ([c["loadavg"]] if c else [])
@@ -78,13 +87,17 @@ def main(argv=None):
     print("| " + " | ".join(cells) + " |")
   if "default" in comp:
     c = comp["default"]
-    print(f"\nDefault config (configs/default.py, batch {c['cold']['batch']}): first step "
-          f"{f(c['cold']['first_step_s'])} s cold (compile {f(c['cold']['compile_s'])} s), "
-          f"{f(c['warm']['first_step_s'])} s warm (compile {f(c['warm']['compile_s'])} s).")
+    print(
+      f"\nDefault config (configs/default.py, batch {c['cold']['batch']}): first step "
+      f"{f(c['cold']['first_step_s'])} s cold (compile {f(c['cold']['compile_s'])} s), "
+      f"{f(c['warm']['first_step_s'])} s warm (compile {f(c['warm']['compile_s'])} s)."
+    )
   opts = load("options", args.tag)
   if opts:
-    print("\n| network | benchmark | XLA default s | jaxdiff options s | speed-up | diffusers s | "
-          "jaxdiff/diffusers speed: XLA default → jaxdiff options |")
+    print(
+      "\n| network | benchmark | XLA default s | jaxdiff options s | speed-up | diffusers s | "
+      "jaxdiff/diffusers speed: XLA default → jaxdiff options |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in opts:
       med, anchor = r["medians"], r.get("anchor")
@@ -95,14 +108,18 @@ def main(argv=None):
       peer = med.get(anchor) if anchor else None
       vs = f"{f(peer / a, 2)}× → {f(peer / b, 2)}×" if peer else "–"
       label = "train step" if r["what"] == "train" else "DDIM-50"
-      print(f"| {r['row']} | {label} (b{r['batch']}) | {f(a)} | {f(b)} | **{f(a / b, 3)}×** | "
-            f"{f(peer) if peer else '–'} ({anchor}) | {vs} |")
+      print(
+        f"| {r['row']} | {label} (b{r['batch']}) | {f(a)} | {f(b)} | **{f(a / b, 3)}×** | "
+        f"{f(peer) if peer else '–'} ({anchor}) | {vs} |"
+      )
   if mlp:
     print("\n| 2-D MLP, DDPM 1000 steps | jaxdiff s | torch eager s | speed-up | jaxdiff first call s |")
     print("|---|---|---|---|---|")
     for b, r in sorted(mlp.items()):
-      print(f"| batch {b} | {f(r['jax_s'])} | {f(r['torch_s'])} ({r['torch_best']}) | "
-            f"**{f(r['speedup'], 3)}×** | {f(r['jax_first_call_s'])} |")
+      print(
+        f"| batch {b} | {f(r['jax_s'])} | {f(r['torch_s'])} ({r['torch_best']}) | "
+        f"**{f(r['speedup'], 3)}×** | {f(r['jax_first_call_s'])} |"
+      )
 
 
 if __name__ == "__main__":

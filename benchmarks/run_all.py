@@ -24,12 +24,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument("--rows", default="default,tiny,small,cifar10,mlp")
-  p.add_argument("--only", default="train,sample,compile,mlp",
-                 help="which benchmarks to run for the UNet rows")
+  p.add_argument(
+    "--only", default="train,sample,compile,mlp", help="which benchmarks to run for the UNet rows"
+  )
   p.add_argument("--quick", action="store_true")
   p.add_argument("--no-perf", action="store_true")
-  p.add_argument("--ynn-off", action="store_true",
-                 help="disable XLA:CPU's YNN fusions (the 'main' results were measured so)")
+  p.add_argument(
+    "--ynn-off",
+    action="store_true",
+    help="disable XLA:CPU's YNN fusions (the 'main' results were measured so)",
+  )
   p.add_argument("--torch-threads", default="auto")
   p.add_argument("--tag", default="")
   args = p.parse_args(argv)
@@ -37,8 +41,12 @@ def main(argv=None):
   rows = [r for r in args.rows.split(",") if r]
   only = set(args.only.split(","))
   unets = [r for r in rows if r in ("tiny", "small", "cifar10")]
-  common = (["--quick"] if args.quick else []) + (["--no-perf"] if args.no_perf else []) + \
-      (["--ynn-off"] if args.ynn_off else []) + ["--tag", args.tag]
+  common = (
+    (["--quick"] if args.quick else [])
+    + (["--no-perf"] if args.no_perf else [])
+    + (["--ynn-off"] if args.ynn_off else [])
+    + ["--tag", args.tag]
+  )
   torch_flags = ["--torch-threads", str(args.torch_threads)]
   jobs = []
   if unets and "train" in only:
@@ -54,8 +62,7 @@ def main(argv=None):
   failed = []
   for job in jobs:
     cmd = [sys.executable, os.path.join(HERE, job[0])] + job[1:]
-    print(f"\n=== {' '.join(job)}   (load {open('/proc/loadavg').read().split()[:3]})",
-          flush=True)
+    print(f"\n=== {' '.join(job)}   (load {open('/proc/loadavg').read().split()[:3]})", flush=True)
     t0 = time.time()
     rc = subprocess.call(cmd, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     print(f"=== {job[0]} finished in {time.time() - t0:.0f} s (exit {rc})", flush=True)

@@ -20,24 +20,24 @@ def get_config() -> ml_collections.ConfigDict:
   d.image_size = 64
   d.channels = 3
   d.num_classes = 0
-  d.center_crop = True            # centre square crop of the 178x218 images before resizing
+  d.center_crop = True  # centre square crop of the 178x218 images before resizing
   d.random_flip = True
 
   m = config.model
   m.name = "unet"
   m.base_channels = 128
-  m.channel_mult = (1, 2, 3, 4)   # 64, 32, 16, 8
+  m.channel_mult = (1, 2, 3, 4)  # 64, 32, 16, 8
   m.num_res_blocks = 2
   m.attention_resolutions = (16, 8)
   m.linear_attention_resolutions = ()
-  m.head_dim = 64                 # heads = channels // 64 (overrides num_heads)
+  m.head_dim = 64  # heads = channels // 64 (overrides num_heads)
   m.dropout = 0.1
   m.resblock_updown = True
   m.use_scale_shift_norm = True
   m.num_groups = 32
   m.in_channels = 3
   m.out_channels = -1
-  m.learn_sigma = False           # set True only with a loss that trains the variance (L_vlb)
+  m.learn_sigma = False  # set True only with a loss that trains the variance (L_vlb)
   m.num_classes = 0
   m.self_condition = False
 

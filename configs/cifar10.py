@@ -20,17 +20,17 @@ def get_config() -> ml_collections.ConfigDict:
   d.name = "tfds/cifar10"
   d.image_size = 32
   d.channels = 3
-  d.num_classes = 10              # present in the data; the DDPM model ignores them
+  d.num_classes = 10  # present in the data; the DDPM model ignores them
   d.random_flip = True
 
   m = config.model
   m.name = "unet"
   m.base_channels = 128
-  m.channel_mult = (1, 2, 2, 2)   # 32, 16, 8, 4
+  m.channel_mult = (1, 2, 2, 2)  # 32, 16, 8, 4
   m.num_res_blocks = 2
   m.attention_resolutions = (16,)
   m.linear_attention_resolutions = ()
-  m.num_heads = 1                 # DDPM's attention is single-head
+  m.num_heads = 1  # DDPM's attention is single-head
   m.head_dim = -1
   m.dropout = 0.1
   m.resblock_updown = False
@@ -40,7 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
   m.in_channels = 3
   m.out_channels = -1
   m.learn_sigma = False
-  m.num_classes = 0               # unconditional, as in the paper
+  m.num_classes = 0  # unconditional, as in the paper
   m.self_condition = False
 
   f = config.diffusion
@@ -58,7 +58,7 @@ def get_config() -> ml_collections.ConfigDict:
   t.log_every = 100
   t.checkpoint_every = 10_000
   t.sample_every = 10_000
-  t.label_dropout = 0.0           # unconditional: no labels to drop
+  t.label_dropout = 0.0  # unconditional: no labels to drop
 
   o = config.optim
   o.optimizer = "adam"
@@ -70,7 +70,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.ema.decay = 0.9999
 
   s = config.sample
-  s.sampler = "ddpm"              # the paper's FID 3.17 is 1000-step ancestral sampling
+  s.sampler = "ddpm"  # the paper's FID 3.17 is 1000-step ancestral sampling
   s.num_steps = 1000
   s.batch_size = 256
 

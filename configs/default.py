@@ -14,67 +14,67 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---- network (jaxdiff.models.create_model) ----
   m = config.model = ml_collections.ConfigDict()
-  m.name = "unet"                 # "unet" | "mlp"
-  m.base_channels = 64            # channels of the first level
-  m.channel_mult = (1, 2, 2)      # channels per level = base_channels * mult
-  m.num_res_blocks = 2            # residual blocks per level (decoder uses num_res_blocks + 1)
+  m.name = "unet"  # "unet" | "mlp"
+  m.base_channels = 64  # channels of the first level
+  m.channel_mult = (1, 2, 2)  # channels per level = base_channels * mult
+  m.num_res_blocks = 2  # residual blocks per level (decoder uses num_res_blocks + 1)
   m.attention_resolutions = (16,)  # spatial sizes (pixels) that get self-attention
   m.linear_attention_resolutions = ()  # spatial sizes that get linear attention instead
-  m.num_heads = 4                 # attention heads (ignored when head_dim > 0)
-  m.head_dim = -1                 # channels per head; > 0 overrides num_heads
-  m.dropout = 0.0                 # dropout inside residual blocks (train only)
-  m.resblock_updown = False       # down/up-sample with residual blocks instead of convs
-  m.conv_resample = True          # strided conv / conv after nearest upsampling (else pool / plain)
+  m.num_heads = 4  # attention heads (ignored when head_dim > 0)
+  m.head_dim = -1  # channels per head; > 0 overrides num_heads
+  m.dropout = 0.0  # dropout inside residual blocks (train only)
+  m.resblock_updown = False  # down/up-sample with residual blocks instead of convs
+  m.conv_resample = True  # strided conv / conv after nearest upsampling (else pool / plain)
   m.use_scale_shift_norm = False  # FiLM (scale, shift) time conditioning instead of addition
-  m.num_groups = 32               # GroupNorm groups (reduced automatically to divide channels)
-  m.in_channels = 1               # image channels in (the data channels)
-  m.out_channels = -1             # -1: same as in_channels
-  m.learn_sigma = False           # output 2x channels (improved-DDPM learned variance)
-  m.num_classes = 0               # 0: unconditional; else labels 0..num_classes-1, label num_classes = null
-  m.self_condition = False        # extra x_self_cond input concatenated on channels
-  m.dtype = "float32"             # compute dtype ("bfloat16" on accelerators)
+  m.num_groups = 32  # GroupNorm groups (reduced automatically to divide channels)
+  m.in_channels = 1  # image channels in (the data channels)
+  m.out_channels = -1  # -1: same as in_channels
+  m.learn_sigma = False  # output 2x channels (improved-DDPM learned variance)
+  m.num_classes = 0  # 0: unconditional; else labels 0..num_classes-1, label num_classes = null
+  m.self_condition = False  # extra x_self_cond input concatenated on channels
+  m.dtype = "float32"  # compute dtype ("bfloat16" on accelerators)
   m.param_dtype = "float32"
-  m.remat = False                 # jax.checkpoint each block (memory for compute)
-  m.attention_impl = "auto"       # "auto" (cuDNN fused kernel on GPU in bf16/fp16, else XLA) | "xla" | "cudnn"
-  m.context_dim = 0               # > 0: cross-attention to a context [B, L, context_dim] (transformer blocks
-                                  #   at attention_resolutions and in the middle)
-  m.context_vocab = 0             # > 0: the context is int tokens [B, L] (< 0 = padding) embedded in the model
-  m.context_null = "learned"      # null context for guidance / context dropout: "learned" tokens | "zeros"
-  m.context_null_length = 1       # tokens of the null context
-  m.transformer_ff_mult = 4       # GEGLU feed-forward width (x channels) in the transformer blocks
-  m.cond_channels = 0             # > 0: x_cond images with this many channels concatenated to the input
+  m.remat = False  # jax.checkpoint each block (memory for compute)
+  m.attention_impl = "auto"  # "auto" (cuDNN fused kernel on GPU in bf16/fp16, else XLA) | "xla" | "cudnn"
+  m.context_dim = 0  # > 0: cross-attention to a context [B, L, context_dim] (transformer blocks
+  #   at attention_resolutions and in the middle)
+  m.context_vocab = 0  # > 0: the context is int tokens [B, L] (< 0 = padding) embedded in the model
+  m.context_null = "learned"  # null context for guidance / context dropout: "learned" tokens | "zeros"
+  m.context_null_length = 1  # tokens of the null context
+  m.transformer_ff_mult = 4  # GEGLU feed-forward width (x channels) in the transformer blocks
+  m.cond_channels = 0  # > 0: x_cond images with this many channels concatenated to the input
   # MLP (2-D data)
   m.hidden_dim = 128
-  m.num_layers = 4                # residual MLP blocks
+  m.num_layers = 4  # residual MLP blocks
   m.time_embedding = "sinusoidal"  # "sinusoidal" | "learned"
   m.data_dim = 2
 
   # ---- data (jaxdiff.data) ----
   d = config.data = ml_collections.ConfigDict()
-  d.name = "digits"               # "digits" | "toy2d/<s_curve|swiss_roll|moons|8gaussians|checkerboard>" | "tfds/<name>"
-  d.image_size = 8                # height = width of model input (images)
+  d.name = "digits"  # "digits" | "toy2d/<s_curve|swiss_roll|moons|8gaussians|checkerboard>" | "tfds/<name>"
+  d.image_size = 8  # height = width of model input (images)
   d.channels = 1
-  d.num_classes = 10              # labels in the data set (0: none; toy2d: 0, or 2 for moons, 8 for 8gaussians)
-  d.data_dir = ""                 # TFDS data_dir (local path or gs://...); "" = TFDS default
-  d.split = "train"               # digits: "train" (1438) | "test" (359 held out) | "all"; TFDS: any split spec
-  d.random_flip = False           # random horizontal flip (never for digits)
-  d.center_crop = False           # centre square crop before resizing (CelebA)
+  d.num_classes = 10  # labels in the data set (0: none; toy2d: 0, or 2 for moons, 8 for 8gaussians)
+  d.data_dir = ""  # TFDS data_dir (local path or gs://...); "" = TFDS default
+  d.split = "train"  # digits: "train" (1438) | "test" (359 held out) | "all"; TFDS: any split spec
+  d.random_flip = False  # random horizontal flip (never for digits)
+  d.center_crop = False  # centre square crop before resizing (CelebA)
   d.shuffle_buffer = 10_000
-  d.toy2d_num_points = 0          # 0: endless stream of fresh points; > 0: fixed set from the seed
-  d.cond = ""                     # "" | "sr" (batch gains x_cond: bicubic of the sr_factor-downsampled image)
-                                  #   | "caption" (batch gains context: digit captions; jaxdiff.data.captions)
-  d.sr_factor = 2                 # "sr": downsampling factor (8x8 digits -> 4x4)
+  d.toy2d_num_points = 0  # 0: endless stream of fresh points; > 0: fixed set from the seed
+  d.cond = ""  # "" | "sr" (batch gains x_cond: bicubic of the sr_factor-downsampled image)
+  #   | "caption" (batch gains context: digit captions; jaxdiff.data.captions)
+  d.sr_factor = 2  # "sr": downsampling factor (8x8 digits -> 4x4)
 
   # ---- diffusion process and loss (jaxdiff.schedules / jaxdiff.diffusion) ----
   f = config.diffusion = ml_collections.ConfigDict()
-  f.schedule = "linear"           # "linear" | "cosine" | "sigmoid" | "quadratic"
+  f.schedule = "linear"  # "linear" | "cosine" | "sigmoid" | "quadratic"
   f.num_timesteps = 1000
   f.beta_start = 1e-4
   f.beta_end = 0.02
   f.rescale_zero_terminal_snr = False
-  f.prediction = "eps"            # what the network predicts: "eps" | "x0" | "v"
-  f.loss_type = "l2"              # "l2" | "l1" | "huber"
-  f.weighting = "none"            # "none" | "p2" | "min_snr"
+  f.prediction = "eps"  # what the network predicts: "eps" | "x0" | "v"
+  f.loss_type = "l2"  # "l2" | "l1" | "huber"
+  f.weighting = "none"  # "none" | "p2" | "min_snr"
   f.min_snr_gamma = 5.0
   f.p2_gamma = 1.0
   f.p2_k = 1.0
@@ -82,51 +82,51 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---- training loop (jaxdiff.training) ----
   t = config.train = ml_collections.ConfigDict()
-  t.batch_size = 128              # global batch over all devices and processes
+  t.batch_size = 128  # global batch over all devices and processes
   t.num_steps = 10_000
   t.log_every = 100
   t.checkpoint_every = 1000
   t.keep_checkpoints = 3
-  t.sample_every = 1000           # 0 disables periodic sample grids
-  t.num_sample_images = 64        # images in each periodic grid
-  t.label_dropout = 0.1           # classifier-free guidance: share of labels replaced by the null class
-  t.context_dropout = -1.0        # share of contexts replaced by the null context; < 0: label_dropout
-  t.steps_per_dispatch = 1        # train steps scanned in one compiled call
-  t.grad_accum_steps = 1          # optax.MultiSteps accumulation
-  t.nan_policy = "stop"           # "stop" | "skip" on a non-finite loss
-  t.compilation_cache_dir = ""    # "" = ~/.cache/jaxdiff/xla; "none" disables
+  t.sample_every = 1000  # 0 disables periodic sample grids
+  t.num_sample_images = 64  # images in each periodic grid
+  t.label_dropout = 0.1  # classifier-free guidance: share of labels replaced by the null class
+  t.context_dropout = -1.0  # share of contexts replaced by the null context; < 0: label_dropout
+  t.steps_per_dispatch = 1  # train steps scanned in one compiled call
+  t.grad_accum_steps = 1  # optax.MultiSteps accumulation
+  t.nan_policy = "stop"  # "stop" | "skip" on a non-finite loss
+  t.compilation_cache_dir = ""  # "" = ~/.cache/jaxdiff/xla; "none" disables
 
   # ---- optimizer (optax) ----
   o = config.optim = ml_collections.ConfigDict()
-  o.optimizer = "adam"            # "adam" | "adamw"
+  o.optimizer = "adam"  # "adam" | "adamw"
   o.learning_rate = 2e-4
   o.weight_decay = 0.0
   o.b1 = 0.9
   o.b2 = 0.999
   o.eps = 1e-8
   o.warmup_steps = 500
-  o.schedule = "constant"         # "constant" | "cosine" (decays to 0 at train.num_steps)
-  o.grad_clip = 1.0               # global-norm clipping; 0 disables
+  o.schedule = "constant"  # "constant" | "cosine" (decays to 0 at train.num_steps)
+  o.grad_clip = 1.0  # global-norm clipping; 0 disables
 
   # ---- EMA of parameters ----
   e = config.ema = ml_collections.ConfigDict()
   e.decay = 0.9999
-  e.warmup = True                 # decay = min(decay, (1 + step) / (10 + step))
+  e.warmup = True  # decay = min(decay, (1 + step) / (10 + step))
 
   # ---- sampling defaults (sample.py and periodic grids) ----
   s = config.sample = ml_collections.ConfigDict()
-  s.sampler = "ddim"              # "ddpm" | "ddim" | "dpmpp_2m" | "euler" | "heun" | ...
+  s.sampler = "ddim"  # "ddpm" | "ddim" | "dpmpp_2m" | "euler" | "heun" | ...
   s.num_steps = 50
   s.eta = 0.0
-  s.spacing = "leading"           # "leading" | "trailing" | "linspace"
-  s.guidance_scale = 1.0          # classifier-free guidance scale (1 = plain conditional)
-  s.clip_x0 = 1.0                 # clip predicted x0 to [-c, c]; 0 disables
+  s.spacing = "leading"  # "leading" | "trailing" | "linspace"
+  s.guidance_scale = 1.0  # classifier-free guidance scale (1 = plain conditional)
+  s.clip_x0 = 1.0  # clip predicted x0 to [-c, c]; 0 disables
   s.batch_size = 256
 
   # ---- evaluation ----
   v = config.eval = ml_collections.ConfigDict()
-  v.every = 0                     # 0 disables periodic evaluation (figures go to TensorBoard / metrics.jsonl)
-  v.num_samples = 1000            # samples per periodic evaluation
-  v.inception_weights = ""        # FID on TFDS data: local Inception weights file (see README, Evaluation)
-  v.fid_stats = ""                # FID on TFDS data: reference statistics .npz (jaxdiff.evaluation.fid_stats)
+  v.every = 0  # 0 disables periodic evaluation (figures go to TensorBoard / metrics.jsonl)
+  v.num_samples = 1000  # samples per periodic evaluation
+  v.inception_weights = ""  # FID on TFDS data: local Inception weights file (see README, Evaluation)
+  v.fid_stats = ""  # FID on TFDS data: reference statistics .npz (jaxdiff.evaluation.fid_stats)
   return config

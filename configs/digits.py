@@ -23,12 +23,12 @@ def get_config() -> ml_collections.ConfigDict:
   d.image_size = 8
   d.channels = 1
   d.num_classes = 10
-  d.random_flip = False           # never flip digits
+  d.random_flip = False  # never flip digits
 
   m = config.model
   m.name = "unet"
   m.base_channels = 32
-  m.channel_mult = (1, 2)         # 8x8, 4x4
+  m.channel_mult = (1, 2)  # 8x8, 4x4
   m.num_res_blocks = 1
   m.attention_resolutions = (4,)
   m.linear_attention_resolutions = ()
@@ -36,13 +36,13 @@ def get_config() -> ml_collections.ConfigDict:
   m.head_dim = -1
   m.dropout = 0.0
   m.resblock_updown = False
-  m.conv_resample = False         # 2x2 average pooling down, nearest-neighbour up
+  m.conv_resample = False  # 2x2 average pooling down, nearest-neighbour up
   m.use_scale_shift_norm = False
   m.num_groups = 8
   m.in_channels = 1
   m.out_channels = -1
   m.learn_sigma = False
-  m.num_classes = 10              # label 10 is the null class for guidance
+  m.num_classes = 10  # label 10 is the null class for guidance
   m.self_condition = False
 
   f = config.diffusion
@@ -56,7 +56,7 @@ def get_config() -> ml_collections.ConfigDict:
   t.log_every = 100
   t.checkpoint_every = 500
   t.sample_every = 500
-  t.num_sample_images = 100       # a 10x10 grid, one row per digit
+  t.num_sample_images = 100  # a 10x10 grid, one row per digit
   t.label_dropout = 0.1
 
   o = config.optim
@@ -64,7 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
   o.warmup_steps = 200
   o.grad_clip = 1.0
 
-  config.ema.decay = 0.999        # a short run: a 1000-step EMA window
+  config.ema.decay = 0.999  # a short run: a 1000-step EMA window
 
   s = config.sample
   s.sampler = "ddim"

@@ -23,22 +23,22 @@ def get_config() -> ml_collections.ConfigDict:
   config = sibling_config(__file__, "digits")
 
   d = config.data
-  d.cond = "caption"              # batches gain "context": int32 [b, 3] captions
-  d.num_classes = 10              # the labels the captions are made from
+  d.cond = "caption"  # batches gain "context": int32 [b, 3] captions
+  d.num_classes = 10  # the labels the captions are made from
 
   m = config.model
-  m.num_classes = 0               # no class embedding: the class is the caption's first token
+  m.num_classes = 0  # no class embedding: the class is the caption's first token
   m.attention_resolutions = (8, 4)
   m.context_dim = 64
-  m.context_vocab = 15            # len(jaxdiff.data.captions.VOCAB)
-  m.context_null = "learned"      # one learned null token
+  m.context_vocab = 15  # len(jaxdiff.data.captions.VOCAB)
+  m.context_null = "learned"  # one learned null token
   m.context_null_length = 1
   m.transformer_ff_mult = 2
 
   t = config.train
   t.num_steps = 3000
   t.context_dropout = 0.1
-  t.num_sample_images = 60        # periodic grids: each of the 60 captions once, one row per class
+  t.num_sample_images = 60  # periodic grids: each of the 60 captions once, one row per class
 
   config.sample.guidance_scale = 2.0
   config.sample.batch_size = 120

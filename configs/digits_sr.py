@@ -19,18 +19,18 @@ def get_config() -> ml_collections.ConfigDict:
   config = sibling_config(__file__, "digits")
 
   d = config.data
-  d.cond = "sr"                   # batches gain "x_cond": bicubic(4x4 area downsampling)
+  d.cond = "sr"  # batches gain "x_cond": bicubic(4x4 area downsampling)
   d.sr_factor = 2
-  d.num_classes = 0               # class-blind: the low-resolution image is the only condition
+  d.num_classes = 0  # class-blind: the low-resolution image is the only condition
 
   m = config.model
   m.num_classes = 0
-  m.cond_channels = 1             # x_cond concatenated to the input: 2 channels in, 1 out
+  m.cond_channels = 1  # x_cond concatenated to the input: 2 channels in, 1 out
 
   t = config.train
   t.num_steps = 2000
-  t.label_dropout = 0.0           # nothing to drop: x_cond is always given
-  t.num_sample_images = 64        # periodic grids: the first 64 held-out digits, super-resolved
+  t.label_dropout = 0.0  # nothing to drop: x_cond is always given
+  t.num_sample_images = 64  # periodic grids: the first 64 held-out digits, super-resolved
 
   config.sample.guidance_scale = 1.0
   config.sample.batch_size = 128

@@ -18,12 +18,12 @@ def get_config() -> ml_collections.ConfigDict:
   d.image_size = 28
   d.channels = 1
   d.num_classes = 10
-  d.random_flip = False           # flipped digits are not digits
+  d.random_flip = False  # flipped digits are not digits
 
   m = config.model
   m.name = "unet"
   m.base_channels = 64
-  m.channel_mult = (1, 2, 2)      # 28, 14, 7 (28 is divisible by 2**2 only)
+  m.channel_mult = (1, 2, 2)  # 28, 14, 7 (28 is divisible by 2**2 only)
   m.num_res_blocks = 2
   m.attention_resolutions = (14,)
   m.num_heads = 4

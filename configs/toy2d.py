@@ -17,7 +17,7 @@ def get_config() -> ml_collections.ConfigDict:
   d.name = "toy2d/s_curve"
   d.num_classes = 0
   d.random_flip = False
-  d.toy2d_num_points = 0          # fresh points every batch
+  d.toy2d_num_points = 0  # fresh points every batch
 
   m = config.model
   m.name = "mlp"
@@ -26,7 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
   m.num_layers = 4
   m.time_embedding = "sinusoidal"
   m.dropout = 0.0
-  m.out_channels = -1             # = data_dim
+  m.out_channels = -1  # = data_dim
   m.learn_sigma = False
   m.num_classes = 0
   m.self_condition = False
@@ -42,7 +42,7 @@ def get_config() -> ml_collections.ConfigDict:
   t.log_every = 500
   t.checkpoint_every = 5000
   t.sample_every = 5000
-  t.num_sample_images = 2000      # points in each periodic scatter plot
+  t.num_sample_images = 2000  # points in each periodic scatter plot
   t.label_dropout = 0.0
 
   o = config.optim
@@ -50,12 +50,12 @@ def get_config() -> ml_collections.ConfigDict:
   o.warmup_steps = 100
   o.schedule = "cosine"
 
-  config.ema.decay = 0.999        # a short run: a 1000-step EMA window
+  config.ema.decay = 0.999  # a short run: a 1000-step EMA window
 
   s = config.sample
   s.sampler = "ddpm"
-  s.num_steps = 1000              # cheap for 2-D points; ancestral sampling resolves the thin curve
-  s.clip_x0 = 0.0                 # 2-D points are not confined to [-1, 1]
+  s.num_steps = 1000  # cheap for 2-D points; ancestral sampling resolves the thin curve
+  s.clip_x0 = 0.0  # 2-D points are not confined to [-1, 1]
   s.batch_size = 2000
 
   config.eval.num_samples = 2000

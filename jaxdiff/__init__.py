@@ -4,26 +4,23 @@ The functional core is re-exported here: schedules, the forward process and loss
 (`jaxdiff.diffusion`) and the samplers (`jaxdiff.sample`).
 """
 
-from jaxdiff import schedules
-from jaxdiff import diffusion
-from jaxdiff import samplers
-from jaxdiff import models
+from jaxdiff import diffusion, models, samplers, schedules
 from jaxdiff.diffusion import (
-    q_sample,
-    q_posterior,
-    q_mean_variance,
-    snr,
-    x0_from_eps,
-    eps_from_x0,
-    v_from_x0_eps,
-    x0_from_v,
-    eps_from_v,
-    to_x0_eps,
-    convert_prediction,
-    loss_weight,
-    loss,
+  convert_prediction,
+  eps_from_v,
+  eps_from_x0,
+  loss,
+  loss_weight,
+  q_mean_variance,
+  q_posterior,
+  q_sample,
+  snr,
+  to_x0_eps,
+  v_from_x0_eps,
+  x0_from_eps,
+  x0_from_v,
 )
-from jaxdiff.samplers import sample, bind, nfe, timesteps, SAMPLERS
+from jaxdiff.samplers import SAMPLERS, bind, nfe, sample, timesteps
 from jaxdiff.schedules import Schedule
 
 __version__ = "0.1.0"

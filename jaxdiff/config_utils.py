@@ -56,7 +56,11 @@ def _get(config, path: str):
 
 def _number(config, path: str, lo=None, hi=None, integer: bool = False, lo_open: bool = False) -> None:
   value = _get(config, path)
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not float(value).is_integer()):
+  if (
+    isinstance(value, bool)
+    or not isinstance(value, (int, float))
+    or (integer and not float(value).is_integer())
+  ):
     kind = "an integer" if integer else "a number"
     raise ConfigError(f"config.{path}={value!r} must be {kind}.")
   if lo is not None and (value <= lo if lo_open else value < lo):
@@ -98,22 +102,34 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   _number(config, "sample.num_steps", 1, config.diffusion.num_timesteps, integer=True)
   _number(config, "sample.eta", 0)
   _number(config, "model.num_classes", 0, integer=True)
-  if config.model.num_classes and config.data.num_classes and config.model.num_classes != config.data.num_classes:
-    raise ConfigError(f"config.model.num_classes={config.model.num_classes} differs from "
-                      f"config.data.num_classes={config.data.num_classes}; set both to the data set's classes "
-                      "(or model.num_classes=0 for an unconditional model).")
+  if (
+    config.model.num_classes
+    and config.data.num_classes
+    and config.model.num_classes != config.data.num_classes
+  ):
+    raise ConfigError(
+      f"config.model.num_classes={config.model.num_classes} differs from "
+      f"config.data.num_classes={config.data.num_classes}; set both to the data set's classes "
+      "(or model.num_classes=0 for an unconditional model)."
+    )
   if config.diffusion.rescale_zero_terminal_snr and config.diffusion.prediction == "eps":
-    raise ConfigError("config.diffusion.rescale_zero_terminal_snr=True needs prediction='v' (or 'x0'): "
-                      "eps cannot determine x0 where the SNR is zero.")
+    raise ConfigError(
+      "config.diffusion.rescale_zero_terminal_snr=True needs prediction='v' (or 'x0'): "
+      "eps cannot determine x0 where the SNR is zero."
+    )
   steps = config.train.steps_per_dispatch
   for field in ("log_every", "checkpoint_every") + (("sample_every",) if config.train.sample_every else ()):
     if config.train[field] % steps:
-      raise ConfigError(f"config.train.{field}={config.train[field]} must be a multiple of "
-                        f"config.train.steps_per_dispatch={steps}.")
+      raise ConfigError(
+        f"config.train.{field}={config.train[field]} must be a multiple of "
+        f"config.train.steps_per_dispatch={steps}."
+      )
   _validate_conditioning(config)
   every = config.eval.get("every", 0) if "eval" in config else 0
   if every and every % steps:
-    raise ConfigError(f"config.eval.every={every} must be a multiple of config.train.steps_per_dispatch={steps}.")
+    raise ConfigError(
+      f"config.eval.every={every} must be a multiple of config.train.steps_per_dispatch={steps}."
+    )
   return config
 
 
@@ -151,13 +167,19 @@ def _validate_conditioning(config) -> None:
   if (context_dim or cond_channels) and config.model.name != "unet":
     raise ConfigError("config.model.context_dim / cond_channels need config.model.name='unet'.")
   if vocab and not context_dim:
-    raise ConfigError(f"config.model.context_vocab={vocab} needs config.model.context_dim > 0 (the token width).")
+    raise ConfigError(
+      f"config.model.context_vocab={vocab} needs config.model.context_dim > 0 (the token width)."
+    )
   if cond == "caption" and (not context_dim or vocab < len(VOCAB)):
-    raise ConfigError(f"config.data.cond='caption' yields int tokens 0..{len(VOCAB) - 1}: set "
-                      f"config.model.context_dim > 0 and config.model.context_vocab >= {len(VOCAB)}.")
+    raise ConfigError(
+      f"config.data.cond='caption' yields int tokens 0..{len(VOCAB) - 1}: set "
+      f"config.model.context_dim > 0 and config.model.context_vocab >= {len(VOCAB)}."
+    )
   if cond == "sr" and cond_channels != config.data.channels:
-    raise ConfigError(f"config.data.cond='sr' yields x_cond with the data's {config.data.channels} channel(s): set "
-                      f"config.model.cond_channels={config.data.channels} (now {cond_channels}).")
+    raise ConfigError(
+      f"config.data.cond='sr' yields x_cond with the data's {config.data.channels} channel(s): set "
+      f"config.model.cond_channels={config.data.channels} (now {cond_channels})."
+    )
 
 
 def check_training_conditioning(config) -> None:
@@ -165,13 +187,17 @@ def check_training_conditioning(config) -> None:
   config.data.cond='caption', a conditioning image config.data.cond='sr'."""
   cond = _field(config, "data.cond", "")
   if _field(config, "model.context_dim", 0) and cond != "caption":
-    raise ConfigError("config.model.context_dim > 0 but the training data carry no context: set "
-                      "config.data.cond='caption' (digits), or feed batches with a 'context' entry to "
-                      "jaxdiff.training.make_train_step yourself.")
+    raise ConfigError(
+      "config.model.context_dim > 0 but the training data carry no context: set "
+      "config.data.cond='caption' (digits), or feed batches with a 'context' entry to "
+      "jaxdiff.training.make_train_step yourself."
+    )
   if _field(config, "model.cond_channels", 0) and cond != "sr":
-    raise ConfigError("config.model.cond_channels > 0 but the training data carry no conditioning image: set "
-                      "config.data.cond='sr', or feed batches with an 'x_cond' entry to "
-                      "jaxdiff.training.make_train_step yourself.")
+    raise ConfigError(
+      "config.model.cond_channels > 0 but the training data carry no conditioning image: set "
+      "config.data.cond='sr', or feed batches with an 'x_cond' entry to "
+      "jaxdiff.training.make_train_step yourself."
+    )
 
 
 def schedule_from_config(config: ml_collections.ConfigDict) -> schedules.Schedule:

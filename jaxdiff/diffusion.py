@@ -7,7 +7,8 @@ scalar) of timesteps in [0, T).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -16,22 +17,22 @@ import optax
 from jaxdiff.schedules import Schedule
 
 __all__ = [
-    "PREDICTIONS",
-    "extract",
-    "q_sample",
-    "q_mean_variance",
-    "q_posterior",
-    "snr",
-    "x0_from_eps",
-    "eps_from_x0",
-    "v_from_x0_eps",
-    "x0_from_v",
-    "eps_from_v",
-    "v_target",
-    "to_x0_eps",
-    "convert_prediction",
-    "loss_weight",
-    "loss",
+  "PREDICTIONS",
+  "extract",
+  "q_sample",
+  "q_mean_variance",
+  "q_posterior",
+  "snr",
+  "x0_from_eps",
+  "eps_from_x0",
+  "v_from_x0_eps",
+  "x0_from_v",
+  "eps_from_v",
+  "v_target",
+  "to_x0_eps",
+  "convert_prediction",
+  "loss_weight",
+  "loss",
 ]
 
 PREDICTIONS = ("eps", "x0", "v")
@@ -50,8 +51,10 @@ def extract(arr: jnp.ndarray, t: jnp.ndarray, x_shape: tuple[int, ...]) -> jnp.n
 
 def q_sample(schedule: Schedule, x0: jnp.ndarray, t: jnp.ndarray, noise: jnp.ndarray) -> jnp.ndarray:
   """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise: a draw from q(x_t | x0)."""
-  return (extract(schedule.sqrt_alphas_cumprod, t, x0.shape) * x0 +
-          extract(schedule.sqrt_one_minus_alphas_cumprod, t, x0.shape) * noise)
+  return (
+    extract(schedule.sqrt_alphas_cumprod, t, x0.shape) * x0
+    + extract(schedule.sqrt_one_minus_alphas_cumprod, t, x0.shape) * noise
+  )
 
 
 def q_mean_variance(schedule: Schedule, x0: jnp.ndarray, t: jnp.ndarray):
@@ -63,8 +66,10 @@ def q_mean_variance(schedule: Schedule, x0: jnp.ndarray, t: jnp.ndarray):
 
 def q_posterior(schedule: Schedule, x0: jnp.ndarray, x_t: jnp.ndarray, t: jnp.ndarray):
   """Mean, variance and (clipped) log variance of q(x_{t-1} | x_t, x0)."""
-  mean = (extract(schedule.posterior_mean_coef1, t, x_t.shape) * x0 +
-          extract(schedule.posterior_mean_coef2, t, x_t.shape) * x_t)
+  mean = (
+    extract(schedule.posterior_mean_coef1, t, x_t.shape) * x0
+    + extract(schedule.posterior_mean_coef2, t, x_t.shape) * x_t
+  )
   var = extract(schedule.posterior_variance, t, x_t.shape)
   log_var = extract(schedule.posterior_log_variance_clipped, t, x_t.shape)
   return mean, var, log_var
@@ -81,14 +86,18 @@ def snr(schedule: Schedule, t: jnp.ndarray) -> jnp.ndarray:
 
 
 def _a_s(schedule: Schedule, t, shape):
-  return (extract(schedule.sqrt_alphas_cumprod, t, shape),
-          extract(schedule.sqrt_one_minus_alphas_cumprod, t, shape))
+  return (
+    extract(schedule.sqrt_alphas_cumprod, t, shape),
+    extract(schedule.sqrt_one_minus_alphas_cumprod, t, shape),
+  )
 
 
 def x0_from_eps(schedule: Schedule, x_t, t, eps):
   """x0 = (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar)."""
-  return (extract(schedule.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t -
-          extract(schedule.sqrt_recipm1_alphas_cumprod, t, x_t.shape) * eps)
+  return (
+    extract(schedule.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t
+    - extract(schedule.sqrt_recipm1_alphas_cumprod, t, x_t.shape) * eps
+  )
 
 
 def eps_from_x0(schedule: Schedule, x_t, t, x0):
@@ -150,8 +159,16 @@ def convert_prediction(schedule: Schedule, x_t, t, output, source: str, target: 
 # ---- the training loss ---------------------------------------------------------------------
 
 
-def loss_weight(schedule: Schedule, t, prediction: str = "eps", weighting: str = "none", *,
-                min_snr_gamma: float = 5.0, p2_gamma: float = 1.0, p2_k: float = 1.0) -> jnp.ndarray:
+def loss_weight(
+  schedule: Schedule,
+  t,
+  prediction: str = "eps",
+  weighting: str = "none",
+  *,
+  min_snr_gamma: float = 5.0,
+  p2_gamma: float = 1.0,
+  p2_k: float = 1.0,
+) -> jnp.ndarray:
   """Per-example weight of the `prediction`-space loss, shape [B].
 
   Weightings are defined on the eps-space loss and carried to the objective's space so that
@@ -194,23 +211,23 @@ def _elementwise_loss(pred, target, loss_type: str, huber_delta: float):
 
 
 def loss(
-    model_fn: Callable[..., jnp.ndarray],
-    schedule: Schedule,
-    x0: jnp.ndarray,
-    key: jax.Array,
-    *,
-    prediction: str = "eps",
-    loss_type: str = "l2",
-    weighting: str = "none",
-    min_snr_gamma: float = 5.0,
-    p2_gamma: float = 1.0,
-    p2_k: float = 1.0,
-    huber_delta: float = 1.0,
-    offset_noise: float = 0.0,
-    self_condition: bool = False,
-    cond: Mapping[str, Any] | None = None,
-    t: jnp.ndarray | None = None,
-    noise: jnp.ndarray | None = None,
+  model_fn: Callable[..., jnp.ndarray],
+  schedule: Schedule,
+  x0: jnp.ndarray,
+  key: jax.Array,
+  *,
+  prediction: str = "eps",
+  loss_type: str = "l2",
+  weighting: str = "none",
+  min_snr_gamma: float = 5.0,
+  p2_gamma: float = 1.0,
+  p2_k: float = 1.0,
+  huber_delta: float = 1.0,
+  offset_noise: float = 0.0,
+  self_condition: bool = False,
+  cond: Mapping[str, Any] | None = None,
+  t: jnp.ndarray | None = None,
+  noise: jnp.ndarray | None = None,
 ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
   """The denoising training loss: draw t ~ U{0..T-1} and noise, predict, compare. Returns (loss, metrics).
 
@@ -235,11 +252,11 @@ def loss(
 
   if self_condition:
     first = model_fn(x_t, t, x_self_cond=jnp.zeros_like(x0), **cond)
-    x0_first, _ = to_x0_eps(schedule, x_t, t, first[..., :x0.shape[-1]], prediction)
+    x0_first, _ = to_x0_eps(schedule, x_t, t, first[..., : x0.shape[-1]], prediction)
     use = jax.random.bernoulli(k_sc, 0.5, (batch,)).reshape((batch,) + (1,) * (x0.ndim - 1))
     cond["x_self_cond"] = jnp.where(use, jax.lax.stop_gradient(x0_first), 0.0)
   out = model_fn(x_t, t, **cond)
-  out = out[..., :x0.shape[-1]]  # a learned-variance output carries extra channels
+  out = out[..., : x0.shape[-1]]  # a learned-variance output carries extra channels
   if prediction == "eps":
     target = noise
   elif prediction == "x0":
@@ -249,8 +266,9 @@ def loss(
 
   per_elem = _elementwise_loss(out.astype(jnp.float32), target.astype(jnp.float32), loss_type, huber_delta)
   per_example = jnp.mean(per_elem.reshape(batch, -1), axis=1)
-  w = loss_weight(schedule, t, prediction, weighting, min_snr_gamma=min_snr_gamma, p2_gamma=p2_gamma,
-                  p2_k=p2_k)
+  w = loss_weight(
+    schedule, t, prediction, weighting, min_snr_gamma=min_snr_gamma, p2_gamma=p2_gamma, p2_k=p2_k
+  )
   total = jnp.mean(w * per_example)
   # Unweighted loss by quarter of the timestep range: where the model is (not) learning.
   quarter = jnp.minimum(t * 4 // schedule.num_timesteps, 3)

@@ -39,10 +39,20 @@ def _model_field(config, field: str, default: int = 0) -> int:
   return int(config.model.get(field, default))
 
 
-def sample_from_config(config: ml_collections.ConfigDict, model: Any, schedule: Schedule, params: Any,
-                       key: jax.Array, num: int, labels: jnp.ndarray | None = None, *,
-                       context: jnp.ndarray | None = None, context_mask: jnp.ndarray | None = None,
-                       x_cond: jnp.ndarray | None = None, **overrides: Any):
+def sample_from_config(
+  config: ml_collections.ConfigDict,
+  model: Any,
+  schedule: Schedule,
+  params: Any,
+  key: jax.Array,
+  num: int,
+  labels: jnp.ndarray | None = None,
+  *,
+  context: jnp.ndarray | None = None,
+  context_mask: jnp.ndarray | None = None,
+  x_cond: jnp.ndarray | None = None,
+  **overrides: Any,
+):
   """`num` samples with config.sample's sampler settings (any of them overridable by keyword).
 
   For class-conditional models, `labels` (int [num]) are the requested classes; None asks the
@@ -55,8 +65,14 @@ def sample_from_config(config: ml_collections.ConfigDict, model: Any, schedule: 
   `jaxdiff.sample` (e.g. `inpaint_mask`, `inpaint_known`, `repaint_resample`, `return_trajectory`).
   """
   s = config.sample
-  opts = dict(sampler=s.sampler, num_steps=int(s.num_steps), eta=float(s.eta), spacing=s.spacing,
-              clip_x0=float(s.clip_x0) if s.clip_x0 else None, guidance_scale=float(s.guidance_scale))
+  opts = dict(
+    sampler=s.sampler,
+    num_steps=int(s.num_steps),
+    eta=float(s.eta),
+    spacing=s.spacing,
+    clip_x0=float(s.clip_x0) if s.clip_x0 else None,
+    guidance_scale=float(s.guidance_scale),
+  )
   opts.update({k: v for k, v in overrides.items() if v is not None})
   if opts["sampler"] != s.sampler and overrides.get("eta") is None:
     opts["eta"] = None  # config.sample.eta belongs to the config's sampler: use the other one's default
@@ -74,20 +90,34 @@ def sample_from_config(config: ml_collections.ConfigDict, model: Any, schedule: 
       context = jnp.asarray(context)
       mask = jnp.ones(context.shape[:2], bool) if context_mask is None else jnp.asarray(context_mask, bool)
       cond["context"], cond["context_mask"] = context, mask
-      uncond["context_mask"] = jnp.zeros_like(mask)   # all False: the null context
+      uncond["context_mask"] = jnp.zeros_like(mask)  # all False: the null context
   elif context is not None or context_mask is not None:
-    raise ValueError("a context was given but the model has no cross-attention (config.model.context_dim = 0)")
+    raise ValueError(
+      "a context was given but the model has no cross-attention (config.model.context_dim = 0)"
+    )
   if _model_field(config, "cond_channels") > 0:
     if x_cond is None:
-      raise ValueError(f"the model is conditioned on an image (config.model.cond_channels="
-                       f"{_model_field(config, 'cond_channels')}): pass x_cond [num, H, W, C]")
-    cond["x_cond"] = jnp.asarray(x_cond, jnp.float32)   # shared by both branches
+      raise ValueError(
+        f"the model is conditioned on an image (config.model.cond_channels="
+        f"{_model_field(config, 'cond_channels')}): pass x_cond [num, H, W, C]"
+      )
+    cond["x_cond"] = jnp.asarray(x_cond, jnp.float32)  # shared by both branches
   elif x_cond is not None:
-    raise ValueError("x_cond was given but the model takes no conditioning image (config.model.cond_channels = 0)")
+    raise ValueError(
+      "x_cond was given but the model takes no conditioning image (config.model.cond_channels = 0)"
+    )
   if not uncond or scale == 1.0:
     scale, uncond = None, None
   return samplers.sample(
-      model_fn(model, params), schedule, (num,) + data_shape(config), key,
-      prediction=config.diffusion.prediction, cond=cond or None, uncond=uncond, guidance_scale=scale,
-      variance="learned_range" if config.model.learn_sigma and opts["sampler"] == "ddpm" else "fixed_small",
-      self_condition=bool(config.model.self_condition), **opts)
+    model_fn(model, params),
+    schedule,
+    (num,) + data_shape(config),
+    key,
+    prediction=config.diffusion.prediction,
+    cond=cond or None,
+    uncond=uncond,
+    guidance_scale=scale,
+    variance="learned_range" if config.model.learn_sigma and opts["sampler"] == "ddpm" else "fixed_small",
+    self_condition=bool(config.model.self_condition),
+    **opts,
+  )

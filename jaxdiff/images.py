@@ -9,19 +9,20 @@ and restarted job) never sees half a PNG and an existing file is never left dama
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from jaxdiff.fileio import atomic_write
 
 __all__ = [
-    "to_uint8",
-    "make_grid",
-    "upscale_nearest",
-    "save_png",
-    "save_image_grid",
-    "save_scatter",
+  "to_uint8",
+  "make_grid",
+  "upscale_nearest",
+  "save_png",
+  "save_image_grid",
+  "save_scatter",
 ]
 
 
@@ -34,8 +35,9 @@ def to_uint8(images: Any) -> np.ndarray:
   arr = np.asarray(images)
   if arr.dtype == np.uint8:
     return arr
-  if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.floating)
-                                   or np.issubdtype(arr.dtype, np.integer)):
+  if arr.dtype == np.bool_ or not (
+    np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+  ):
     raise TypeError(f"to_uint8 expects float images in [-1, 1] or uint8, got dtype {arr.dtype}")
   arr = np.nan_to_num(arr.astype(np.float64), nan=-1.0, posinf=1.0, neginf=-1.0)
   return np.clip(np.round((arr + 1.0) * 127.5), 0, 255).astype(np.uint8)
@@ -55,8 +57,7 @@ def _as_nhwc(images: Any) -> np.ndarray:
   return arr
 
 
-def make_grid(images: Any, nrow: Optional[int] = None, padding: int = 1,
-              pad_value: int = 255) -> np.ndarray:
+def make_grid(images: Any, nrow: int | None = None, padding: int = 1, pad_value: int = 255) -> np.ndarray:
   """Tiles images into one uint8 [H', W', C] array, `nrow` images per row (default: about square).
 
   images: NHWC (or NHW) floats in [-1, 1] or uint8. Cells are separated (and surrounded) by
@@ -73,12 +74,13 @@ def make_grid(images: Any, nrow: Optional[int] = None, padding: int = 1,
     raise ValueError(f"padding must be >= 0, got {padding}")
   nrow = min(nrow, n)
   rows = int(math.ceil(n / nrow))
-  grid = np.full((rows * (h + padding) + padding, nrow * (w + padding) + padding, c),
-                 pad_value, dtype=np.uint8)
+  grid = np.full(
+    (rows * (h + padding) + padding, nrow * (w + padding) + padding, c), pad_value, dtype=np.uint8
+  )
   for k in range(n):
     r, col = divmod(k, nrow)
     top, left = padding + r * (h + padding), padding + col * (w + padding)
-    grid[top:top + h, left:left + w] = arr[k]
+    grid[top : top + h, left : left + w] = arr[k]
   return grid
 
 
@@ -105,8 +107,14 @@ def save_png(array: Any, path: str) -> str:
   return atomic_write(path, lambda f: image.save(f, format="PNG"))
 
 
-def save_image_grid(images: Any, path: str, nrow: Optional[int] = None,
-                    upscale: Optional[int] = None, padding: int = 4, pad_value: int = 128) -> np.ndarray:
+def save_image_grid(
+  images: Any,
+  path: str,
+  nrow: int | None = None,
+  upscale: int | None = None,
+  padding: int = 4,
+  pad_value: int = 128,
+) -> np.ndarray:
   """Saves a grid of NHWC images as a PNG and returns the uint8 grid.
 
   Cells are separated by `padding` pixels of mid-grey: digits touch their top and bottom edges,
@@ -124,9 +132,14 @@ def save_image_grid(images: Any, path: str, nrow: Optional[int] = None,
   return grid
 
 
-def save_scatter(points: Any, path: str, labels: Optional[Any] = None,
-                 reference: Optional[Any] = None, title: Optional[str] = None,
-                 limits: Optional[Sequence[float]] = None) -> str:
+def save_scatter(
+  points: Any,
+  path: str,
+  labels: Any | None = None,
+  reference: Any | None = None,
+  title: str | None = None,
+  limits: Sequence[float] | None = None,
+) -> str:
   """Scatter plot of 2-D points as a PNG (matplotlib Agg, no global backend change), atomically.
 
   labels: optional int per point (coloured with a qualitative colour map); reference: optional

@@ -25,19 +25,32 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 import sys
 
-__all__ = ["configure_performance", "cpu_compiler_options", "set_cpu_compiler_options",
-           "CPU_COMPILER_OPTIONS", "CPU_XLA_FLAGS", "YNN_OFF_FLAGS", "MALLOC_MMAP_THRESHOLD",
-           "MALLOC_TRIM_THRESHOLD", "backend_initialized"]
+import jax
+
+__all__ = [
+  "configure_performance",
+  "cpu_compiler_options",
+  "compiler_options",
+  "jit",
+  "set_cpu_compiler_options",
+  "CPU_COMPILER_OPTIONS",
+  "CPU_XLA_FLAGS",
+  "YNN_OFF_FLAGS",
+  "MALLOC_MMAP_THRESHOLD",
+  "MALLOC_TRIM_THRESHOLD",
+  "backend_initialized",
+]
 
 log = logging.getLogger(__name__)
 
 # XLA debug option -> value, for jaxdiff's own executables on CPU (see the module docstring).
 CPU_COMPILER_OPTIONS: dict[str, str | int | bool] = {
-    "xla_cpu_experimental_ynn_fusion_type": "",
+  "xla_cpu_experimental_ynn_fusion_type": "",
 }
 _override: dict | None = None
 ENV_SWITCH = "JAXDIFF_CPU_COMPILER_OPTIONS"
@@ -45,14 +58,14 @@ ENV_SWITCH = "JAXDIFF_CPU_COMPILER_OPTIONS"
 # flag -> value. An empty value is meaningful (an empty list of fusion types).
 CPU_XLA_FLAGS: dict[str, str] = {}
 YNN_OFF_FLAGS: dict[str, str] = {
-    "--xla_cpu_experimental_ynn_fusion_type": "",
+  "--xla_cpu_experimental_ynn_fusion_type": "",
 }
 
 # glibc's largest allowed mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX = 32 MiB) and a
 # 4 GiB trim threshold: freed blocks stay in the heap for the next step.
 MALLOC_MMAP_THRESHOLD = 32 * 1024 * 1024
 MALLOC_TRIM_THRESHOLD = 4 * 1024 * 1024 * 1024
-_M_TRIM_THRESHOLD = -1   # mallopt parameter numbers from <malloc.h>
+_M_TRIM_THRESHOLD = -1  # mallopt parameter numbers from <malloc.h>
 _M_MMAP_THRESHOLD = -3
 
 _applied: dict | None = None
@@ -64,8 +77,9 @@ def backend_initialized() -> bool:
     return False
   try:
     from jax._src import xla_bridge
+
     return bool(xla_bridge.backends_are_initialized())
-  except Exception:   # private API moved: assume the worst only if devices were listed
+  except Exception:  # private API moved: assume the worst only if devices were listed
     return False
 
 
@@ -86,13 +100,53 @@ def cpu_compiler_options(platform: str | None = None) -> dict:
   if os.environ.get(ENV_SWITCH, "").strip().lower() in ("0", "off", "false", "no"):
     return {}
   if platform is None:
-    import jax
     platform = jax.default_backend()
   if platform != "cpu":
     return {}
   options = dict(CPU_COMPILER_OPTIONS if _override is None else _override)
   user = {tok.split("=", 1)[0].lstrip("-") for tok in os.environ.get("XLA_FLAGS", "").split()}
   return {k: v for k, v in options.items() if k not in user}
+
+
+def compiler_options() -> dict | None:
+  """What to pass as ``compiler_options=`` for a jaxdiff program: the CPU options, or None."""
+  return cpu_compiler_options() or None
+
+
+def _inside_trace() -> bool:
+  """Whether we are being traced by an outer jit/vmap/grad (where options cannot be passed)."""
+  try:
+    from jax._src import core as _core
+
+    return not _core.trace_state_clean()
+  except (ImportError, AttributeError):  # private API moved: assume top level
+    return False
+
+
+def jit(fun, **jit_kwargs):
+  """``jax.jit(fun, **jit_kwargs)`` compiled with jaxdiff's CPU options at top level.
+
+  JAX accepts ``compiler_options`` only on a top-level jit; when the wrapper is called while an
+  outer transformation traces (a user's own ``jit``/``vmap``), the option-free jitted function
+  runs instead, so the caller's program is compiled with the caller's options. One jitted
+  function per option set keeps each its own compilation cache.
+  """
+  cache: dict[tuple, object] = {}
+
+  def jitted(options: dict):
+    key = tuple(sorted(options.items()))
+    fn = cache.get(key)
+    if fn is None:
+      fn = cache[key] = jax.jit(fun, compiler_options=options or None, **jit_kwargs)
+    return fn
+
+  @functools.wraps(fun)
+  def call(*args, **kwargs):
+    options = {} if _inside_trace() else cpu_compiler_options()
+    return jitted(options)(*args, **kwargs)
+
+  call.jitted = jitted  # the underlying jax.jit objects (for .lower / AOT use)
+  return call
 
 
 def _append_xla_flags(flags: dict[str, str]) -> list[str]:
@@ -106,16 +160,17 @@ def _append_xla_flags(flags: dict[str, str]) -> list[str]:
 
 def _tune_malloc() -> bool:
   """mallopt(M_MMAP_THRESHOLD, 32 MiB) and mallopt(M_TRIM_THRESHOLD, 4 GiB) on glibc."""
-  tunables = (f"glibc.malloc.mmap_threshold={MALLOC_MMAP_THRESHOLD}:"
-              f"glibc.malloc.trim_threshold={MALLOC_TRIM_THRESHOLD}")
+  tunables = (
+    f"glibc.malloc.mmap_threshold={MALLOC_MMAP_THRESHOLD}:glibc.malloc.trim_threshold={MALLOC_TRIM_THRESHOLD}"
+  )
   if "GLIBC_TUNABLES" not in os.environ:
-    os.environ["GLIBC_TUNABLES"] = tunables   # for child processes (read at their start)
+    os.environ["GLIBC_TUNABLES"] = tunables  # for child processes (read at their start)
   if not sys.platform.startswith("linux"):
     return False
   try:
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     mallopt = libc.mallopt
-  except (OSError, AttributeError):   # musl or another libc without mallopt
+  except (OSError, AttributeError):  # musl or another libc without mallopt
     return False
   mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
   mallopt.restype = ctypes.c_int
@@ -126,9 +181,12 @@ def _tune_malloc() -> bool:
   return bool(ok)
 
 
-def configure_performance(cpu_flags: bool = True, malloc: bool = True,
-                          disable_ynn_fusions: bool = False,
-                          extra_xla_flags: dict[str, str] | None = None) -> dict:
+def configure_performance(
+  cpu_flags: bool = True,
+  malloc: bool = True,
+  disable_ynn_fusions: bool = False,
+  extra_xla_flags: dict[str, str] | None = None,
+) -> dict:
   """Apply jaxdiff's CPU performance settings; call before JAX initialises its backend.
 
   Args:
@@ -151,10 +209,16 @@ def configure_performance(cpu_flags: bool = True, malloc: bool = True,
   late = backend_initialized()
   added = _append_xla_flags(flags)
   if late and added:
-    log.warning("configure_performance() ran after JAX created its backend: the XLA flags %s "
-                "take effect only in new processes. Call it before any JAX computation.", added)
+    log.warning(
+      "configure_performance() ran after JAX created its backend: the XLA flags %s "
+      "take effect only in new processes. Call it before any JAX computation.",
+      added,
+    )
   tuned = _tune_malloc() if malloc else False
   result = {"xla_flags_added": added, "malloc": tuned, "backend_was_initialized": late}
-  _applied = result if _applied is None else {**_applied, **result,
-                                               "xla_flags_added": _applied["xla_flags_added"] + added}
+  _applied = (
+    result
+    if _applied is None
+    else {**_applied, **result, "xla_flags_added": _applied["xla_flags_added"] + added}
+  )
   return result

@@ -13,7 +13,8 @@ Timestep sequences ("spacings") follow diffusers: `leading` = arange(n) * (T // 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,17 +24,17 @@ from jaxdiff import perf
 from jaxdiff.schedules import Schedule
 
 __all__ = [
-    "SAMPLERS",
-    "SPACINGS",
-    "VARIANCES",
-    "timesteps",
-    "step_pairs",
-    "nfe",
-    "ddim_sigma",
-    "bind",
-    "sample",
-    "repaint_schedule",
-    "INPAINT_SAMPLERS",
+  "SAMPLERS",
+  "SPACINGS",
+  "VARIANCES",
+  "timesteps",
+  "step_pairs",
+  "nfe",
+  "ddim_sigma",
+  "bind",
+  "sample",
+  "repaint_schedule",
+  "INPAINT_SAMPLERS",
 ]
 
 SAMPLERS = ("ddpm", "ddim", "dpmpp_2m", "euler", "euler_ancestral", "heun")
@@ -58,7 +59,9 @@ def timesteps(num_timesteps: int, num_steps: int, spacing: str = "leading") -> n
   return ts.astype(np.int64)
 
 
-def step_pairs(num_timesteps: int, num_steps: int, spacing: str, sampler: str) -> tuple[np.ndarray, np.ndarray]:
+def step_pairs(
+  num_timesteps: int, num_steps: int, spacing: str, sampler: str
+) -> tuple[np.ndarray, np.ndarray]:
   """(t, t_prev) per step; t_prev = -1 means the clean end (alpha_bar = 1, sigma = 0).
 
   Every sampler steps to the next timestep of the sequence, except DDIM with `leading` or
@@ -129,33 +132,33 @@ class _Spec(NamedTuple):
 
 
 def sample(
-    model_fn: Callable[..., jnp.ndarray],
-    schedule: Schedule,
-    shape: tuple[int, ...],
-    key: jax.Array,
-    *,
-    sampler: str = "ddim",
-    num_steps: int = 50,
-    prediction: str = "eps",
-    eta: float | None = None,
-    spacing: str = "leading",
-    x_init: jnp.ndarray | None = None,
-    clip_x0: float | None = None,
-    guidance_scale: float | None = None,
-    cond: Mapping[str, Any] | None = None,
-    uncond: Mapping[str, Any] | None = None,
-    return_trajectory: bool = False,
-    variance: str = "fixed_small",
-    self_condition: bool = False,
-    s_churn: float = 0.0,
-    s_tmin: float = 0.0,
-    s_tmax: float = float("inf"),
-    s_noise: float = 1.0,
-    inpaint_mask: jnp.ndarray | None = None,
-    inpaint_known: jnp.ndarray | None = None,
-    repaint_resample: int = 1,
-    repaint_jump: int = 1,
-    paste_known: bool = True,
+  model_fn: Callable[..., jnp.ndarray],
+  schedule: Schedule,
+  shape: tuple[int, ...],
+  key: jax.Array,
+  *,
+  sampler: str = "ddim",
+  num_steps: int = 50,
+  prediction: str = "eps",
+  eta: float | None = None,
+  spacing: str = "leading",
+  x_init: jnp.ndarray | None = None,
+  clip_x0: float | None = None,
+  guidance_scale: float | None = None,
+  cond: Mapping[str, Any] | None = None,
+  uncond: Mapping[str, Any] | None = None,
+  return_trajectory: bool = False,
+  variance: str = "fixed_small",
+  self_condition: bool = False,
+  s_churn: float = 0.0,
+  s_tmin: float = 0.0,
+  s_tmax: float = float("inf"),
+  s_noise: float = 1.0,
+  inpaint_mask: jnp.ndarray | None = None,
+  inpaint_known: jnp.ndarray | None = None,
+  repaint_resample: int = 1,
+  repaint_jump: int = 1,
+  paste_known: bool = True,
 ):
   """Draw samples of `shape` (batch first) by running the reverse process from pure noise.
 
@@ -200,6 +203,7 @@ def sample(
   """
   _check_sampler(sampler)
   from jaxdiff.diffusion import _check_prediction
+
   _check_prediction(prediction)
   if variance not in VARIANCES:
     raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}.")
@@ -209,27 +213,49 @@ def sample(
     raise ValueError(f"eta must be >= 0, got {eta}.")
   guided = guidance_scale is not None
   if guided and uncond is None:
-    raise ValueError("guidance_scale needs `uncond`: the model kwargs of the unconditional branch "
-                     "(for class-conditional models {'y': full(batch, num_classes)}).")
+    raise ValueError(
+      "guidance_scale needs `uncond`: the model kwargs of the unconditional branch "
+      "(for class-conditional models {'y': full(batch, num_classes)})."
+    )
   shape = tuple(int(s) for s in shape)
   if x_init is not None and tuple(x_init.shape) != shape:
     raise ValueError(f"x_init has shape {tuple(x_init.shape)}, expected {shape}.")
   timesteps(schedule.num_timesteps, num_steps, spacing)  # validates num_steps and spacing early
   cond, uncond = dict(cond or {}), dict(uncond or {})
   if guided and set(uncond) - set(cond):
-    raise ValueError(f"uncond has entries {sorted(set(uncond) - set(cond))} that cond lacks; give both "
-                     "branches the same keyword arguments (entries only in cond are shared).")
+    raise ValueError(
+      f"uncond has entries {sorted(set(uncond) - set(cond))} that cond lacks; give both "
+      "branches the same keyword arguments (entries only in cond are shared)."
+    )
   inpaint = _inpaint_arrays(inpaint_mask, inpaint_known, shape, sampler)
   for name, v in (("repaint_resample", repaint_resample), ("repaint_jump", repaint_jump)):
     if isinstance(v, bool) or int(v) != v or v < 1:
       raise ValueError(f"{name} must be an integer >= 1, got {v!r}.")
   if inpaint is None and (repaint_resample != 1 or repaint_jump != 1):
-    raise ValueError("repaint_resample / repaint_jump apply to inpainting: pass inpaint_mask and inpaint_known.")
-  spec = _Spec(sampler, int(num_steps), prediction, float(eta), spacing,
-               None if clip_x0 is None or clip_x0 == 0 else float(clip_x0), guided,
-               bool(return_trajectory), variance, bool(self_condition), float(s_churn), float(s_tmin),
-               float(s_tmax), float(s_noise), shape, inpaint is not None, int(repaint_resample),
-               int(repaint_jump), bool(paste_known))
+    raise ValueError(
+      "repaint_resample / repaint_jump apply to inpainting: pass inpaint_mask and inpaint_known."
+    )
+  spec = _Spec(
+    sampler,
+    int(num_steps),
+    prediction,
+    float(eta),
+    spacing,
+    None if clip_x0 is None or clip_x0 == 0 else float(clip_x0),
+    guided,
+    bool(return_trajectory),
+    variance,
+    bool(self_condition),
+    float(s_churn),
+    float(s_tmin),
+    float(s_tmax),
+    float(s_noise),
+    shape,
+    inpaint is not None,
+    int(repaint_resample),
+    int(repaint_jump),
+    bool(paste_known),
+  )
   if isinstance(model_fn, jax.tree_util.Partial):
     fn_leaves, fn_def = jax.tree_util.tree_flatten(model_fn)
     fn_static = ("partial", fn_def)
@@ -244,7 +270,9 @@ def _inpaint_arrays(mask, known, shape, sampler):
   if mask is None and known is None:
     return None
   if mask is None or known is None:
-    raise ValueError("inpainting needs both inpaint_mask (1 = known) and inpaint_known (the images to complete).")
+    raise ValueError(
+      "inpainting needs both inpaint_mask (1 = known) and inpaint_known (the images to complete)."
+    )
   if sampler not in INPAINT_SAMPLERS:
     raise ValueError(f"inpainting runs with the samplers {INPAINT_SAMPLERS}, not {sampler!r}.")
   known = jnp.asarray(known, jnp.float32)
@@ -254,8 +282,9 @@ def _inpaint_arrays(mask, known, shape, sampler):
   try:
     mask = jnp.broadcast_to(mask, shape)
   except ValueError:
-    raise ValueError(f"inpaint_mask of shape {tuple(mask.shape)} does not broadcast to the sample shape "
-                     f"{shape}.") from None
+    raise ValueError(
+      f"inpaint_mask of shape {tuple(mask.shape)} does not broadcast to the sample shape {shape}."
+    ) from None
   return {"mask": mask, "known": known}
 
 
@@ -300,8 +329,7 @@ def _sample_jitted(options: dict | None = None) -> Callable:
   key = tuple(sorted(options.items()))
   fn = _SAMPLE_JITS.get(key)
   if fn is None:
-    fn = _SAMPLE_JITS[key] = jax.jit(_sample_body, static_argnums=(0, 1),
-                                     compiler_options=options or None)
+    fn = _SAMPLE_JITS[key] = jax.jit(_sample_body, static_argnums=(0, 1), compiler_options=options or None)
   return fn
 
 
@@ -310,7 +338,7 @@ def _sample_jit(*args):
   if not nested:
     try:
       return _sample_jitted()(*args)
-    except ValueError as e:   # traced from inside an outer jit through closed-over values only
+    except ValueError as e:  # traced from inside an outer jit through closed-over values only
       if "compiler_options" not in str(e):
         raise
   return _sample_jitted({})(*args)
@@ -325,12 +353,12 @@ def _sample_body(fn_static, spec: _Spec, fn_leaves, schedule, key, x_init, cond,
   x_init = x_init.astype(jnp.float32)
   denoise = _make_denoiser(model_fn, spec, cond, uncond, scale)
   runner = {
-      "ddpm": _run_ddpm,
-      "ddim": _run_ddim,
-      "dpmpp_2m": _run_dpmpp_2m,
-      "euler": _run_euler,
-      "euler_ancestral": _run_euler,
-      "heun": _run_euler,
+    "ddpm": _run_ddpm,
+    "ddim": _run_ddim,
+    "dpmpp_2m": _run_dpmpp_2m,
+    "euler": _run_euler,
+    "euler_ancestral": _run_euler,
+    "heun": _run_euler,
   }[spec.sampler]
   if inpaint is None:
     x, traj = runner(denoise, schedule, spec, x_init, k_steps)
@@ -395,8 +423,11 @@ def _finish(spec, x_final, ys, ts):
   if not spec.return_trajectory:
     return x_final, None
   xs, x0s = ys
-  return x_final, {"x": jnp.concatenate([xs, x_final[None]], axis=0), "x0": x0s,
-                   "t": jnp.asarray(ts, jnp.int32)}
+  return x_final, {
+    "x": jnp.concatenate([xs, x_final[None]], axis=0),
+    "x0": x0s,
+    "t": jnp.asarray(ts, jnp.int32),
+  }
 
 
 def _run_ddpm(denoise, schedule, spec, x, key, inpaint=None):
@@ -408,7 +439,9 @@ def _run_ddpm(denoise, schedule, spec, x, key, inpaint=None):
   small = beta * (1.0 - a_p) / (1.0 - a_t)
   # log beta~ clipped as improved DDPM does: the last step (beta~ = 0, no noise added) reuses the
   # value of the step before it.
-  log_small = jnp.log(jnp.concatenate([small[:-1], small[-2:-1]]) if len(ts) > 1 else jnp.maximum(small, 1e-20))
+  log_small = jnp.log(
+    jnp.concatenate([small[:-1], small[-2:-1]]) if len(ts) > 1 else jnp.maximum(small, 1e-20)
+  )
   log_large = jnp.log(beta)
   last = jnp.asarray(prev < 0)
   xs = (jnp.arange(len(ts)), jnp.asarray(ts, jnp.int32), a_t, c1, c2, small, beta, log_small, log_large, last)
@@ -518,15 +551,15 @@ def _run_inpaint(step, xs, ts, prev, schedule, spec, x, key, inpaint, noise_inde
   jumped = jump_from > 0
   if history is not None:
     gathered[history] = gathered[history] & jnp.asarray(~jumped)
-  a_start = _gather_ac(schedule, ts)               # level step p starts from
-  a_end = _gather_ac(schedule, prev)               # level step p lands on
+  a_start = _gather_ac(schedule, ts)  # level step p starts from
+  a_end = _gather_ac(schedule, prev)  # level step p lands on
   a_from = jnp.where(jnp.asarray(jumped), a_end[np.maximum(jump_from - 1, 0)], 1.0)
   a_to = jnp.where(jnp.asarray(jumped), a_start[steps], 1.0)
   jump_scale, jump_std = jnp.sqrt(a_to / a_from), jnp.sqrt(jnp.maximum(1.0 - a_to / a_from, 0.0))
   a_after = a_end[steps]
   weight = np.ones(m, np.float32)
   if not spec.paste_known:
-    weight[steps == len(ts) - 1] = 0.0             # keep the model's own last step in the known region
+    weight[steps == len(ts) - 1] = 0.0  # keep the model's own last step in the known region
   k_known, k_jump = jax.random.fold_in(key, _TAG_KNOWN), jax.random.fold_in(key, _TAG_JUMP)
 
   def known_at(a, noise):

@@ -15,14 +15,14 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
-    "Schedule",
-    "from_betas",
-    "linear",
-    "cosine",
-    "sigmoid",
-    "quadratic",
-    "rescale_zero_terminal_snr",
-    "get_schedule",
+  "Schedule",
+  "from_betas",
+  "linear",
+  "cosine",
+  "sigmoid",
+  "quadratic",
+  "rescale_zero_terminal_snr",
+  "get_schedule",
 ]
 
 
@@ -68,8 +68,9 @@ def _check_betas(betas: np.ndarray, allow_terminal_one: bool = False) -> np.ndar
   if bad.size:
     i = int(bad[0])
     raise ValueError(
-        f"betas must lie in the open interval (0, 1); betas[{i}] = {betas[i]!r} "
-        f"({bad.size} value(s) out of range). Check beta_start/beta_end or the custom betas.")
+      f"betas must lie in the open interval (0, 1); betas[{i}] = {betas[i]!r} "
+      f"({bad.size} value(s) out of range). Check beta_start/beta_end or the custom betas."
+    )
   return betas
 
 
@@ -85,8 +86,9 @@ def _build(betas: np.ndarray, allow_terminal_one: bool = False) -> Schedule:
     one_minus = 1.0 - ac
     post_var = betas * (1.0 - ac_prev) / one_minus
     # log of the posterior variance, clipped because it is 0 at t = 0 (improved DDPM convention).
-    post_log_var = np.log(np.append(post_var[1], post_var[1:])) if len(betas) > 1 else np.log(
-        np.maximum(post_var, 1e-20))
+    post_log_var = (
+      np.log(np.append(post_var[1], post_var[1:])) if len(betas) > 1 else np.log(np.maximum(post_var, 1e-20))
+    )
     sqrt_recip = 1.0 / np.sqrt(ac)
     sqrt_recipm1 = np.sqrt(1.0 / ac - 1.0)
     log_one_minus = np.log(one_minus)
@@ -94,20 +96,20 @@ def _build(betas: np.ndarray, allow_terminal_one: bool = False) -> Schedule:
   coef2 = (1.0 - ac_prev) * np.sqrt(alphas) / one_minus
   f32 = lambda a: jnp.asarray(np.asarray(a, np.float64), dtype=jnp.float32)
   return Schedule(
-      betas=f32(betas),
-      alphas=f32(alphas),
-      alphas_cumprod=f32(ac),
-      alphas_cumprod_prev=f32(ac_prev),
-      sqrt_alphas_cumprod=f32(np.sqrt(ac)),
-      sqrt_one_minus_alphas_cumprod=f32(np.sqrt(one_minus)),
-      log_one_minus_alphas_cumprod=f32(log_one_minus),
-      sqrt_recip_alphas_cumprod=f32(sqrt_recip),
-      sqrt_recipm1_alphas_cumprod=f32(sqrt_recipm1),
-      posterior_variance=f32(post_var),
-      posterior_log_variance_clipped=f32(post_log_var),
-      posterior_mean_coef1=f32(coef1),
-      posterior_mean_coef2=f32(coef2),
-      num_timesteps=int(betas.shape[0]),
+    betas=f32(betas),
+    alphas=f32(alphas),
+    alphas_cumprod=f32(ac),
+    alphas_cumprod_prev=f32(ac_prev),
+    sqrt_alphas_cumprod=f32(np.sqrt(ac)),
+    sqrt_one_minus_alphas_cumprod=f32(np.sqrt(one_minus)),
+    log_one_minus_alphas_cumprod=f32(log_one_minus),
+    sqrt_recip_alphas_cumprod=f32(sqrt_recip),
+    sqrt_recipm1_alphas_cumprod=f32(sqrt_recipm1),
+    posterior_variance=f32(post_var),
+    posterior_log_variance_clipped=f32(post_log_var),
+    posterior_mean_coef1=f32(coef1),
+    posterior_mean_coef2=f32(coef2),
+    num_timesteps=int(betas.shape[0]),
   )
 
 
@@ -136,8 +138,9 @@ def quadratic(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> Sched
   return _build(np.linspace(math.sqrt(beta_start), math.sqrt(beta_end), T, dtype=np.float64) ** 2)
 
 
-def sigmoid(T: int, beta_start: float = 1e-4, beta_end: float = 0.02, start: float = -6.0,
-            end: float = 6.0) -> Schedule:
+def sigmoid(
+  T: int, beta_start: float = 1e-4, beta_end: float = 0.02, start: float = -6.0, end: float = 6.0
+) -> Schedule:
   """Betas from a sigmoid over a linear ramp: beta_start + sigmoid(linspace(start, end, T)) * (beta_end - beta_start).
 
   This is the schedule of lucidrains' early denoising-diffusion and of the S-curve tutorial

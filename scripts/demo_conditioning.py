@@ -43,6 +43,7 @@ CONFIGS = {"context": "digits_context", "sr": "digits_sr", "inpaint": "digits"}
 
 def _load_config(name: str):
   import importlib.util
+
   path = os.path.join(ROOT, "configs", f"{name}.py")
   spec = importlib.util.spec_from_file_location(f"jaxdiff_demo_{name}", path)
   module = importlib.util.module_from_spec(spec)
@@ -55,23 +56,29 @@ def _ensure_trained(command: str, workdir: str, train_steps: int | None) -> None
   if os.path.isdir(ckpt) and any(e.isdigit() for e in os.listdir(ckpt)):
     return
   from jaxdiff.training import train
+
   config = _load_config(CONFIGS[command])
   if train_steps:
     config.train.num_steps = int(train_steps)
     config.train.checkpoint_every = min(config.train.checkpoint_every, int(train_steps))
-  print(f"demo: no checkpoint in {workdir}: training configs/{CONFIGS[command]}.py for {config.train.num_steps} "
-        "steps first", flush=True)
+  print(
+    f"demo: no checkpoint in {workdir}: training configs/{CONFIGS[command]}.py for {config.train.num_steps} "
+    "steps first",
+    flush=True,
+  )
   train(config, workdir)
 
 
 def _figure(nrows: int, ncols: int, scale: float = 0.55):
   from matplotlib.figure import Figure
+
   fig = Figure(figsize=(ncols * scale + 1.6, nrows * scale + 0.6), dpi=110)
   return fig
 
 
 def _save(fig, path: str) -> str:
   from jaxdiff.bulk.shards import atomic_write_bytes
+
   buf = io.BytesIO()
   fig.savefig(buf, format="png", bbox_inches="tight")
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -83,12 +90,18 @@ def _save(fig, path: str) -> str:
 def _rows_figure(rows: list[tuple[str, np.ndarray]], path: str, title: str) -> str:
   """Rows of 8x8 digits ([n, 8, 8, 1] in [-1, 1]) with a label at the left of each row."""
   from jaxdiff import images
+
   ncols = len(rows[0][1])
   fig = _figure(len(rows), ncols, 0.6)
   axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
   for ax, (label, x) in zip(axes, rows):
-    ax.imshow(images.make_grid(x, nrow=ncols, padding=1)[..., 0], cmap="gray", vmin=0, vmax=255,
-              interpolation="nearest")
+    ax.imshow(
+      images.make_grid(x, nrow=ncols, padding=1)[..., 0],
+      cmap="gray",
+      vmin=0,
+      vmax=255,
+      interpolation="nearest",
+    )
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
@@ -109,6 +122,7 @@ def _write_json(workdir: str, name: str, obj: dict) -> None:
 
 def run_context(args) -> dict:
   import jax
+
   from jaxdiff.bulk import restore_model
   from jaxdiff.data import captions
   from jaxdiff.data.embedded import load_digits_split
@@ -119,29 +133,38 @@ def run_context(args) -> dict:
   judge = DigitsJudge.load()
   caps = captions.all_captions()
   k = args.per_caption
-  tokens = np.repeat(caps, k, axis=0)                         # [60 k, 3], caption-major
-  results = {"checkpoint_step": step, "samples_per_caption": k, "sampler": f"{config.sample.sampler}-"
-             f"{config.sample.num_steps}", "agreement": {}}
+  tokens = np.repeat(caps, k, axis=0)  # [60 k, 3], caption-major
+  results = {
+    "checkpoint_step": step,
+    "samples_per_caption": k,
+    "sampler": f"{config.sample.sampler}-{config.sample.num_steps}",
+    "agreement": {},
+  }
   key = jax.random.key(args.seed)
   t0 = time.time()
   x_null = np.asarray(sample_from_config(config, model, schedule, params, key, len(tokens)))
   results["agreement"]["null context (unconditional)"] = captions.caption_agreement(x_null, tokens, judge)
   guided = {}
   for scale in args.scales:
-    x = np.asarray(sample_from_config(config, model, schedule, params, key, len(tokens), context=tokens,
-                                      guidance_scale=scale))
+    x = np.asarray(
+      sample_from_config(
+        config, model, schedule, params, key, len(tokens), context=tokens, guidance_scale=scale
+      )
+    )
     guided[scale] = x
     results["agreement"][f"guidance {scale:g}"] = captions.caption_agreement(x, tokens, judge)
   xt, yt = load_digits_split("test")
-  results["agreement"]["real held-out digits"] = captions.caption_agreement(xt, captions.caption_tokens(xt, yt),
-                                                                            judge)
+  results["agreement"]["real held-out digits"] = captions.caption_agreement(
+    xt, captions.caption_tokens(xt, yt), judge
+  )
   results["sampling_s"] = round(time.time() - t0, 1)
 
   # figure: one row per class, the six attribute combinations in columns, two samples each
   from jaxdiff import images
+
   show = 2 if k >= 2 else 1
   scale = args.figure_scale if args.figure_scale in guided else args.scales[-1]
-  x = guided[scale].reshape(60, k, 8, 8, 1)[:, :show]        # [60, show, ...]
+  x = guided[scale].reshape(60, k, 8, 8, 1)[:, :show]  # [60, show, ...]
   grid = images.make_grid(x.reshape(-1, 8, 8, 1), nrow=6 * show, padding=1)[..., 0]
   fig = _figure(10, 6 * show, 0.62)
   ax = fig.subplots()
@@ -152,8 +175,12 @@ def run_context(args) -> dict:
   ax.set_yticks([(c + 0.5) * tile for c in range(10)], [str(c) for c in range(10)])
   ax.set_xticks([])
   agree = results["agreement"][f"guidance {scale:g}"]
-  fig.suptitle(f"caption -> digit, guidance {scale:g}: class {agree['class']:.0%}, stroke {agree['thickness']:.0%}, "
-               f"slant {agree['slant']:.0%} follow the caption", fontsize=9, y=1.02)
+  fig.suptitle(
+    f"caption -> digit, guidance {scale:g}: class {agree['class']:.0%}, stroke {agree['thickness']:.0%}, "
+    f"slant {agree['slant']:.0%} follow the caption",
+    fontsize=9,
+    y=1.02,
+  )
   results["figure"] = _save(fig, os.path.join(args.figures, "conditioning_context.png"))
   _write_json(args.workdir, "context", results)
   return results
@@ -164,6 +191,7 @@ def run_context(args) -> dict:
 
 def run_sr(args) -> dict:
   import jax
+
   from jaxdiff.bulk import restore_model
   from jaxdiff.data.conditioning import sr_input
   from jaxdiff.data.embedded import load_digits_split
@@ -175,24 +203,39 @@ def run_sr(args) -> dict:
   xt, yt = load_digits_split("test")
   low, bicubic = sr_input(xt, factor)
   t0 = time.time()
-  samples = np.stack([np.asarray(sample_from_config(config, model, schedule, params, jax.random.key(args.seed + i),
-                                                    len(xt), x_cond=bicubic)) for i in range(args.sr_samples)])
+  samples = np.stack(
+    [
+      np.asarray(
+        sample_from_config(
+          config, model, schedule, params, jax.random.key(args.seed + i), len(xt), x_cond=bicubic
+        )
+      )
+      for i in range(args.sr_samples)
+    ]
+  )
   sampling_s = time.time() - t0
   err = super_resolution_errors(samples, xt, bicubic, low, factor)
   nearest = np.repeat(np.repeat(low, factor, axis=1), factor, axis=2)
   mse_nearest = float(np.mean((nearest - xt) ** 2))
   err["mse"]["nearest"], err["psnr"]["nearest"] = mse_nearest, float(psnr(mse_nearest))
   per = err.pop("per_image")
-  results = {"checkpoint_step": step, "sampler": f"{config.sample.sampler}-{config.sample.num_steps}",
-             "sampling_s": round(sampling_s, 1), **err}
+  results = {
+    "checkpoint_step": step,
+    "sampler": f"{config.sample.sampler}-{config.sample.num_steps}",
+    "sampling_s": round(sampling_s, 1),
+    **err,
+  }
 
   n = 14
   rows = [("4x4 input", nearest[:n]), ("bicubic", bicubic[:n]), ("sample 1", samples[0, :n])]
   if len(samples) > 1:
     rows.append(("sample 2", samples[1, :n]))
   rows.append(("truth", xt[:n]))
-  results["figure"] = _rows_figure(rows, os.path.join(args.figures, "conditioning_sr.png"),
-                                   f"4x4 -> 8x8 super-resolution of held-out digits (checkpoint {step})")
+  results["figure"] = _rows_figure(
+    rows,
+    os.path.join(args.figures, "conditioning_sr.png"),
+    f"4x4 -> 8x8 super-resolution of held-out digits (checkpoint {step})",
+  )
 
   fig = _figure(4, 10, 0.9)
   ax1, ax2 = fig.subplots(1, 2)
@@ -206,7 +249,7 @@ def run_sr(args) -> dict:
   ax1.set_title(f"per held-out digit: sample better on {err['win_rate']:.0%}", fontsize=9)
   names = ["nearest", "bicubic", "sample"] + [k for k in err["psnr"] if k.startswith("mean_of")]
   vals = [err["psnr"][k] for k in names]
-  bars = ax2.bar(range(len(names)), vals, color=["#999", "#777", "#3a7", "#2a5"][:len(names)])
+  bars = ax2.bar(range(len(names)), vals, color=["#999", "#777", "#3a7", "#2a5"][: len(names)])
   ax2.set_xticks(range(len(names)), [k.replace("_", " ") for k in names], fontsize=8)
   ax2.set_ylabel("PSNR (dB), images in [-1, 1]")
   for b, v in zip(bars, vals):
@@ -235,43 +278,72 @@ def run_inpaint(args) -> dict:
 
   def run(tag: str, num: int, **kw) -> np.ndarray:
     out = os.path.join(args.workdir, f"demo_{tag}")
-    summary = generate(args.workdir, out, num_samples=num, labels="none", sampler="ddpm", num_steps=args.num_steps,
-                       seed=args.seed, shard_size=num, **kw)
+    summary = generate(
+      args.workdir,
+      out,
+      num_samples=num,
+      labels="none",
+      sampler="ddpm",
+      num_steps=args.num_steps,
+      seed=args.seed,
+      shard_size=num,
+      **kw,
+    )
     x = np.concatenate([read_shard(os.path.join(out, f))["images"] for f in summary["files"]])
     return x.astype(np.float32) / 127.5 - 1.0
 
   t0 = time.time()
-  plain = run(f"inpaint_{args.mask}_r1", args.completions * n, inpaint_source="digits_test", inpaint_mask=args.mask)
-  resampled = run(f"inpaint_{args.mask}_r{args.resample}", n, inpaint_source="digits_test", inpaint_mask=args.mask,
-                  repaint_resample=args.resample, repaint_jump=args.jump)
+  plain = run(
+    f"inpaint_{args.mask}_r1", args.completions * n, inpaint_source="digits_test", inpaint_mask=args.mask
+  )
+  resampled = run(
+    f"inpaint_{args.mask}_r{args.resample}",
+    n,
+    inpaint_source="digits_test",
+    inpaint_mask=args.mask,
+    repaint_resample=args.resample,
+    repaint_jump=args.jump,
+  )
   free = run("unconditional", n)
   sampling_s = time.time() - t0
   src_u8 = images.to_uint8(xt).astype(np.int32)
   kept = mask.astype(bool)[None]
-  exact = all(np.array_equal(np.where(kept, images.to_uint8(c).astype(np.int32), 0),
-                             np.where(kept, src_u8[np.arange(len(c)) % n], 0)) for c in (plain, resampled))
+  exact = all(
+    np.array_equal(
+      np.where(kept, images.to_uint8(c).astype(np.int32), 0), np.where(kept, src_u8[np.arange(len(c)) % n], 0)
+    )
+    for c in (plain, resampled)
+  )
   masked = np.where(kept, xt, -1.0)
   labels_plain = yt[np.arange(len(plain)) % n]
   results = {
-      "mask": args.mask, "sampler": f"ddpm-{args.num_steps}", "sampling_s": round(sampling_s, 1),
-      "known_region_equals_source": bool(exact),
-      "judge_agrees_with_source_label": {
-          f"completions (replacement, {args.completions} per digit)": label_agreement(plain, labels_plain, judge),
-          f"completions (RePaint, resample {args.resample}, jump {args.jump})": label_agreement(resampled, yt, judge),
-          "masked inputs (kept half, rest blank)": label_agreement(masked, yt, judge),
-          "unconditional samples (no inpainting)": label_agreement(free, yt, judge),
-          "real held-out digits": label_agreement(xt, yt, judge),
-      },
-      "n_sources": n,
+    "mask": args.mask,
+    "sampler": f"ddpm-{args.num_steps}",
+    "sampling_s": round(sampling_s, 1),
+    "known_region_equals_source": bool(exact),
+    "judge_agrees_with_source_label": {
+      f"completions (replacement, {args.completions} per digit)": label_agreement(plain, labels_plain, judge),
+      f"completions (RePaint, resample {args.resample}, jump {args.jump})": label_agreement(
+        resampled, yt, judge
+      ),
+      "masked inputs (kept half, rest blank)": label_agreement(masked, yt, judge),
+      "unconditional samples (no inpainting)": label_agreement(free, yt, judge),
+      "real held-out digits": label_agreement(xt, yt, judge),
+    },
+    "n_sources": n,
   }
   m = 14
   rows = [("source", xt[:m]), ("kept", masked[:m])]
-  rows += [(f"completion {i + 1}", plain[i * n:i * n + m]) for i in range(min(args.completions, 3))]
+  rows += [(f"completion {i + 1}", plain[i * n : i * n + m]) for i in range(min(args.completions, 3))]
   rows.append((f"RePaint r={args.resample}", resampled[:m]))
   agree = results["judge_agrees_with_source_label"]
-  title = (f"held-out digits completed from their {args.mask.replace('_', ' ')} (unconditional model): judge agrees "
-           f"with the source {list(agree.values())[0]:.0%} / {list(agree.values())[1]:.0%} (RePaint)")
-  results["figure"] = _rows_figure(rows, os.path.join(args.figures, f"conditioning_inpaint_{args.mask}.png"), title)
+  title = (
+    f"held-out digits completed from their {args.mask.replace('_', ' ')} (unconditional model): judge agrees "
+    f"with the source {list(agree.values())[0]:.0%} / {list(agree.values())[1]:.0%} (RePaint)"
+  )
+  results["figure"] = _rows_figure(
+    rows, os.path.join(args.figures, f"conditioning_inpaint_{args.mask}.png"), title
+  )
   _write_json(args.workdir, "inpaint", results)
   return results
 
@@ -284,10 +356,14 @@ def main(argv=None) -> int:
   parser.add_argument("--train_steps", type=int, default=None, help="steps when the demo has to train first")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--per_caption", type=int, default=8, help="context: samples per caption")
-  parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 2.0, 3.0], help="context: guidance scales")
+  parser.add_argument(
+    "--scales", type=float, nargs="+", default=[1.0, 2.0, 3.0], help="context: guidance scales"
+  )
   parser.add_argument("--figure_scale", type=float, default=2.0, help="context: the guidance scale shown")
   parser.add_argument("--sr_samples", type=int, default=4, help="sr: samples per held-out digit")
-  parser.add_argument("--mask", default="top_half", help="inpaint: the kept region (jaxdiff.bulk.conditions.MASKS)")
+  parser.add_argument(
+    "--mask", default="top_half", help="inpaint: the kept region (jaxdiff.bulk.conditions.MASKS)"
+  )
   parser.add_argument("--completions", type=int, default=3, help="inpaint: completions per digit")
   parser.add_argument("--num_steps", type=int, default=50, help="inpaint: DDPM steps")
   parser.add_argument("--resample", type=int, default=5, help="inpaint: RePaint resampling")

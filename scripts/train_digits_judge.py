@@ -30,16 +30,21 @@ def main(argv=None) -> int:
   parser.add_argument("--out", default=digits_judge.DEFAULT_JUDGE_PATH, help="output .msgpack file")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--num_epochs", type=int, default=60)
-  parser.add_argument("--min_accuracy", type=float, default=0.97,
-                      help="fail when held-out accuracy is below this")
+  parser.add_argument(
+    "--min_accuracy", type=float, default=0.97, help="fail when held-out accuracy is below this"
+  )
   args = parser.parse_args(argv)
 
   (train_x, train_y), (test_x, test_y) = load_digits_splits()
   start = time.time()
-  judge = digits_judge.train_judge(train_x, train_y, test_x, test_y, seed=args.seed, num_epochs=args.num_epochs)
+  judge = digits_judge.train_judge(
+    train_x, train_y, test_x, test_y, seed=args.seed, num_epochs=args.num_epochs
+  )
   acc = judge.meta["heldout_accuracy"]
-  print(f"trained in {time.time() - start:.1f}s: train accuracy {judge.meta['train_accuracy']:.4f}, "
-        f"held-out accuracy {acc:.4f} ({judge.meta['num_heldout']} digits)")
+  print(
+    f"trained in {time.time() - start:.1f}s: train accuracy {judge.meta['train_accuracy']:.4f}, "
+    f"held-out accuracy {acc:.4f} ({judge.meta['num_heldout']} digits)"
+  )
   if acc < args.min_accuracy:
     print(f"held-out accuracy {acc:.4f} < --min_accuracy={args.min_accuracy}: not writing {args.out}")
     return 1

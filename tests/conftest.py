@@ -18,6 +18,7 @@ def fast_compiles():
   """Compile with most XLA optimisations off (behaviour, not speed, is tested); modules opt in
   with ``pytestmark = pytest.mark.usefixtures("fast_compiles")``."""
   import jax
+
   previous = jax.config.read("jax_disable_most_optimizations")
   jax.config.update("jax_disable_most_optimizations", True)
   yield

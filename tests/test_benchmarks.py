@@ -19,15 +19,28 @@ BENCH = ROOT / "benchmarks"
 
 def test_bench_scan_conv_runs_and_records(tmp_path):
   env = {**os.environ, "JAXDIFF_BENCH_RESULTS": str(tmp_path), "PYTHONPATH": str(ROOT)}
-  out = subprocess.run([sys.executable, str(BENCH / "bench_scan_conv.py"), "--shape=2x4x8", "--length=2",
-                        "--reps=1", "--tag=smoke"], env=env, capture_output=True, text=True, timeout=300)
+  out = subprocess.run(
+    [
+      sys.executable,
+      str(BENCH / "bench_scan_conv.py"),
+      "--shape=2x4x8",
+      "--length=2",
+      "--reps=1",
+      "--tag=smoke",
+    ],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   recs = [json.loads(line) for line in open(tmp_path / "scan_conv.jsonl")]
   assert [r["part"] for r in recs] == ["forward", "input gradient (dx)", "kernel gradient (dw)"]
   assert all(r["top_level_s"] > 0 and r["scan_s"] > 0 and r["tag"] == "smoke" for r in recs)
   assert "scan slowdown" in out.stdout
   assert not (BENCH / "results" / "scan_conv.jsonl").exists() or all(
-      json.loads(line).get("tag") != "smoke" for line in open(BENCH / "results" / "scan_conv.jsonl"))
+    json.loads(line).get("tag") != "smoke" for line in open(BENCH / "results" / "scan_conv.jsonl")
+  )
 
 
 def test_profile_trace_reader_sees_the_compiled_ops():

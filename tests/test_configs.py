@@ -12,7 +12,6 @@ import pytest
 from jaxdiff.config_utils import load_config_file
 from jaxdiff.models import MLP, UNet, count_params, create_model, dummy_inputs
 
-
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
@@ -71,8 +70,7 @@ def test_cifar10_is_the_ddpm_network():
   _, _, variables, _ = traced(config, batch_size=1)
   assert abs(count_params(variables["params"]) - 35.7e6) <= 0.01 * 35.7e6
   assert config.data.name == "tfds/cifar10" and config.data.random_flip
-  assert (config.optim.learning_rate, config.train.batch_size, config.optim.warmup_steps) == (
-      2e-4, 128, 5000)
+  assert (config.optim.learning_rate, config.train.batch_size, config.optim.warmup_steps) == (2e-4, 128, 5000)
   assert (config.optim.grad_clip, config.ema.decay, config.train.num_steps) == (1.0, 0.9999, 800_000)
   f = config.diffusion
   assert (f.schedule, f.num_timesteps, f.beta_start, f.beta_end) == ("linear", 1000, 1e-4, 0.02)
@@ -102,8 +100,7 @@ def test_small_configs_run(name):
   @jax.jit
   def run(x, t, kwargs):
     variables = model.init(jax.random.key(0), x, t, **kwargs)
-    return variables, model.apply(variables, x, t, train=True, rngs={"dropout": jax.random.key(2)},
-                                  **kwargs)
+    return variables, model.apply(variables, x, t, train=True, rngs={"dropout": jax.random.key(2)}, **kwargs)
 
   variables, out = run(x, t, kwargs)
   assert out.shape == x.shape and out.dtype == jnp.float32

@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 
 import jaxdiff.data as data
-from jaxdiff.data import DatasetNotFoundError
-
 from jaxdiff.config_utils import load_config_file  # noqa: E402
+from jaxdiff.data import DatasetNotFoundError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,6 +53,7 @@ def rows_sorted(x):
 
 def test_digits_arrays_match_sklearn_scaled():
   from sklearn.datasets import load_digits
+
   bunch = load_digits()
   x, y = data.load_arrays(make_config(), split="all")
   assert x.shape == (1797, 8, 8, 1) and x.dtype == np.float32
@@ -65,6 +65,7 @@ def test_digits_arrays_match_sklearn_scaled():
 
 def test_digits_split_is_fixed_stratified_and_disjoint():
   from sklearn.datasets import load_digits
+
   target = load_digits().target
   x_tr, y_tr = data.load_arrays(make_config(seed=0), split="train")
   x_te, y_te = data.load_arrays(make_config(seed=123), split="test")
@@ -104,17 +105,16 @@ def test_digits_each_epoch_is_a_permutation_of_the_train_split():
   config = make_config(batch_size=64)
   x_tr, _ = data.load_arrays(config, split="train")
   n = len(x_tr)
-  batches = take(data.create_dataset(config, process_index=0, process_count=1),
-                 math.ceil(2 * n / 64) + 1)
+  batches = take(data.create_dataset(config, process_index=0, process_count=1), math.ceil(2 * n / 64) + 1)
   stream = np.concatenate([b["x"] for b in batches])
-  epoch0, epoch1 = stream[:n], stream[n:2 * n]
+  epoch0, epoch1 = stream[:n], stream[n : 2 * n]
   np.testing.assert_array_equal(rows_sorted(epoch0), rows_sorted(x_tr))
   np.testing.assert_array_equal(rows_sorted(epoch1), rows_sorted(x_tr))
   assert not np.array_equal(epoch0, epoch1)  # reshuffled every epoch
   # A global batch larger than the data set spans several epochs.
   big = next(data.create_dataset(make_config(batch_size=3000), process_index=0, process_count=1))
   np.testing.assert_array_equal(rows_sorted(big["x"][:n]), rows_sorted(x_tr))
-  np.testing.assert_array_equal(rows_sorted(big["x"][n:2 * n]), rows_sorted(x_tr))
+  np.testing.assert_array_equal(rows_sorted(big["x"][n : 2 * n]), rows_sorted(x_tr))
 
 
 def test_digits_deterministic_and_seed_dependent():
@@ -132,8 +132,7 @@ def test_digits_resume_equals_skipping(start_step):
   config = make_config(batch_size=64)  # 1438 / 64: steps 22 and 45 span two epochs
   fresh = data.create_dataset(config, process_index=0, process_count=1)
   expected = take(itertools.islice(fresh, start_step, None), 3)
-  resumed = take(data.create_dataset(config, process_index=0, process_count=1,
-                                     start_step=start_step), 3)
+  resumed = take(data.create_dataset(config, process_index=0, process_count=1, start_step=start_step), 3)
   for u, v in zip(expected, resumed):
     np.testing.assert_array_equal(u["x"], v["x"])
     np.testing.assert_array_equal(u["label"], v["label"])
@@ -155,13 +154,16 @@ def test_batch_not_divisible_by_process_count():
     data.create_dataset(make_config(batch_size=33), process_index=0, process_count=2)
 
 
-@pytest.mark.parametrize("fields, field", [
+@pytest.mark.parametrize(
+  "fields, field",
+  [
     ({"image_size": 16}, "image_size"),
     ({"channels": 3}, "channels"),
     ({"num_classes": 5}, "num_classes"),
     ({"random_flip": True}, "random_flip"),
     ({"split": "validation"}, "split"),
-])
+  ],
+)
 def test_digits_config_validation(fields, field):
   with pytest.raises(ValueError, match=f"config.data.{field}"):
     data.dataset_info(make_config(**fields))
@@ -218,17 +220,20 @@ def test_toy2d_shapes_and_geometry():
 
 def test_sample_toy2d_keys_and_determinism():
   import jax
+
   a = data.sample_toy2d("moons", 100, 7)
   np.testing.assert_array_equal(a, data.sample_toy2d("toy2d/moons", 100, 7))
   assert not np.array_equal(a, data.sample_toy2d("moons", 100, 8))
   k = jax.random.key(1)
   np.testing.assert_array_equal(data.sample_toy2d("s_curve", 50, k), data.sample_toy2d("s_curve", 50, k))
-  assert not np.array_equal(data.sample_toy2d("s_curve", 50, k),
-                            data.sample_toy2d("s_curve", 50, jax.random.key(2)))
+  assert not np.array_equal(
+    data.sample_toy2d("s_curve", 50, k), data.sample_toy2d("s_curve", 50, jax.random.key(2))
+  )
   legacy = data.sample_toy2d("s_curve", 50, jax.random.PRNGKey(1))
   assert legacy.shape == (50, 2)
-  np.testing.assert_array_equal(data.sample_toy2d("checkerboard", 20, (1, 2)),
-                                data.sample_toy2d("checkerboard", 20, (1, 2)))
+  np.testing.assert_array_equal(
+    data.sample_toy2d("checkerboard", 20, (1, 2)), data.sample_toy2d("checkerboard", 20, (1, 2))
+  )
 
 
 def test_toy2d_endless_stream_resume_processes_and_freshness():
@@ -244,8 +249,9 @@ def test_toy2d_endless_stream_resume_processes_and_freshness():
   p1 = take(data.create_dataset(config, process_index=1, process_count=2), 2)
   for w, a, b in zip(fresh, p0, p1):
     np.testing.assert_array_equal(np.concatenate([a["x"], b["x"]]), w["x"])
-  other = next(data.create_dataset(make_config("toy2d/s_curve", batch_size=64, seed=1),
-                                   process_index=0, process_count=1))
+  other = next(
+    data.create_dataset(make_config("toy2d/s_curve", batch_size=64, seed=1), process_index=0, process_count=1)
+  )
   assert not np.array_equal(other["x"], fresh[0]["x"])
 
 
@@ -262,8 +268,9 @@ def test_toy2d_fixed_set_with_labels():
   stream_y = np.concatenate([b["label"] for b in batches])
   for e in range(2):  # each epoch of 120 points is a permutation of the fixed set, labels kept
     sl = slice(120 * e, 120 * (e + 1))
-    np.testing.assert_array_equal(rows_sorted(np.column_stack([stream_x[sl], stream_y[sl]])),
-                                  rows_sorted(np.column_stack([x, y])))
+    np.testing.assert_array_equal(
+      rows_sorted(np.column_stack([stream_x[sl], stream_y[sl]])), rows_sorted(np.column_stack([x, y]))
+    )
   resumed = next(data.create_dataset(config, process_index=0, process_count=1, start_step=3))
   np.testing.assert_array_equal(resumed["x"], batches[3]["x"])
 
@@ -284,7 +291,9 @@ def test_toy2d_validation():
 
 def test_to_global_builds_sharded_arrays():
   import jax
-  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+  from jax.sharding import Mesh, NamedSharding
+  from jax.sharding import PartitionSpec as P
+
   mesh = Mesh(np.array(jax.devices()), ("data",))
   sharding = NamedSharding(mesh, P("data"))
   b = 4 * len(jax.devices())
@@ -299,43 +308,68 @@ def test_to_global_builds_sharded_arrays():
 
 def test_embedded_data_never_imports_tensorflow():
   code = (
-      "import sys, jaxdiff.data as d, importlib.util\n"
-      f"spec = importlib.util.spec_from_file_location('c', {str(ROOT / 'configs' / 'default.py')!r})\n"
-      "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); c = m.get_config()\n"
-      "next(d.create_dataset(c, process_index=0, process_count=1))\n"
-      "c.data.name = 'toy2d/moons'; c.data.num_classes = 0\n"
-      "next(d.create_dataset(c, process_index=0, process_count=1))\n"
-      "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n"
-      "print('ok')\n")
+    "import sys, jaxdiff.data as d, importlib.util\n"
+    f"spec = importlib.util.spec_from_file_location('c', {str(ROOT / 'configs' / 'default.py')!r})\n"
+    "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); c = m.get_config()\n"
+    "next(d.create_dataset(c, process_index=0, process_count=1))\n"
+    "c.data.name = 'toy2d/moons'; c.data.num_classes = 0\n"
+    "next(d.create_dataset(c, process_index=0, process_count=1))\n"
+    "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n"
+    "print('ok')\n"
+  )
   env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                       timeout=120)
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
   assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
 
 
 def test_preview_function_and_cli(tmp_path):
   from PIL import Image
+
   path = data.preview(make_config(), str(tmp_path / "digits.png"))
   # 64 digits upscaled x8 in an 8 x 8 grid with 4-pixel grey separators.
   assert Image.open(path).size == (8 * 68 + 4, 8 * 68 + 4)
   path = data.preview(make_config("toy2d/8gaussians", num_classes=8), str(tmp_path / "g.png"), num=500)
   assert Image.open(path).size[0] > 100
   import jaxdiff.data.preview  # noqa: F401  (rebinds the package attribute to the module)
+
   path = data.preview(make_config(), str(tmp_path / "again.png"), num=4)
   assert Image.open(path).size == (2 * 68 + 4, 2 * 68 + 4)
   out = tmp_path / "cli.png"
   env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  res = subprocess.run([sys.executable, "-m", "jaxdiff.data.preview",
-                        f"--config={ROOT / 'configs' / 'default.py'}",
-                        "--config.data.name=toy2d/s_curve", "--config.data.num_classes=0",
-                        f"--out={out}", "--num=300"], capture_output=True, text=True, env=env,
-                       timeout=120, cwd=str(ROOT))
+  res = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "jaxdiff.data.preview",
+      f"--config={ROOT / 'configs' / 'default.py'}",
+      "--config.data.name=toy2d/s_curve",
+      "--config.data.num_classes=0",
+      f"--out={out}",
+      "--num=300",
+    ],
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=120,
+    cwd=str(ROOT),
+  )
   assert res.returncode == 0, res.stderr[-2000:]
   assert out.exists() and Image.open(out).format == "PNG"
-  bad = subprocess.run([sys.executable, "-m", "jaxdiff.data.preview",
-                        f"--config={ROOT / 'configs' / 'default.py'}",
-                        "--config.data.name=toy2d/s_curve", f"--out={out}"],
-                       capture_output=True, text=True, env=env, timeout=120, cwd=str(ROOT))
+  bad = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "jaxdiff.data.preview",
+      f"--config={ROOT / 'configs' / 'default.py'}",
+      "--config.data.name=toy2d/s_curve",
+      f"--out={out}",
+    ],
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=120,
+    cwd=str(ROOT),
+  )
   assert bad.returncode != 0 and "config.data.num_classes" in bad.stderr
   assert "Traceback" not in bad.stderr
 
@@ -366,6 +400,7 @@ def index_of(x):
 def tfds_mod():
   tfds = pytest.importorskip("tensorflow_datasets")
   from jaxdiff.data import tfds_pipeline
+
   tfds_pipeline.import_tf()
   return tfds
 
@@ -377,12 +412,22 @@ def mnist_meta(tfds_mod, tmp_path_factory):
   root = tmp_path_factory.mktemp("tfds_meta")
   builder = tfds.builder("mnist", data_dir=str(root))
   template = tfds.core.ShardedFileTemplate(
-      data_dir=builder.data_path, template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
-      dataset_name="mnist", split="train", filetype_suffix="tfrecord")
-  builder.info.set_splits(tfds.core.SplitDict([
-      tfds.core.SplitInfo(name=s, shard_lengths=[n], num_bytes=0,
-                          filename_template=template.replace(split=s))
-      for s, n in (("train", TRAIN), ("test", TEST))]))
+    data_dir=builder.data_path,
+    template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
+    dataset_name="mnist",
+    split="train",
+    filetype_suffix="tfrecord",
+  )
+  builder.info.set_splits(
+    tfds.core.SplitDict(
+      [
+        tfds.core.SplitInfo(
+          name=s, shard_lengths=[n], num_bytes=0, filename_template=template.replace(split=s)
+        )
+        for s, n in (("train", TRAIN), ("test", TEST))
+      ]
+    )
+  )
   builder.data_path.mkdir(parents=True, exist_ok=True)
   builder.info.write_to_directory(builder.data_path)
   return str(root)
@@ -392,7 +437,10 @@ def _pattern_as_dataset(self, split, decoders=None, read_config=None, shuffle_fi
   """Mocked reader: honours (sub)splits and decoders; example i is mnist_pattern(i), label i % 10."""
   import tensorflow as tf
   from tensorflow_datasets.core import splits as splits_lib
-  instruction = split if isinstance(split, splits_lib.AbstractSplit) else splits_lib.AbstractSplit.from_spec(split)
+
+  instruction = (
+    split if isinstance(split, splits_lib.AbstractSplit) else splits_lib.AbstractSplit.from_spec(split)
+  )
   parts = []
   for a in instruction.to_absolute(self.info.splits):
     stop = a.to if a.to is not None else self.info.splits[a.splitname].num_examples
@@ -416,14 +464,14 @@ def _pattern_as_dataset(self, split, decoders=None, read_config=None, shuffle_fi
 
 @pytest.fixture
 def pattern_mnist(tfds_mod, mnist_meta):
-  with tfds_mod.testing.mock_data(policy=tfds_mod.testing.MockPolicy.USE_FILES, data_dir=mnist_meta,
-                                  as_dataset_fn=_pattern_as_dataset):
+  with tfds_mod.testing.mock_data(
+    policy=tfds_mod.testing.MockPolicy.USE_FILES, data_dir=mnist_meta, as_dataset_fn=_pattern_as_dataset
+  ):
     yield
 
 
 def mnist_config(**fields):
-  base = dict(image_size=28, channels=1, num_classes=10, data_dir="/unused", shuffle_buffer=64,
-              batch_size=16)
+  base = dict(image_size=28, channels=1, num_classes=10, data_dir="/unused", shuffle_buffer=64, batch_size=16)
   base.update(fields)
   return make_config("tfds/mnist", **base)
 
@@ -443,8 +491,10 @@ def test_tfds_batches_shapes_values_and_labels(pattern_mnist):
 
 def _first_epoch_indices(config, n, process_index, process_count):
   b = config.train.batch_size // process_count
-  batches = take(data.create_dataset(config, process_index=process_index,
-                                     process_count=process_count), math.ceil(2 * n / b) + 1)
+  batches = take(
+    data.create_dataset(config, process_index=process_index, process_count=process_count),
+    math.ceil(2 * n / b) + 1,
+  )
   return np.concatenate([index_of(x["x"]) for x in batches])
 
 
@@ -452,8 +502,8 @@ def test_tfds_epochs_are_permutations_and_deterministic(pattern_mnist):
   config = mnist_config()
   stream = _first_epoch_indices(config, TRAIN, 0, 1)
   assert sorted(stream[:TRAIN]) == list(range(TRAIN))
-  assert sorted(stream[TRAIN:2 * TRAIN]) == list(range(TRAIN))
-  assert not np.array_equal(stream[:TRAIN], stream[TRAIN:2 * TRAIN])
+  assert sorted(stream[TRAIN : 2 * TRAIN]) == list(range(TRAIN))
+  assert not np.array_equal(stream[:TRAIN], stream[TRAIN : 2 * TRAIN])
   np.testing.assert_array_equal(stream, _first_epoch_indices(config, TRAIN, 0, 1))
   assert not np.array_equal(stream, _first_epoch_indices(mnist_config(seed=9), TRAIN, 0, 1))
   test_stream = _first_epoch_indices(mnist_config(split="test"), TEST, 0, 1)
@@ -477,8 +527,7 @@ def test_tfds_resume_equals_skipping(pattern_mnist, start_step):
   # 101 examples per process, 8 per batch: steps 13 and 26 start inside epochs 1 and 2.
   config = mnist_config(random_flip=True)
   fresh = take(data.create_dataset(config, process_index=1, process_count=2), start_step + 3)
-  resumed = take(data.create_dataset(config, process_index=1, process_count=2,
-                                     start_step=start_step), 3)
+  resumed = take(data.create_dataset(config, process_index=1, process_count=2, start_step=start_step), 3)
   for u, v in zip(fresh[start_step:], resumed):
     np.testing.assert_array_equal(u["x"], v["x"])
     np.testing.assert_array_equal(u["label"], v["label"])
@@ -495,6 +544,7 @@ def test_tfds_resume_far_into_training(pattern_mnist):
 
 def test_tensorflow_sees_no_accelerator(tfds_mod):
   import tensorflow as tf
+
   assert {d.device_type for d in tf.config.get_visible_devices()} == {"CPU"}
 
 
@@ -518,8 +568,13 @@ def test_tfds_random_flip_mirrors_whole_images(pattern_mnist):
 def _jax_resize(images_uint8, size):
   """Independent reference: jax.image.resize (linear, antialiased) of uint8 images, to [-1, 1]."""
   import jax
-  x = jax.image.resize(np.asarray(images_uint8, np.float32), (size, size, images_uint8.shape[-1]),
-                       method="linear", antialias=True)
+
+  x = jax.image.resize(
+    np.asarray(images_uint8, np.float32),
+    (size, size, images_uint8.shape[-1]),
+    method="linear",
+    antialias=True,
+  )
   return np.clip(np.asarray(x), 0, 255) / 127.5 - 1.0
 
 
@@ -550,14 +605,16 @@ def test_tfds_celeba_center_crop_then_resize(tfds_mod):
 
   def as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False):
     import tensorflow as tf
+
     img = tf.constant(face)
     if decoders and "image" in decoders:
       img = tf.io.encode_png(img)
     return tf.data.Dataset.from_tensors({"image": img}).repeat(6)
 
   with tfds_mod.testing.mock_data(as_dataset_fn=as_dataset):
-    config = make_config("tfds/celeb_a", image_size=178, channels=3, num_classes=0,
-                         center_crop=True, batch_size=4)
+    config = make_config(
+      "tfds/celeb_a", image_size=178, channels=3, num_classes=0, center_crop=True, batch_size=4
+    )
     batch = next(data.create_dataset(config, process_index=0, process_count=1))
     assert set(batch) == {"x"}
     crop = face[20:198]  # (218 - 178) / 2 = 20 rows cut at the top and at the bottom
@@ -574,8 +631,9 @@ def test_tfds_celeba_center_crop_then_resize(tfds_mod):
 
 def test_tfds_default_mock_cifar10(tfds_mod):
   with tfds_mod.testing.mock_data(num_examples=20):
-    config = make_config("tfds/cifar10", image_size=32, channels=3, num_classes=10, batch_size=8,
-                         random_flip=True)
+    config = make_config(
+      "tfds/cifar10", image_size=32, channels=3, num_classes=10, batch_size=8, random_flip=True
+    )
     batches = take(data.create_dataset(config, process_index=0, process_count=1), 4)
     for b in batches:
       assert b["x"].shape == (8, 32, 32, 3) and b["x"].dtype == np.float32
@@ -594,9 +652,12 @@ def prepared_dir(tfds_mod, tmp_path_factory):
     VERSION = tfds.core.Version("1.0.0")
 
     def _info(self):
-      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-          "image": tfds.features.Image(shape=(8, 8, 3)),
-          "label": tfds.features.ClassLabel(num_classes=10)}))
+      return tfds.core.DatasetInfo(
+        builder=self,
+        features=tfds.features.FeaturesDict(
+          {"image": tfds.features.Image(shape=(8, 8, 3)), "label": tfds.features.ClassLabel(num_classes=10)}
+        ),
+      )
 
     def _split_generators(self, dl_manager):
       return {"train": self._generate_examples(0, 150), "test": self._generate_examples(1000, 30)}
@@ -614,8 +675,16 @@ def prepared_dir(tfds_mod, tmp_path_factory):
 
 
 def test_tfds_real_prepared_dataset(prepared_dir):
-  config = make_config("tfds/jaxdiff_test_patterns", image_size=8, channels=3, num_classes=10,
-                       data_dir=prepared_dir, random_flip=True, batch_size=20, shuffle_buffer=50)
+  config = make_config(
+    "tfds/jaxdiff_test_patterns",
+    image_size=8,
+    channels=3,
+    num_classes=10,
+    data_dir=prepared_dir,
+    random_flip=True,
+    batch_size=20,
+    shuffle_buffer=50,
+  )
   assert data.dataset_info(config).num_examples == 150
 
   def ids(batches):
@@ -634,16 +703,21 @@ def test_tfds_real_prepared_dataset(prepared_dir):
       np.testing.assert_array_equal(u["x"], v["x"])
   assert not shares[0] & shares[1] and shares[0] | shares[1] == set(range(150))
   with pytest.raises(ValueError, match="config.data.split"):
-    data.dataset_info(make_config("tfds/jaxdiff_test_patterns", image_size=8, channels=3,
-                                  data_dir=prepared_dir, split="validation"))
+    data.dataset_info(
+      make_config(
+        "tfds/jaxdiff_test_patterns", image_size=8, channels=3, data_dir=prepared_dir, split="validation"
+      )
+    )
 
 
 def test_tfds_missing_dataset_error(tfds_mod, tmp_path):
   empty = tmp_path / "empty_tfds"
   empty.mkdir()
   config = make_config("tfds/mnist", image_size=28, channels=1, data_dir=str(empty))
-  for call in (lambda: data.dataset_info(config),
-               lambda: data.create_dataset(config, process_index=0, process_count=1)):
+  for call in (
+    lambda: data.dataset_info(config),
+    lambda: data.create_dataset(config, process_index=0, process_count=1),
+  ):
     with pytest.raises(DatasetNotFoundError) as err:
       call()
     message = str(err.value)
@@ -656,6 +730,7 @@ def test_tfds_missing_dataset_error(tfds_mod, tmp_path):
 
 def test_tfds_preview_png(pattern_mnist, tmp_path):
   from PIL import Image
+
   path = data.preview(mnist_config(random_flip=True), str(tmp_path / "mnist.png"), num=16)
   img = np.asarray(Image.open(path))
   # 16 images of 28 px upscaled x3 in a 4 x 4 grid with 4-pixel grey separators.

@@ -51,14 +51,28 @@ def _schedules():
 @pytest.mark.parametrize("name,sched", _schedules())
 @pytest.mark.parametrize("n", [50, 30])
 def test_ddim_matches_diffusers(spacing, name, sched, n):
-  ddim = diffusers.DDIMScheduler(num_train_timesteps=T, trained_betas=np.asarray(sched.betas, np.float64),
-                                 set_alpha_to_one=True, steps_offset=0, clip_sample=False,
-                                 timestep_spacing=spacing, prediction_type="epsilon")
+  ddim = diffusers.DDIMScheduler(
+    num_train_timesteps=T,
+    trained_betas=np.asarray(sched.betas, np.float64),
+    set_alpha_to_one=True,
+    steps_offset=0,
+    clip_sample=False,
+    timestep_spacing=spacing,
+    prediction_type="epsilon",
+  )
   ddim.alphas_cumprod = torch.from_numpy(np.array(sched.alphas_cumprod))  # the same float32 values
   x_init = jax.random.normal(jax.random.key(0), (4, 8, 8, 3))
   want, ts = _run_diffusers(ddim, x_init, n, eta=0.0)
-  got = jaxdiff.sample(jax_model, sched, x_init.shape, jax.random.key(1), sampler="ddim", num_steps=n,
-                       spacing=spacing, x_init=x_init)
+  got = jaxdiff.sample(
+    jax_model,
+    sched,
+    x_init.shape,
+    jax.random.key(1),
+    sampler="ddim",
+    num_steps=n,
+    spacing=spacing,
+    x_init=x_init,
+  )
   np.testing.assert_array_equal(jaxdiff.timesteps(T, n, spacing), ts)
   assert_close(got, want)
 
@@ -67,26 +81,55 @@ def test_ddim_matches_diffusers(spacing, name, sched, n):
 @pytest.mark.parametrize("n", [20, 25])
 def test_dpmpp_2m_matches_diffusers(name, sched, n):
   dpm = diffusers.DPMSolverMultistepScheduler(
-      num_train_timesteps=T, trained_betas=np.asarray(sched.betas, np.float64), algorithm_type="dpmsolver++",
-      solver_order=2, lower_order_final=True, final_sigmas_type="zero", timestep_spacing="trailing",
-      prediction_type="epsilon")
+    num_train_timesteps=T,
+    trained_betas=np.asarray(sched.betas, np.float64),
+    algorithm_type="dpmsolver++",
+    solver_order=2,
+    lower_order_final=True,
+    final_sigmas_type="zero",
+    timestep_spacing="trailing",
+    prediction_type="epsilon",
+  )
   dpm.alphas_cumprod = torch.from_numpy(np.array(sched.alphas_cumprod))
   x_init = jax.random.normal(jax.random.key(0), (4, 8, 8, 3))
   want, ts = _run_diffusers(dpm, x_init, n)
-  got = jaxdiff.sample(jax_model, sched, x_init.shape, jax.random.key(1), sampler="dpmpp_2m", num_steps=n,
-                       spacing="trailing", x_init=x_init)
+  got = jaxdiff.sample(
+    jax_model,
+    sched,
+    x_init.shape,
+    jax.random.key(1),
+    sampler="dpmpp_2m",
+    num_steps=n,
+    spacing="trailing",
+    x_init=x_init,
+  )
   np.testing.assert_array_equal(jaxdiff.timesteps(T, n, "trailing"), ts)
   assert_close(got, want)
 
 
 def test_v_prediction_ddim_matches_diffusers():
   sched = schedules.linear(T)
-  ddim = diffusers.DDIMScheduler(num_train_timesteps=T, trained_betas=np.asarray(sched.betas, np.float64),
-                                 set_alpha_to_one=True, steps_offset=0, clip_sample=False,
-                                 timestep_spacing="trailing", prediction_type="v_prediction")
+  ddim = diffusers.DDIMScheduler(
+    num_train_timesteps=T,
+    trained_betas=np.asarray(sched.betas, np.float64),
+    set_alpha_to_one=True,
+    steps_offset=0,
+    clip_sample=False,
+    timestep_spacing="trailing",
+    prediction_type="v_prediction",
+  )
   ddim.alphas_cumprod = torch.from_numpy(np.array(sched.alphas_cumprod))
   x_init = jax.random.normal(jax.random.key(3), (2, 4, 4, 1))
   want, _ = _run_diffusers(ddim, x_init, 25, eta=0.0)
-  got = jaxdiff.sample(jax_model, sched, x_init.shape, jax.random.key(1), sampler="ddim", num_steps=25,
-                       spacing="trailing", x_init=x_init, prediction="v")
+  got = jaxdiff.sample(
+    jax_model,
+    sched,
+    x_init.shape,
+    jax.random.key(1),
+    sampler="ddim",
+    num_steps=25,
+    spacing="trailing",
+    x_init=x_init,
+    prediction="v",
+  )
   assert_close(got, want)

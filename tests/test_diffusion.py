@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jaxdiff
-from jaxdiff import diffusion, schedules
+from jaxdiff import schedules
 
 SCHED = schedules.linear(1000)
 
@@ -39,8 +39,9 @@ def test_posterior_matches_bayes_rule():
   rng = np.random.default_rng(0)
   x0, xt = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
   t = np.array([1, 10, 300, 700, 999])
-  mean, var, logvar = jaxdiff.q_posterior(SCHED, jnp.asarray(x0, jnp.float32), jnp.asarray(xt, jnp.float32),
-                                          jnp.asarray(t))
+  mean, var, logvar = jaxdiff.q_posterior(
+    SCHED, jnp.asarray(x0, jnp.float32), jnp.asarray(xt, jnp.float32), jnp.asarray(t)
+  )
   a_t, ab_prev = (1 - b[t])[:, None], ac[t - 1][:, None]
   prec = a_t / b[t][:, None] + 1 / (1 - ab_prev)
   want_mean = (np.sqrt(a_t) / b[t][:, None] * xt + np.sqrt(ab_prev) / (1 - ab_prev) * x0) / prec
@@ -74,8 +75,9 @@ def test_conversion_round_trips_at_all_t(sched):
   # exact relations among the three parameterisations
   np.testing.assert_allclose(np.asarray(jaxdiff.eps_from_v(sched, xt, t, v)), np.asarray(eps), atol=2e-5)
   np.testing.assert_allclose(np.asarray(jaxdiff.x0_from_v(sched, xt, t, v)), np.asarray(x0), atol=2e-5)
-  np.testing.assert_allclose(np.asarray(jaxdiff.eps_from_x0(sched, xt, t, x0)), np.asarray(eps), rtol=1e-3,
-                             atol=2e-3)
+  np.testing.assert_allclose(
+    np.asarray(jaxdiff.eps_from_x0(sched, xt, t, x0)), np.asarray(eps), rtol=1e-3, atol=2e-3
+  )
   # x0 from eps amplifies float32 rounding by 1/sqrt(abar): compare relative to that factor
   err = np.abs(np.asarray(jaxdiff.x0_from_eps(sched, xt, t, eps)) - np.asarray(x0))
   scale = np.asarray(sched.sqrt_recip_alphas_cumprod)[:, None]
@@ -84,7 +86,9 @@ def test_conversion_round_trips_at_all_t(sched):
     for dst, want in (("eps", eps), ("x0", x0), ("v", v)):
       got = jaxdiff.convert_prediction(sched, xt, t, out, src, dst)
       mask = np.asarray(sched.alphas_cumprod) > 1e-3  # well-conditioned region for every pair
-      np.testing.assert_allclose(np.asarray(got)[mask], np.asarray(want)[mask], atol=3e-3, err_msg=f"{src}->{dst}")
+      np.testing.assert_allclose(
+        np.asarray(got)[mask], np.asarray(want)[mask], atol=3e-3, err_msg=f"{src}->{dst}"
+      )
 
 
 def test_snr_and_grad():
@@ -99,9 +103,11 @@ def test_snr_and_grad():
 
 def _fixed_predictor(objective, x0_hat_fn):
   """A model whose underlying x0 prediction is x0_hat_fn(x_t, t), expressed in `objective`."""
+
   def model(x_t, t):
     x0_hat = x0_hat_fn(x_t, t)
     return jaxdiff.convert_prediction(SCHED, x_t, t, x0_hat, "x0", objective)
+
   return model
 
 
@@ -116,8 +122,17 @@ def test_weighted_losses_agree_across_objectives(weighting):
   x0_hat = lambda x_t, tt: 0.3 * jnp.tanh(x_t) + 0.1
   vals = {}
   for obj in ("eps", "x0", "v"):
-    vals[obj], _ = jaxdiff.loss(_fixed_predictor(obj, x0_hat), SCHED, x0, jax.random.key(9), prediction=obj,
-                                weighting=weighting, min_snr_gamma=5.0, t=t, noise=noise)
+    vals[obj], _ = jaxdiff.loss(
+      _fixed_predictor(obj, x0_hat),
+      SCHED,
+      x0,
+      jax.random.key(9),
+      prediction=obj,
+      weighting=weighting,
+      min_snr_gamma=5.0,
+      t=t,
+      noise=noise,
+    )
   np.testing.assert_allclose(float(vals["x0"]), float(vals["eps"]), rtol=2e-3)
   np.testing.assert_allclose(float(vals["v"]), float(vals["eps"]), rtol=2e-3)
   # and min-SNR's x0-space weight is min(SNR, gamma) exactly
@@ -144,33 +159,52 @@ def test_loss_values_closed_form():
 
 def test_loss_timesteps_uniform_and_labels_passed():
   seen = {}
+
   def model(x, t, y=None):
     seen["y"] = y
     seen["t"] = t
     return jnp.zeros_like(x)
+
   y = jnp.arange(8) % 3
   jaxdiff.loss(model, SCHED, jnp.zeros((8, 2)), jax.random.key(0), cond={"y": y})
   assert seen["y"] is y
   # uniform timesteps: a model returning t with x0 = 0 and an l1 x0-loss has loss = mean(t)
-  ts = jax.jit(jax.vmap(lambda kk: jaxdiff.loss(
-      lambda x, t: jnp.zeros_like(x) + t[:, None].astype(jnp.float32), SCHED, jnp.zeros((256, 1)), kk,
-      prediction="x0", loss_type="l1")[0]))(jax.random.split(jax.random.key(1), 16))
+  ts = jax.jit(
+    jax.vmap(
+      lambda kk: jaxdiff.loss(
+        lambda x, t: jnp.zeros_like(x) + t[:, None].astype(jnp.float32),
+        SCHED,
+        jnp.zeros((256, 1)),
+        kk,
+        prediction="x0",
+        loss_type="l1",
+      )[0]
+    )
+  )(jax.random.split(jax.random.key(1), 16))
   mean_t = float(ts.mean())  # 4096 draws of U{0..999}: sd of the mean = 288.7/64 = 4.5
   assert abs(mean_t - 499.5) < 25, mean_t
 
 
 def test_loss_offset_noise_and_self_condition():
   calls = []
+
   def model(x, t, x_self_cond=None):
     calls.append(x_self_cond is not None)
     return jnp.zeros_like(x) if x_self_cond is None else x_self_cond * 0 + 0.1
+
   x0 = jnp.ones((32, 4, 4, 3))
   loss, _ = jaxdiff.loss(model, SCHED, x0, jax.random.key(0), self_condition=True, offset_noise=0.1)
   assert calls == [True, True] and np.isfinite(float(loss))
   # offset noise: eps target has a per-(example, channel) constant component of variance offset^2
   tgt = []
-  jaxdiff.loss(lambda x, t: (tgt.append(x) or jnp.zeros_like(x)), SCHED, jnp.zeros((2000, 4, 4, 1)),
-               jax.random.key(2), offset_noise=1.0, t=jnp.full((2000,), 999))
+  jaxdiff.loss(
+    lambda x, t: tgt.append(x) or jnp.zeros_like(x),
+    SCHED,
+    jnp.zeros((2000, 4, 4, 1)),
+    jax.random.key(2),
+    offset_noise=1.0,
+    t=jnp.full((2000,), 999),
+  )
   xt = np.asarray(tgt[0])[..., 0]
   per_img_mean = xt.mean(axis=(1, 2))
   # mean over 16 iid N(0,1) pixels has var 1/16; the shared offset adds ~1 (times 1-abar ~ 1)

@@ -13,9 +13,20 @@ import scipy.linalg
 from scipy import stats as sps
 
 import jaxdiff
-from jaxdiff.evaluation import cli, digits, digits_judge, distances, fid, frechet, inception, likelihood
-from jaxdiff.evaluation import memorization, periodic, report, toy2d
-
+from jaxdiff.evaluation import (
+  cli,
+  digits,
+  digits_judge,
+  distances,
+  fid,
+  frechet,
+  inception,
+  likelihood,
+  memorization,
+  periodic,
+  report,
+  toy2d,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Fréchet distance
@@ -63,7 +74,7 @@ def test_frechet_from_features_and_running_statistics():
   np.testing.assert_allclose(sigma, np.cov(x, rowvar=False), rtol=1e-9)
   running = frechet.RunningStatistics(6)
   for i in range(0, 500, 64):
-    running.update(x[i:i + 64])
+    running.update(x[i : i + 64])
   mu_r, sigma_r = running.finalize()
   np.testing.assert_allclose(mu_r, mu, rtol=1e-12)
   np.testing.assert_allclose(sigma_r, sigma, rtol=1e-9, atol=1e-9)
@@ -189,15 +200,23 @@ def test_shipped_judge_accuracy_and_split(judge, digit_splits):
 def test_evaluate_digits_on_real_heldout_equals_baseline(digit_splits, judge):
   (train, test) = digit_splits
   rep = digits.evaluate_digits(test[0], test[1], real_train=train, real_test=test, judge=judge)
-  for name in ("frechet", "confident_share", "class_entropy", "class_accuracy", "memorisation",
-               "nn_distance_median"):
+  for name in (
+    "frechet",
+    "confident_share",
+    "class_entropy",
+    "class_accuracy",
+    "memorisation",
+    "nn_distance_median",
+  ):
     assert set(rep[name]) == {"samples", "real_heldout"}, name
     assert rep[name]["samples"] == pytest.approx(rep[name]["real_heldout"], rel=1e-9, abs=1e-12), name
   assert rep["class_entropy"]["real_heldout"] == pytest.approx(math.log2(10), abs=0.01)
   assert rep["memorisation"]["real_heldout"] == pytest.approx(0.05, abs=0.01)
   assert rep["class_accuracy"]["real_heldout"] >= 0.97
   assert rep["info"]["num_real_heldout"] == len(test[0])
-  assert "class_accuracy" not in digits.evaluate_digits(test[0], None, real_train=train, real_test=test, judge=judge)
+  assert "class_accuracy" not in digits.evaluate_digits(
+    test[0], None, real_train=train, real_test=test, judge=judge
+  )
 
 
 def test_evaluate_digits_detects_bad_samples(digit_splits, judge):
@@ -280,8 +299,11 @@ def test_discretized_gaussian_matches_scipy():
   x[:5], x[5:10] = -1.0, 1.0
   mean = x + rng.normal(0, 0.05, x.shape)
   log_scale = rng.uniform(np.log(1e-3), np.log(0.3), x.shape)
-  ours = np.asarray(likelihood.discretized_gaussian_log_likelihood(
-      jnp.asarray(x, jnp.float32), jnp.asarray(mean, jnp.float32), jnp.asarray(log_scale, jnp.float32)))
+  ours = np.asarray(
+    likelihood.discretized_gaussian_log_likelihood(
+      jnp.asarray(x, jnp.float32), jnp.asarray(mean, jnp.float32), jnp.asarray(log_scale, jnp.float32)
+    )
+  )
   sd, h = np.exp(log_scale), 1 / 255
   a, b = (x - mean - h) / sd, (x - mean + h) / sd
   # Reference in float64: plain CDF differences where they are resolvable, log-space differences
@@ -370,13 +392,21 @@ def test_bits_per_dim_variance_mismatch_closed_form(grid_data):
   np.testing.assert_allclose(out.kl, expected, rtol=1e-4)
   # learned_range interpolates log beta~ (v = -1) .. log beta (v = +1).
   for v, want in ((-1.0, 0.0), (1.0, expected)):
-    learned = jaxdiff.bind(lambda p, x_t, t: jnp.concatenate([_oracle(p, x_t, t), jnp.full_like(x_t, p["v"])], -1),
-                           {"x0": jnp.asarray(x0), "v": jnp.float32(v)})
+    learned = jaxdiff.bind(
+      lambda p, x_t, t: jnp.concatenate([_oracle(p, x_t, t), jnp.full_like(x_t, p["v"])], -1),
+      {"x0": jnp.asarray(x0), "v": jnp.float32(v)},
+    )
     got = likelihood.vlb_terms(learned, SCHED, x0, jax.random.PRNGKey(1), variance="learned_range")
     np.testing.assert_allclose(got.kl, want, rtol=1e-4, atol=1e-5)
   # Stratified estimation of the KL sum is unbiased.
-  est = [float(likelihood.vlb_terms(model, SCHED, x0, jax.random.PRNGKey(i), variance="fixed_large",
-                                    num_kl_timesteps=40).kl[0]) for i in range(60)]
+  est = [
+    float(
+      likelihood.vlb_terms(
+        model, SCHED, x0, jax.random.PRNGKey(i), variance="fixed_large", num_kl_timesteps=40
+      ).kl[0]
+    )
+    for i in range(60)
+  ]
   assert np.mean(est) == pytest.approx(expected, rel=0.01)
 
 
@@ -398,8 +428,9 @@ def test_bits_per_dim_gaussian_data_optimal_model():
   expected = np.sum(coef1[1:] ** 2 * v[1:] / (2 * pv[1:])) / math.log(2)  # bits per dimension
   assert float(jnp.mean(out.kl)) == pytest.approx(expected, rel=0.03)
   # A worse (shrunk) predictor pays more.
-  worse = likelihood.vlb_terms(jaxdiff.bind(optimal_x0, {"gain": 0.8 * gain}), SCHED, x0, jax.random.PRNGKey(2),
-                               prediction="x0")
+  worse = likelihood.vlb_terms(
+    jaxdiff.bind(optimal_x0, {"gain": 0.8 * gain}), SCHED, x0, jax.random.PRNGKey(2), prediction="x0"
+  )
   assert float(jnp.mean(worse.kl)) > 1.1 * expected
 
 
@@ -444,8 +475,15 @@ def _torch_fid_inception(sd, images01):
 
   def conv(x, n, stride=1, padding=0):
     x = F.conv2d(x, w[n + ".conv.weight"], stride=stride, padding=padding)
-    x = F.batch_norm(x, w[n + ".bn.running_mean"], w[n + ".bn.running_var"], w[n + ".bn.weight"],
-                     w[n + ".bn.bias"], training=False, eps=1e-3)
+    x = F.batch_norm(
+      x,
+      w[n + ".bn.running_mean"],
+      w[n + ".bn.running_var"],
+      w[n + ".bn.weight"],
+      w[n + ".bn.bias"],
+      training=False,
+      eps=1e-3,
+    )
     return F.relu(x)
 
   def avg(x):
@@ -453,15 +491,23 @@ def _torch_fid_inception(sd, images01):
 
   def a(x, n):
     b5 = conv(conv(x, n + ".branch5x5_1"), n + ".branch5x5_2", padding=2)
-    b3 = conv(conv(conv(x, n + ".branch3x3dbl_1"), n + ".branch3x3dbl_2", padding=1), n + ".branch3x3dbl_3", padding=1)
+    b3 = conv(
+      conv(conv(x, n + ".branch3x3dbl_1"), n + ".branch3x3dbl_2", padding=1), n + ".branch3x3dbl_3", padding=1
+    )
     return torch.cat([conv(x, n + ".branch1x1"), b5, b3, conv(avg(x), n + ".branch_pool")], 1)
 
   def b(x, n):
-    bd = conv(conv(conv(x, n + ".branch3x3dbl_1"), n + ".branch3x3dbl_2", padding=1), n + ".branch3x3dbl_3", stride=2)
+    bd = conv(
+      conv(conv(x, n + ".branch3x3dbl_1"), n + ".branch3x3dbl_2", padding=1), n + ".branch3x3dbl_3", stride=2
+    )
     return torch.cat([conv(x, n + ".branch3x3", stride=2), bd, F.max_pool2d(x, 3, stride=2)], 1)
 
   def c(x, n):
-    b7 = conv(conv(conv(x, n + ".branch7x7_1"), n + ".branch7x7_2", padding=(0, 3)), n + ".branch7x7_3", padding=(3, 0))
+    b7 = conv(
+      conv(conv(x, n + ".branch7x7_1"), n + ".branch7x7_2", padding=(0, 3)),
+      n + ".branch7x7_3",
+      padding=(3, 0),
+    )
     bd = conv(x, n + ".branch7x7dbl_1")
     for i, pad in zip(range(2, 6), [(3, 0), (0, 3), (3, 0), (0, 3)]):
       bd = conv(bd, f"{n}.branch7x7dbl_{i}", padding=pad)
@@ -469,15 +515,22 @@ def _torch_fid_inception(sd, images01):
 
   def d(x, n):
     b3 = conv(conv(x, n + ".branch3x3_1"), n + ".branch3x3_2", stride=2)
-    b7 = conv(conv(conv(x, n + ".branch7x7x3_1"), n + ".branch7x7x3_2", padding=(0, 3)), n + ".branch7x7x3_3",
-              padding=(3, 0))
+    b7 = conv(
+      conv(conv(x, n + ".branch7x7x3_1"), n + ".branch7x7x3_2", padding=(0, 3)),
+      n + ".branch7x7x3_3",
+      padding=(3, 0),
+    )
     return torch.cat([b3, conv(b7, n + ".branch7x7x3_4", stride=2), F.max_pool2d(x, 3, stride=2)], 1)
 
   def e(x, n, last):
     b3 = conv(x, n + ".branch3x3_1")
-    b3 = torch.cat([conv(b3, n + ".branch3x3_2a", padding=(0, 1)), conv(b3, n + ".branch3x3_2b", padding=(1, 0))], 1)
+    b3 = torch.cat(
+      [conv(b3, n + ".branch3x3_2a", padding=(0, 1)), conv(b3, n + ".branch3x3_2b", padding=(1, 0))], 1
+    )
     bd = conv(conv(x, n + ".branch3x3dbl_1"), n + ".branch3x3dbl_2", padding=1)
-    bd = torch.cat([conv(bd, n + ".branch3x3dbl_3a", padding=(0, 1)), conv(bd, n + ".branch3x3dbl_3b", padding=(1, 0))], 1)
+    bd = torch.cat(
+      [conv(bd, n + ".branch3x3dbl_3a", padding=(0, 1)), conv(bd, n + ".branch3x3dbl_3b", padding=(1, 0))], 1
+    )
     pooled = F.max_pool2d(x, 3, stride=1, padding=1) if last else avg(x)
     return torch.cat([conv(x, n + ".branch1x1"), b3, bd, conv(pooled, n + ".branch_pool")], 1)
 
@@ -531,7 +584,9 @@ def test_inception_weights_round_trip_and_missing_file(inception_vars, tmp_path)
   pth = str(tmp_path / "weights.pth")
   torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, pth)
   out = inception.convert_pytorch_fid_weights(pth, str(tmp_path / "converted.npz"))
-  jax.tree_util.tree_map(np.testing.assert_array_equal, inception.load_inception_variables(out), inception_vars)
+  jax.tree_util.tree_map(
+    np.testing.assert_array_equal, inception.load_inception_variables(out), inception_vars
+  )
 
 
 def test_fid_statistics_round_trip_and_cli(inception_vars, tmp_path, capsys):
@@ -544,8 +599,12 @@ def test_fid_statistics_round_trip_and_cli(inception_vars, tmp_path, capsys):
   stats_path = str(tmp_path / "stats.npz")
   from jaxdiff.evaluation import fid_stats
 
-  assert fid_stats.main([f"--images={shard}", f"--inception_weights={weights}", f"--out={stats_path}",
-                         "--batch_size=2"]) == 0
+  assert (
+    fid_stats.main(
+      [f"--images={shard}", f"--inception_weights={weights}", f"--out={stats_path}", "--batch_size=2"]
+    )
+    == 0
+  )
   st = fid.load_statistics(stats_path)
   feats = inception.InceptionFeatures(inception_vars, batch_size=2)(images)
   mu, sigma = frechet.feature_statistics(feats)
@@ -559,8 +618,19 @@ def test_fid_statistics_round_trip_and_cli(inception_vars, tmp_path, capsys):
   assert rep["fid"]["samples"] == pytest.approx(0.0, abs=1e-6 * np.trace(sigma) + 1e-6)
   assert rep["fid"]["real_heldout"] == pytest.approx(mu.size, rel=1e-6)  # |1|^2 per dimension
   out = str(tmp_path / "report.json")
-  assert cli.main([f"--samples={shard}", "--dataset=fid", f"--fid_stats={both}", f"--inception_weights={weights}",
-                   "--batch_size=2", f"--out={out}"]) == 0
+  assert (
+    cli.main(
+      [
+        f"--samples={shard}",
+        "--dataset=fid",
+        f"--fid_stats={both}",
+        f"--inception_weights={weights}",
+        "--batch_size=2",
+        f"--out={out}",
+      ]
+    )
+    == 0
+  )
   saved = json.load(open(out))
   assert saved["fid"]["samples"] == pytest.approx(rep["fid"]["samples"], abs=1e-6)
   assert "real held-out" in capsys.readouterr().out
@@ -582,7 +652,7 @@ def test_cli_digits_report(digit_splits, tmp_path, capsys):
   d = tmp_path / "generated"
   d.mkdir()
   half = len(u8) // 2
-  np.savez(d / "shard_0.npz", images=u8[:half + 5], labels=test_y[:half + 5], index=np.arange(half + 5))
+  np.savez(d / "shard_0.npz", images=u8[: half + 5], labels=test_y[: half + 5], index=np.arange(half + 5))
   np.savez(d / "shard_1.npz", images=u8[half:], labels=test_y[half:], index=np.arange(half, len(u8)))
   loaded = cli.load_samples(str(d))
   assert len(loaded["images"]) == len(u8) and loaded["duplicates"] == 5
@@ -592,7 +662,9 @@ def test_cli_digits_report(digit_splits, tmp_path, capsys):
   for name in ("frechet", "confident_share", "class_entropy", "class_accuracy", "memorisation"):
     assert rep[name]["real_heldout"] is not None and rep[name]["samples"] is not None
   assert rep["class_accuracy"]["samples"] >= 0.97
-  assert rep["frechet"]["samples"] < 1.5 * rep["frechet"]["real_heldout"] + 0.5  # the held-out digits, quantised
+  assert (
+    rep["frechet"]["samples"] < 1.5 * rep["frechet"]["real_heldout"] + 0.5
+  )  # the held-out digits, quantised
   assert rep["info"]["duplicate_indices_dropped"] == 5
   table = capsys.readouterr().out
   assert "real held-out" in table and "memorisation" in table
@@ -627,20 +699,37 @@ def test_evaluate_for_training(digit_splits):
     calls.append((num, labels))
     return np.stack([by_class[c][i // 10 % len(by_class[c])] for i, c in enumerate(labels)])
 
-  config = ml_collections.ConfigDict({"seed": 0, "data": {"name": "digits"}, "model": {"num_classes": 10},
-                                      "eval": {"every": 100, "num_samples": 200}})
+  config = ml_collections.ConfigDict(
+    {
+      "seed": 0,
+      "data": {"name": "digits"},
+      "model": {"num_classes": 10},
+      "eval": {"every": 100, "num_samples": 200},
+    }
+  )
   scalars = periodic.evaluate_for_training(config, sample_fn)
   assert calls[0][0] == 200 and np.array_equal(calls[0][1], np.arange(200) % 10)
   for name in ("frechet", "confident_share", "class_entropy", "class_accuracy", "memorisation"):
     assert isinstance(scalars[f"eval/{name}"], float) and f"eval/{name}_real_heldout" in scalars
   assert scalars["eval/class_accuracy"] >= 0.95
-  toy = ml_collections.ConfigDict({"seed": 0, "data": {"name": "toy2d/s_curve"}, "model": {"num_classes": 0},
-                                   "eval": {"every": 10, "num_samples": 300}})
+  toy = ml_collections.ConfigDict(
+    {
+      "seed": 0,
+      "data": {"name": "toy2d/s_curve"},
+      "model": {"num_classes": 0},
+      "eval": {"every": 10, "num_samples": 300},
+    }
+  )
   from jaxdiff.data import sample_toy2d
 
   got = periodic.evaluate_for_training(toy, lambda n, k, l: sample_toy2d("s_curve", n, 3))
-  assert set(got) == {"eval/swd", "eval/swd_real_heldout", "eval/mmd", "eval/mmd_real_heldout",
-                      "eval/nonfinite_share"}
+  assert set(got) == {
+    "eval/swd",
+    "eval/swd_real_heldout",
+    "eval/mmd",
+    "eval/mmd_real_heldout",
+    "eval/nonfinite_share",
+  }
   assert got["eval/nonfinite_share"] == 0.0
 
   def diverged(n, k, l):
@@ -650,9 +739,17 @@ def test_evaluate_for_training(digit_splits):
 
   got = periodic.evaluate_for_training(toy, diverged)
   assert got["eval/nonfinite_share"] == pytest.approx(1 / 3) and "eval/swd" in got
-  assert periodic.evaluate_for_training(toy, lambda n, k, l: np.full((n, 2), np.inf)) == {"eval/nonfinite_share": 1.0}
-  tfds = ml_collections.ConfigDict({"seed": 0, "data": {"name": "tfds/cifar10"}, "model": {"num_classes": 0},
-                                    "eval": {"every": 10, "num_samples": 300}})
+  assert periodic.evaluate_for_training(toy, lambda n, k, l: np.full((n, 2), np.inf)) == {
+    "eval/nonfinite_share": 1.0
+  }
+  tfds = ml_collections.ConfigDict(
+    {
+      "seed": 0,
+      "data": {"name": "tfds/cifar10"},
+      "model": {"num_classes": 0},
+      "eval": {"every": 10, "num_samples": 300},
+    }
+  )
   with pytest.raises(ValueError, match="config.eval.inception_weights"):
     periodic.check_eval_config(tfds)
 

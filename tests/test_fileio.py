@@ -31,6 +31,7 @@ def test_failed_write_keeps_old_file_and_no_temporary(tmp_path):
 
 def test_named_temporary_is_used(tmp_path):
   seen = []
-  fileio.atomic_write(str(tmp_path / "s.npz"), lambda f: seen.append(os.path.basename(f.name)),
-                      tmp_name=".s.npz.p1.tmp")
+  fileio.atomic_write(
+    str(tmp_path / "s.npz"), lambda f: seen.append(os.path.basename(f.name)), tmp_name=".s.npz.p1.tmp"
+  )
   assert seen == [".s.npz.p1.tmp"]

@@ -30,7 +30,7 @@ def test_make_grid_layout_and_padding():
   for k in range(5):
     r, c = divmod(k, 2)
     top, left = 1 + r * 4, 1 + c * 5
-    np.testing.assert_array_equal(grid[top:top + 3, left:left + 4], imgs[k])
+    np.testing.assert_array_equal(grid[top : top + 3, left : left + 4], imgs[k])
   assert (grid[0] == 255).all() and (grid[:, 0] == 255).all() and (grid[4] == 255).all()
   assert (grid[9:12, 6:10] == 255).all()  # the unused sixth cell
   # Default nrow: about square (ceil(sqrt(5)) = 3 per row); grayscale NHW and floats accepted.
@@ -102,8 +102,13 @@ def test_save_image_grid_upscales_tiny_images(tmp_path):
 def test_save_scatter_png(tmp_path):
   rng = np.random.default_rng(3)
   pts = rng.normal(size=(300, 2))
-  path = images.save_scatter(pts, str(tmp_path / "s.png"), labels=rng.integers(0, 3, 300),
-                             reference=rng.normal(size=(500, 2)), title="test")
+  path = images.save_scatter(
+    pts,
+    str(tmp_path / "s.png"),
+    labels=rng.integers(0, 3, 300),
+    reference=rng.normal(size=(500, 2)),
+    title="test",
+  )
   img = np.asarray(Image.open(path).convert("RGB"))
   assert img.shape == (500, 500, 3)
   assert (img.std(axis=(0, 1)) > 5).all()  # something was drawn

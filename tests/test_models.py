@@ -13,20 +13,27 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
 from helpers import random_params
+
 from jaxdiff.models import MLP, UNet, count_params, create_model, dummy_inputs, timestep_embedding
 from jaxdiff.models.layers import num_groups_for
-
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
-TINY_UNET = dict(base_channels=16, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(4,),
-                 linear_attention_resolutions=(8,), num_heads=2, num_groups=8, dropout=0.1,
-                 in_channels=1, num_classes=3, self_condition=True)
-
-
+TINY_UNET = dict(
+  base_channels=16,
+  channel_mult=(1, 2),
+  num_res_blocks=1,
+  attention_resolutions=(4,),
+  linear_attention_resolutions=(8,),
+  num_heads=2,
+  num_groups=8,
+  dropout=0.1,
+  in_channels=1,
+  num_classes=3,
+  self_condition=True,
+)
 
 
 def max_rel_diff(a, b):
@@ -44,7 +51,7 @@ def test_timestep_embedding_closed_form():
   assert got.shape == (4, dim) and got.dtype == np.float32
   for b, tb in enumerate(t):
     for i in range(half):
-      freq = 10000.0 ** (-i / (half - 1))           # exp(-log(10000) i / (half - 1))
+      freq = 10000.0 ** (-i / (half - 1))  # exp(-log(10000) i / (half - 1))
       np.testing.assert_allclose(got[b, i], math.sin(tb * freq), atol=2e-4)
       np.testing.assert_allclose(got[b, half + i], math.cos(tb * freq), atol=2e-4)
   # t = 0: sin half zeros, cos half ones; the first frequency is 1, the last 1/max_period.
@@ -56,7 +63,7 @@ def test_timestep_embedding_closed_form():
 def test_timestep_embedding_odd_dim_and_period():
   got = np.asarray(timestep_embedding(jnp.array([3, 40], jnp.int32), 7, max_period=100.0))
   assert got.shape == (2, 7)
-  np.testing.assert_array_equal(got[:, 6], 0.0)     # odd width: one zero column
+  np.testing.assert_array_equal(got[:, 6], 0.0)  # odd width: one zero column
   np.testing.assert_allclose(got[1, 2], math.sin(40 * 100.0 ** (-2 / 2)), atol=1e-5)
   np.testing.assert_allclose(got[0, 4], math.cos(3 * 100.0 ** (-1 / 2)), atol=1e-5)
 
@@ -85,18 +92,18 @@ def unet_probe():
     f = lambda *a, **k: model.apply(params, x, *a, **k)
     k1, k2 = jax.random.key(11), jax.random.key(12)
     return dict(
-        base=f(t, y),
-        other_t=f(t + 1, y),
-        float_t=f(t.astype(jnp.float32), y),
-        other_y=f(t, (y + 1) % 3),
-        none_y=f(t, None),
-        null_y=f(t, jnp.full_like(y, 3)),
-        zeros_sc=f(t, y, x_self_cond=jnp.zeros_like(x)),
-        with_sc=f(t, y, x_self_cond=sc),
-        eval_rng=model.apply(params, x, t, y, train=False, rngs={"dropout": k1}),
-        train_1=model.apply(params, x, t, y, train=True, rngs={"dropout": k1}),
-        train_1b=model.apply(params, x, t, y, train=True, rngs={"dropout": k1}),
-        train_2=model.apply(params, x, t, y, train=True, rngs={"dropout": k2}),
+      base=f(t, y),
+      other_t=f(t + 1, y),
+      float_t=f(t.astype(jnp.float32), y),
+      other_y=f(t, (y + 1) % 3),
+      none_y=f(t, None),
+      null_y=f(t, jnp.full_like(y, 3)),
+      zeros_sc=f(t, y, x_self_cond=jnp.zeros_like(x)),
+      with_sc=f(t, y, x_self_cond=sc),
+      eval_rng=model.apply(params, x, t, y, train=False, rngs={"dropout": k1}),
+      train_1=model.apply(params, x, t, y, train=True, rngs={"dropout": k1}),
+      train_1b=model.apply(params, x, t, y, train=True, rngs={"dropout": k1}),
+      train_2=model.apply(params, x, t, y, train=True, rngs={"dropout": k2}),
     )
 
   out = probe(params, x, t, y, jax.random.normal(jax.random.key(2), x.shape))
@@ -162,18 +169,28 @@ def test_unet_bfloat16_compute_returns_float32():
   out_bf16, out_f32 = jax.jit(lambda p: (bf16.apply(p, x, t), UNet(**cfg).apply(p, x, t)))(params)
   assert out_bf16.dtype == jnp.float32 and out_bf16.shape == x.shape
   assert np.all(np.isfinite(out_bf16))
-  assert 0 < max_rel_diff(out_bf16, out_f32) < 0.1     # bfloat16 rounding, same function
+  assert 0 < max_rel_diff(out_bf16, out_f32) < 0.1  # bfloat16 rounding, same function
 
 
 def test_unet_output_channels_and_learned_sigma():
   x = jnp.zeros((1, 16, 16, 3))
   t = jnp.zeros((1,), jnp.int32)
-  small = dict(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(8,),
-               num_groups=4, num_heads=2)
-  for kwargs, channels in [({}, 3), ({"learn_sigma": True}, 6), ({"out_channels": 2}, 2),
-                           ({"out_channels": 2, "learn_sigma": True}, 4),
-                           ({"resblock_updown": True, "use_scale_shift_norm": True}, 3),
-                           ({"conv_resample": False, "head_dim": 4}, 3)]:
+  small = dict(
+    base_channels=8,
+    channel_mult=(1, 2),
+    num_res_blocks=1,
+    attention_resolutions=(8,),
+    num_groups=4,
+    num_heads=2,
+  )
+  for kwargs, channels in [
+    ({}, 3),
+    ({"learn_sigma": True}, 6),
+    ({"out_channels": 2}, 2),
+    ({"out_channels": 2, "learn_sigma": True}, 4),
+    ({"resblock_updown": True, "use_scale_shift_norm": True}, 3),
+    ({"conv_resample": False, "head_dim": 4}, 3),
+  ]:
     model = UNet(**small, **kwargs)
     variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, t))
     out = jax.eval_shape(lambda v: model.apply(v, x, t), variables)
@@ -182,18 +199,17 @@ def test_unet_output_channels_and_learned_sigma():
 
 def test_unet_ddpm_block_count():
   """Two levels x (1 encoder block) + middle 2 + two levels x (2 decoder blocks) = 8 blocks."""
-  model = UNet(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(),
-               num_groups=4)
-  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)),
-                                                jnp.zeros((1,), jnp.int32)))
+  model = UNet(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(), num_groups=4)
+  variables = jax.eval_shape(
+    lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), jnp.zeros((1,), jnp.int32))
+  )
   names = variables["params"].keys()
   assert sum("_res_" in n for n in names) == 8
-  assert sum("attn" in n for n in names) == 1      # only the middle block's attention
+  assert sum("attn" in n for n in names) == 1  # only the middle block's attention
 
 
 def test_unet_rejects_bad_inputs():
-  model = UNet(base_channels=8, channel_mult=(1, 2, 2), num_res_blocks=1, num_groups=4,
-               in_channels=1)
+  model = UNet(base_channels=8, channel_mult=(1, 2, 2), num_res_blocks=1, num_groups=4, in_channels=1)
   t = jnp.zeros((1,), jnp.int32)
   init = lambda m, x, *a, **k: jax.eval_shape(lambda: m.init(jax.random.key(0), x, *a, **k))
   with pytest.raises(ValueError, match="divisible"):
@@ -205,8 +221,9 @@ def test_unet_rejects_bad_inputs():
   with pytest.raises(ValueError, match="self_condition"):
     init(model, jnp.zeros((1, 8, 8, 1)), t, x_self_cond=jnp.zeros((1, 8, 8, 1)))
   with pytest.raises(ValueError, match="both"):
-    init(model.clone(attention_resolutions=(4,), linear_attention_resolutions=(4,)),
-         jnp.zeros((1, 8, 8, 1)), t)
+    init(
+      model.clone(attention_resolutions=(4,), linear_attention_resolutions=(4,)), jnp.zeros((1, 8, 8, 1)), t
+    )
 
 
 # ---------------------------------------------------------------- factory helpers
@@ -214,12 +231,16 @@ def test_unet_rejects_bad_inputs():
 
 def test_create_model_reads_config_and_validates():
   import ml_collections
-  config = ml_collections.ConfigDict({"model": {"name": "unet", "base_channels": 8,
-                                                "channel_mult": (1, 2), "dtype": "bfloat16"},
-                                      "data": {"channels": 3, "image_size": 8}})
+
+  config = ml_collections.ConfigDict(
+    {
+      "model": {"name": "unet", "base_channels": 8, "channel_mult": (1, 2), "dtype": "bfloat16"},
+      "data": {"channels": 3, "image_size": 8},
+    }
+  )
   model = create_model(config)
   assert isinstance(model, UNet) and model.in_channels == 3 and model.dtype == jnp.bfloat16
-  assert model.num_res_blocks == 2                    # default for a missing field
+  assert model.num_res_blocks == 2  # default for a missing field
   x, t, kwargs = dummy_inputs(config, batch_size=2)
   assert x.shape == (2, 8, 8, 3) and t.shape == (2,) and t.dtype == jnp.int32 and kwargs == {}
   config.model.name = "transformer"
@@ -237,8 +258,9 @@ def test_create_model_reads_config_and_validates():
 
 def test_count_params_closed_form():
   model = MLP(hidden_dim=4, num_layers=1, time_embedding="learned", num_timesteps=10)
-  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 2)),
-                                                jnp.zeros((1,), jnp.int32)))
+  variables = jax.eval_shape(
+    lambda: model.init(jax.random.key(0), jnp.zeros((1, 2)), jnp.zeros((1,), jnp.int32))
+  )
   # time table 10*4; dense_in 2*4+4; block: LN 8, dense_1 20, emb_proj 20, dense_2 20;
   # norm_out 8; dense_out 4*2+2
   assert count_params(variables["params"]) == 40 + 12 + 68 + 8 + 10
@@ -266,10 +288,11 @@ def test_mlp_shapes_and_conditioning():
 
   learned = MLP(hidden_dim=16, num_layers=1, time_embedding="learned", num_timesteps=100)
   p = random_params(learned, x, t)
-  a, b = jax.jit(lambda p: (learned.apply(p, x, jnp.array([1, 2, 3])),
-                            learned.apply(p, x, jnp.array([1, 2, 4]))))(p)
+  a, b = jax.jit(
+    lambda p: (learned.apply(p, x, jnp.array([1, 2, 3])), learned.apply(p, x, jnp.array([1, 2, 4])))
+  )(p)
   assert a.shape == (3, 2)
-  np.testing.assert_array_equal(a[:2], b[:2])      # a per-timestep table: rows 0, 1 unchanged
+  np.testing.assert_array_equal(a[:2], b[:2])  # a per-timestep table: rows 0, 1 unchanged
   assert np.max(np.abs(a[2] - b[2])) > 1e-4
 
 
@@ -301,11 +324,12 @@ def test_mlp_learns_a_tiny_2d_set():
       loss, grads = jax.value_and_grad(loss_fn)(params, key)
       updates, opt_state = tx.update(grads, opt_state, params)
       return (optax.apply_updates(params, updates), opt_state), loss
+
     keys = jax.random.split(jax.random.key(1), steps)
     _, losses = jax.lax.scan(step, (params, tx.init(params)), keys)
     return losses
 
   losses = np.asarray(train(params))
-  assert abs(losses[0] - 1.0) < 0.25     # zero-initialised output: the loss starts at E[eps^2] = 1
+  assert abs(losses[0] - 1.0) < 0.25  # zero-initialised output: the loss starts at E[eps^2] = 1
   # A map linear in x_t reaches about 0.45 here; learning the four clusters goes below 0.25.
   assert losses[-50:].mean() < 0.3, losses[::25]

@@ -48,8 +48,15 @@ def test_override_and_reset():
 def test_options_reach_the_sampler_and_keep_results():
   """The same UNet sampled with XLA's defaults and with jaxdiff's options: different
   executables (different kernels), the same samples up to float32 rounding."""
-  model = UNet(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(4,),
-               num_heads=1, num_groups=4, out_channels=1)
+  model = UNet(
+    base_channels=8,
+    channel_mult=(1, 2),
+    num_res_blocks=1,
+    attention_resolutions=(4,),
+    num_heads=1,
+    num_groups=4,
+    out_channels=1,
+  )
   x = jnp.zeros((1, 8, 8, 1))
   params = model.init(jax.random.key(0), x, jnp.zeros((1,), jnp.int32))["params"]
   # Non-zero output convolution so the network's output depends on every layer.
@@ -59,8 +66,9 @@ def test_options_reach_the_sampler_and_keep_results():
   outs = {}
   for name, opts in (("xla", {}), ("jaxdiff", None)):
     perf.set_cpu_compiler_options(opts)
-    outs[name] = np.asarray(jaxdiff.sample(fn, sched, (2, 8, 8, 1), jax.random.key(3), sampler="ddim",
-                                           num_steps=5))
+    outs[name] = np.asarray(
+      jaxdiff.sample(fn, sched, (2, 8, 8, 1), jax.random.key(3), sampler="ddim", num_steps=5)
+    )
   assert jaxdiff.samplers._SAMPLE_JITS.keys() >= {(), tuple(sorted(perf.CPU_COMPILER_OPTIONS.items()))}
   assert np.all(np.isfinite(outs["xla"]))
   np.testing.assert_allclose(outs["jaxdiff"], outs["xla"], rtol=1e-4, atol=1e-4)

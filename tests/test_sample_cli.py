@@ -10,8 +10,8 @@ import sys
 import jax
 import numpy as np
 import pytest
-
 from helpers import ROOT, tiny_image_config, tiny_points_config
+
 from jaxdiff.bulk import SamplingError, check_shard, generate, labels_for, layout, parse_labels, read_shard
 from jaxdiff.bulk.figures import grid_order
 from jaxdiff.bulk.shards import write_shard
@@ -24,6 +24,7 @@ SHARD = 8
 def points_workdir(tmp_path_factory):
   """A tiny MLP on the S-curve, trained for 10 steps by the real training loop."""
   from jaxdiff.training import train
+
   wd = str(tmp_path_factory.mktemp("points") / "run")
   train(tiny_points_config(num_steps=10), wd)
   return wd
@@ -31,6 +32,7 @@ def points_workdir(tmp_path_factory):
 
 def _random_params(abstract, rng):
   """He-style random weights (norm scales near 1) for a network described by jax.eval_shape."""
+
   def leaf(path, a):
     name = jax.tree_util.keystr(path[-1:])
     if "scale" in name:
@@ -40,6 +42,7 @@ def _random_params(abstract, rng):
     else:
       v = rng.standard_normal(a.shape) / np.sqrt(max(1, int(np.prod(a.shape[:-1]))))
     return jax.device_put(v.astype(a.dtype))
+
   return jax.tree_util.tree_map_with_path(leaf, abstract)
 
 
@@ -50,13 +53,16 @@ def image_workdir(tmp_path_factory):
   on 2 cores; jax.eval_shape gives its structure in well under a second)."""
   from jaxdiff.models import create_model
   from jaxdiff.training import Checkpointer, create_train_state, save_config
+
   wd = str(tmp_path_factory.mktemp("images") / "run")
   c = tiny_image_config()
   model = create_model(c)
   abstract = jax.eval_shape(lambda: create_train_state(c, model, jax.random.key(0)))
   rng = np.random.default_rng(0)
   state = jax.tree_util.tree_map(lambda a: jax.device_put(np.zeros(a.shape, a.dtype)), abstract)
-  state = state.replace(params=_random_params(abstract.params, rng), ema_params=_random_params(abstract.params, rng))
+  state = state.replace(
+    params=_random_params(abstract.params, rng), ema_params=_random_params(abstract.params, rng)
+  )
   ck = Checkpointer(wd, async_save=False)
   ck.save(state)
   ck.close()
@@ -69,8 +75,12 @@ def _load(out):
   names = sorted(n for n in os.listdir(out) if n.endswith(".npz"))
   parts = [read_shard(os.path.join(out, n)) for n in names]
   kind = "images" if "images" in parts[0] else "points"
-  return {"x": np.concatenate([p[kind] for p in parts]), "labels": np.concatenate([p["labels"] for p in parts]),
-          "index": np.concatenate([p["index"] for p in parts]), "names": names}
+  return {
+    "x": np.concatenate([p[kind] for p in parts]),
+    "labels": np.concatenate([p["labels"] for p in parts]),
+    "index": np.concatenate([p["index"] for p in parts]),
+    "names": names,
+  }
 
 
 def _same_images(a, b):
@@ -87,16 +97,34 @@ def _env(**extra):
 
 
 def _cli(*args, env=None, timeout=240):
-  return subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"), *args], env=env or _env(),
-                        capture_output=True, text=True, timeout=timeout)
+  return subprocess.run(
+    [sys.executable, os.path.join(ROOT, "sample.py"), *args],
+    env=env or _env(),
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
 
 
 def test_points_outputs_and_same_samples_for_any_batch_size(points_workdir, tmp_path):
-  a = generate(points_workdir, str(tmp_path / "a"), num_samples=20, shard_size=SHARD, batch_size=20,
-               trajectory=True, progress=False)
-  b = generate(points_workdir, str(tmp_path / "b"), num_samples=20, shard_size=SHARD, batch_size=3, progress=False)
+  a = generate(
+    points_workdir,
+    str(tmp_path / "a"),
+    num_samples=20,
+    shard_size=SHARD,
+    batch_size=20,
+    trajectory=True,
+    progress=False,
+  )
+  b = generate(
+    points_workdir, str(tmp_path / "b"), num_samples=20, shard_size=SHARD, batch_size=3, progress=False
+  )
   A, B = _load(tmp_path / "a"), _load(tmp_path / "b")
-  assert A["names"] == ["samples_0000000_0000008.npz", "samples_0000008_0000016.npz", "samples_0000016_0000020.npz"]
+  assert A["names"] == [
+    "samples_0000000_0000008.npz",
+    "samples_0000008_0000016.npz",
+    "samples_0000016_0000020.npz",
+  ]
   assert A["x"].dtype == np.float32 and A["x"].shape == (20, 2)
   assert A["labels"].dtype == np.int32 and np.all(A["labels"] == -1)
   assert A["index"].dtype == np.int64 and np.array_equal(A["index"], np.arange(20))
@@ -111,6 +139,7 @@ def test_points_outputs_and_same_samples_for_any_batch_size(points_workdir, tmp_
   assert b["batch_size_per_process"] == 3
   # sample i is exactly what one direct call with the key fold_in(key(seed), i) gives
   from jaxdiff.bulk import restore_model
+
   config, model, schedule, params, step = restore_model(points_workdir)
   assert step == s["checkpoint_step"] == 10
   for i in (0, 13):
@@ -121,7 +150,9 @@ def test_points_outputs_and_same_samples_for_any_batch_size(points_workdir, tmp_
 def test_other_seed_and_raw_params_give_other_samples(points_workdir, tmp_path):
   generate(points_workdir, str(tmp_path / "a"), num_samples=8, shard_size=SHARD, progress=False)
   generate(points_workdir, str(tmp_path / "s"), num_samples=8, shard_size=SHARD, seed=1, progress=False)
-  r = generate(points_workdir, str(tmp_path / "r"), num_samples=8, shard_size=SHARD, params="raw", progress=False)
+  r = generate(
+    points_workdir, str(tmp_path / "r"), num_samples=8, shard_size=SHARD, params="raw", progress=False
+  )
   a, s, raw = (_load(tmp_path / d)["x"] for d in ("a", "s", "r"))
   assert np.abs(a - s).max() > 1e-3 and np.abs(a - raw).max() > 1e-6
   assert r["params"] == "raw"
@@ -145,7 +176,9 @@ def test_resume_skips_complete_shards_and_regenerates_damaged_ones(points_workdi
   s = generate(points_workdir, str(out), num_samples=40, shard_size=SHARD, batch_size=5, progress=False)
   assert s["generated_this_run"] == 3 * SHARD and s["reused_samples"] == 2 * SHARD
   assert s["regenerated_shards"] == 2
-  assert (out / names[0]).stat().st_mtime_ns == 1 and (out / names[4]).stat().st_mtime_ns == 1, stamp  # untouched
+  assert (out / names[0]).stat().st_mtime_ns == 1 and (out / names[4]).stat().st_mtime_ns == 1, (
+    stamp
+  )  # untouched
   assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
   for (st, en), n in zip(layout(40, SHARD), names):
     assert check_shard(str(out / n), st, en, "points", (2,), np.full(en - st, -1, np.int32)) is None
@@ -165,7 +198,11 @@ def test_extending_a_run_replaces_its_partial_last_shard(points_workdir, tmp_pat
   s = generate(points_workdir, str(out), num_samples=20, shard_size=SHARD, progress=False)
   assert s["generated_this_run"] == 12 and s["reused_samples"] == 8
   names = sorted(n for n in os.listdir(out) if n.endswith(".npz"))
-  assert names == ["samples_0000000_0000008.npz", "samples_0000008_0000016.npz", "samples_0000016_0000020.npz"]
+  assert names == [
+    "samples_0000000_0000008.npz",
+    "samples_0000008_0000016.npz",
+    "samples_0000016_0000020.npz",
+  ]
   assert json.load(open(out / "run.json"))["num_samples"] == 20
   generate(points_workdir, str(tmp_path / "fresh"), num_samples=20, shard_size=SHARD, progress=False)
   np.testing.assert_allclose(_load(out)["x"], _load(tmp_path / "fresh")["x"], rtol=1e-5, atol=1e-5)
@@ -190,10 +227,21 @@ def test_corrupted_bytes_are_detected_by_the_check(tmp_path):
 
 
 def test_images_on_four_devices_match_one_device_and_cli_outputs(image_workdir, tmp_path):
-  opts = ["--num_samples=20", f"--shard_size={SHARD}", "--sampler=ddim", "--eta=1.0", "--guidance_scale=2.0",
-          "--trajectory"]
-  r = _cli(f"--workdir={image_workdir}", f"--output={tmp_path / 'four'}", "--batch_size=8", *opts,
-           env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=4"))
+  opts = [
+    "--num_samples=20",
+    f"--shard_size={SHARD}",
+    "--sampler=ddim",
+    "--eta=1.0",
+    "--guidance_scale=2.0",
+    "--trajectory",
+  ]
+  r = _cli(
+    f"--workdir={image_workdir}",
+    f"--output={tmp_path / 'four'}",
+    "--batch_size=8",
+    *opts,
+    env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=4"),
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   assert "20 generated now" in r.stdout
   s4 = json.load(open(tmp_path / "four" / "summary.json"))
@@ -212,8 +260,9 @@ def test_images_on_four_devices_match_one_device_and_cli_outputs(image_workdir, 
 
 
 def test_labels_single_list_and_grid(image_workdir, tmp_path):
-  kw = dict(num_samples=6, shard_size=SHARD, sampler="ddim", eta=1.0, guidance_scale=2.0, batch_size=5,
-            progress=False)
+  kw = dict(
+    num_samples=6, shard_size=SHARD, sampler="ddim", eta=1.0, guidance_scale=2.0, batch_size=5, progress=False
+  )
   generate(image_workdir, str(tmp_path / "single"), labels="3", **kw)
   assert np.all(_load(tmp_path / "single")["labels"] == 3)
   generate(image_workdir, str(tmp_path / "list"), labels=[7, 1], **kw)
@@ -225,12 +274,15 @@ def test_labels_single_list_and_grid(image_workdir, tmp_path):
   assert U["labels"].tolist() == [0, 1, 2, 3, 4, 5]
   _same_images(U["x"][1], L["x"][1])  # sample 1 has class 1 in both runs
   from PIL import Image
+
   assert Image.open(tmp_path / "uniform" / "grid.png").size[0] > 8
 
 
 def test_label_parsing_and_grid_layout():
   assert parse_labels(None, 10) == "uniform" and parse_labels(None, 0) == "none"
-  assert parse_labels("3", 10) == (3,) and parse_labels(" 0, 2 ", 10) == (0, 2) and parse_labels(4, 10) == (4,)
+  assert (
+    parse_labels("3", 10) == (3,) and parse_labels(" 0, 2 ", 10) == (0, 2) and parse_labels(4, 10) == (4,)
+  )
   assert parse_labels("None", 10) == "none" and parse_labels([1, 2], 10) == (1, 2)
   assert labels_for("uniform", np.arange(12), 10).tolist() == list(range(10)) + [0, 1]
   assert labels_for((5, 6), np.array([7, 8]), 10).tolist() == [6, 5]
@@ -248,6 +300,7 @@ def test_label_parsing_and_grid_layout():
 
 def test_errors_are_clear_and_touch_nothing(points_workdir, image_workdir, tmp_path):
   from jaxdiff.training import save_config
+
   # a workdir without checkpoints (config.json only), a missing workdir, a folder that is no workdir
   bare = tmp_path / "bare"
   bare.mkdir()
@@ -271,10 +324,15 @@ def test_errors_are_clear_and_touch_nothing(points_workdir, image_workdir, tmp_p
   with pytest.raises(SamplingError, match="checkpoint_step=7"):
     generate(points_workdir, str(tmp_path / "o2"), num_samples=4, checkpoint_step=7, progress=False)
   # bad settings
-  for kw, match in ((dict(sampler="plms"), "Unknown sampler 'plms'"), (dict(num_steps=5000), "num_steps"),
-                    (dict(spacing="odd"), "spacing"), (dict(labels="3"), "unconditional"),
-                    (dict(guidance_scale=3.0), "guidance"), (dict(params="best"), "ema"),
-                    (dict(num_samples=0), "num_samples")):
+  for kw, match in (
+    (dict(sampler="plms"), "Unknown sampler 'plms'"),
+    (dict(num_steps=5000), "num_steps"),
+    (dict(spacing="odd"), "spacing"),
+    (dict(labels="3"), "unconditional"),
+    (dict(guidance_scale=3.0), "guidance"),
+    (dict(params="best"), "ema"),
+    (dict(num_samples=0), "num_samples"),
+  ):
     args = dict(num_samples=4, progress=False)
     args.update(kw)
     with pytest.raises(SamplingError, match=match):
@@ -282,15 +340,20 @@ def test_errors_are_clear_and_touch_nothing(points_workdir, image_workdir, tmp_p
   with pytest.raises(SamplingError, match="outside 0..9"):
     generate(image_workdir, str(tmp_path / "o3"), num_samples=4, labels="10", progress=False)
   with pytest.raises(SamplingError, match="null class"):
-    generate(image_workdir, str(tmp_path / "o3"), num_samples=4, labels="none", guidance_scale=2.0, progress=False)
+    generate(
+      image_workdir, str(tmp_path / "o3"), num_samples=4, labels="none", guidance_scale=2.0, progress=False
+    )
   assert not (tmp_path / "o3").exists()
   # an output folder that belongs to a different run, and one that is not a sample folder
   out = tmp_path / "run"
   generate(points_workdir, str(out), num_samples=8, shard_size=SHARD, progress=False)
   before = {n: (out / n).read_bytes() for n in os.listdir(out)}
-  for kw, match in ((dict(sampler="dpmpp_2m"), "sampler 'ddim' \\(folder\\) vs 'dpmpp_2m' \\(now\\)"),
-                    (dict(seed=1), "seed 0 \\(folder\\) vs 1"), (dict(shard_size=4), "shard_size"),
-                    (dict(params="raw"), "params 'ema'")):
+  for kw, match in (
+    (dict(sampler="dpmpp_2m"), "sampler 'ddim' \\(folder\\) vs 'dpmpp_2m' \\(now\\)"),
+    (dict(seed=1), "seed 0 \\(folder\\) vs 1"),
+    (dict(shard_size=4), "shard_size"),
+    (dict(params="raw"), "params 'ema'"),
+  ):
     args = dict(num_samples=8, shard_size=SHARD, progress=False)
     args.update(kw)
     with pytest.raises(SamplingError, match="belongs to a different run.*" + match):
@@ -315,10 +378,25 @@ def test_two_processes_write_their_own_shards_and_match_one_process(points_workd
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
   out = tmp_path / "mp"
-  args = [f"--workdir={points_workdir}", f"--output={out}", "--num_samples=20", f"--shard_size={SHARD}",
-          "--batch_size=6", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]
-  procs = [subprocess.Popen([sys.executable, os.path.join(ROOT, "sample.py"), *args, f"--process_id={i}"],
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  args = [
+    f"--workdir={points_workdir}",
+    f"--output={out}",
+    "--num_samples=20",
+    f"--shard_size={SHARD}",
+    "--batch_size=6",
+    f"--coordinator_address=127.0.0.1:{port}",
+    "--num_processes=2",
+  ]
+  procs = [
+    subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, "sample.py"), *args, f"--process_id={i}"],
+      env=_env(),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
   outs = [p.communicate(timeout=240) for p in procs]
   for p, (o, e) in zip(procs, outs):
     assert p.returncode == 0, e[-3000:]

@@ -46,8 +46,18 @@ def test_ddpm_1000_steps_reproduces_gaussian():
 
 @pytest.mark.parametrize("variance", ["fixed_small", "fixed_large"])
 def test_ddpm_variances_give_right_mean(variance):
-  x = np.asarray(jaxdiff.sample(exact_eps, SCHED, (4000, 1), jax.random.key(1), sampler="ddpm",
-                                num_steps=100, spacing="linspace", variance=variance))
+  x = np.asarray(
+    jaxdiff.sample(
+      exact_eps,
+      SCHED,
+      (4000, 1),
+      jax.random.key(1),
+      sampler="ddpm",
+      num_steps=100,
+      spacing="linspace",
+      variance=variance,
+    )
+  )
   assert abs(x.mean() - MU) < 0.03
   assert 0.2 < x.std() < 0.45  # respaced ancestral sampling with the exact score: near SD
 
@@ -61,18 +71,29 @@ def _errors(sampler, steps):
   exact = exact_flow_endpoint(x_init, 1280, SCHED_CONV)
   out = []
   for n in steps:
-    x = jaxdiff.sample(lambda x, t: exact_eps(x, t, SCHED_CONV), SCHED_CONV, (256, 1), jax.random.key(0),
-                       sampler=sampler, num_steps=n, spacing="linspace", x_init=x_init)
+    x = jaxdiff.sample(
+      lambda x, t: exact_eps(x, t, SCHED_CONV),
+      SCHED_CONV,
+      (256, 1),
+      jax.random.key(0),
+      sampler=sampler,
+      num_steps=n,
+      spacing="linspace",
+      x_init=x_init,
+    )
     out.append(float(np.max(np.abs(np.asarray(x) - exact))))
   return np.array(out)
 
 
-@pytest.mark.parametrize("sampler,steps,lo,hi", [
+@pytest.mark.parametrize(
+  "sampler,steps,lo,hi",
+  [
     ("ddim", (21, 41, 81, 161), 1.85, 2.1),
     ("euler", (21, 41, 81, 161), 1.85, 2.1),
     ("heun", (11, 21, 41), 3.6, 4.8),
     ("dpmpp_2m", (81, 161, 321), 3.5, 4.6),
-])
+  ],
+)
 def test_deterministic_samplers_converge_with_their_order(sampler, steps, lo, hi):
   """Error against the exact probability-flow endpoint falls 2x (1st order) or 4x (2nd) per doubling."""
   err = _errors(sampler, steps)
@@ -84,10 +105,26 @@ def test_deterministic_samplers_converge_with_their_order(sampler, steps, lo, hi
 def test_euler_equals_ddim_eta0():
   """DDIM with eta = 0 is exactly Euler's method in (sigma, x / sqrt(abar)) coordinates."""
   x_init = jax.random.normal(jax.random.key(2), (64, 2))
-  a = jaxdiff.sample(exact_eps, SCHED, (64, 2), jax.random.key(0), sampler="ddim", num_steps=25,
-                     spacing="linspace", x_init=x_init)
-  b = jaxdiff.sample(exact_eps, SCHED, (64, 2), jax.random.key(0), sampler="euler", num_steps=25,
-                     spacing="linspace", x_init=x_init)
+  a = jaxdiff.sample(
+    exact_eps,
+    SCHED,
+    (64, 2),
+    jax.random.key(0),
+    sampler="ddim",
+    num_steps=25,
+    spacing="linspace",
+    x_init=x_init,
+  )
+  b = jaxdiff.sample(
+    exact_eps,
+    SCHED,
+    (64, 2),
+    jax.random.key(0),
+    sampler="euler",
+    num_steps=25,
+    spacing="linspace",
+    x_init=x_init,
+  )
   np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)
 
 
@@ -143,8 +180,9 @@ def test_scan_equals_python_loop_reference(sampler):
   model_np = lambda x, t: np.tanh(x) * (0.5 + t / 2000.0)
   model = lambda x, t: jnp.tanh(x) * (0.5 + t[:, None].astype(jnp.float32) / 2000.0)
   x_init = jax.random.normal(jax.random.key(0), (32, 2))
-  got = jaxdiff.sample(model, SCHED, (32, 2), jax.random.key(0), sampler=sampler, num_steps=20,
-                       spacing="linspace", x_init=x_init)
+  got = jaxdiff.sample(
+    model, SCHED, (32, 2), jax.random.key(0), sampler=sampler, num_steps=20, spacing="linspace", x_init=x_init
+  )
   want = _numpy_reference(sampler, model_np, x_init, 20)
   np.testing.assert_allclose(np.asarray(got), want, rtol=1e-3, atol=1e-3)
 
@@ -157,8 +195,9 @@ def test_stochastic_ddim_matches_reference_with_same_noise():
   x_init = jax.random.normal(jax.random.key(0), (8, 2))
   k_steps = jax.random.split(key)[1]
   noises = [np.asarray(jax.random.normal(jax.random.fold_in(k_steps, i), (8, 2))) for i in range(10)]
-  got = jaxdiff.sample(model, SCHED, (8, 2), key, sampler="ddim", num_steps=10, spacing="linspace", eta=0.7,
-                       x_init=x_init)
+  got = jaxdiff.sample(
+    model, SCHED, (8, 2), key, sampler="ddim", num_steps=10, spacing="linspace", eta=0.7, x_init=x_init
+  )
   want = _numpy_reference("ddim", model_np, x_init, 10, eta=0.7, noises=noises)
   np.testing.assert_allclose(np.asarray(got), want, rtol=1e-3, atol=1e-3)
 
@@ -175,15 +214,18 @@ def test_classifier_free_guidance_identities(sampler):
   kw = dict(sampler=sampler, num_steps=10)
   c = jaxdiff.sample(_cond_model, SCHED, (B, 2), jax.random.key(0), cond={"y": y}, **kw)
   u = jaxdiff.sample(_cond_model, SCHED, (B, 2), jax.random.key(0), cond={"y": null}, **kw)
-  g1 = jaxdiff.sample(_cond_model, SCHED, (B, 2), jax.random.key(0), cond={"y": y}, uncond={"y": null},
-                      guidance_scale=1.0, **kw)
-  g0 = jaxdiff.sample(_cond_model, SCHED, (B, 2), jax.random.key(0), cond={"y": y}, uncond={"y": null},
-                      guidance_scale=0.0, **kw)
+  g1 = jaxdiff.sample(
+    _cond_model, SCHED, (B, 2), jax.random.key(0), cond={"y": y}, uncond={"y": null}, guidance_scale=1.0, **kw
+  )
+  g0 = jaxdiff.sample(
+    _cond_model, SCHED, (B, 2), jax.random.key(0), cond={"y": y}, uncond={"y": null}, guidance_scale=0.0, **kw
+  )
   np.testing.assert_allclose(np.asarray(g1), np.asarray(c), rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(np.asarray(g0), np.asarray(u), rtol=1e-5, atol=1e-5)
   # scale s acts on the model output: a model linear in y makes guidance = label (1-s)*null + s*y
-  g3 = jaxdiff.sample(_cond_model, SCHED, (B, 2), jax.random.key(0), cond={"y": y}, uncond={"y": null},
-                      guidance_scale=3.0, **kw)
+  g3 = jaxdiff.sample(
+    _cond_model, SCHED, (B, 2), jax.random.key(0), cond={"y": y}, uncond={"y": null}, guidance_scale=3.0, **kw
+  )
   lin = lambda x, t, yy=None: _cond_model(x, t, (3.0 * y - 2.0 * null).astype(jnp.float32))
   want = jaxdiff.sample(lambda x, t: lin(x, t), SCHED, (B, 2), jax.random.key(0), **kw)
   np.testing.assert_allclose(np.asarray(g3), np.asarray(want), rtol=1e-4, atol=1e-4)
@@ -191,11 +233,21 @@ def test_classifier_free_guidance_identities(sampler):
 
 def test_guidance_uses_one_batched_call_per_step():
   batches = []
+
   def model(x, t, y=None):
     batches.append(x.shape[0])
     return _cond_model(x, t, y)
-  jaxdiff.sample(model, SCHED, (4, 2), jax.random.key(0), num_steps=5, cond={"y": jnp.zeros(4, int)},
-                 uncond={"y": jnp.full((4,), 3)}, guidance_scale=2.0)
+
+  jaxdiff.sample(
+    model,
+    SCHED,
+    (4, 2),
+    jax.random.key(0),
+    num_steps=5,
+    cond={"y": jnp.zeros(4, int)},
+    uncond={"y": jnp.full((4,), 3)},
+    guidance_scale=2.0,
+  )
   assert batches == [8]  # traced once inside the scan, with the doubled batch
 
 
@@ -208,6 +260,7 @@ def test_same_key_same_samples_and_keys_differ():
 def test_compiles_once_for_same_shapes_and_new_params():
   def apply_fn(params, x, t):
     return jnp.tanh(x * params["w"]) + params["b"]
+
   f = samplers._sample_jitted()
   f.clear_cache()
   p1 = {"w": jnp.ones(()), "b": jnp.zeros(())}
@@ -222,52 +275,71 @@ def test_compiles_once_for_same_shapes_and_new_params():
 
 
 def test_trajectory_shapes_and_endpoints():
-  x, traj = jaxdiff.sample(exact_eps, SCHED, (5, 2), jax.random.key(0), num_steps=10, return_trajectory=True,
-                           spacing="linspace")
+  x, traj = jaxdiff.sample(
+    exact_eps, SCHED, (5, 2), jax.random.key(0), num_steps=10, return_trajectory=True, spacing="linspace"
+  )
   assert traj["x"].shape == (11, 5, 2) and traj["x0"].shape == (10, 5, 2)
   np.testing.assert_array_equal(np.asarray(traj["t"]), samplers.timesteps(1000, 10, "linspace"))
   np.testing.assert_allclose(np.asarray(traj["x"][-1]), np.asarray(x))
   for s in ("heun", "dpmpp_2m", "ddpm", "euler_ancestral"):
-    _, tr = jaxdiff.sample(exact_eps, SCHED, (5, 2), jax.random.key(0), sampler=s, num_steps=6,
-                           return_trajectory=True)
+    _, tr = jaxdiff.sample(
+      exact_eps, SCHED, (5, 2), jax.random.key(0), sampler=s, num_steps=6, return_trajectory=True
+    )
     assert tr["x"].shape == (7, 5, 2) and tr["x0"].shape == (6, 5, 2), s
 
 
 @pytest.mark.parametrize("prediction", ["x0", "v"])
 def test_any_prediction_type_gives_same_samples(prediction):
   """The exact model expressed as x0 or v gives the eps model's samples."""
+
   def model(x, t):
     return jaxdiff.convert_prediction(SCHED, x, t, exact_eps(x, t), "eps", prediction)
+
   x_init = jax.random.normal(jax.random.key(0), (64, 1))
   for s in ("ddim", "dpmpp_2m", "heun"):
     a = jaxdiff.sample(exact_eps, SCHED, (64, 1), jax.random.key(0), sampler=s, num_steps=20, x_init=x_init)
-    b = jaxdiff.sample(model, SCHED, (64, 1), jax.random.key(0), sampler=s, num_steps=20, x_init=x_init,
-                       prediction=prediction)
+    b = jaxdiff.sample(
+      model, SCHED, (64, 1), jax.random.key(0), sampler=s, num_steps=20, x_init=x_init, prediction=prediction
+    )
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-3, err_msg=s)
 
 
 def test_clip_x0_bounds_predictions():
   wild = lambda x, t: jnp.full_like(x, -50.0)  # eps that implies huge x0
-  _, tr = jaxdiff.sample(wild, SCHED, (4, 2), jax.random.key(0), num_steps=10, clip_x0=1.0,
-                         return_trajectory=True)
+  _, tr = jaxdiff.sample(
+    wild, SCHED, (4, 2), jax.random.key(0), num_steps=10, clip_x0=1.0, return_trajectory=True
+  )
   assert float(jnp.abs(tr["x0"]).max()) <= 1.0 + 1e-6
   assert float(jnp.abs(tr["x"][-1]).max()) <= 1.0 + 1e-5
 
 
 def test_learned_range_variance_and_self_condition():
   seen = []
+
   def model(x, t, x_self_cond=None):
     seen.append(x_self_cond is not None)
     return jnp.concatenate([jnp.tanh(x), jnp.zeros_like(x)], axis=-1)  # 2x channels: mean, variance
-  x = jaxdiff.sample(model, SCHED, (6, 2), jax.random.key(0), sampler="ddpm", num_steps=10,
-                     variance="learned_range", self_condition=True)
+
+  x = jaxdiff.sample(
+    model,
+    SCHED,
+    (6, 2),
+    jax.random.key(0),
+    sampler="ddpm",
+    num_steps=10,
+    variance="learned_range",
+    self_condition=True,
+  )
   assert x.shape == (6, 2) and seen == [True] and bool(jnp.all(jnp.isfinite(x)))
 
 
 def test_euler_ancestral_and_churn_run_and_are_stochastic():
   x_init = jax.random.normal(jax.random.key(0), (256, 1))
-  for kw in ({"sampler": "euler_ancestral"}, {"sampler": "heun", "s_churn": 20.0},
-             {"sampler": "euler", "s_churn": 10.0}):
+  for kw in (
+    {"sampler": "euler_ancestral"},
+    {"sampler": "heun", "s_churn": 20.0},
+    {"sampler": "euler", "s_churn": 10.0},
+  ):
     a = jaxdiff.sample(exact_eps, SCHED, (256, 1), jax.random.key(1), num_steps=40, x_init=x_init, **kw)
     b = jaxdiff.sample(exact_eps, SCHED, (256, 1), jax.random.key(2), num_steps=40, x_init=x_init, **kw)
     assert not np.allclose(np.asarray(a), np.asarray(b)), kw

@@ -22,19 +22,25 @@ def test_fields_match_float64_recomputation():
   ac = np.cumprod(1 - b)
   ac_prev = np.concatenate([[1.0], ac[:-1]])
   expect = {
-      "betas": b, "alphas": 1 - b, "alphas_cumprod": ac, "alphas_cumprod_prev": ac_prev,
-      "sqrt_alphas_cumprod": np.sqrt(ac), "sqrt_one_minus_alphas_cumprod": np.sqrt(1 - ac),
-      "sqrt_recip_alphas_cumprod": 1 / np.sqrt(ac), "sqrt_recipm1_alphas_cumprod": np.sqrt(1 / ac - 1),
-      "posterior_mean_coef1": b * np.sqrt(ac_prev) / (1 - ac),
-      "posterior_mean_coef2": (1 - ac_prev) * np.sqrt(1 - b) / (1 - ac),
+    "betas": b,
+    "alphas": 1 - b,
+    "alphas_cumprod": ac,
+    "alphas_cumprod_prev": ac_prev,
+    "sqrt_alphas_cumprod": np.sqrt(ac),
+    "sqrt_one_minus_alphas_cumprod": np.sqrt(1 - ac),
+    "sqrt_recip_alphas_cumprod": 1 / np.sqrt(ac),
+    "sqrt_recipm1_alphas_cumprod": np.sqrt(1 / ac - 1),
+    "posterior_mean_coef1": b * np.sqrt(ac_prev) / (1 - ac),
+    "posterior_mean_coef2": (1 - ac_prev) * np.sqrt(1 - b) / (1 - ac),
   }
   for name, want in expect.items():
     got = np.asarray(getattr(s, name))
     assert got.dtype == np.float32, name
     np.testing.assert_allclose(got, want, rtol=2e-6, err_msg=name)
   pv = b * (1 - ac_prev) / (1 - ac)
-  np.testing.assert_allclose(np.asarray(s.posterior_log_variance_clipped),
-                             np.log(np.concatenate([[pv[1]], pv[1:]])), rtol=2e-6)
+  np.testing.assert_allclose(
+    np.asarray(s.posterior_log_variance_clipped), np.log(np.concatenate([[pv[1]], pv[1:]])), rtol=2e-6
+  )
   assert s.num_timesteps == 1000
 
 
@@ -76,7 +82,9 @@ def test_rescale_zero_terminal_snr():
   assert np.all(np.diff(np.asarray(z.alphas_cumprod)) < 0)
 
 
-@pytest.mark.parametrize("make,match", [
+@pytest.mark.parametrize(
+  "make,match",
+  [
     (lambda: schedules.linear(0), "T"),
     (lambda: schedules.linear(10, 0.0, 0.02), r"\(0, 1\)"),
     (lambda: schedules.linear(10, 1e-4, 1.5), r"\(0, 1\)"),
@@ -85,7 +93,8 @@ def test_rescale_zero_terminal_snr():
     (lambda: schedules.cosine(10, max_beta=1.0), "max_beta"),
     (lambda: schedules.get_schedule("exp", 10), "Unknown schedule"),
     (lambda: schedules.linear(2.5), "integer"),
-])
+  ],
+)
 def test_invalid_arguments(make, match):
   with pytest.raises(ValueError, match=match):
     make()
@@ -93,6 +102,7 @@ def test_invalid_arguments(make, match):
 
 def test_schedule_is_a_pytree_usable_under_jit():
   import jax
+
   s = schedules.linear(50)
   leaves = jax.tree_util.tree_leaves(s)
   assert len(leaves) == 13

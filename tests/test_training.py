@@ -11,13 +11,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from helpers import ROOT, tiny_image_config, tiny_points_config
+
 from jaxdiff import parallel
 from jaxdiff.config_utils import ConfigError, schedule_from_config
 from jaxdiff.models import create_model
-from jaxdiff.training import (CheckpointError, Checkpointer, NonFiniteLossError, WorkdirError, create_train_state,
-                              ema_decay, ema_update, make_train_step, train)
+from jaxdiff.training import (
+  Checkpointer,
+  CheckpointError,
+  NonFiniteLossError,
+  WorkdirError,
+  create_train_state,
+  ema_decay,
+  ema_update,
+  make_train_step,
+  train,
+)
 
 
 def _leaves(tree):
@@ -31,6 +40,7 @@ def test_loss_falls_when_overfitting_one_batch():
   state = create_train_state(c, model, jax.random.key(0))
   step = jax.jit(make_train_step(c, model, sched))
   from jaxdiff.data import create_dataset
+
   batch = next(create_dataset(c))
   key = jax.random.key(1)
   losses = []
@@ -99,8 +109,13 @@ def _env(**extra):
 
 def test_sharded_step_on_8_devices_equals_one_device():
   env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  r = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT.format(root=ROOT)], env=env, capture_output=True,
-                     text=True, timeout=300)
+  r = subprocess.run(
+    [sys.executable, "-c", SHARDED_SCRIPT.format(root=ROOT)],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   res = json.loads(r.stdout.strip().splitlines()[-1])
   assert res["diff"] < 1e-5 * max(res["scale"], 1.0), res
@@ -115,8 +130,10 @@ def test_resume_equals_uninterrupted_run(tmp_path):
   assert Checkpointer(str(tmp_path / "b")).all_steps() == [10]
   resumed = train(c2, str(tmp_path / "b"))
   assert int(resumed.step) == int(straight.step) == 20
-  for a, b in zip(_leaves(straight.params) + _leaves(straight.ema_params),
-                  _leaves(resumed.params) + _leaves(resumed.ema_params)):
+  for a, b in zip(
+    _leaves(straight.params) + _leaves(straight.ema_params),
+    _leaves(resumed.params) + _leaves(resumed.ema_params),
+  ):
     np.testing.assert_array_equal(a, b)
 
 
@@ -157,6 +174,7 @@ def test_metrics_and_outputs_written(tmp_path):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
   import jaxdiff.data as data_lib
+
   real = data_lib.create_dataset
 
   def poisoned(config, start_step=0, **kw):
@@ -164,6 +182,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
       if i >= 12:
         b = dict(b, x=np.full_like(b["x"], np.nan))
       yield b
+
   monkeypatch.setattr(data_lib, "create_dataset", poisoned)
   c = tiny_points_config(num_steps=20)
   with pytest.raises(NonFiniteLossError, match="step 13") as e:
@@ -201,14 +220,17 @@ def test_mismatched_checkpoint_is_a_clear_error(tmp_path):
     train(c, str(tmp_path))
 
 
-@pytest.mark.parametrize("field,value,match", [
+@pytest.mark.parametrize(
+  "field,value,match",
+  [
     ("train.batch_size", 0, "train.batch_size"),
     ("diffusion.prediction", "score", "diffusion.prediction"),
     ("optim.learning_rate", -1.0, "optim.learning_rate"),
     ("sample.sampler", "plms", "sample.sampler"),
     ("diffusion.schedule", "exp", "diffusion.schedule"),
     ("train.label_dropout", 1.5, "train.label_dropout"),
-])
+  ],
+)
 def test_bad_config_values(tmp_path, field, value, match):
   c = tiny_points_config()
   sec, name = field.split(".")
@@ -238,18 +260,39 @@ def test_batch_not_divisible_by_devices_message():
 
 
 def _train_cmd(workdir, *extra):
-  return [sys.executable, os.path.join(ROOT, "train.py"), f"--config={ROOT}/configs/default.py",
-          f"--workdir={workdir}", "--config.model.name=mlp", "--config.model.hidden_dim=32",
-          "--config.model.num_layers=2", "--config.model.num_classes=0", "--config.data.name=toy2d/s_curve",
-          "--config.data.num_classes=0", "--config.train.batch_size=16", "--config.train.sample_every=0",
-          "--config.train.compilation_cache_dir=none", "--config.optim.warmup_steps=0", *extra]
+  return [
+    sys.executable,
+    os.path.join(ROOT, "train.py"),
+    f"--config={ROOT}/configs/default.py",
+    f"--workdir={workdir}",
+    "--config.model.name=mlp",
+    "--config.model.hidden_dim=32",
+    "--config.model.num_layers=2",
+    "--config.model.num_classes=0",
+    "--config.data.name=toy2d/s_curve",
+    "--config.data.num_classes=0",
+    "--config.train.batch_size=16",
+    "--config.train.sample_every=0",
+    "--config.train.compilation_cache_dir=none",
+    "--config.optim.warmup_steps=0",
+    *extra,
+  ]
 
 
 def test_sigterm_saves_a_loadable_checkpoint(tmp_path):
   wd = tmp_path / "w"
-  proc = subprocess.Popen(_train_cmd(wd, "--config.train.num_steps=1000000", "--config.train.log_every=10",
-                                     "--config.train.checkpoint_every=100000"),
-                          env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  proc = subprocess.Popen(
+    _train_cmd(
+      wd,
+      "--config.train.num_steps=1000000",
+      "--config.train.log_every=10",
+      "--config.train.checkpoint_every=100000",
+    ),
+    env=_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   deadline = time.time() + 120
   while time.time() < deadline and not (wd / "metrics.jsonl").exists():
     time.sleep(0.5)
@@ -268,14 +311,29 @@ def test_sigterm_saves_a_loadable_checkpoint(tmp_path):
 
 def test_two_process_run_trains_and_checkpoints(tmp_path):
   import socket
+
   with socket.socket() as sock:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
   wd = tmp_path / "mp"
-  procs = [subprocess.Popen(_train_cmd(wd, "--config.train.num_steps=10", "--config.train.log_every=5",
-                                       "--config.train.checkpoint_every=5", f"--coordinator_address=127.0.0.1:{port}",
-                                       "--num_processes=2", f"--process_id={i}"),
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      _train_cmd(
+        wd,
+        "--config.train.num_steps=10",
+        "--config.train.log_every=5",
+        "--config.train.checkpoint_every=5",
+        f"--coordinator_address=127.0.0.1:{port}",
+        "--num_processes=2",
+        f"--process_id={i}",
+      ),
+      env=_env(),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
   outs = [p.communicate(timeout=240) for p in procs]
   for p, (o, e) in zip(procs, outs):
     assert p.returncode == 0, e[-3000:]

@@ -12,28 +12,28 @@ per-sample captions or contexts, conditioning images and inpainting sources
 determinism, parallelism and resume design.
 """
 
+from jaxdiff.bulk.conditions import Conditions, named_mask, resolve_conditions
 from jaxdiff.bulk.generate import default_output, generate, make_batch_fn
 from jaxdiff.bulk.restore import params_digest, restore_model
-from jaxdiff.bulk.conditions import Conditions, named_mask, resolve_conditions
 from jaxdiff.bulk.settings import SamplingError, labels_for, parse_labels, resolve_run, resolve_settings
 from jaxdiff.bulk.shards import check_shard, layout, read_shard, shard_name
 
 __all__ = [
-    "SamplingError",
-    "generate",
-    "restore_model",
-    "make_batch_fn",
-    "default_output",
-    "params_digest",
-    "parse_labels",
-    "labels_for",
-    "resolve_settings",
-    "resolve_run",
-    "resolve_conditions",
-    "Conditions",
-    "named_mask",
-    "layout",
-    "shard_name",
-    "check_shard",
-    "read_shard",
+  "SamplingError",
+  "generate",
+  "restore_model",
+  "make_batch_fn",
+  "default_output",
+  "params_digest",
+  "parse_labels",
+  "labels_for",
+  "resolve_settings",
+  "resolve_run",
+  "resolve_conditions",
+  "Conditions",
+  "named_mask",
+  "layout",
+  "shard_name",
+  "check_shard",
+  "read_shard",
 ]

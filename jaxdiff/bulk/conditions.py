@@ -81,8 +81,10 @@ def _load_mask(spec: str, shape: tuple[int, int, int]) -> np.ndarray:
   if m.ndim == 3:
     m = m[None]
   if m.ndim != 4 or m.shape[1:3] != shape[:2] or m.shape[3] not in (1, shape[2]):
-    raise SamplingError(f"--inpaint_mask={spec} has shape {m.shape}; expected [H, W], [H, W, C] or [N, H, W, C] "
-                        f"for images of shape {list(shape)}.")
+    raise SamplingError(
+      f"--inpaint_mask={spec} has shape {m.shape}; expected [H, W], [H, W, C] or [N, H, W, C] "
+      f"for images of shape {list(shape)}."
+    )
   if not np.all((m >= 0) & (m <= 1)):
     raise SamplingError(f"--inpaint_mask={spec} must hold values in [0, 1] (1 = known).")
   return np.broadcast_to(m, m.shape[:3] + (shape[2],)).astype(np.float32)
@@ -92,12 +94,17 @@ def load_source(spec: str, shape: tuple[int, int, int], flag: str = "--inpaint_s
   """(images float32 [N, H, W, C] in [-1, 1], labels int32 [N] or None, x_cond or None)."""
   if spec in SOURCES:
     from jaxdiff.data.embedded import DIGITS_SHAPE, load_digits_split
+
     if tuple(shape) != DIGITS_SHAPE:
-      raise SamplingError(f"{flag}={spec}: digits are {list(DIGITS_SHAPE)} images, the model makes {list(shape)}.")
+      raise SamplingError(
+        f"{flag}={spec}: digits are {list(DIGITS_SHAPE)} images, the model makes {list(shape)}."
+      )
     x, y = load_digits_split(spec.split("_", 1)[1])
     return np.asarray(x, np.float32), np.asarray(y, np.int32), None
   if not spec.endswith(".npz"):
-    raise SamplingError(f"{flag}={spec!r}: use {' or '.join(SOURCES)} or a .npz file with 'images' (uint8) or 'x'.")
+    raise SamplingError(
+      f"{flag}={spec!r}: use {' or '.join(SOURCES)} or a .npz file with 'images' (uint8) or 'x'."
+    )
   try:
     with np.load(spec) as f:
       arrays = {k: np.asarray(f[k]) for k in f.files}
@@ -109,7 +116,9 @@ def load_source(spec: str, shape: tuple[int, int, int], flag: str = "--inpaint_s
   elif "x" in arrays:
     x = arrays["x"].astype(np.float32)
   else:
-    raise SamplingError(f"{flag}={spec} holds {sorted(arrays)}; it needs 'images' (uint8 NHWC) or 'x' (floats).")
+    raise SamplingError(
+      f"{flag}={spec} holds {sorted(arrays)}; it needs 'images' (uint8 NHWC) or 'x' (floats)."
+    )
   if x.ndim == 3:
     x = x[..., None]
   if x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape) or len(x) == 0:
@@ -131,9 +140,12 @@ def _load_context(spec: str, config) -> tuple[str, np.ndarray | None]:
     return "none", None
   if text.lower() == "uniform":
     if config.data.get("cond", "") != "caption":
-      raise SamplingError("--context=uniform cycles the digit captions; this model was not trained on them "
-                          "(config.data.cond != 'caption'): give a .npy file of contexts.")
+      raise SamplingError(
+        "--context=uniform cycles the digit captions; this model was not trained on them "
+        "(config.data.cond != 'caption'): give a .npy file of contexts."
+      )
     from jaxdiff.data.captions import all_captions
+
     return "uniform", all_captions()
   if text.endswith(".npy"):
     try:
@@ -142,8 +154,10 @@ def _load_context(spec: str, config) -> tuple[str, np.ndarray | None]:
       raise SamplingError(f"--context={text}: cannot read it ({e}).") from None
     if vocab > 0:
       if table.ndim != 2 or not np.issubdtype(table.dtype, np.integer):
-        raise SamplingError(f"--context={text}: this model embeds tokens (context_vocab={vocab}); give int "
-                            f"tokens [N, L], not {table.dtype} {list(table.shape)}.")
+        raise SamplingError(
+          f"--context={text}: this model embeds tokens (context_vocab={vocab}); give int "
+          f"tokens [N, L], not {table.dtype} {list(table.shape)}."
+        )
       if table.max(initial=-1) >= vocab:
         raise SamplingError(f"--context={text} holds token ids >= the vocabulary size {vocab}.")
       table = table.astype(np.int32)
@@ -153,8 +167,11 @@ def _load_context(spec: str, config) -> tuple[str, np.ndarray | None]:
       table = table.astype(np.float32)
     return f"{os.path.abspath(text)}#{_digest(table)}", table
   if config.data.get("cond", "") != "caption":
-    raise SamplingError(f"--context={text!r}: captions are text for digit-caption models only; give a .npy file.")
+    raise SamplingError(
+      f"--context={text!r}: captions are text for digit-caption models only; give a .npy file."
+    )
   from jaxdiff.data.captions import caption_text, parse_caption
+
   try:
     rows = np.stack([parse_caption(part) for part in text.split(";") if part.strip()])
   except ValueError as e:
@@ -195,10 +212,18 @@ class Conditions:
     return self.source_labels[np.asarray(index, np.int64) % len(self.source_labels)]
 
 
-def resolve_conditions(config, *, inpaint_source: str | None = None, inpaint_mask: str | None = None,
-                       repaint_resample: int = 1, repaint_jump: int = 1, paste_known: bool = True,
-                       context: str | None = None, cond_source: str | None = None,
-                       sampler: str = "ddim") -> tuple[dict, Conditions]:
+def resolve_conditions(
+  config,
+  *,
+  inpaint_source: str | None = None,
+  inpaint_mask: str | None = None,
+  repaint_resample: int = 1,
+  repaint_jump: int = 1,
+  paste_known: bool = True,
+  context: str | None = None,
+  cond_source: str | None = None,
+  sampler: str = "ddim",
+) -> tuple[dict, Conditions]:
   """(manifest entries, tables) of a run's conditioning beyond labels; SamplingError for bad specs.
 
   Manifest entries: "inpaint" (None, or source, mask, their digests, repaint_resample,
@@ -214,12 +239,15 @@ def resolve_conditions(config, *, inpaint_source: str | None = None, inpaint_mas
 
   if inpaint_source is not None or inpaint_mask is not None:
     if inpaint_source is None or inpaint_mask is None:
-      raise SamplingError("inpainting needs both --inpaint_source (the images to complete) and --inpaint_mask "
-                          "(what to keep).")
+      raise SamplingError(
+        "inpainting needs both --inpaint_source (the images to complete) and --inpaint_mask (what to keep)."
+      )
     if not image:
       raise SamplingError("inpainting applies to image models.")
     if sampler not in samplers.INPAINT_SAMPLERS:
-      raise SamplingError(f"--sampler={sampler}: inpainting runs with {', '.join(samplers.INPAINT_SAMPLERS)}.")
+      raise SamplingError(
+        f"--sampler={sampler}: inpainting runs with {', '.join(samplers.INPAINT_SAMPLERS)}."
+      )
     for name, v in (("repaint_resample", repaint_resample), ("repaint_jump", repaint_jump)):
       if isinstance(v, bool) or int(v) != v or v < 1:
         raise SamplingError(f"--{name}={v!r} must be an integer >= 1.")
@@ -230,11 +258,20 @@ def resolve_conditions(config, *, inpaint_source: str | None = None, inpaint_mas
     cond.known, cond.mask, cond.source_labels = known, mask, labels
     src = inpaint_source if inpaint_source in SOURCES else os.path.abspath(inpaint_source)
     msk = inpaint_mask if inpaint_mask in MASKS else os.path.abspath(inpaint_mask)
-    entries["inpaint"] = {"source": src, "source_digest": _digest(known), "mask": msk, "mask_digest": _digest(mask),
-                          "repaint_resample": int(repaint_resample), "repaint_jump": int(repaint_jump),
-                          "paste_known": bool(paste_known), "num_source": int(len(known))}
+    entries["inpaint"] = {
+      "source": src,
+      "source_digest": _digest(known),
+      "mask": msk,
+      "mask_digest": _digest(mask),
+      "repaint_resample": int(repaint_resample),
+      "repaint_jump": int(repaint_jump),
+      "paste_known": bool(paste_known),
+      "num_source": int(len(known)),
+    }
   elif repaint_resample != 1 or repaint_jump != 1:
-    raise SamplingError("--repaint_resample / --repaint_jump apply to inpainting (--inpaint_source, --inpaint_mask).")
+    raise SamplingError(
+      "--repaint_resample / --repaint_jump apply to inpainting (--inpaint_source, --inpaint_mask)."
+    )
 
   context_dim = int(config.model.get("context_dim", 0)) if image else 0
   if context_dim > 0:
@@ -244,25 +281,34 @@ def resolve_conditions(config, *, inpaint_source: str | None = None, inpaint_mas
     cond.context = table
     entries["context"] = canon
   elif context is not None and str(context).strip().lower() not in ("none", ""):
-    raise SamplingError(f"--context={context!r}, but the model has no cross-attention (config.model.context_dim=0).")
+    raise SamplingError(
+      f"--context={context!r}, but the model has no cross-attention (config.model.context_dim=0)."
+    )
 
   cond_channels = int(config.model.get("cond_channels", 0)) if image else 0
   if cond_channels > 0:
     if cond_source is None:
       if config.data.get("name", "") != "digits":
-        raise SamplingError("this model is conditioned on images (config.model.cond_channels > 0): give "
-                            "--cond_source (a .npz of source images or of 'x_cond').")
+        raise SamplingError(
+          "this model is conditioned on images (config.model.cond_channels > 0): give "
+          "--cond_source (a .npz of source images or of 'x_cond')."
+        )
       cond_source = "digits_test"
     x, labels, x_cond = load_source(str(cond_source), shape, "--cond_source")
     if x_cond is None:
       from jaxdiff.data.conditioning import add_conditioning
+
       if not config.data.get("cond", ""):
-        raise SamplingError("--cond_source: the config names no data.cond transform to make x_cond from the "
-                            "images; give a .npz with an 'x_cond' array.")
+        raise SamplingError(
+          "--cond_source: the config names no data.cond transform to make x_cond from the "
+          "images; give a .npz with an 'x_cond' array."
+        )
       x_cond = add_conditioning({"x": x, "label": np.zeros(len(x), np.int32)}, config.data)["x_cond"]
     if x_cond.ndim != 4 or tuple(x_cond.shape[1:]) != shape[:2] + (cond_channels,):
-      raise SamplingError(f"--cond_source={cond_source}: x_cond has shape {list(x_cond.shape)}, the model takes "
-                          f"{list(shape[:2]) + [cond_channels]}.")
+      raise SamplingError(
+        f"--cond_source={cond_source}: x_cond has shape {list(x_cond.shape)}, the model takes "
+        f"{list(shape[:2]) + [cond_channels]}."
+      )
     cond.x_cond = np.asarray(x_cond, np.float32)
     if cond.source_labels is None:
       cond.source_labels = labels

@@ -16,7 +16,9 @@ from jaxdiff.fileio import atomic_write_bytes
 __all__ = ["grid_order", "save_grid", "save_points", "save_trajectory"]
 
 
-def grid_order(labels: np.ndarray, num_classes: int, uniform: bool, limit: int) -> tuple[np.ndarray, int | None]:
+def grid_order(
+  labels: np.ndarray, num_classes: int, uniform: bool, limit: int
+) -> tuple[np.ndarray, int | None]:
   """(positions of the samples to show, images per row) for the first `limit` samples.
 
   With balanced labels (sample i has class i % C) and at least C samples, one row per class,
@@ -30,8 +32,9 @@ def grid_order(labels: np.ndarray, num_classes: int, uniform: bool, limit: int) 
   return np.arange(n), None
 
 
-def save_grid(x: np.ndarray, labels: np.ndarray, path: str, num_classes: int, uniform: bool,
-              limit: int = 100) -> str:
+def save_grid(
+  x: np.ndarray, labels: np.ndarray, path: str, num_classes: int, uniform: bool, limit: int = 100
+) -> str:
   order, nrow = grid_order(labels, num_classes, uniform, limit)
   images.save_image_grid(x[order], path, nrow=nrow)
   return path
@@ -48,6 +51,7 @@ def save_points(points: np.ndarray, path: str, data_name: str, title: str) -> st
   reference = None
   if data_name.startswith("toy2d/"):
     from jaxdiff.data import sample_toy2d
+
     reference = np.asarray(sample_toy2d(data_name.split("/", 1)[1], min(max(len(pts), 1000), 5000), 0))
   finite = pts[np.all(np.isfinite(pts), axis=1)]
   basis = reference if reference is not None else finite
@@ -59,8 +63,16 @@ def save_points(points: np.ndarray, path: str, data_name: str, title: str) -> st
       lo, hi = np.percentile(basis, 0.5, axis=0), np.percentile(basis, 99.5, axis=0)
     centre, half = (lo + hi) / 2, max(float((hi - lo).max()) / 2, 1e-3) * 1.3
     limits = (centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half)
-    outside = int(np.sum(~((pts[:, 0] >= limits[0]) & (pts[:, 0] <= limits[1]) &
-                           (pts[:, 1] >= limits[2]) & (pts[:, 1] <= limits[3]))))
+    outside = int(
+      np.sum(
+        ~(
+          (pts[:, 0] >= limits[0])
+          & (pts[:, 0] <= limits[1])
+          & (pts[:, 1] >= limits[2])
+          & (pts[:, 1] <= limits[3])
+        )
+      )
+    )
     if outside:
       title = f"{title} ({outside} outside the view)"
   images.save_scatter(pts, path, reference=reference, title=title, limits=limits)
@@ -76,8 +88,9 @@ def _column_titles(ts: np.ndarray, cols: np.ndarray) -> list[str]:
   return [f"t={int(ts[c])}" if c < len(ts) else "x0 (final)" for c in cols]
 
 
-def save_trajectory(traj_x: np.ndarray, traj_x0: np.ndarray, ts: np.ndarray, path: str, kind: str,
-                    title: str, columns: int = 8) -> str:
+def save_trajectory(
+  traj_x: np.ndarray, traj_x0: np.ndarray, ts: np.ndarray, path: str, kind: str, title: str, columns: int = 8
+) -> str:
   """The reverse process of a few samples at `columns` timesteps.
 
   traj_x: [n, S + 1, ...] x_t before each of the S steps plus the final sample; traj_x0: [n, S, ...]
@@ -124,13 +137,20 @@ def save_trajectory(traj_x: np.ndarray, traj_x0: np.ndarray, ts: np.ndarray, pat
     fig = Figure(figsize=(max(4.0, grid.shape[1] / 80 + 1.6), grid.shape[0] / 80 + 0.9), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    ax.imshow(grid.squeeze(-1) if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255,
-              interpolation="nearest")
+    ax.imshow(
+      grid.squeeze(-1) if grid.shape[-1] == 1 else grid,
+      cmap="gray",
+      vmin=0,
+      vmax=255,
+      interpolation="nearest",
+    )
     ax.set_xticks([pad + cell * j + cell / 2 - pad / 2 for j in range(len(picks))])
     ax.set_xticklabels(titles, fontsize=8)
     ax.xaxis.tick_top()
     ax.set_yticks([pad + cell * r + cell / 2 - pad / 2 for r in range(2 * n)])
-    ax.set_yticklabels([f"#{i // 2} " + ("x_t" if i % 2 == 0 else "x0 pred") for i in range(2 * n)], fontsize=8)
+    ax.set_yticklabels(
+      [f"#{i // 2} " + ("x_t" if i % 2 == 0 else "x0 pred") for i in range(2 * n)], fontsize=8
+    )
     ax.set_title(title, fontsize=10, pad=18)
     fig.tight_layout()
   buf = io.BytesIO()

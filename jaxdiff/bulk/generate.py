@@ -40,10 +40,23 @@ import numpy as np
 from jaxdiff import images, perf
 from jaxdiff.bulk import figures
 from jaxdiff.bulk.restore import _load_config, params_digest, restore_model
-from jaxdiff.bulk.settings import (MANIFEST_FORMAT, SamplingError, compare_manifest, labels_for, labels_summary,
-                                   resolve_run)
-from jaxdiff.bulk.shards import (check_shard, layout, parse_shard_name, read_shard, shard_name, temp_name,
-                                 write_shard)
+from jaxdiff.bulk.settings import (
+  MANIFEST_FORMAT,
+  SamplingError,
+  compare_manifest,
+  labels_for,
+  labels_summary,
+  resolve_run,
+)
+from jaxdiff.bulk.shards import (
+  check_shard,
+  layout,
+  parse_shard_name,
+  read_shard,
+  shard_name,
+  temp_name,
+  write_shard,
+)
 from jaxdiff.fileio import atomic_write_bytes
 
 __all__ = ["generate", "make_batch_fn", "default_output"]
@@ -69,18 +82,37 @@ def make_batch_fn(config, model, schedule, settings: dict, trajectory: bool = Fa
   from jaxdiff.generation import sample_from_config
 
   conditional = settings["labels"] != "none"
-  opts = dict(sampler=settings["sampler"], num_steps=settings["num_steps"], eta=settings["eta"],
-              spacing=settings["spacing"], clip_x0=settings["clip_x0"], guidance_scale=settings["guidance_scale"])
+  opts = dict(
+    sampler=settings["sampler"],
+    num_steps=settings["num_steps"],
+    eta=settings["eta"],
+    spacing=settings["spacing"],
+    clip_x0=settings["clip_x0"],
+    guidance_scale=settings["guidance_scale"],
+  )
   inpaint = settings.get("inpaint")
   if inpaint:
-    opts.update(repaint_resample=inpaint["repaint_resample"], repaint_jump=inpaint["repaint_jump"],
-                paste_known=inpaint["paste_known"])
+    opts.update(
+      repaint_resample=inpaint["repaint_resample"],
+      repaint_jump=inpaint["repaint_jump"],
+      paste_known=inpaint["paste_known"],
+    )
   seed = settings["seed"]
 
   def one(params, key, label, ex):
     kw = {k: v[None] for k, v in ex.items()}
-    out = sample_from_config(config, model, schedule, params, key, 1, label[None] if conditional else None,
-                             return_trajectory=trajectory, **kw, **opts)
+    out = sample_from_config(
+      config,
+      model,
+      schedule,
+      params,
+      key,
+      1,
+      label[None] if conditional else None,
+      return_trajectory=trajectory,
+      **kw,
+      **opts,
+    )
     if trajectory:
       x, traj = out
       return x[0], traj["x"][:, 0], traj["x0"][:, 0]
@@ -107,24 +139,38 @@ def _compiled(config, model, schedule, settings: dict, batch: int, mesh, dev_par
   fields = ("sampler", "num_steps", "eta", "spacing", "clip_x0", "guidance_scale", "seed")
   inpaint = settings.get("inpaint") or {}
   extra_key = tuple(sorted((k, tuple(v[0]), str(v[1])) for k, v in (extra_spec or {}).items()))
-  key = (config.to_json_best_effort(sort_keys=True), tuple(settings[k] for k in fields),
-         settings["labels"] != "none", batch, tuple(d.id for d in mesh.devices.flat),
-         jax.tree_util.tree_structure(dev_params), extra_key,
-         tuple(inpaint.get(k) for k in ("repaint_resample", "repaint_jump", "paste_known")),
-         tuple(sorted(perf.cpu_compiler_options().items())))
+  key = (
+    config.to_json_best_effort(sort_keys=True),
+    tuple(settings[k] for k in fields),
+    settings["labels"] != "none",
+    batch,
+    tuple(d.id for d in mesh.devices.flat),
+    jax.tree_util.tree_structure(dev_params),
+    extra_key,
+    tuple(inpaint.get(k) for k in ("repaint_resample", "repaint_jump", "paste_known")),
+    tuple(sorted(perf.cpu_compiler_options().items())),
+  )
   if key in _COMPILED:
     _COMPILED.move_to_end(key)
     return _COMPILED[key]
   repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
   arg = jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=data)
   if extra_spec:
-    fn = jax.jit(make_batch_fn(config, model, schedule, settings), in_shardings=(repl, data, data, data),
-                 out_shardings=data)
-    extra = {k: jax.ShapeDtypeStruct((batch,) + tuple(shp), dt, sharding=data) for k, (shp, dt) in extra_spec.items()}
-    compiled = fn.lower(dev_params, arg, arg, extra).compile(compiler_options=perf.cpu_compiler_options() or None)
+    fn = jax.jit(
+      make_batch_fn(config, model, schedule, settings),
+      in_shardings=(repl, data, data, data),
+      out_shardings=data,
+    )
+    extra = {
+      k: jax.ShapeDtypeStruct((batch,) + tuple(shp), dt, sharding=data) for k, (shp, dt) in extra_spec.items()
+    }
+    compiled = fn.lower(dev_params, arg, arg, extra).compile(
+      compiler_options=perf.cpu_compiler_options() or None
+    )
   else:
-    fn = jax.jit(make_batch_fn(config, model, schedule, settings), in_shardings=(repl, data, data),
-                 out_shardings=data)
+    fn = jax.jit(
+      make_batch_fn(config, model, schedule, settings), in_shardings=(repl, data, data), out_shardings=data
+    )
     compiled = fn.lower(dev_params, arg, arg).compile(compiler_options=perf.cpu_compiler_options() or None)
   _COMPILED[key] = compiled
   while len(_COMPILED) > _COMPILED_MAX:
@@ -138,8 +184,11 @@ def _read_json(path: str) -> dict:
 
 
 def _write_json(path: str, obj: dict, tag: str) -> None:
-  atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(),
-                     tmp_name=temp_name(os.path.basename(path), tag))
+  atomic_write_bytes(
+    path,
+    (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode(),
+    tmp_name=temp_name(os.path.basename(path), tag),
+  )
 
 
 def _existing_manifest(output: str) -> dict | None:
@@ -152,13 +201,17 @@ def _existing_manifest(output: str) -> dict | None:
   if not os.path.exists(path):
     foreign = [e for e in os.listdir(output) if not (e.startswith(".") and e.endswith(".tmp"))]
     if foreign:
-      raise SamplingError(f"--output={output} already holds files ({', '.join(sorted(foreign)[:5])}) but no "
-                          f"{MANIFEST}: it is not a jaxdiff sample folder. Use a new or empty --output.")
+      raise SamplingError(
+        f"--output={output} already holds files ({', '.join(sorted(foreign)[:5])}) but no "
+        f"{MANIFEST}: it is not a jaxdiff sample folder. Use a new or empty --output."
+      )
     return None
   try:
     return _read_json(path)
   except (OSError, ValueError) as e:
-    raise SamplingError(f"{path} cannot be read ({e}); use a new --output (or delete the damaged folder).") from None
+    raise SamplingError(
+      f"{path} cannot be read ({e}); use a new --output (or delete the damaged folder)."
+    ) from None
 
 
 def _round_up(n: int, k: int) -> int:
@@ -184,7 +237,9 @@ class _ShardWriter:
       allx = np.concatenate(self.buf) if len(self.buf) > 1 else self.buf[0]
       self.buf = [allx[n:]] if len(allx) > n else []
       self.count -= n
-      write_shard(self.output, start, end, self.kind, allx[:n], self.labels_of(np.arange(start, end)), tag=self.tag)
+      write_shard(
+        self.output, start, end, self.kind, allx[:n], self.labels_of(np.arange(start, end)), tag=self.tag
+      )
       self.written.append(shard_name(start, end))
       self.on_shard(start, end)
 
@@ -220,22 +275,42 @@ def _first_samples(output: str, shards: list[tuple[int, int]], kind: str, limit:
     if not os.path.exists(path):
       continue
     arrays = read_shard(path)
-    xs.append(arrays[kind][:limit - got])
-    ls.append(arrays["labels"][:limit - got])
+    xs.append(arrays[kind][: limit - got])
+    ls.append(arrays["labels"][: limit - got])
     got += len(xs[-1])
   if not xs:
     return None, None
   return np.concatenate(xs), np.concatenate(ls)
 
 
-def generate(workdir: str, output: str | None = None, *, num_samples: int, sampler: str | None = None,
-             num_steps: int | None = None, eta: float | None = None, spacing: str | None = None,
-             clip_x0: float | None = None, guidance_scale: float | None = None, labels: Any = None, seed: int = 0,
-             batch_size: int | None = None, shard_size: int = 1000, params: str = "ema",
-             checkpoint_step: int | None = None, trajectory: bool = False, grid_size: int = 100,
-             progress: bool = True, inpaint_source: str | None = None, inpaint_mask: str | None = None,
-             repaint_resample: int = 1, repaint_jump: int = 1, paste_known: bool = True,
-             context: str | None = None, cond_source: str | None = None) -> dict:
+def generate(
+  workdir: str,
+  output: str | None = None,
+  *,
+  num_samples: int,
+  sampler: str | None = None,
+  num_steps: int | None = None,
+  eta: float | None = None,
+  spacing: str | None = None,
+  clip_x0: float | None = None,
+  guidance_scale: float | None = None,
+  labels: Any = None,
+  seed: int = 0,
+  batch_size: int | None = None,
+  shard_size: int = 1000,
+  params: str = "ema",
+  checkpoint_step: int | None = None,
+  trajectory: bool = False,
+  grid_size: int = 100,
+  progress: bool = True,
+  inpaint_source: str | None = None,
+  inpaint_mask: str | None = None,
+  repaint_resample: int = 1,
+  repaint_jump: int = 1,
+  paste_known: bool = True,
+  context: str | None = None,
+  cond_source: str | None = None,
+) -> dict:
   """Generate `num_samples` samples of the model trained in `workdir` into `output` (resumable).
 
   Args:
@@ -271,10 +346,26 @@ def generate(workdir: str, output: str | None = None, *, num_samples: int, sampl
   workdir = os.path.abspath(workdir)
   config = _load_config(workdir)
   settings, conditions = resolve_run(
-      config, num_samples=num_samples, sampler=sampler, num_steps=num_steps, eta=eta, spacing=spacing,
-      clip_x0=clip_x0, guidance_scale=guidance_scale, labels=labels, seed=seed, shard_size=shard_size,
-      params=params, inpaint_source=inpaint_source, inpaint_mask=inpaint_mask, repaint_resample=repaint_resample,
-      repaint_jump=repaint_jump, paste_known=paste_known, context=context, cond_source=cond_source)
+    config,
+    num_samples=num_samples,
+    sampler=sampler,
+    num_steps=num_steps,
+    eta=eta,
+    spacing=spacing,
+    clip_x0=clip_x0,
+    guidance_scale=guidance_scale,
+    labels=labels,
+    seed=seed,
+    shard_size=shard_size,
+    params=params,
+    inpaint_source=inpaint_source,
+    inpaint_mask=inpaint_mask,
+    repaint_resample=repaint_resample,
+    repaint_jump=repaint_jump,
+    paste_known=paste_known,
+    context=context,
+    cond_source=cond_source,
+  )
   output = os.path.abspath(output) if output else default_output(workdir)
   if grid_size < 1:
     raise SamplingError(f"grid_size={grid_size} must be >= 1.")
@@ -292,14 +383,23 @@ def generate(workdir: str, output: str | None = None, *, num_samples: int, sampl
 
   setup_compilation_cache(str(config.train.compilation_cache_dir))
   try:
-    config, model, schedule, host_params, step = restore_model(workdir, params, checkpoint_step, config=config)
+    config, model, schedule, host_params, step = restore_model(
+      workdir, params, checkpoint_step, config=config
+    )
   except SamplingError as e:
     if old is not None and checkpoint_step == old.get("checkpoint_step"):
-      raise SamplingError(f"{e}\nThe run in {output} was started from checkpoint step {checkpoint_step}; it "
-                          "cannot be resumed without it. Use a new --output.") from None
+      raise SamplingError(
+        f"{e}\nThe run in {output} was started from checkpoint step {checkpoint_step}; it "
+        "cannot be resumed without it. Use a new --output."
+      ) from None
     raise
-  manifest = dict(settings, format=MANIFEST_FORMAT, checkpoint_step=step, params_digest=params_digest(host_params),
-                  workdir=workdir)
+  manifest = dict(
+    settings,
+    format=MANIFEST_FORMAT,
+    checkpoint_step=step,
+    params_digest=params_digest(host_params),
+    workdir=workdir,
+  )
   if old is not None:
     compare_manifest(old, manifest, output)
 
@@ -345,17 +445,25 @@ def generate(workdir: str, output: str | None = None, *, num_samples: int, sampl
     probe = conditions.arrays(np.zeros(1, np.int64))
     extra_spec = {k: (v.shape[1:], v.dtype) for k, v in probe.items()}
   if main and progress:
-    print(f"jaxdiff sample: {N} samples of {kind} {list(shape)} from checkpoint step {step} ({params} params), "
-          f"{settings['sampler']}-{settings['num_steps']} (NFE {settings['nfe']}"
-          + (f", guidance {settings['guidance_scale']:g}" if guided else "") + f"), labels {labels_summary(spec)}"
-          + (f", context {settings['context']}" if settings.get("context") else "")
-          + (f", inpainting {settings['inpaint']['mask']} of {settings['inpaint']['source']}"
-             if settings.get("inpaint") else "")
-          + (f", conditioned on {settings['cond_source']['source']}" if settings.get("cond_source") else "") + ", "
-          f"seed {settings['seed']}; {jax.device_count()} device(s), {P} process(es)"
-          + (f", batch {B} per process" if todo else "") + "; "
-          f"{len(mine) - len(todo)} of {len(mine)} shard(s) of this process already complete -> {output}",
-          flush=True)
+    print(
+      f"jaxdiff sample: {N} samples of {kind} {list(shape)} from checkpoint step {step} ({params} params), "
+      f"{settings['sampler']}-{settings['num_steps']} (NFE {settings['nfe']}"
+      + (f", guidance {settings['guidance_scale']:g}" if guided else "")
+      + f"), labels {labels_summary(spec)}"
+      + (f", context {settings['context']}" if settings.get("context") else "")
+      + (
+        f", inpainting {settings['inpaint']['mask']} of {settings['inpaint']['source']}"
+        if settings.get("inpaint")
+        else ""
+      )
+      + (f", conditioned on {settings['cond_source']['source']}" if settings.get("cond_source") else "")
+      + ", "
+      f"seed {settings['seed']}; {jax.device_count()} device(s), {P} process(es)"
+      + (f", batch {B} per process" if todo else "")
+      + "; "
+      f"{len(mine) - len(todo)} of {len(mine)} shard(s) of this process already complete -> {output}",
+      flush=True,
+    )
 
   # ---- generate ----
   compile_s, gen_s, generated, nonfinite = 0.0, 0.0, 0, 0
@@ -370,9 +478,17 @@ def generate(workdir: str, output: str | None = None, *, num_samples: int, sampl
     compile_s = time.perf_counter() - t0
 
     from tqdm.auto import tqdm
+
     done_before = sum(e - s for s, e in mine) - work
-    pbar = tqdm(total=done_before + work, initial=done_before, disable=not (main and progress), unit="sample",
-                dynamic_ncols=True, mininterval=1.0, desc="sampling")
+    pbar = tqdm(
+      total=done_before + work,
+      initial=done_before,
+      disable=not (main and progress),
+      unit="sample",
+      dynamic_ncols=True,
+      mininterval=1.0,
+      desc="sampling",
+    )
     writer = _ShardWriter(output, todo, kind, labels_of, tag, lambda s, e: _remove_superseded(output, s, e))
 
     def consume(valid: int, out) -> None:
@@ -388,7 +504,7 @@ def generate(workdir: str, output: str | None = None, *, num_samples: int, sampl
     inflight: collections.deque = collections.deque()
     try:
       for off in range(0, work, B):
-        idx, lab = index_all[off:off + B], label_all[off:off + B]
+        idx, lab = index_all[off : off + B], label_all[off : off + B]
         valid = len(idx)
         if valid < B:  # pad the last batch with copies of its last sample; the copies are dropped
           idx = np.concatenate([idx, np.full(B - valid, idx[-1], np.int32)])
@@ -411,6 +527,7 @@ def generate(workdir: str, output: str | None = None, *, num_samples: int, sampl
   totals = np.array([generated, gen_s, nonfinite, reused, len(regenerated)], np.float32)
   if P > 1:
     from jax.experimental import multihost_utils
+
     gathered = np.asarray(multihost_utils.process_allgather(totals)).reshape(P, -1)
     generated_all = int(gathered[:, 0].sum())
     gen_s_all = float(gathered[:, 1].max())
@@ -424,27 +541,29 @@ def generate(workdir: str, output: str | None = None, *, num_samples: int, sampl
   files = [shard_name(s, e) for s, e in all_shards]
   present = sum(os.path.exists(os.path.join(output, f)) for f in files)
   record = {
-      "devices": jax.device_count(),
-      "processes": P,
-      "batch_size_per_process": B if todo else None,
-      "generated": generated_all,
-      "reused_samples": reused_all,
-      "regenerated_shards": regenerated_all,
-      "nonfinite_samples": nonfinite_all,
-      "compile_s": round(compile_s, 3),
-      "generation_s": round(gen_s_all, 3),
-      "samples_per_s": round(generated_all / gen_s_all, 3) if generated_all and gen_s_all > 0 else None,
-      "wall_time_s": None,
+    "devices": jax.device_count(),
+    "processes": P,
+    "batch_size_per_process": B if todo else None,
+    "generated": generated_all,
+    "reused_samples": reused_all,
+    "regenerated_shards": regenerated_all,
+    "nonfinite_samples": nonfinite_all,
+    "compile_s": round(compile_s, 3),
+    "generation_s": round(gen_s_all, 3),
+    "samples_per_s": round(generated_all / gen_s_all, 3) if generated_all and gen_s_all > 0 else None,
+    "wall_time_s": None,
   }
   summary = {k: manifest[k] for k in manifest if k != "format"}
-  summary.update({
+  summary.update(
+    {
       "format": MANIFEST_FORMAT,
       "output": output,
       "labels": labels_summary(spec),
       "files": files,
       "files_present": present,
       "complete": present == len(files),
-  })
+    }
+  )
   if nonfinite_all:
     log.warning("%d sample(s) contained NaN/Inf (images: stored as black pixels).", nonfinite_all)
 
@@ -457,12 +576,17 @@ def generate(workdir: str, output: str | None = None, *, num_samples: int, sampl
     else:
       x, _ = _first_samples(output, all_shards, kind, 5000)
       if x is not None and x.shape[1] >= 2:
-        figures.save_points(x, os.path.join(output, "scatter.png"), str(config.data.name),
-                            f"{len(x)} samples, {settings['sampler']}-{settings['num_steps']}, step {step}")
+        figures.save_points(
+          x,
+          os.path.join(output, "scatter.png"),
+          str(config.data.name),
+          f"{len(x)} samples, {settings['sampler']}-{settings['num_steps']}, step {step}",
+        )
         summary["scatter"] = "scatter.png"
     if trajectory:
-      summary["trajectory"] = _save_trajectory(config, model, schedule, host_params, settings, labels_of, output,
-                                               conditions)
+      summary["trajectory"] = _save_trajectory(
+        config, model, schedule, host_params, settings, labels_of, output, conditions
+      )
     record["wall_time_s"] = round(time.perf_counter() - t_start, 3)
     runs = []
     prev_path = os.path.join(output, SUMMARY)
@@ -474,37 +598,65 @@ def generate(workdir: str, output: str | None = None, *, num_samples: int, sampl
     runs.append(record)
     # the headline throughput is that of the latest invocation that generated samples
     latest = next((r for r in reversed(runs) if r.get("generated")), record)
-    summary.update({k: latest.get(k) for k in ("devices", "processes", "batch_size_per_process", "compile_s",
-                                               "generation_s", "samples_per_s")})
-    summary.update(generated_this_run=generated_all, reused_samples=reused_all, regenerated_shards=regenerated_all,
-                   wall_time_s=record["wall_time_s"], runs=runs)
+    summary.update(
+      {
+        k: latest.get(k)
+        for k in (
+          "devices",
+          "processes",
+          "batch_size_per_process",
+          "compile_s",
+          "generation_s",
+          "samples_per_s",
+        )
+      }
+    )
+    summary.update(
+      generated_this_run=generated_all,
+      reused_samples=reused_all,
+      regenerated_shards=regenerated_all,
+      wall_time_s=record["wall_time_s"],
+      runs=runs,
+    )
     _write_json(prev_path, summary, tag)
     if progress:
-      rate = (f"{record['samples_per_s']:.1f} samples/s, compile {compile_s:.1f}s" if record["samples_per_s"]
-              else "nothing left to generate")
-      print(f"jaxdiff sample: done: {present}/{len(files)} shard(s) in {output}; {generated_all} generated now "
-            f"({rate}), {reused_all} reused, {regenerated_all} shard(s) regenerated; wall {record['wall_time_s']:.1f}s",
-            flush=True)
+      rate = (
+        f"{record['samples_per_s']:.1f} samples/s, compile {compile_s:.1f}s"
+        if record["samples_per_s"]
+        else "nothing left to generate"
+      )
+      print(
+        f"jaxdiff sample: done: {present}/{len(files)} shard(s) in {output}; {generated_all} generated now "
+        f"({rate}), {reused_all} reused, {regenerated_all} shard(s) regenerated; wall {record['wall_time_s']:.1f}s",
+        flush=True,
+      )
   else:
     record["wall_time_s"] = round(time.perf_counter() - t_start, 3)
     summary.update(record, generated_this_run=generated_all, runs=[record])
   return summary
 
 
-def _save_trajectory(config, model, schedule, host_params, settings: dict, labels_of, output: str,
-                     conditions=None) -> str:
+def _save_trajectory(
+  config, model, schedule, host_params, settings: dict, labels_of, output: str, conditions=None
+) -> str:
   """trajectory.png for the first samples (the same keys, labels and conditioning as the shards)."""
   n = min(settings["num_samples"], 8 if settings["kind"] == "images" else 1000)
-  fn = jax.jit(make_batch_fn(config, model, schedule, settings, trajectory=True),
-               compiler_options=perf.cpu_compiler_options() or None)
+  fn = jax.jit(
+    make_batch_fn(config, model, schedule, settings, trajectory=True),
+    compiler_options=perf.cpu_compiler_options() or None,
+  )
   idx = np.arange(n, dtype=np.int32)
   extra = conditions.arrays(idx) if conditions is not None and not conditions.empty else None
   _, xs, x0s = fn(host_params, idx, labels_of(idx), extra)
   from jaxdiff import samplers
-  ts, _ = samplers.step_pairs(int(config.diffusion.num_timesteps), settings["num_steps"], settings["spacing"],
-                              settings["sampler"])
-  title = (f"reverse process, {settings['sampler']}-{settings['num_steps']}, seed {settings['seed']}"
-           + (f", labels {labels_summary(settings['labels'])}" if settings["labels"] != "none" else ""))
-  figures.save_trajectory(np.asarray(xs), np.asarray(x0s), ts, os.path.join(output, "trajectory.png"),
-                          settings["kind"], title)
+
+  ts, _ = samplers.step_pairs(
+    int(config.diffusion.num_timesteps), settings["num_steps"], settings["spacing"], settings["sampler"]
+  )
+  title = f"reverse process, {settings['sampler']}-{settings['num_steps']}, seed {settings['seed']}" + (
+    f", labels {labels_summary(settings['labels'])}" if settings["labels"] != "none" else ""
+  )
+  figures.save_trajectory(
+    np.asarray(xs), np.asarray(x0s), ts, os.path.join(output, "trajectory.png"), settings["kind"], title
+  )
   return "trajectory.png"

@@ -34,8 +34,10 @@ def _load_config(workdir: str):
   from jaxdiff.training.checkpoints import CheckpointError, load_config
 
   if not os.path.isdir(workdir):
-    raise SamplingError(f"--workdir={workdir} does not exist; give the folder a training run wrote "
-                        "(python train.py --config=... --workdir=DIR).")
+    raise SamplingError(
+      f"--workdir={workdir} does not exist; give the folder a training run wrote "
+      "(python train.py --config=... --workdir=DIR)."
+    )
   try:
     config = load_config(workdir)
     validate_config(config)
@@ -57,7 +59,7 @@ def restore_model(workdir: str, params: str = "ema", step: int | None = None, *,
   from jaxdiff import parallel
   from jaxdiff.config_utils import schedule_from_config
   from jaxdiff.models import create_model
-  from jaxdiff.training.checkpoints import CheckpointError, Checkpointer
+  from jaxdiff.training.checkpoints import Checkpointer, CheckpointError
   from jaxdiff.training.state import create_train_state
 
   if params not in ("ema", "raw"):
@@ -68,8 +70,10 @@ def restore_model(workdir: str, params: str = "ema", step: int | None = None, *,
   # look before Checkpointer, which would create the folder
   entries = os.listdir(ckpt_dir) if os.path.isdir(ckpt_dir) else []
   if not any(e.isdigit() for e in entries):
-    raise SamplingError(f"No checkpoints in {ckpt_dir}: the run in {workdir} has not saved one yet. "
-                        "Train first (train.py saves every config.train.checkpoint_every steps and at the end).")
+    raise SamplingError(
+      f"No checkpoints in {ckpt_dir}: the run in {workdir} has not saved one yet. "
+      "Train first (train.py saves every config.train.checkpoint_every steps and at the end)."
+    )
   model = create_model(config)
   schedule = schedule_from_config(config)
   repl = parallel.replicated(parallel.create_mesh())
@@ -78,8 +82,9 @@ def restore_model(workdir: str, params: str = "ema", step: int | None = None, *,
   ckpt = Checkpointer(workdir, async_save=False)
   try:
     if step is not None and int(step) not in ckpt.all_steps():
-      raise SamplingError(f"--checkpoint_step={step}: no such checkpoint in {ckpt_dir}; "
-                          f"available: {ckpt.all_steps()}.")
+      raise SamplingError(
+        f"--checkpoint_step={step}: no such checkpoint in {ckpt_dir}; available: {ckpt.all_steps()}."
+      )
     state, restored = ckpt.restore(abstract, step=None if step is None else int(step))
   except CheckpointError as e:
     raise SamplingError(str(e)) from None

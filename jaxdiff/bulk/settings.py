@@ -9,22 +9,48 @@ output folder): a second command into the same folder must describe the same run
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import ml_collections
 import numpy as np
 
 from jaxdiff import samplers
 
-__all__ = ["SamplingError", "parse_labels", "labels_for", "labels_summary", "resolve_settings", "resolve_run",
-           "compare_manifest", "MANIFEST_FORMAT", "IDENTITY_KEYS"]
+__all__ = [
+  "SamplingError",
+  "parse_labels",
+  "labels_for",
+  "labels_summary",
+  "resolve_settings",
+  "resolve_run",
+  "compare_manifest",
+  "MANIFEST_FORMAT",
+  "IDENTITY_KEYS",
+]
 
 MANIFEST_FORMAT = "jaxdiff-samples/1"
 
 # Fields that define the samples: two runs that agree on all of them produce identical sample i.
-IDENTITY_KEYS = ("kind", "data_shape", "num_classes", "prediction", "params", "sampler", "num_steps", "eta",
-                 "spacing", "clip_x0", "guidance_scale", "labels", "seed", "shard_size", "inpaint", "context",
-                 "cond_source")
+IDENTITY_KEYS = (
+  "kind",
+  "data_shape",
+  "num_classes",
+  "prediction",
+  "params",
+  "sampler",
+  "num_steps",
+  "eta",
+  "spacing",
+  "clip_x0",
+  "guidance_scale",
+  "labels",
+  "seed",
+  "shard_size",
+  "inpaint",
+  "context",
+  "cond_source",
+)
 
 
 class SamplingError(ValueError):
@@ -49,25 +75,31 @@ def parse_labels(spec: Any, num_classes: int) -> str | tuple[int, ...]:
       try:
         parsed = tuple(int(p) for p in text.replace(" ", "").split(",") if p != "")
       except ValueError:
-        raise SamplingError(f"--labels={spec!r}: give a class (3), a comma-separated list (0,1,2), 'uniform' "
-                            "(balanced over all classes) or 'none' (the unconditional / null-class model).") from None
+        raise SamplingError(
+          f"--labels={spec!r}: give a class (3), a comma-separated list (0,1,2), 'uniform' "
+          "(balanced over all classes) or 'none' (the unconditional / null-class model)."
+        ) from None
   elif isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
     parsed = (int(spec),)
   else:
     try:
       parsed = tuple(int(v) for v in spec)
     except (TypeError, ValueError):
-      raise SamplingError(f"labels={spec!r}: expected a class, a list of classes, 'uniform' or 'none'.") from None
+      raise SamplingError(
+        f"labels={spec!r}: expected a class, a list of classes, 'uniform' or 'none'."
+      ) from None
   if parsed == ():
     raise SamplingError(f"--labels={spec!r} holds no class.")
   if num_classes == 0 and parsed != "none":
-    raise SamplingError(f"--labels={spec!r}, but the model is unconditional (config.model.num_classes=0): "
-                        "leave --labels out.")
+    raise SamplingError(
+      f"--labels={spec!r}, but the model is unconditional (config.model.num_classes=0): leave --labels out."
+    )
   if isinstance(parsed, tuple):
     bad = [c for c in parsed if not 0 <= c < num_classes]
     if bad:
-      raise SamplingError(f"--labels has class(es) {bad} outside 0..{num_classes - 1} "
-                          f"(the model has {num_classes} classes).")
+      raise SamplingError(
+        f"--labels has class(es) {bad} outside 0..{num_classes - 1} (the model has {num_classes} classes)."
+      )
   return parsed
 
 
@@ -96,10 +128,22 @@ def _positive_int(name: str, value: Any, lo: int = 1, hi: int | None = None) -> 
   return value
 
 
-def resolve_settings(config: ml_collections.ConfigDict, *, num_samples: int, sampler: str | None = None,
-                     num_steps: int | None = None, eta: float | None = None, spacing: str | None = None,
-                     clip_x0: float | None = None, guidance_scale: float | None = None, labels: Any = None,
-                     seed: int = 0, shard_size: int = 1000, params: str = "ema", **conditions: Any) -> dict:
+def resolve_settings(
+  config: ml_collections.ConfigDict,
+  *,
+  num_samples: int,
+  sampler: str | None = None,
+  num_steps: int | None = None,
+  eta: float | None = None,
+  spacing: str | None = None,
+  clip_x0: float | None = None,
+  guidance_scale: float | None = None,
+  labels: Any = None,
+  seed: int = 0,
+  shard_size: int = 1000,
+  params: str = "ema",
+  **conditions: Any,
+) -> dict:
   """The run's settings, every None filled from config.sample, every value checked.
 
   eta defaults to config.sample.eta when the sampler is the config's, else to the sampler's own
@@ -108,17 +152,45 @@ def resolve_settings(config: ml_collections.ConfigDict, *, num_samples: int, sam
   inpaint_source, inpaint_mask, repaint_resample, repaint_jump, paste_known, context and
   cond_source (`jaxdiff.bulk.conditions`).
   """
-  return resolve_run(config, num_samples=num_samples, sampler=sampler, num_steps=num_steps, eta=eta,
-                     spacing=spacing, clip_x0=clip_x0, guidance_scale=guidance_scale, labels=labels, seed=seed,
-                     shard_size=shard_size, params=params, **conditions)[0]
+  return resolve_run(
+    config,
+    num_samples=num_samples,
+    sampler=sampler,
+    num_steps=num_steps,
+    eta=eta,
+    spacing=spacing,
+    clip_x0=clip_x0,
+    guidance_scale=guidance_scale,
+    labels=labels,
+    seed=seed,
+    shard_size=shard_size,
+    params=params,
+    **conditions,
+  )[0]
 
 
-def resolve_run(config: ml_collections.ConfigDict, *, num_samples: int, sampler: str | None = None,
-                num_steps: int | None = None, eta: float | None = None, spacing: str | None = None,
-                clip_x0: float | None = None, guidance_scale: float | None = None, labels: Any = None,
-                seed: int = 0, shard_size: int = 1000, params: str = "ema", inpaint_source: str | None = None,
-                inpaint_mask: str | None = None, repaint_resample: int = 1, repaint_jump: int = 1,
-                paste_known: bool = True, context: str | None = None, cond_source: str | None = None):
+def resolve_run(
+  config: ml_collections.ConfigDict,
+  *,
+  num_samples: int,
+  sampler: str | None = None,
+  num_steps: int | None = None,
+  eta: float | None = None,
+  spacing: str | None = None,
+  clip_x0: float | None = None,
+  guidance_scale: float | None = None,
+  labels: Any = None,
+  seed: int = 0,
+  shard_size: int = 1000,
+  params: str = "ema",
+  inpaint_source: str | None = None,
+  inpaint_mask: str | None = None,
+  repaint_resample: int = 1,
+  repaint_jump: int = 1,
+  paste_known: bool = True,
+  context: str | None = None,
+  cond_source: str | None = None,
+):
   """(settings, conditions): `resolve_settings`' dict and the per-sample conditioning tables
   (`jaxdiff.bulk.conditions.Conditions`) it describes."""
   from jaxdiff.bulk.conditions import resolve_conditions
@@ -143,16 +215,25 @@ def resolve_run(config: ml_collections.ConfigDict, *, num_samples: int, sampler:
     raise SamplingError(f"--clip_x0={clip} must be >= 0 (0 disables clipping).")
   num_classes = int(config.model.num_classes)
   label_spec = parse_labels(labels, num_classes)
-  entries, tables = resolve_conditions(config, inpaint_source=inpaint_source, inpaint_mask=inpaint_mask,
-                                       repaint_resample=repaint_resample, repaint_jump=repaint_jump,
-                                       paste_known=paste_known, context=context, cond_source=cond_source,
-                                       sampler=sampler)
+  entries, tables = resolve_conditions(
+    config,
+    inpaint_source=inpaint_source,
+    inpaint_mask=inpaint_mask,
+    repaint_resample=repaint_resample,
+    repaint_jump=repaint_jump,
+    paste_known=paste_known,
+    context=context,
+    cond_source=cond_source,
+    sampler=sampler,
+  )
   with_context = entries["context"] not in (None, "none")
   if (num_classes == 0 or label_spec == "none") and not with_context:
     if guidance_scale is not None and float(guidance_scale) != 1.0:
       why = "the model is unconditional" if num_classes == 0 else "--labels=none samples the null class"
-      raise SamplingError(f"--guidance_scale={guidance_scale}: classifier-free guidance needs class labels or a "
-                          f"context, but {why}.")
+      raise SamplingError(
+        f"--guidance_scale={guidance_scale}: classifier-free guidance needs class labels or a "
+        f"context, but {why}."
+      )
     guidance = 1.0
   else:
     guidance = float(s.guidance_scale if guidance_scale is None else guidance_scale)
@@ -166,25 +247,31 @@ def resolve_run(config: ml_collections.ConfigDict, *, num_samples: int, sampler:
   kind = "images" if is_image_config(config) else "points"
   guided = (label_spec != "none" or with_context) and guidance != 1.0
   settings = {
-      "kind": kind,
-      "data_shape": list(data_shape(config)),
-      "num_classes": num_classes,
-      "prediction": str(config.diffusion.prediction),
-      "params": params,
-      "sampler": sampler,
-      "num_steps": num_steps,
-      "nfe": (len(samplers.repaint_schedule(num_steps, entries["inpaint"]["repaint_resample"],
-                                            entries["inpaint"]["repaint_jump"])[0])
-              if entries["inpaint"] else samplers.nfe(sampler, num_steps, guided)),
-      "eta": eta,
-      "spacing": spacing,
-      "clip_x0": clip,
-      "guidance_scale": guidance,
-      "labels": label_spec if isinstance(label_spec, str) else list(label_spec),
-      "seed": seed,
-      "num_samples": num_samples,
-      "shard_size": shard_size,
-      **entries,
+    "kind": kind,
+    "data_shape": list(data_shape(config)),
+    "num_classes": num_classes,
+    "prediction": str(config.diffusion.prediction),
+    "params": params,
+    "sampler": sampler,
+    "num_steps": num_steps,
+    "nfe": (
+      len(
+        samplers.repaint_schedule(
+          num_steps, entries["inpaint"]["repaint_resample"], entries["inpaint"]["repaint_jump"]
+        )[0]
+      )
+      if entries["inpaint"]
+      else samplers.nfe(sampler, num_steps, guided)
+    ),
+    "eta": eta,
+    "spacing": spacing,
+    "clip_x0": clip,
+    "guidance_scale": guidance,
+    "labels": label_spec if isinstance(label_spec, str) else list(label_spec),
+    "seed": seed,
+    "num_samples": num_samples,
+    "shard_size": shard_size,
+    **entries,
   }
   return settings, tables
 
@@ -196,20 +283,27 @@ def _show(v: Any) -> str:
 def compare_manifest(old: dict, new: dict, output: str) -> None:
   """Raise SamplingError listing what differs between the folder's run and the requested one."""
   if old.get("format") != MANIFEST_FORMAT:
-    raise SamplingError(f"{output}/run.json is not a jaxdiff sample manifest ({MANIFEST_FORMAT}); "
-                        "use a new --output.")
-  diffs = [f"{k} {_show(old.get(k))} (folder) vs {_show(new.get(k))} (now)" for k in IDENTITY_KEYS
-           if old.get(k) != new.get(k)]
+    raise SamplingError(
+      f"{output}/run.json is not a jaxdiff sample manifest ({MANIFEST_FORMAT}); use a new --output."
+    )
+  diffs = [
+    f"{k} {_show(old.get(k))} (folder) vs {_show(new.get(k))} (now)"
+    for k in IDENTITY_KEYS
+    if old.get(k) != new.get(k)
+  ]
   for k in ("checkpoint_step", "params_digest"):
     if k in old and k in new and old[k] != new[k]:
       diffs.append(f"{k} {_show(old[k])} (folder) vs {_show(new[k])} (now)")
   if new["num_samples"] < old["num_samples"]:
-    diffs.append(f"num_samples {old['num_samples']} (folder) vs {new['num_samples']} (now): a run can be "
-                 "extended, not shrunk")
+    diffs.append(
+      f"num_samples {old['num_samples']} (folder) vs {new['num_samples']} (now): a run can be "
+      "extended, not shrunk"
+    )
   if diffs:
     raise SamplingError(
-        f"The output folder {output} belongs to a different run: " + "; ".join(diffs) + ". "
-        "Nothing was written. Use a new --output, or repeat the original settings to resume that run.")
+      f"The output folder {output} belongs to a different run: " + "; ".join(diffs) + ". "
+      "Nothing was written. Use a new --output, or repeat the original settings to resume that run."
+    )
 
 
 def labels_summary(spec: str | Sequence[int]) -> str:

@@ -19,14 +19,22 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from jaxdiff.fileio import atomic_write
 
-__all__ = ["SHARD_PATTERN", "shard_name", "parse_shard_name", "layout", "write_shard", "check_shard",
-           "read_shard", "temp_name"]
+__all__ = [
+  "SHARD_PATTERN",
+  "shard_name",
+  "parse_shard_name",
+  "layout",
+  "write_shard",
+  "check_shard",
+  "read_shard",
+  "temp_name",
+]
 
 SHARD_PATTERN = re.compile(r"^samples_(\d{7,})_(\d{7,})\.npz$")
 
@@ -49,8 +57,9 @@ def temp_name(name: str, tag: str) -> str:
   return f".{name}.{tag}.tmp"
 
 
-def write_shard(directory: str, start: int, end: int, kind: str, data: np.ndarray, labels: np.ndarray,
-                tag: str = "p0") -> str:
+def write_shard(
+  directory: str, start: int, end: int, kind: str, data: np.ndarray, labels: np.ndarray, tag: str = "p0"
+) -> str:
   """Atomically write shard [start, end) (`kind` is "images" or "points"); returns its path."""
   n = end - start
   if len(data) != n or len(labels) != n:
@@ -58,9 +67,11 @@ def write_shard(directory: str, start: int, end: int, kind: str, data: np.ndarra
   data = np.ascontiguousarray(data, np.uint8 if kind == "images" else np.float32)
   index = np.arange(start, end, dtype=np.int64)
   name = shard_name(start, end)
-  return atomic_write(os.path.join(directory, name),
-                      lambda f: np.savez(f, **{kind: data, "labels": np.asarray(labels, np.int32), "index": index}),
-                      tmp_name=temp_name(name, tag))
+  return atomic_write(
+    os.path.join(directory, name),
+    lambda f: np.savez(f, **{kind: data, "labels": np.asarray(labels, np.int32), "index": index}),
+    tmp_name=temp_name(name, tag),
+  )
 
 
 def read_shard(path: str) -> dict[str, np.ndarray]:
@@ -69,8 +80,9 @@ def read_shard(path: str) -> dict[str, np.ndarray]:
     return {k: np.asarray(f[k]) for k in f.files}
 
 
-def check_shard(path: str, start: int, end: int, kind: str, data_shape: Sequence[int],
-                expected_labels: np.ndarray) -> str | None:
+def check_shard(
+  path: str, start: int, end: int, kind: str, data_shape: Sequence[int], expected_labels: np.ndarray
+) -> str | None:
   """None if `path` is a complete, correct shard [start, end); else what is wrong with it."""
   try:
     arrays = read_shard(path)

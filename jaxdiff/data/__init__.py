@@ -15,13 +15,13 @@ from jaxdiff.data.datasets import create_dataset, dataset_info, load_arrays, pre
 from jaxdiff.data.toy2d import TOY2D_NAMES, sample_toy2d
 
 __all__ = [
-    "DatasetInfo",
-    "DatasetNotFoundError",
-    "TOY2D_NAMES",
-    "create_dataset",
-    "dataset_info",
-    "load_arrays",
-    "preview",
-    "sample_toy2d",
-    "to_global",
+  "DatasetInfo",
+  "DatasetNotFoundError",
+  "TOY2D_NAMES",
+  "create_dataset",
+  "dataset_info",
+  "load_arrays",
+  "preview",
+  "sample_toy2d",
+  "to_global",
 ]

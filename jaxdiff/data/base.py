@@ -6,16 +6,17 @@ Kept free of TensorFlow and scikit-learn so that `import jaxdiff.data` stays lig
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Mapping, Optional, Tuple, Union
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
 # Tags that keep the random streams of different uses apart (same config.seed, other purpose).
-TAG_EPOCH_ORDER = 1      # per-epoch permutation of a fixed set
-TAG_TOY_FIXED_SET = 2    # the fixed toy2d set (toy2d_num_points > 0)
-TAG_TOY_STREAM = 3       # the endless toy2d stream, one draw per step
-TAG_TFDS = 4             # TFDS shuffle / flip seeds
-TAG_SAMPLE = 5           # sample_toy2d(name, n, int_seed)
+TAG_EPOCH_ORDER = 1  # per-epoch permutation of a fixed set
+TAG_TOY_FIXED_SET = 2  # the fixed toy2d set (toy2d_num_points > 0)
+TAG_TOY_STREAM = 3  # the endless toy2d stream, one draw per step
+TAG_TFDS = 4  # TFDS shuffle / flip seeds
+TAG_SAMPLE = 5  # sample_toy2d(name, n, int_seed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,11 +28,12 @@ class DatasetInfo:
   every batch (0: no "label" key); num_examples: examples in the configured split (all
   processes together), None for an endless stream.
   """
+
   name: str
   kind: str
-  shape: Tuple[int, ...]
+  shape: tuple[int, ...]
   num_classes: int
-  num_examples: Optional[int]
+  num_examples: int | None
 
 
 class DatasetNotFoundError(ValueError):
@@ -41,7 +43,7 @@ class DatasetNotFoundError(ValueError):
   """
 
 
-def parse_name(name: str) -> Tuple[str, str]:
+def parse_name(name: str) -> tuple[str, str]:
   """Splits config.data.name into (family, sub-name): "digits" -> ("digits", "")."""
   if not isinstance(name, str) or not name:
     raise ValueError(f"config.data.name must be a non-empty string, got {name!r}")
@@ -50,11 +52,12 @@ def parse_name(name: str) -> Tuple[str, str]:
   for family in ("toy2d", "tfds"):
     prefix = family + "/"
     if name.startswith(prefix) and len(name) > len(prefix):
-      return family, name[len(prefix):]
+      return family, name[len(prefix) :]
   raise ValueError(
-      f"config.data.name={name!r} is not a known data set. Use 'digits', "
-      "'toy2d/<s_curve|swiss_roll|moons|8gaussians|checkerboard>' or 'tfds/<name>' "
-      "(e.g. tfds/mnist, tfds/cifar10), e.g. --config.data.name=digits")
+    f"config.data.name={name!r} is not a known data set. Use 'digits', "
+    "'toy2d/<s_curve|swiss_roll|moons|8gaussians|checkerboard>' or 'tfds/<name>' "
+    "(e.g. tfds/mnist, tfds/cifar10), e.g. --config.data.name=digits"
+  )
 
 
 def seed_entropy(seed: Any) -> int:
@@ -70,23 +73,26 @@ def rng_for(seed: Any, tag: int, *more: int) -> np.random.Generator:
 def local_batch_size(global_batch: int, process_count: int) -> int:
   """This process's share of the global batch; a clear ValueError when it does not divide."""
   if int(global_batch) != global_batch or global_batch < 1:
-    raise ValueError(f"the global batch size (config.train.batch_size) must be a positive "
-                     f"integer, got {global_batch!r}")
+    raise ValueError(
+      f"the global batch size (config.train.batch_size) must be a positive integer, got {global_batch!r}"
+    )
   if process_count < 1:
     raise ValueError(f"process_count must be >= 1, got {process_count}")
   if global_batch % process_count:
     fix = process_count * -(-global_batch // process_count)
     raise ValueError(
-        f"global batch size {global_batch} (config.train.batch_size, the batch over all "
-        f"processes) is not divisible by the number of processes {process_count}; set "
-        f"--config.train.batch_size to a multiple of {process_count} (e.g. {fix}).")
+      f"global batch size {global_batch} (config.train.batch_size, the batch over all "
+      f"processes) is not divisible by the number of processes {process_count}; set "
+      f"--config.train.batch_size to a multiple of {process_count} (e.g. {fix})."
+    )
   return int(global_batch) // process_count
 
 
-def resolve_process(process_index: Optional[int], process_count: Optional[int]) -> Tuple[int, int]:
+def resolve_process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
   """Defaults to jax.process_index() / jax.process_count(); checks 0 <= index < count."""
   if process_index is None or process_count is None:
     import jax
+
     if process_index is None:
       process_index = jax.process_index()
     if process_count is None:
@@ -96,7 +102,7 @@ def resolve_process(process_index: Optional[int], process_count: Optional[int]) 
   return int(process_index), int(process_count)
 
 
-def to_global(batch: Mapping[str, Any], sharding: Union[Any, Mapping[str, Any]]) -> dict:
+def to_global(batch: Mapping[str, Any], sharding: Any | Mapping[str, Any]) -> dict:
   """Builds global jax Arrays from this process's batch: make_array_from_process_local_data per key.
 
   sharding: one `jax.sharding.Sharding` for every entry (e.g. NamedSharding(mesh, P('data')),
@@ -125,4 +131,5 @@ def check_no_image_options(name: str, data_config: Any, what: Iterable[str]) -> 
   for field in what:
     if get_field(data_config, field, False):
       raise ValueError(
-          f"config.data.{field}=True does not apply to {name!r}; set --config.data.{field}=False")
+        f"config.data.{field}=True does not apply to {name!r}; set --config.data.{field}=False"
+      )

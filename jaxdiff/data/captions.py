@@ -22,19 +22,32 @@ from __future__ import annotations
 
 import functools
 import itertools
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["VOCAB", "CAPTION_LENGTH", "THICKNESS", "SLANTS", "ink", "slant", "thresholds", "attributes",
-           "caption_tokens", "parse_caption", "caption_text", "all_captions", "caption_agreement"]
+__all__ = [
+  "VOCAB",
+  "CAPTION_LENGTH",
+  "THICKNESS",
+  "SLANTS",
+  "ink",
+  "slant",
+  "thresholds",
+  "attributes",
+  "caption_tokens",
+  "parse_caption",
+  "caption_text",
+  "all_captions",
+  "caption_agreement",
+]
 
 THICKNESS = ("thin", "thick")
 SLANTS = ("slanted-left", "upright", "slanted-right")
 VOCAB = tuple(str(c) for c in range(10)) + THICKNESS + SLANTS
 CAPTION_LENGTH = 3
-_THICK0 = 10   # id of "thin"; "thick" is 11
-_SLANT0 = 12   # id of "slanted-left"; "upright" 13, "slanted-right" 14
+_THICK0 = 10  # id of "thin"; "thick" is 11
+_SLANT0 = 12  # id of "slanted-left"; "upright" 13, "slanted-right" 14
 
 
 def _ink_weights(x: np.ndarray) -> np.ndarray:
@@ -137,6 +150,7 @@ def caption_agreement(images: np.ndarray, tokens: np.ndarray, judge=None) -> dic
   tokens = np.asarray(tokens, np.int64)
   if judge is None:
     from jaxdiff.evaluation import DigitsJudge
+
     judge = DigitsJudge.load()
   x = np.asarray(images, np.float32)
   cls = tokens[:, 0]
@@ -149,9 +163,9 @@ def caption_agreement(images: np.ndarray, tokens: np.ndarray, judge=None) -> dic
   ok_thick = np.where(has_t, thick == tokens[:, 1] - _THICK0, True)
   ok_slant = np.where(has_s, bins == tokens[:, 2] - _SLANT0, True)
   return {
-      "class": float(ok_class.mean()),
-      "thickness": float(ok_thick[has_t].mean()) if has_t.any() else float("nan"),
-      "slant": float(ok_slant[has_s].mean()) if has_s.any() else float("nan"),
-      "all": float((ok_class & ok_thick & ok_slant).mean()),
-      "n": int(len(x)),
+    "class": float(ok_class.mean()),
+    "thickness": float(ok_thick[has_t].mean()) if has_t.any() else float("nan"),
+    "slant": float(ok_slant[has_s].mean()) if has_s.any() else float("nan"),
+    "all": float((ok_class & ok_thick & ok_slant).mean()),
+    "n": int(len(x)),
   }

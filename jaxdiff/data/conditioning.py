@@ -18,14 +18,23 @@ exactly as they were.
 from __future__ import annotations
 
 import functools
-from typing import Any, Dict, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
 from jaxdiff.data import base
 
-__all__ = ["COND_KINDS", "cond_kind", "validate_cond", "downsample", "upsample_bicubic", "sr_input",
-           "add_conditioning", "with_conditioning"]
+__all__ = [
+  "COND_KINDS",
+  "cond_kind",
+  "validate_cond",
+  "downsample",
+  "upsample_bicubic",
+  "sr_input",
+  "add_conditioning",
+  "with_conditioning",
+]
 
 COND_KINDS = ("", "sr", "caption")
 
@@ -34,8 +43,10 @@ def cond_kind(data_config: Any) -> str:
   """config.data.cond ("" when an older config lacks the field)."""
   kind = base.get_field(data_config, "cond", "") or ""
   if kind not in COND_KINDS:
-    raise ValueError(f"config.data.cond={kind!r} is not valid; choose one of {list(COND_KINDS)} "
-                     "('' = none, 'sr' = low-resolution image, 'caption' = digit captions)")
+    raise ValueError(
+      f"config.data.cond={kind!r} is not valid; choose one of {list(COND_KINDS)} "
+      "('' = none, 'sr' = low-resolution image, 'caption' = digit captions)"
+    )
   return kind
 
 
@@ -46,8 +57,9 @@ def _sr_factor(data_config: Any) -> int:
   return factor
 
 
-def validate_cond(data_config: Any, family: str, kind_of_data: str, image_size: int | None,
-                  num_classes: int) -> str:
+def validate_cond(
+  data_config: Any, family: str, kind_of_data: str, image_size: int | None, num_classes: int
+) -> str:
   """Checks config.data.cond against the data set; returns the kind."""
   kind = cond_kind(data_config)
   if kind and kind_of_data != "image":
@@ -58,8 +70,10 @@ def validate_cond(data_config: Any, family: str, kind_of_data: str, image_size: 
       raise ValueError(f"config.data.sr_factor={factor} does not divide the image size {image_size}")
   if kind == "caption":
     if family != "digits":
-      raise ValueError(f"config.data.cond='caption' describes the 8x8 digits; {data_config.name!r} has no "
-                       "captions (feed a 'context' entry from your own pipeline instead)")
+      raise ValueError(
+        f"config.data.cond='caption' describes the 8x8 digits; {data_config.name!r} has no "
+        "captions (feed a 'context' entry from your own pipeline instead)"
+      )
     if num_classes != 10:
       raise ValueError("config.data.cond='caption' needs the digit labels: set config.data.num_classes=10")
   return kind
@@ -74,9 +88,10 @@ def downsample(x: np.ndarray, factor: int) -> np.ndarray:
   return x.reshape(n, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _resize_fn(shape: tuple, out_hw: tuple):
   import jax
+
   return jax.jit(lambda a: jax.image.resize(a, (shape[0],) + out_hw + (shape[3],), method="cubic"))
 
 
@@ -97,7 +112,7 @@ def sr_input(x: np.ndarray, factor: int = 2) -> tuple[np.ndarray, np.ndarray]:
   return low, upsample_bicubic(low, np.asarray(x).shape[1])
 
 
-def add_conditioning(batch: Dict[str, np.ndarray], data_config: Any) -> Dict[str, np.ndarray]:
+def add_conditioning(batch: dict[str, np.ndarray], data_config: Any) -> dict[str, np.ndarray]:
   """The batch with the entries config.data.cond asks for (a new dict; the input is kept)."""
   kind = cond_kind(data_config)
   if not kind:
@@ -107,13 +122,16 @@ def add_conditioning(batch: Dict[str, np.ndarray], data_config: Any) -> Dict[str
     out["x_cond"] = sr_input(batch["x"], _sr_factor(data_config))[1]
   else:
     from jaxdiff.data.captions import caption_tokens
+
     if "label" not in batch:
       raise ValueError("config.data.cond='caption' needs labels in the batches (config.data.num_classes=10)")
     out["context"] = caption_tokens(batch["x"], batch["label"])
   return out
 
 
-def with_conditioning(stream: Iterator[Dict[str, np.ndarray]], data_config: Any) -> Iterator[Dict[str, np.ndarray]]:
+def with_conditioning(
+  stream: Iterator[dict[str, np.ndarray]], data_config: Any
+) -> Iterator[dict[str, np.ndarray]]:
   """Wraps a batch stream with add_conditioning (returns the stream itself when there is none)."""
   if not cond_kind(data_config):
     return stream

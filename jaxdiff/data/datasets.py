@@ -6,20 +6,20 @@ Dispatches on config.data.name: "digits" and "toy2d/<name>" are embedded (numpy,
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, Optional, Tuple
+from collections.abc import Iterator
 
 import numpy as np
 
 from jaxdiff.data import base, conditioning, embedded, toy2d
 
-Batch = Dict[str, np.ndarray]
+Batch = dict[str, np.ndarray]
 
 
-def _split(config, split: Optional[str]) -> str:
+def _split(config, split: str | None) -> str:
   return split if split is not None else base.get_field(config.data, "split", "train")
 
 
-def dataset_info(config, split: Optional[str] = None) -> base.DatasetInfo:
+def dataset_info(config, split: str | None = None) -> base.DatasetInfo:
   """Validates config.data and describes the examples that create_dataset(config) yields.
 
   Raises ValueError naming the config field and the fix (unknown name, image_size / channels /
@@ -28,12 +28,13 @@ def dataset_info(config, split: Optional[str] = None) -> base.DatasetInfo:
   """
   info = _info(config, split)
   family, _ = base.parse_name(config.data.name)
-  conditioning.validate_cond(config.data, family, info.kind, info.shape[0] if info.kind == "image" else None,
-                             info.num_classes)
+  conditioning.validate_cond(
+    config.data, family, info.kind, info.shape[0] if info.kind == "image" else None, info.num_classes
+  )
   return info
 
 
-def _info(config, split: Optional[str]) -> base.DatasetInfo:
+def _info(config, split: str | None) -> base.DatasetInfo:
   name = config.data.name
   family, sub = base.parse_name(name)
   split = _split(config, split)
@@ -46,12 +47,19 @@ def _info(config, split: Optional[str]) -> base.DatasetInfo:
     num_points = int(base.get_field(config.data, "toy2d_num_points", 0))
     return base.DatasetInfo(name, "points", (2,), num_classes, num_points or None)
   from jaxdiff.data import tfds_pipeline
+
   return tfds_pipeline.tfds_info(sub, config.data, split, name)
 
 
-def create_dataset(config, *, batch_size: Optional[int] = None,
-                   process_index: Optional[int] = None, process_count: Optional[int] = None,
-                   start_step: int = 0, split: Optional[str] = None) -> Iterator[Batch]:
+def create_dataset(
+  config,
+  *,
+  batch_size: int | None = None,
+  process_index: int | None = None,
+  process_count: int | None = None,
+  start_step: int = 0,
+  split: str | None = None,
+) -> Iterator[Batch]:
   """Endless iterator of this process's numpy batches: {"x": float32, "label": int32 [b]}, plus
   the conditioning entries config.data.cond asks for ("x_cond" or "context";
   jaxdiff.data.conditioning).
@@ -74,37 +82,56 @@ def create_dataset(config, *, batch_size: Optional[int] = None,
     raise ValueError(f"start_step must be a non-negative integer, got {start_step!r}")
   seed = int(config.seed)
   if conditioning.cond_kind(config.data):
-    conditioning.validate_cond(config.data, family, "points" if family == "toy2d" else "image", None,
-                               int(base.get_field(config.data, "num_classes", 0)))
-  stream = _create_stream(config, family, sub, split, global_batch, local_batch, process_index,
-                          process_count, int(start_step), seed)
+    conditioning.validate_cond(
+      config.data,
+      family,
+      "points" if family == "toy2d" else "image",
+      None,
+      int(base.get_field(config.data, "num_classes", 0)),
+    )
+  stream = _create_stream(
+    config, family, sub, split, global_batch, local_batch, process_index, process_count, int(start_step), seed
+  )
   return conditioning.with_conditioning(stream, config.data)
 
 
-def _create_stream(config, family, sub, split, global_batch, local_batch, process_index, process_count,
-                   start_step, seed):
+def _create_stream(
+  config, family, sub, split, global_batch, local_batch, process_index, process_count, start_step, seed
+):
   name = config.data.name
   if family == "digits":
     num_classes = embedded.validate_digits(config.data, split)
     x, y = embedded.load_digits_split(split)
-    return embedded.fixed_set_stream(x, y if num_classes else None, seed, global_batch,
-                                     local_batch, process_index, int(start_step))
+    return embedded.fixed_set_stream(
+      x, y if num_classes else None, seed, global_batch, local_batch, process_index, int(start_step)
+    )
   if family == "toy2d":
     num_classes = toy2d.validate_toy2d(sub, config.data)
     num_points = int(base.get_field(config.data, "toy2d_num_points", 0))
     if num_points == 0:
-      return toy2d.endless_stream(sub, seed, global_batch, local_batch, process_index,
-                                  int(start_step), with_labels=num_classes > 0)
+      return toy2d.endless_stream(
+        sub, seed, global_batch, local_batch, process_index, int(start_step), with_labels=num_classes > 0
+      )
     x, y = toy2d.fixed_set(sub, num_points, seed)
-    return embedded.fixed_set_stream(x, y if num_classes else None, seed, global_batch,
-                                     local_batch, process_index, int(start_step))
+    return embedded.fixed_set_stream(
+      x, y if num_classes else None, seed, global_batch, local_batch, process_index, int(start_step)
+    )
   from jaxdiff.data import tfds_pipeline
-  return tfds_pipeline.tfds_stream(sub, config.data, name=name, seed=seed, local_batch=local_batch,
-                                   process_index=process_index, process_count=process_count,
-                                   start_step=int(start_step), split=split)
+
+  return tfds_pipeline.tfds_stream(
+    sub,
+    config.data,
+    name=name,
+    seed=seed,
+    local_batch=local_batch,
+    process_index=process_index,
+    process_count=process_count,
+    start_step=int(start_step),
+    split=split,
+  )
 
 
-def load_arrays(config, split: str = "train") -> Tuple[np.ndarray, Optional[np.ndarray]]:
+def load_arrays(config, split: str = "train") -> tuple[np.ndarray, np.ndarray | None]:
   """All examples of an embedded data set as numpy: (x, labels or None).
 
   digits: split "train" (1438, what training uses by default), "test" (359 held-out digits, a
@@ -119,18 +146,24 @@ def load_arrays(config, split: str = "train") -> Tuple[np.ndarray, Optional[np.n
     toy2d.validate_toy2d(sub, config.data)
     num_points = int(base.get_field(config.data, "toy2d_num_points", 0))
     if num_points == 0:
-      raise ValueError(f"{config.data.name} is an endless stream (config.data.toy2d_num_points=0): "
-                       "there is no fixed set to load; use jaxdiff.data.sample_toy2d(name, n, seed) "
-                       "for fresh draws, or set --config.data.toy2d_num_points=N")
+      raise ValueError(
+        f"{config.data.name} is an endless stream (config.data.toy2d_num_points=0): "
+        "there is no fixed set to load; use jaxdiff.data.sample_toy2d(name, n, seed) "
+        "for fresh draws, or set --config.data.toy2d_num_points=N"
+      )
     if split not in ("train", "all"):
-      raise ValueError(f"split={split!r}: a fixed toy2d set has only 'train' (= 'all'); for "
-                       "held-out points use jaxdiff.data.sample_toy2d(name, n, seed)")
+      raise ValueError(
+        f"split={split!r}: a fixed toy2d set has only 'train' (= 'all'); for "
+        "held-out points use jaxdiff.data.sample_toy2d(name, n, seed)"
+      )
     return toy2d.fixed_set(sub, num_points, int(config.seed))
-  raise ValueError(f"load_arrays reads embedded data sets (digits, toy2d/...), not "
-                   f"{config.data.name!r}; iterate create_dataset(config) for TFDS data")
+  raise ValueError(
+    f"load_arrays reads embedded data sets (digits, toy2d/...), not "
+    f"{config.data.name!r}; iterate create_dataset(config) for TFDS data"
+  )
 
 
-def preview(config, path: str, num: Optional[int] = None, *, split: Optional[str] = None) -> str:
+def preview(config, path: str, num: int | None = None, *, split: str | None = None) -> str:
   """Writes a PNG of real training data: a grid of `num` images (default 64), or a scatter plot
   of `num` points (default 2048) for toy2d, taken from the first batch of the stream exactly as
   create_dataset yields it (one process, batch = num). Returns the path."""
@@ -139,8 +172,7 @@ def preview(config, path: str, num: Optional[int] = None, *, split: Optional[str
   info = dataset_info(config, split=split)
   if num is None:
     num = 64 if info.kind == "image" else 2048
-  batch = next(iter(create_dataset(config, batch_size=num, process_index=0, process_count=1,
-                                   split=split)))
+  batch = next(iter(create_dataset(config, batch_size=num, process_index=0, process_count=1, split=split)))
   if info.kind == "image":
     images.save_image_grid(batch["x"], path)
   else:
@@ -148,7 +180,11 @@ def preview(config, path: str, num: Optional[int] = None, *, split: Optional[str
     family, sub = base.parse_name(config.data.name)
     if info.num_examples is not None:  # fixed set: show which part of the truth it covers
       reference = toy2d.sample_toy2d(sub, 4096, (int(config.seed), 7))
-    images.save_scatter(batch["x"], path, labels=batch.get("label"), reference=reference,
-                        title=f"{config.data.name}: {num} points of the first batch")
+    images.save_scatter(
+      batch["x"],
+      path,
+      labels=batch.get("label"),
+      reference=reference,
+      title=f"{config.data.name}: {num} points of the first batch",
+    )
   return path
-

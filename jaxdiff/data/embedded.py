@@ -15,7 +15,7 @@ costs one permutation, and process p of P takes elements [p*b, (p+1)*b) of each 
 from __future__ import annotations
 
 import functools
-from typing import Dict, Iterator, Optional, Tuple
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -29,7 +29,7 @@ _DIGITS_SPLIT_SEED = 20_240_427  # fixed: the held-out digits never depend on co
 
 
 @functools.lru_cache(maxsize=1)
-def _digits_all() -> Tuple[np.ndarray, np.ndarray]:
+def _digits_all() -> tuple[np.ndarray, np.ndarray]:
   """All 1797 digits in scikit-learn's order: x float32 [N, 8, 8, 1] in [-1, 1], labels int32."""
   from sklearn.datasets import load_digits  # bundled with scikit-learn: no download
 
@@ -55,11 +55,13 @@ def digits_test_mask() -> np.ndarray:
   return mask
 
 
-def load_digits_split(split: str = "train") -> Tuple[np.ndarray, np.ndarray]:
+def load_digits_split(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
   """Digits of one split ("train" 1438 | "test" 359 | "all" 1797), in scikit-learn's order."""
   if split not in DIGITS_SPLITS:
-    raise ValueError(f"config.data.split={split!r} is not a digits split; use one of "
-                     f"{DIGITS_SPLITS} (e.g. --config.data.split=train)")
+    raise ValueError(
+      f"config.data.split={split!r} is not a digits split; use one of "
+      f"{DIGITS_SPLITS} (e.g. --config.data.split=train)"
+    )
   x, y = _digits_all()
   if split == "all":
     return x.copy(), y.copy()
@@ -73,21 +75,30 @@ def validate_digits(data_config, split: str) -> int:
   channels = base.get_field(data_config, "channels", 1)
   num_classes = base.get_field(data_config, "num_classes", 0)
   if image_size != 8:
-    raise ValueError(f"config.data.image_size={image_size}, but digits are 8x8 images (no "
-                     "resizing); set --config.data.image_size=8")
+    raise ValueError(
+      f"config.data.image_size={image_size}, but digits are 8x8 images (no "
+      "resizing); set --config.data.image_size=8"
+    )
   if channels != 1:
-    raise ValueError(f"config.data.channels={channels}, but digits are grayscale; set "
-                     "--config.data.channels=1")
+    raise ValueError(
+      f"config.data.channels={channels}, but digits are grayscale; set --config.data.channels=1"
+    )
   if num_classes not in (0, DIGITS_NUM_CLASSES):
-    raise ValueError(f"config.data.num_classes={num_classes}, but digits have 10 classes; set "
-                     "--config.data.num_classes=10 (class labels) or 0 (unconditional)")
+    raise ValueError(
+      f"config.data.num_classes={num_classes}, but digits have 10 classes; set "
+      "--config.data.num_classes=10 (class labels) or 0 (unconditional)"
+    )
   if base.get_field(data_config, "random_flip", False):
-    raise ValueError("config.data.random_flip=True would mirror the digits (a mirrored 3 is "
-                     "not a 3); set --config.data.random_flip=False")
+    raise ValueError(
+      "config.data.random_flip=True would mirror the digits (a mirrored 3 is "
+      "not a 3); set --config.data.random_flip=False"
+    )
   base.check_no_image_options("digits", data_config, ["center_crop"])
   if split not in DIGITS_SPLITS:
-    raise ValueError(f"config.data.split={split!r} is not a digits split; use one of "
-                     f"{DIGITS_SPLITS} (e.g. --config.data.split=train)")
+    raise ValueError(
+      f"config.data.split={split!r} is not a digits split; use one of "
+      f"{DIGITS_SPLITS} (e.g. --config.data.split=train)"
+    )
   return int(num_classes)
 
 
@@ -96,7 +107,7 @@ class _EpochOrder:
 
   def __init__(self, n: int, seed: int):
     self.n, self.seed = n, seed
-    self._cache: Dict[int, np.ndarray] = {}
+    self._cache: dict[int, np.ndarray] = {}
 
   def __call__(self, epoch: int) -> np.ndarray:
     perm = self._cache.get(epoch)
@@ -108,8 +119,9 @@ class _EpochOrder:
     return perm
 
 
-def fixed_set_indices(n: int, seed: int, global_batch: int, local_batch: int,
-                      process_index: int, start_step: int = 0) -> Iterator[np.ndarray]:
+def fixed_set_indices(
+  n: int, seed: int, global_batch: int, local_batch: int, process_index: int, start_step: int = 0
+) -> Iterator[np.ndarray]:
   """Yields, for steps start_step, start_step + 1, ..., this process's example indices.
 
   Element g of the global stream is example perm_{g // n}[g % n]; process p takes elements
@@ -131,9 +143,15 @@ def fixed_set_indices(n: int, seed: int, global_batch: int, local_batch: int,
     step += 1
 
 
-def fixed_set_stream(x: np.ndarray, labels: Optional[np.ndarray], seed: int, global_batch: int,
-                     local_batch: int, process_index: int,
-                     start_step: int = 0) -> Iterator[Dict[str, np.ndarray]]:
+def fixed_set_stream(
+  x: np.ndarray,
+  labels: np.ndarray | None,
+  seed: int,
+  global_batch: int,
+  local_batch: int,
+  process_index: int,
+  start_step: int = 0,
+) -> Iterator[dict[str, np.ndarray]]:
   """Endless per-process batches {"x", ["label"]} over a fixed set (see fixed_set_indices)."""
   for idx in fixed_set_indices(len(x), seed, global_batch, local_batch, process_index, start_step):
     batch = {"x": x[idx]}

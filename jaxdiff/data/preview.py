@@ -13,18 +13,17 @@ this runs as a program, and the module stays callable as that function even afte
 import sys
 import types
 
-from jaxdiff.data.datasets import dataset_info, preview as _preview
+from jaxdiff.data.datasets import dataset_info
+from jaxdiff.data.datasets import preview as _preview
 
 
 def _run() -> None:
   from absl import app, flags
   from ml_collections import config_flags
 
-  config_flag = config_flags.DEFINE_config_file("config", None,
-                                                "ml_collections config file (get_config()).")
+  config_flag = config_flags.DEFINE_config_file("config", None, "ml_collections config file (get_config()).")
   out_flag = flags.DEFINE_string("out", "preview.png", "Where to write the PNG.")
-  num_flag = flags.DEFINE_integer("num", None,
-                                  "Examples to show (default: 64 images or 2048 points).")
+  num_flag = flags.DEFINE_integer("num", None, "Examples to show (default: 64 images or 2048 points).")
 
   def main(argv) -> None:
     if len(argv) > 1:

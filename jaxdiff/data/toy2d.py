@@ -21,13 +21,14 @@ fixed set of N points drawn from config.seed, visited epoch by epoch in a per-ep
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
 from jaxdiff.data import base
 
-Draw = Callable[[np.random.Generator, int], Tuple[np.ndarray, Optional[np.ndarray]]]
+Draw = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray | None]]
 
 S_CURVE_SCALE = 2.5
 SWISS_ROLL_SCALE = 16.0
@@ -43,18 +44,21 @@ def _sk_seed(rng: np.random.Generator) -> int:
 
 def _s_curve(rng: np.random.Generator, n: int):
   from sklearn.datasets import make_s_curve
+
   x3, _ = make_s_curve(n, noise=0.1, random_state=_sk_seed(rng))
   return x3[:, [0, 2]] / S_CURVE_SCALE, None
 
 
 def _swiss_roll(rng: np.random.Generator, n: int):
   from sklearn.datasets import make_swiss_roll
+
   x3, _ = make_swiss_roll(n, noise=0.5, random_state=_sk_seed(rng))
   return x3[:, [0, 2]] / SWISS_ROLL_SCALE, None
 
 
 def _moons(rng: np.random.Generator, n: int):
   from sklearn.datasets import make_moons
+
   x, y = make_moons(n, noise=0.05, random_state=_sk_seed(rng))
   return (x - np.asarray(MOONS_SHIFT)) / MOONS_SCALE, y
 
@@ -74,12 +78,12 @@ def _checkerboard(rng: np.random.Generator, n: int):
   return -1.0 + 0.5 * (cells + rng.random((n, 2))), None
 
 
-_DRAWS: Dict[str, Draw] = {
-    "s_curve": _s_curve,
-    "swiss_roll": _swiss_roll,
-    "moons": _moons,
-    "8gaussians": _eight_gaussians,
-    "checkerboard": _checkerboard,
+_DRAWS: dict[str, Draw] = {
+  "s_curve": _s_curve,
+  "swiss_roll": _swiss_roll,
+  "moons": _moons,
+  "8gaussians": _eight_gaussians,
+  "checkerboard": _checkerboard,
 }
 TOY2D_NAMES = tuple(_DRAWS)
 # Classes a toy set can label its points with (0: no labels).
@@ -88,21 +92,22 @@ TOY2D_NUM_CLASSES = {"s_curve": 0, "swiss_roll": 0, "moons": 2, "8gaussians": 8,
 
 def _check_name(name: str) -> str:
   if name.startswith("toy2d/"):
-    name = name[len("toy2d/"):]
+    name = name[len("toy2d/") :]
   if name not in _DRAWS:
-    raise ValueError(f"unknown toy2d data set {name!r}; choose one of {', '.join(TOY2D_NAMES)} "
-                     "(e.g. --config.data.name=toy2d/s_curve)")
+    raise ValueError(
+      f"unknown toy2d data set {name!r}; choose one of {', '.join(TOY2D_NAMES)} "
+      "(e.g. --config.data.name=toy2d/s_curve)"
+    )
   return name
 
 
-def draw(name: str, n: int, rng: np.random.Generator) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+def draw(name: str, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
   """n points (float32 [n, 2]) and labels (int32 [n], or None) from a numpy Generator."""
   name = _check_name(name)
   if int(n) != n or n < 1:
     raise ValueError(f"number of points must be a positive integer, got {n!r}")
   x, y = _DRAWS[name](rng, int(n))
-  return (np.asarray(x, dtype=np.float32),
-          None if y is None else np.asarray(y, dtype=np.int32))
+  return (np.asarray(x, dtype=np.float32), None if y is None else np.asarray(y, dtype=np.int32))
 
 
 def _generator(key_or_seed: Any) -> np.random.Generator:
@@ -114,6 +119,7 @@ def _generator(key_or_seed: Any) -> np.random.Generator:
   if isinstance(key_or_seed, (tuple, list)):
     return np.random.default_rng([base.TAG_SAMPLE, *[base.seed_entropy(s) for s in key_or_seed]])
   import jax  # a jax key: new-style typed key or legacy uint32 [2]
+
   arr = key_or_seed
   if jax.dtypes.issubdtype(getattr(arr, "dtype", None), jax.dtypes.prng_key):
     arr = jax.random.key_data(arr)
@@ -123,8 +129,7 @@ def _generator(key_or_seed: Any) -> np.random.Generator:
   return np.random.default_rng([base.TAG_SAMPLE, *[int(w) for w in words]])
 
 
-def sample_toy2d(name: str, n: int, key_or_seed: Union[int, Any], *,
-                 with_labels: bool = False):
+def sample_toy2d(name: str, n: int, key_or_seed: int | Any, *, with_labels: bool = False):
   """Fresh draws from the true toy distribution `name` ("s_curve" or "toy2d/s_curve", ...).
 
   Returns float32 [n, 2] points (and int32 [n] labels, or None, with with_labels=True).
@@ -148,19 +153,28 @@ def validate_toy2d(sub: str, data_config) -> int:
     raise ValueError(f"config.data.num_classes={num_classes} does not match toy2d/{sub}; set {fix}")
   num_points = base.get_field(data_config, "toy2d_num_points", 0)
   if int(num_points) != num_points or num_points < 0:
-    raise ValueError(f"config.data.toy2d_num_points={num_points!r} must be 0 (endless stream of "
-                     "fresh points) or a positive number of points")
+    raise ValueError(
+      f"config.data.toy2d_num_points={num_points!r} must be 0 (endless stream of "
+      "fresh points) or a positive number of points"
+    )
   base.check_no_image_options(f"toy2d/{sub}", data_config, ["random_flip", "center_crop"])
   return int(num_classes)
 
 
-def fixed_set(sub: str, num_points: int, seed: int) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+def fixed_set(sub: str, num_points: int, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
   """The fixed toy set used when toy2d_num_points > 0: a function of (name, N, seed) only."""
   return draw(sub, num_points, base.rng_for(seed, base.TAG_TOY_FIXED_SET))
 
 
-def endless_stream(sub: str, seed: int, global_batch: int, local_batch: int, process_index: int,
-                   start_step: int, with_labels: bool) -> Iterator[Dict[str, np.ndarray]]:
+def endless_stream(
+  sub: str,
+  seed: int,
+  global_batch: int,
+  local_batch: int,
+  process_index: int,
+  start_step: int,
+  with_labels: bool,
+) -> Iterator[dict[str, np.ndarray]]:
   """Global batch k = B fresh points drawn from (seed, k); this process takes rows [p*b, (p+1)*b)."""
   lo, hi = process_index * local_batch, (process_index + 1) * local_batch
   step = int(start_step)

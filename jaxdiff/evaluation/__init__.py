@@ -19,24 +19,42 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    # frechet
-    "frechet_distance": "frechet", "feature_statistics": "frechet", "frechet_distance_from_features": "frechet",
-    "RunningStatistics": "frechet",
-    # distances
-    "sliced_wasserstein": "distances", "mmd_rbf": "distances", "nearest_neighbour_distances": "distances",
-    # evaluations
-    "memorisation": "memorization",
-    "DigitsJudge": "digits_judge", "evaluate_digits": "digits", "load_digits_splits": "digits",
-    "evaluate_toy2d": "toy2d",
-    "evaluate_fid": "fid", "save_statistics": "fid", "load_statistics": "fid",
-    "InceptionV3": "inception", "InceptionFeatures": "inception", "load_inception_variables": "inception",
-    "convert_pytorch_fid_weights": "inception",
-    "bits_per_dim": "likelihood", "vlb_terms": "likelihood", "discretized_gaussian_log_likelihood": "likelihood",
-    "evaluate_for_training": "periodic", "check_eval_config": "periodic",
-    "format_table": "report", "write_json": "report", "flatten": "report",
-    "load_samples": "cli", "evaluate_samples": "cli",
-    "psnr": "conditioning", "super_resolution_errors": "conditioning", "label_agreement": "conditioning",
-    "caption_agreement": "conditioning",
+  # frechet
+  "frechet_distance": "frechet",
+  "feature_statistics": "frechet",
+  "frechet_distance_from_features": "frechet",
+  "RunningStatistics": "frechet",
+  # distances
+  "sliced_wasserstein": "distances",
+  "mmd_rbf": "distances",
+  "nearest_neighbour_distances": "distances",
+  # evaluations
+  "memorisation": "memorization",
+  "DigitsJudge": "digits_judge",
+  "evaluate_digits": "digits",
+  "load_digits_splits": "digits",
+  "evaluate_toy2d": "toy2d",
+  "evaluate_fid": "fid",
+  "save_statistics": "fid",
+  "load_statistics": "fid",
+  "InceptionV3": "inception",
+  "InceptionFeatures": "inception",
+  "load_inception_variables": "inception",
+  "convert_pytorch_fid_weights": "inception",
+  "bits_per_dim": "likelihood",
+  "vlb_terms": "likelihood",
+  "discretized_gaussian_log_likelihood": "likelihood",
+  "evaluate_for_training": "periodic",
+  "check_eval_config": "periodic",
+  "format_table": "report",
+  "write_json": "report",
+  "flatten": "report",
+  "load_samples": "cli",
+  "evaluate_samples": "cli",
+  "psnr": "conditioning",
+  "super_resolution_errors": "conditioning",
+  "label_agreement": "conditioning",
+  "caption_agreement": "conditioning",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -17,7 +17,8 @@ import argparse
 import glob
 import os
 import sys
-from typing import Any, Dict, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -37,9 +38,9 @@ def _shard_paths(path: str):
   return [path]
 
 
-def load_samples(path: str) -> Dict[str, Any]:
+def load_samples(path: str) -> dict[str, Any]:
   """Reads sample shards into {"images" | "points": array, "labels": int32 [N] or None, "index": [N] or None}."""
-  parts: Dict[str, list] = {}
+  parts: dict[str, list] = {}
   kind = None
   paths = _shard_paths(path)
   for p in paths:
@@ -62,8 +63,10 @@ def load_samples(path: str) -> Dict[str, Any]:
           parts.setdefault(key, []).append(arr)
   for key in ("labels", "index"):
     if key in parts and len(parts[key]) != len(paths):
-      raise ValueError(f"'{key}' is in {len(parts[key])} of the {len(paths)} shards in {path}; "
-                       "all shards or none must have it")
+      raise ValueError(
+        f"'{key}' is in {len(parts[key])} of the {len(paths)} shards in {path}; "
+        "all shards or none must have it"
+      )
   data = np.concatenate(parts[kind])
   labels = np.concatenate(parts["labels"]).astype(np.int32) if "labels" in parts else None
   index = np.concatenate(parts["index"]).astype(np.int64) if "index" in parts else None
@@ -78,9 +81,16 @@ def load_samples(path: str) -> Dict[str, Any]:
   return {kind: data, "labels": labels, "index": index, "duplicates": duplicates}
 
 
-def evaluate_samples(samples: Dict[str, Any], dataset: str, *, seed: int = 0, fid_stats: Optional[str] = None,
-                     inception_weights: Optional[str] = None, batch_size: int = 64,
-                     judge_path: Optional[str] = None) -> Dict[str, Any]:
+def evaluate_samples(
+  samples: dict[str, Any],
+  dataset: str,
+  *,
+  seed: int = 0,
+  fid_stats: str | None = None,
+  inception_weights: str | None = None,
+  batch_size: int = 64,
+  judge_path: str | None = None,
+) -> dict[str, Any]:
   """Dispatches a loaded sample set to the evaluation of `dataset` (digits | toy2d/<name> | fid)."""
   if dataset == "digits":
     from jaxdiff.evaluation.digits import evaluate_digits
@@ -116,26 +126,38 @@ def evaluate_samples(samples: Dict[str, Any], dataset: str, *, seed: int = 0, fi
 
 
 def _parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m jaxdiff.evaluation", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    prog="python -m jaxdiff.evaluation",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   p.add_argument("--samples", required=True, help="a .npz sample shard or a directory of them")
   p.add_argument("--dataset", required=True, help="digits | toy2d/<name> | fid")
   p.add_argument("--out", default="", help="JSON report to write (default: print only)")
   p.add_argument("--seed", type=int, default=0, help="seed of the fresh toy2d draws and projections")
   p.add_argument("--fid_stats", default=None, help="reference statistics .npz (fid_stats command)")
-  p.add_argument("--inception_weights", default=None,
-                 help="FID Inception weights: pytorch-fid's .pth (needs torch) or its converted .npz")
+  p.add_argument(
+    "--inception_weights",
+    default=None,
+    help="FID Inception weights: pytorch-fid's .pth (needs torch) or its converted .npz",
+  )
   p.add_argument("--batch_size", type=int, default=64, help="Inception batch size")
   p.add_argument("--judge", default=None, help="digits judge weights (default: the shipped file)")
   return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
   args = _parser().parse_args(argv)
   samples = load_samples(args.samples)
-  report = evaluate_samples(samples, args.dataset, seed=args.seed, fid_stats=args.fid_stats,
-                            inception_weights=args.inception_weights, batch_size=args.batch_size,
-                            judge_path=args.judge)
+  report = evaluate_samples(
+    samples,
+    args.dataset,
+    seed=args.seed,
+    fid_stats=args.fid_stats,
+    inception_weights=args.inception_weights,
+    batch_size=args.batch_size,
+    judge_path=args.judge,
+  )
   print(format_table(report))
   if args.out:
     write_json(report, args.out)
@@ -143,7 +165,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   return 0
 
 
-def run_cli(entry, argv: Optional[Sequence[str]] = None) -> int:
+def run_cli(entry, argv: Sequence[str] | None = None) -> int:
   """Runs a command's main(argv); a user error (missing file, bad value) prints one line, exit status 2."""
   try:
     return entry(argv)

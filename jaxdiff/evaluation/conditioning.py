@@ -7,7 +7,7 @@ images), as the rest of jaxdiff.evaluation does.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +17,7 @@ __all__ = ["psnr", "super_resolution_errors", "label_agreement", "caption_agreem
 def psnr(mse: Any, data_range: float = 2.0) -> np.ndarray:
   """Peak signal-to-noise ratio in dB of a mean squared error, for images spanning data_range
   (2 for images in [-1, 1]): 10 log10(range^2 / mse)."""
-  return 10.0 * np.log10(data_range ** 2 / np.maximum(np.asarray(mse, np.float64), 1e-20))
+  return 10.0 * np.log10(data_range**2 / np.maximum(np.asarray(mse, np.float64), 1e-20))
 
 
 def _per_image_mse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -25,8 +25,9 @@ def _per_image_mse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   return ((a - b) ** 2).reshape(len(a), -1).mean(axis=1)
 
 
-def super_resolution_errors(samples: Any, truth: Any, bicubic: Any, low: Optional[Any] = None,
-                            factor: int = 2) -> Dict[str, Any]:
+def super_resolution_errors(
+  samples: Any, truth: Any, bicubic: Any, low: Any | None = None, factor: int = 2
+) -> dict[str, Any]:
   """Errors of super-resolved images against the ground truth, beside bicubic upsampling.
 
   samples: [N, H, W, C] or [K, N, H, W, C] (K samples per input; the mean of the K samples, an
@@ -44,24 +45,24 @@ def super_resolution_errors(samples: Any, truth: Any, bicubic: Any, low: Optiona
   truth = np.asarray(truth, np.float64)
   bicubic = np.asarray(bicubic, np.float64)
   per_bicubic = _per_image_mse(bicubic, truth)
-  per_sample = np.stack([_per_image_mse(x, truth) for x in s])          # [K, N]
+  per_sample = np.stack([_per_image_mse(x, truth) for x in s])  # [K, N]
   mse = {"bicubic": float(per_bicubic.mean()), "sample": float(per_sample.mean())}
   if len(s) > 1:
     mse[f"mean_of_{len(s)}_samples"] = float(_per_image_mse(s.mean(axis=0), truth).mean())
-  out: Dict[str, Any] = {
-      "mse": mse,
-      "psnr": {k: float(psnr(v)) for k, v in mse.items()},
-      "win_rate": float((per_sample < per_bicubic[None]).mean()),
-      "per_image": {"bicubic": per_bicubic, "sample": per_sample[0]},
-      "n": int(truth.shape[0]),
-      "samples_per_input": int(len(s)),
+  out: dict[str, Any] = {
+    "mse": mse,
+    "psnr": {k: float(psnr(v)) for k, v in mse.items()},
+    "win_rate": float((per_sample < per_bicubic[None]).mean()),
+    "per_image": {"bicubic": per_bicubic, "sample": per_sample[0]},
+    "n": int(truth.shape[0]),
+    "samples_per_input": int(len(s)),
   }
   if low is not None:
     low = np.asarray(low, np.float64)
     out["consistency_mse"] = {
-        "sample": float(np.mean([_per_image_mse(downsample(x, factor), low).mean() for x in s])),
-        "bicubic": float(_per_image_mse(downsample(bicubic, factor), low).mean()),
-        "truth": float(_per_image_mse(downsample(truth, factor), low).mean()),
+      "sample": float(np.mean([_per_image_mse(downsample(x, factor), low).mean() for x in s])),
+      "bicubic": float(_per_image_mse(downsample(bicubic, factor), low).mean()),
+      "truth": float(_per_image_mse(downsample(truth, factor), low).mean()),
     }
   return out
 
@@ -71,12 +72,14 @@ def label_agreement(images: Any, labels: Any, judge=None) -> float:
   label of the source an inpainted digit was completed from)."""
   if judge is None:
     from jaxdiff.evaluation.digits_judge import DigitsJudge
+
     judge = DigitsJudge.load()
   pred = np.asarray(judge.predict(images))
   return float(np.mean(pred == np.asarray(labels)))
 
 
-def caption_agreement(images: Any, tokens: Any, judge=None) -> Dict[str, float]:
+def caption_agreement(images: Any, tokens: Any, judge=None) -> dict[str, float]:
   """How well digits follow their captions (`jaxdiff.data.captions.caption_agreement`)."""
   from jaxdiff.data.captions import caption_agreement as agreement
+
   return agreement(images, tokens, judge)

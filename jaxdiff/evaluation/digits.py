@@ -21,7 +21,7 @@ the 360 real test digits, which neither the judge nor the diffusion model traine
 from __future__ import annotations
 
 import functools
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -34,10 +34,10 @@ __all__ = ["CONFIDENCE", "evaluate_digits", "load_digits_splits", "class_entropy
 CONFIDENCE = 0.9
 MAX_FRECHET_CHUNKS = 10
 
-Split = Tuple[np.ndarray, Optional[np.ndarray]]
+Split = tuple[np.ndarray, np.ndarray | None]
 
 
-def load_digits_splits() -> Tuple[Split, Split]:
+def load_digits_splits() -> tuple[Split, Split]:
   """((train_x, train_labels), (test_x, test_labels)) from jaxdiff.data (x in [-1, 1], [N, 8, 8, 1])."""
   import ml_collections
 
@@ -48,7 +48,7 @@ def load_digits_splits() -> Tuple[Split, Split]:
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_judge(path: Optional[str]) -> DigitsJudge:
+def _cached_judge(path: str | None) -> DigitsJudge:
   return DigitsJudge.load(path)
 
 
@@ -73,18 +73,27 @@ def _split(value: Any, name: str) -> Split:
   return x, y
 
 
-def _frechet_matched(feats: np.ndarray, ref_stats, chunk: int) -> Tuple[float, int]:
+def _frechet_matched(feats: np.ndarray, ref_stats, chunk: int) -> tuple[float, int]:
   """Mean Fréchet distance over up to MAX_FRECHET_CHUNKS disjoint chunks of `chunk` samples."""
   k = min(len(feats) // chunk, MAX_FRECHET_CHUNKS)
   if k == 0:
     return frechet_distance(*feature_statistics(feats), *ref_stats), 0
-  values = [frechet_distance(*feature_statistics(feats[i * chunk:(i + 1) * chunk]), *ref_stats) for i in range(k)]
+  values = [
+    frechet_distance(*feature_statistics(feats[i * chunk : (i + 1) * chunk]), *ref_stats) for i in range(k)
+  ]
   return float(np.mean(values)), k
 
 
-def evaluate_digits(samples: Any, labels_requested: Any = None, *, real_train: Any = None, real_test: Any = None,
-                    judge: Optional[DigitsJudge] = None, confidence: float = CONFIDENCE,
-                    memorisation_percentile: float = DEFAULT_PERCENTILE) -> Dict[str, Any]:
+def evaluate_digits(
+  samples: Any,
+  labels_requested: Any = None,
+  *,
+  real_train: Any = None,
+  real_test: Any = None,
+  judge: DigitsJudge | None = None,
+  confidence: float = CONFIDENCE,
+  memorisation_percentile: float = DEFAULT_PERCENTILE,
+) -> dict[str, Any]:
   """Scores digit samples ([N, 8, 8, 1] floats in [-1, 1] or uint8) with the digits judge.
 
   labels_requested: int [N], the class each sample was asked for (-1: none), or None.
@@ -108,8 +117,10 @@ def evaluate_digits(samples: Any, labels_requested: Any = None, *, real_train: A
   if labels_requested is not None:
     labels_requested = np.asarray(labels_requested, np.int64)
     if labels_requested.shape != (len(x),):
-      raise ValueError(f"labels_requested must have shape [{len(x)}] (one per sample, -1 for none), "
-                       f"got {labels_requested.shape}")
+      raise ValueError(
+        f"labels_requested must have shape [{len(x)}] (one per sample, -1 for none), "
+        f"got {labels_requested.shape}"
+      )
     if np.any(labels_requested >= 10) or np.any(labels_requested < -1):
       raise ValueError("labels_requested must be digit classes 0-9, or -1 for unconditional samples")
 
@@ -125,27 +136,35 @@ def evaluate_digits(samples: Any, labels_requested: Any = None, *, real_train: A
   fd_samples, chunks = _frechet_matched(feats_s, ref_stats, len(test_x))
   fd_all = frechet_distance(*feature_statistics(feats_s), *ref_stats)
 
-  report: Dict[str, Any] = {
-      "frechet": {"samples": fd_samples, "real_heldout": fd_heldout},
-      "confident_share": {"samples": float(np.mean(prob_s.max(axis=1) >= confidence)),
-                          "real_heldout": float(np.mean(prob_te.max(axis=1) >= confidence))},
-      "class_entropy": {"samples": class_entropy_bits(pred_s), "real_heldout": class_entropy_bits(pred_te)},
+  report: dict[str, Any] = {
+    "frechet": {"samples": fd_samples, "real_heldout": fd_heldout},
+    "confident_share": {
+      "samples": float(np.mean(prob_s.max(axis=1) >= confidence)),
+      "real_heldout": float(np.mean(prob_te.max(axis=1) >= confidence)),
+    },
+    "class_entropy": {"samples": class_entropy_bits(pred_s), "real_heldout": class_entropy_bits(pred_te)},
   }
-  info: Dict[str, Any] = {
-      "dataset": "digits", "num_samples": int(len(x)), "num_real_heldout": int(len(test_x)),
-      "num_real_train": int(len(train_x)), "frechet_chunks": chunks, "frechet_all_samples": fd_all,
-      "confidence_threshold": float(confidence),
-      "predicted_class_counts": np.bincount(pred_s, minlength=10).tolist(),
+  info: dict[str, Any] = {
+    "dataset": "digits",
+    "num_samples": int(len(x)),
+    "num_real_heldout": int(len(test_x)),
+    "num_real_train": int(len(train_x)),
+    "frechet_chunks": chunks,
+    "frechet_all_samples": fd_all,
+    "confidence_threshold": float(confidence),
+    "predicted_class_counts": np.bincount(pred_s, minlength=10).tolist(),
   }
   if chunks == 0:
-    info["frechet_note"] = (f"only {len(x)} samples (< {len(test_x)} held-out digits): the samples' "
-                            "Fréchet distance is biased upwards against the held-out row")
+    info["frechet_note"] = (
+      f"only {len(x)} samples (< {len(test_x)} held-out digits): the samples' "
+      "Fréchet distance is biased upwards against the held-out row"
+    )
   if labels_requested is not None and np.any(labels_requested >= 0):
     asked = labels_requested >= 0
     hits = pred_s[asked] == labels_requested[asked]
     report["class_accuracy"] = {
-        "samples": float(np.mean(hits)),
-        "real_heldout": float(np.mean(pred_te == test_y)) if test_y is not None else float("nan"),
+      "samples": float(np.mean(hits)),
+      "real_heldout": float(np.mean(pred_te == test_y)) if test_y is not None else float("nan"),
     }
     per_class = []
     for c in range(10):

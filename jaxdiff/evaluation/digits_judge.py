@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -27,7 +27,9 @@ from jaxdiff.fileio import atomic_write_bytes
 
 __all__ = ["JudgeNet", "DigitsJudge", "DEFAULT_JUDGE_PATH", "train_judge", "split_hash", "to_judge_input"]
 
-DEFAULT_JUDGE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "digits_judge.msgpack")
+DEFAULT_JUDGE_PATH = os.path.join(
+  os.path.dirname(os.path.abspath(__file__)), "assets", "digits_judge.msgpack"
+)
 FORMAT_VERSION = 1
 FEATURE_DIM = 64
 NUM_CLASSES = 10
@@ -38,7 +40,7 @@ class JudgeNet(nn.Module):
   """conv16 - conv32 - pool - conv64 - pool - dense64 (features) - dense10 (logits)."""
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray) -> Tuple[jnp.ndarray, jnp.ndarray]:
+  def __call__(self, x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
     x = nn.relu(nn.Conv(16, (3, 3), padding="SAME", name="conv1")(x))
     x = nn.relu(nn.Conv(32, (3, 3), padding="SAME", name="conv2")(x))
     x = nn.avg_pool(x, (2, 2), strides=(2, 2))
@@ -84,34 +86,40 @@ def _apply(params, x):
 class DigitsJudge:
   """A trained JudgeNet: `features(x)` [N, 64], `predict_proba(x)` [N, 10], `predict(x)` [N]."""
 
-  def __init__(self, params: Any, meta: Optional[Dict[str, Any]] = None):
+  def __init__(self, params: Any, meta: dict[str, Any] | None = None):
     self.params = jax.tree_util.tree_map(jnp.asarray, params)
     self.meta = dict(meta or {})
 
   @classmethod
-  def load(cls, path: Optional[str] = None) -> "DigitsJudge":
+  def load(cls, path: str | None = None) -> DigitsJudge:
     """Loads the shipped weights (or a file written by scripts/train_digits_judge.py)."""
     from flax import serialization
 
     path = path or DEFAULT_JUDGE_PATH
     if not os.path.exists(path):
       raise FileNotFoundError(
-          f"digits judge weights not found at {path}; make them with "
-          "`python scripts/train_digits_judge.py` (deterministic, a few seconds on CPU)")
+        f"digits judge weights not found at {path}; make them with "
+        "`python scripts/train_digits_judge.py` (deterministic, a few seconds on CPU)"
+      )
     with open(path, "rb") as f:
       state = serialization.msgpack_restore(f.read())
     if not isinstance(state, dict) or "params" not in state:
       raise ValueError(f"{path} is not a digits judge file (no 'params' entry)")
     meta = dict(state.get("meta", {}))
     if int(meta.get("format_version", -1)) != FORMAT_VERSION:
-      raise ValueError(f"{path} has judge format {meta.get('format_version')!r}, this jaxdiff reads "
-                       f"{FORMAT_VERSION}; re-run scripts/train_digits_judge.py")
+      raise ValueError(
+        f"{path} has judge format {meta.get('format_version')!r}, this jaxdiff reads "
+        f"{FORMAT_VERSION}; re-run scripts/train_digits_judge.py"
+      )
     template = jax.eval_shape(JudgeNet().init, jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)))["params"]
     params = serialization.from_state_dict(template, state["params"])
-    shapes_ok = jax.tree_util.tree_all(jax.tree_util.tree_map(
-        lambda t, p: tuple(t.shape) == tuple(np.shape(p)), template, params))
+    shapes_ok = jax.tree_util.tree_all(
+      jax.tree_util.tree_map(lambda t, p: tuple(t.shape) == tuple(np.shape(p)), template, params)
+    )
     if not shapes_ok:
-      raise ValueError(f"{path}: parameter shapes do not match JudgeNet; re-run scripts/train_digits_judge.py")
+      raise ValueError(
+        f"{path}: parameter shapes do not match JudgeNet; re-run scripts/train_digits_judge.py"
+      )
     return cls(params, meta)
 
   def save(self, path: str) -> None:
@@ -120,15 +128,15 @@ class DigitsJudge:
     state = {"params": jax.tree_util.tree_map(np.asarray, self.params), "meta": self.meta}
     atomic_write_bytes(path, serialization.msgpack_serialize(state))
 
-  def _run(self, images: Any) -> Tuple[np.ndarray, np.ndarray]:
+  def _run(self, images: Any) -> tuple[np.ndarray, np.ndarray]:
     x = to_judge_input(images)
     feats, logits = [], []
     for start in range(0, len(x), _CHUNK):
-      chunk = x[start:start + _CHUNK]
+      chunk = x[start : start + _CHUNK]
       pad = _CHUNK - len(chunk)
       f, l = _apply(self.params, np.pad(chunk, ((0, pad), (0, 0), (0, 0), (0, 0))))
-      feats.append(np.asarray(f)[:len(chunk)])
-      logits.append(np.asarray(l)[:len(chunk)])
+      feats.append(np.asarray(f)[: len(chunk)])
+      logits.append(np.asarray(l)[: len(chunk)])
     if not feats:
       return np.zeros((0, FEATURE_DIM), np.float32), np.zeros((0, NUM_CLASSES), np.float32)
     return np.concatenate(feats), np.concatenate(logits)
@@ -149,12 +157,16 @@ class DigitsJudge:
 
   def check_split(self, train_x: Any, train_labels: Any, test_x: Any, test_labels: Any) -> bool:
     """True when these splits are the ones the judge was trained / validated on; warns if not."""
-    ok = (self.meta.get("train_split_sha256") == split_hash(train_x, train_labels)
-          and self.meta.get("test_split_sha256") == split_hash(test_x, test_labels))
+    ok = self.meta.get("train_split_sha256") == split_hash(train_x, train_labels) and self.meta.get(
+      "test_split_sha256"
+    ) == split_hash(test_x, test_labels)
     if not ok:
-      warnings.warn("the digits judge was trained on a different train/test split than the one "
-                    "jaxdiff.data gives now: held-out baselines may be optimistic. Re-run "
-                    "`python scripts/train_digits_judge.py`.", stacklevel=2)
+      warnings.warn(
+        "the digits judge was trained on a different train/test split than the one "
+        "jaxdiff.data gives now: held-out baselines may be optimistic. Re-run "
+        "`python scripts/train_digits_judge.py`.",
+        stacklevel=2,
+      )
     return ok
 
 
@@ -168,9 +180,20 @@ def _shift_batch(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
   return padded[np.arange(len(x))[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
-def train_judge(train_x: np.ndarray, train_labels: np.ndarray, test_x: np.ndarray, test_labels: np.ndarray,
-                *, seed: int = 0, num_epochs: int = 60, batch_size: int = 128, learning_rate: float = 3e-3,
-                weight_decay: float = 1e-4, noise_std: float = 0.1, log=print) -> DigitsJudge:
+def train_judge(
+  train_x: np.ndarray,
+  train_labels: np.ndarray,
+  test_x: np.ndarray,
+  test_labels: np.ndarray,
+  *,
+  seed: int = 0,
+  num_epochs: int = 60,
+  batch_size: int = 128,
+  learning_rate: float = 3e-3,
+  weight_decay: float = 1e-4,
+  noise_std: float = 0.1,
+  log=print,
+) -> DigitsJudge:
   """Trains a JudgeNet on the train split (deterministic in `seed`) and records held-out accuracy.
 
   Augmentation: random 1-pixel shifts and Gaussian pixel noise (std `noise_std`), so that the
@@ -196,6 +219,7 @@ def train_judge(train_x: np.ndarray, train_labels: np.ndarray, test_x: np.ndarra
     def loss_fn(p):
       _, logits = model.apply({"params": p}, x)
       return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
@@ -204,7 +228,7 @@ def train_judge(train_x: np.ndarray, train_labels: np.ndarray, test_x: np.ndarra
   for epoch in range(num_epochs):
     order = rng.permutation(len(train_x))
     for i in range(steps_per_epoch):
-      idx = order[i * batch_size:(i + 1) * batch_size]
+      idx = order[i * batch_size : (i + 1) * batch_size]
       xb = _shift_batch(rng, train_x[idx])
       xb = xb + noise_std * rng.standard_normal(xb.shape).astype(np.float32)
       params, opt_state, loss = step(params, opt_state, xb.astype(np.float32), train_labels[idx])
@@ -215,16 +239,16 @@ def train_judge(train_x: np.ndarray, train_labels: np.ndarray, test_x: np.ndarra
   train_acc = float(np.mean(judge.predict(train_x) == train_labels))
   test_acc = float(np.mean(judge.predict(test_x) == test_labels))
   judge.meta = {
-      "format_version": FORMAT_VERSION,
-      "architecture": "JudgeNet conv16-conv32-pool-conv64-pool-dense64-dense10",
-      "seed": int(seed),
-      "num_epochs": int(num_epochs),
-      "train_accuracy": train_acc,
-      "heldout_accuracy": test_acc,
-      "num_train": int(len(train_x)),
-      "num_heldout": int(len(test_x)),
-      "train_split_sha256": split_hash(train_x, train_labels),
-      "test_split_sha256": split_hash(test_x, test_labels),
+    "format_version": FORMAT_VERSION,
+    "architecture": "JudgeNet conv16-conv32-pool-conv64-pool-dense64-dense10",
+    "seed": int(seed),
+    "num_epochs": int(num_epochs),
+    "train_accuracy": train_acc,
+    "heldout_accuracy": test_acc,
+    "num_train": int(len(train_x)),
+    "num_heldout": int(len(test_x)),
+    "train_split_sha256": split_hash(train_x, train_labels),
+    "test_split_sha256": split_hash(test_x, test_labels),
   }
   # Round-trip the parameters through numpy so that saved and in-memory judges are identical.
   judge.params = jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a)), judge.params)

@@ -5,13 +5,20 @@ All take point sets as [N, D] arrays (images are flattened by the caller) and co
 
 from __future__ import annotations
 
-from typing import Any, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from jaxdiff.evaluation.frechet import as_rows
 
-__all__ = ["DEFAULT_BANDWIDTHS", "sliced_wasserstein", "mmd_rbf", "mmd_rbf_many", "nearest_neighbour_distances"]
+__all__ = [
+  "DEFAULT_BANDWIDTHS",
+  "sliced_wasserstein",
+  "mmd_rbf",
+  "mmd_rbf_many",
+  "nearest_neighbour_distances",
+]
 
 # RBF bandwidths (kernel std) for data in [-1, 1]^2: from a tenth of a mode's width up to the
 # scale of the whole distribution, so both fine structure and mass placement count.
@@ -22,7 +29,7 @@ def _points(x: Any, name: str) -> np.ndarray:
   return as_rows(x, name, 1, "points")
 
 
-def _pair(x: Any, y: Any, min_points: int = 1) -> Tuple[np.ndarray, np.ndarray]:
+def _pair(x: Any, y: Any, min_points: int = 1) -> tuple[np.ndarray, np.ndarray]:
   x, y = _points(x, "x"), _points(y, "y")
   if x.shape[1] != y.shape[1]:
     raise ValueError(f"x and y have different dimensions: {x.shape[1]} vs {y.shape[1]}")
@@ -82,7 +89,7 @@ def _kernel_sum(a: np.ndarray, b: np.ndarray, inv2s2: np.ndarray, block: int) ->
   total = 0.0
   b_sq = np.sum(b * b, axis=1)
   for start in range(0, len(a), block):
-    ab = a[start:start + block]
+    ab = a[start : start + block]
     d2 = np.sum(ab * ab, axis=1)[:, None] + b_sq[None, :] - 2.0 * ab @ b.T
     d2 = np.maximum(d2, 0.0)
     for c in inv2s2:
@@ -102,8 +109,9 @@ def mmd_rbf(x: Any, y: Any, bandwidths: Sequence[float] = DEFAULT_BANDWIDTHS, *,
   return mmd_rbf_many([x], y, bandwidths, block=block)[0]
 
 
-def mmd_rbf_many(xs: Sequence[Any], y: Any, bandwidths: Sequence[float] = DEFAULT_BANDWIDTHS, *,
-                 block: int = 2048) -> list:
+def mmd_rbf_many(
+  xs: Sequence[Any], y: Any, bandwidths: Sequence[float] = DEFAULT_BANDWIDTHS, *, block: int = 2048
+) -> list:
   """[mmd_rbf(x, y) for x in xs], computing y's own kernel sum once."""
   inv2s2 = 1.0 / (2.0 * _check_bandwidths(bandwidths) ** 2)
   y = _points(y, "y")
@@ -121,17 +129,19 @@ def mmd_rbf_many(xs: Sequence[Any], y: Any, bandwidths: Sequence[float] = DEFAUL
   return out
 
 
-def nearest_neighbour_distances(x: Any, reference: Any, *, block: int = 1024) -> Tuple[np.ndarray, np.ndarray]:
+def nearest_neighbour_distances(
+  x: Any, reference: Any, *, block: int = 1024
+) -> tuple[np.ndarray, np.ndarray]:
   """Euclidean distance from every row of x [N, D] to its nearest row of reference [M, D], and its index."""
   x, ref = _pair(x, reference)
   ref_sq = np.sum(ref * ref, axis=1)
   dist = np.empty(len(x), np.float64)
   idx = np.empty(len(x), np.int64)
   for start in range(0, len(x), block):
-    xb = x[start:start + block]
+    xb = x[start : start + block]
     d2 = np.sum(xb * xb, axis=1)[:, None] + ref_sq[None, :] - 2.0 * xb @ ref.T
     j = np.argmin(d2, axis=1)
-    idx[start:start + len(xb)] = j
+    idx[start : start + len(xb)] = j
     # Recompute the winner's distance directly: the expanded form loses digits for near-copies.
-    dist[start:start + len(xb)] = np.linalg.norm(xb - ref[j], axis=1)
+    dist[start : start + len(xb)] = np.linalg.norm(xb - ref[j], axis=1)
   return dist, idx

@@ -11,7 +11,8 @@ FID is biased by the number of images: compare figures computed from equal count
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -21,14 +22,23 @@ from jaxdiff.fileio import atomic_write
 __all__ = ["save_statistics", "load_statistics", "statistics_from_batches", "evaluate_fid"]
 
 
-def save_statistics(path: str, mu: Any, sigma: Any, *, num: Optional[int] = None, mu_heldout: Any = None,
-                    sigma_heldout: Any = None, num_heldout: Optional[int] = None, **meta: Any) -> str:
+def save_statistics(
+  path: str,
+  mu: Any,
+  sigma: Any,
+  *,
+  num: int | None = None,
+  mu_heldout: Any = None,
+  sigma_heldout: Any = None,
+  num_heldout: int | None = None,
+  **meta: Any,
+) -> str:
   """Writes FID statistics to `path` (.npz) atomically; extra keyword values are stored as metadata."""
   mu = np.asarray(mu, np.float64)
   sigma = np.asarray(sigma, np.float64)
   if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
     raise ValueError(f"statistics must be mu [D] and sigma [D, D], got {mu.shape} and {sigma.shape}")
-  arrays: Dict[str, Any] = {"mu": mu, "sigma": sigma}
+  arrays: dict[str, Any] = {"mu": mu, "sigma": sigma}
   if num is not None:
     arrays["num"] = np.asarray(int(num))
   if (mu_heldout is None) != (sigma_heldout is None):
@@ -45,14 +55,15 @@ def save_statistics(path: str, mu: Any, sigma: Any, *, num: Optional[int] = None
   return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def load_statistics(path: Optional[str], flag: str = "--fid_stats") -> Dict[str, Any]:
+def load_statistics(path: str | None, flag: str = "--fid_stats") -> dict[str, Any]:
   """Reads a statistics .npz (ours or pytorch-fid's): {"mu", "sigma", and optionally "mu_heldout", ...}."""
   if not path or not os.path.exists(path):
     what = "no file was given" if not path else f"{path} does not exist"
     raise FileNotFoundError(
-        f"FID reference statistics are needed, but {what}. Compute them once with `python -m "
-        f"jaxdiff.evaluation.fid_stats --config=YOUR_CONFIG.py --inception_weights=... --out=stats.npz` "
-        f"and pass {flag}=stats.npz")
+      f"FID reference statistics are needed, but {what}. Compute them once with `python -m "
+      f"jaxdiff.evaluation.fid_stats --config=YOUR_CONFIG.py --inception_weights=... --out=stats.npz` "
+      f"and pass {flag}=stats.npz"
+    )
   with np.load(path) as f:
     out = {k: f[k] for k in f.files}
   if "mu" not in out or "sigma" not in out:
@@ -63,13 +74,13 @@ def load_statistics(path: Optional[str], flag: str = "--fid_stats") -> Dict[str,
   return out
 
 
-def statistics_from_batches(features_fn, batches: Iterable[Any], limit: Optional[int] = None):
+def statistics_from_batches(features_fn, batches: Iterable[Any], limit: int | None = None):
   """(mu, sigma, count) of features_fn(batch) over image batches (at most `limit` images)."""
   stats = None
   seen = 0
   for batch in batches:
     if limit is not None:
-      batch = batch[:max(limit - seen, 0)]
+      batch = batch[: max(limit - seen, 0)]
     if len(batch) == 0:
       break
     feats = features_fn(batch)
@@ -85,7 +96,7 @@ def statistics_from_batches(features_fn, batches: Iterable[Any], limit: Optional
   return mu, sigma, stats.count
 
 
-def evaluate_fid(images: Any, stats: Any, features_fn) -> Dict[str, Any]:
+def evaluate_fid(images: Any, stats: Any, features_fn) -> dict[str, Any]:
   """FID of sample images against reference statistics (a path or a load_statistics dict).
 
   features_fn: images -> [N, D] features, e.g. `InceptionFeatures.from_file(weights)`.
@@ -99,19 +110,28 @@ def evaluate_fid(images: Any, stats: Any, features_fn) -> Dict[str, Any]:
     raise ValueError(f"FID needs NHWC images with 1 or 3 channels, got shape {images.shape}")
   if len(images) < 2:
     raise ValueError(f"FID needs at least 2 sample images, got {len(images)}")
-  mu_s, sigma_s, n = statistics_from_batches(features_fn, (images[i:i + 256] for i in range(0, len(images), 256)))
+  mu_s, sigma_s, n = statistics_from_batches(
+    features_fn, (images[i : i + 256] for i in range(0, len(images), 256))
+  )
   if mu_s.shape != stats["mu"].shape:
-    raise ValueError(f"sample features have dimension {mu_s.shape[0]}, the reference statistics "
-                     f"{stats['mu'].shape[0]}: computed with a different feature network?")
+    raise ValueError(
+      f"sample features have dimension {mu_s.shape[0]}, the reference statistics "
+      f"{stats['mu'].shape[0]}: computed with a different feature network?"
+    )
   fid = frechet_distance(mu_s, sigma_s, stats["mu"], stats["sigma"])
   if "mu_heldout" in stats:
     baseline = frechet_distance(stats["mu_heldout"], stats["sigma_heldout"], stats["mu"], stats["sigma"])
   else:
     baseline = float("nan")
-  info = {"dataset": "fid", "num_samples": int(n),
-          "num_reference": int(stats["num"]) if "num" in stats else None,
-          "num_real_heldout": int(stats["num_heldout"]) if "num_heldout" in stats else None}
+  info = {
+    "dataset": "fid",
+    "num_samples": int(n),
+    "num_reference": int(stats["num"]) if "num" in stats else None,
+    "num_real_heldout": int(stats["num_heldout"]) if "num_heldout" in stats else None,
+  }
   if "mu_heldout" not in stats:
-    info["note"] = ("the statistics file has no held-out statistics: recompute it with "
-                    "fid_stats --heldout_split=test for the real held-out baseline")
+    info["note"] = (
+      "the statistics file has no held-out statistics: recompute it with "
+      "fid_stats --heldout_split=test for the real held-out baseline"
+    )
   return {"fid": {"samples": fid, "real_heldout": baseline}, "info": info}

@@ -21,7 +21,7 @@ import importlib.util
 import math
 import os
 import sys
-from typing import Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -44,7 +44,7 @@ def _unlocked(config):
   return config.unlocked() if hasattr(config, "unlocked") else contextlib.nullcontext()
 
 
-def dataset_batches(config, split: str, batch_size: int, limit: Optional[int] = None) -> Iterator[np.ndarray]:
+def dataset_batches(config, split: str, batch_size: int, limit: int | None = None) -> Iterator[np.ndarray]:
   """uint8 image batches covering one pass over `split` of config.data (at most `limit` images)."""
   from jaxdiff import images as image_utils
   from jaxdiff.data import create_dataset, dataset_info
@@ -59,7 +59,7 @@ def dataset_batches(config, split: str, batch_size: int, limit: Optional[int] = 
   stream = create_dataset(config, batch_size=batch_size, process_index=0, process_count=1, split=split)
   done = 0
   for _ in range(math.ceil(total / batch_size)):
-    x = next(stream)["x"][:total - done]
+    x = next(stream)["x"][: total - done]
     done += len(x)
     yield image_utils.to_uint8(x)
 
@@ -72,38 +72,55 @@ def _shard_batches(path: str, batch_size: int) -> Iterator[np.ndarray]:
     raise ValueError(f"{path} holds no 'images'")
   images = samples["images"]
   for i in range(0, len(images), batch_size):
-    yield images[i:i + batch_size]
+    yield images[i : i + batch_size]
 
 
-def compute_dataset_statistics(config, features_fn, *, split: str = "train", heldout_split: Optional[str] = "test",
-                               batch_size: int = 64, limit: Optional[int] = None):
+def compute_dataset_statistics(
+  config,
+  features_fn,
+  *,
+  split: str = "train",
+  heldout_split: str | None = "test",
+  batch_size: int = 64,
+  limit: int | None = None,
+):
   """{"mu", "sigma", "num"[, "mu_heldout", "sigma_heldout", "num_heldout"]} of a configured data set."""
   from jaxdiff.evaluation.fid import statistics_from_batches
 
   mu, sigma, n = statistics_from_batches(features_fn, dataset_batches(config, split, batch_size, limit))
   out = {"mu": mu, "sigma": sigma, "num": n}
   if heldout_split:
-    mu_h, sigma_h, n_h = statistics_from_batches(features_fn, dataset_batches(config, heldout_split, batch_size, limit))
+    mu_h, sigma_h, n_h = statistics_from_batches(
+      features_fn, dataset_batches(config, heldout_split, batch_size, limit)
+    )
     out.update(mu_heldout=mu_h, sigma_heldout=sigma_h, num_heldout=n_h)
   return out
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
   from jaxdiff.evaluation.fid import save_statistics, statistics_from_batches
   from jaxdiff.evaluation.inception import InceptionFeatures, load_inception_variables
 
-  p = argparse.ArgumentParser(prog="python -m jaxdiff.evaluation.fid_stats", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    prog="python -m jaxdiff.evaluation.fid_stats",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   src = p.add_mutually_exclusive_group(required=True)
   src.add_argument("--config", help="training config file: statistics of its data set")
   src.add_argument("--images", help="a .npz shard with 'images' (uint8 NHWC) or a directory of them")
-  p.add_argument("--inception_weights", default=None,
-                 help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth (needs torch) or its converted .npz")
+  p.add_argument(
+    "--inception_weights",
+    default=None,
+    help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth (needs torch) or its converted .npz",
+  )
   p.add_argument("--out", required=True, help="statistics .npz to write")
   p.add_argument("--dataset", default=None, help="override config.data.name (e.g. tfds/cifar10)")
   p.add_argument("--data_dir", default=None, help="override config.data.data_dir")
   p.add_argument("--split", default="train", help="reference split (default train)")
-  p.add_argument("--heldout_split", default="test", help="held-out split for the baseline row; 'none' to skip")
+  p.add_argument(
+    "--heldout_split", default="test", help="held-out split for the baseline row; 'none' to skip"
+  )
   p.add_argument("--limit", type=int, default=None, help="use at most this many images per split")
   p.add_argument("--batch_size", type=int, default=64)
   args = p.parse_args(argv)
@@ -123,12 +140,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       if args.data_dir is not None:
         config.data.data_dir = args.data_dir
   heldout = None if args.heldout_split.lower() == "none" else args.heldout_split
-  stats = compute_dataset_statistics(config, features, split=args.split, heldout_split=heldout,
-                                     batch_size=args.batch_size, limit=args.limit)
-  save_statistics(args.out, stats["mu"], stats["sigma"], num=stats["num"], mu_heldout=stats.get("mu_heldout"),
-                  sigma_heldout=stats.get("sigma_heldout"), num_heldout=stats.get("num_heldout"),
-                  dataset=str(config.data.name), split=args.split, heldout_split=str(heldout),
-                  image_size=int(config.data.image_size))
+  stats = compute_dataset_statistics(
+    config, features, split=args.split, heldout_split=heldout, batch_size=args.batch_size, limit=args.limit
+  )
+  save_statistics(
+    args.out,
+    stats["mu"],
+    stats["sigma"],
+    num=stats["num"],
+    mu_heldout=stats.get("mu_heldout"),
+    sigma_heldout=stats.get("sigma_heldout"),
+    num_heldout=stats.get("num_heldout"),
+    dataset=str(config.data.name),
+    split=args.split,
+    heldout_split=str(heldout),
+    image_size=int(config.data.image_size),
+  )
   msg = f"wrote {args.out}: {stats['num']} {args.split} images"
   if heldout:
     msg += f", {stats['num_heldout']} {heldout} images (held-out baseline)"

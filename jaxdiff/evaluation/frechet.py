@@ -17,12 +17,17 @@ figures computed from the same number of samples (see `jaxdiff.evaluation.digits
 
 from __future__ import annotations
 
-from typing import Any, Tuple
+from typing import Any
 
 import numpy as np
 
-__all__ = ["RunningStatistics", "feature_statistics", "frechet_distance", "frechet_distance_from_features",
-           "trace_sqrt_product"]
+__all__ = [
+  "RunningStatistics",
+  "feature_statistics",
+  "frechet_distance",
+  "frechet_distance_from_features",
+  "trace_sqrt_product",
+]
 
 
 def as_rows(x: Any, name: str, min_rows: int = 1, rows: str = "examples", why: str = "") -> np.ndarray:
@@ -42,7 +47,7 @@ def _as_features(features: Any, name: str = "features") -> np.ndarray:
   return as_rows(features, name, 2, "examples", " to estimate a covariance")
 
 
-def feature_statistics(features: Any) -> Tuple[np.ndarray, np.ndarray]:
+def feature_statistics(features: Any) -> tuple[np.ndarray, np.ndarray]:
   """(mean [D], covariance [D, D]) of features [N, D], float64; covariance with N - 1 (as np.cov)."""
   x = _as_features(features)
   mu = x.mean(axis=0)
@@ -82,7 +87,7 @@ class RunningStatistics:
     self._outer += c.T @ c
     self.count += x.shape[0]
 
-  def finalize(self) -> Tuple[np.ndarray, np.ndarray]:
+  def finalize(self) -> tuple[np.ndarray, np.ndarray]:
     if self.count < 2:
       raise ValueError(f"need at least 2 examples for a covariance, got {self.count}")
     mean_c = self._sum / self.count
@@ -90,14 +95,16 @@ class RunningStatistics:
     return self._shift + mean_c, (sigma + sigma.T) / 2.0
 
 
-def _check_stats(mu: Any, sigma: Any, which: str) -> Tuple[np.ndarray, np.ndarray]:
+def _check_stats(mu: Any, sigma: Any, which: str) -> tuple[np.ndarray, np.ndarray]:
   mu = np.asarray(mu, dtype=np.float64)
   sigma = np.asarray(sigma, dtype=np.float64)
   if mu.ndim != 1:
     raise ValueError(f"mu{which} must be a 1-D mean vector, got shape {mu.shape}")
   if sigma.shape != (mu.shape[0], mu.shape[0]):
-    raise ValueError(f"sigma{which} must be a [{mu.shape[0]}, {mu.shape[0]}] covariance matching "
-                     f"mu{which}, got shape {sigma.shape}")
+    raise ValueError(
+      f"sigma{which} must be a [{mu.shape[0]}, {mu.shape[0]}] covariance matching "
+      f"mu{which}, got shape {sigma.shape}"
+    )
   if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(sigma))):
     raise ValueError(f"mu{which} / sigma{which} contain NaN or Inf")
   return mu, sigma

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -31,9 +32,20 @@ import numpy as np
 
 from jaxdiff.fileio import atomic_write
 
-__all__ = ["InceptionV3", "FID_WEIGHTS_URL", "FID_WEIGHTS_FILE", "FEATURE_DIM", "InceptionFeatures",
-           "convert_pytorch_fid_weights", "load_inception_variables", "state_dict_to_variables",
-           "variables_to_state_dict", "random_variables", "preprocess", "missing_weights_error"]
+__all__ = [
+  "InceptionV3",
+  "FID_WEIGHTS_URL",
+  "FID_WEIGHTS_FILE",
+  "FEATURE_DIM",
+  "InceptionFeatures",
+  "convert_pytorch_fid_weights",
+  "load_inception_variables",
+  "state_dict_to_variables",
+  "variables_to_state_dict",
+  "random_variables",
+  "preprocess",
+  "missing_weights_error",
+]
 
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{FID_WEIGHTS_FILE}"
@@ -41,28 +53,37 @@ FEATURE_DIM = 2048
 INPUT_SIZE = 299
 
 
-def missing_weights_error(path: Optional[str], flag: str = "--inception_weights") -> FileNotFoundError:
+def missing_weights_error(path: str | None, flag: str = "--inception_weights") -> FileNotFoundError:
   where = "no file was given" if not path else f"{path} does not exist"
   return FileNotFoundError(
-      f"Inception weights for FID are needed, but {where}. jaxdiff never downloads them: fetch "
-      f"{FID_WEIGHTS_FILE} (pytorch-fid's port of TensorFlow's 2015 FID Inception) from {FID_WEIGHTS_URL} "
-      f"on a machine with internet, then pass it with {flag}=PATH (a .pth needs torch; or convert it "
-      f"once with `python -m jaxdiff.evaluation.inception --convert IN.pth OUT.npz` and pass the .npz).")
+    f"Inception weights for FID are needed, but {where}. jaxdiff never downloads them: fetch "
+    f"{FID_WEIGHTS_FILE} (pytorch-fid's port of TensorFlow's 2015 FID Inception) from {FID_WEIGHTS_URL} "
+    f"on a machine with internet, then pass it with {flag}=PATH (a .pth needs torch; or convert it "
+    f"once with `python -m jaxdiff.evaluation.inception --convert IN.pth OUT.npz` and pass the .npz)."
+  )
 
 
 class BasicConv(nn.Module):
   """Conv (no bias) + BatchNorm(eps=1e-3, running statistics) + ReLU; torch's BasicConv2d."""
+
   features: int
-  kernel: Tuple[int, int]
-  strides: Tuple[int, int] = (1, 1)
-  padding: Tuple[int, int] = (0, 0)
+  kernel: tuple[int, int]
+  strides: tuple[int, int] = (1, 1)
+  padding: tuple[int, int] = (0, 0)
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     ph, pw = self.padding
-    x = nn.Conv(self.features, self.kernel, self.strides, padding=((ph, ph), (pw, pw)), use_bias=False,
-                dtype=self.dtype, name="conv")(x)
+    x = nn.Conv(
+      self.features,
+      self.kernel,
+      self.strides,
+      padding=((ph, ph), (pw, pw)),
+      use_bias=False,
+      dtype=self.dtype,
+      name="conv",
+    )(x)
     x = nn.BatchNorm(use_running_average=True, epsilon=1e-3, dtype=self.dtype, name="bn")(x)
     return nn.relu(x)
 
@@ -145,6 +166,7 @@ class InceptionD(nn.Module):
 
 class InceptionE(nn.Module):
   """pool: "avg_exclude_pad" (FID E_1), "max" (FID E_2) or "avg" (torchvision)."""
+
   pool: str = "avg_exclude_pad"
   dtype: Any = jnp.float32
 
@@ -153,12 +175,22 @@ class InceptionE(nn.Module):
     c = functools.partial(BasicConv, dtype=self.dtype)
     b1 = c(320, (1, 1), name="branch1x1")(x)
     b3 = c(384, (1, 1), name="branch3x3_1")(x)
-    b3 = jnp.concatenate([c(384, (1, 3), padding=(0, 1), name="branch3x3_2a")(b3),
-                          c(384, (3, 1), padding=(1, 0), name="branch3x3_2b")(b3)], axis=-1)
+    b3 = jnp.concatenate(
+      [
+        c(384, (1, 3), padding=(0, 1), name="branch3x3_2a")(b3),
+        c(384, (3, 1), padding=(1, 0), name="branch3x3_2b")(b3),
+      ],
+      axis=-1,
+    )
     bd = c(448, (1, 1), name="branch3x3dbl_1")(x)
     bd = c(384, (3, 3), padding=(1, 1), name="branch3x3dbl_2")(bd)
-    bd = jnp.concatenate([c(384, (1, 3), padding=(0, 1), name="branch3x3dbl_3a")(bd),
-                          c(384, (3, 1), padding=(1, 0), name="branch3x3dbl_3b")(bd)], axis=-1)
+    bd = jnp.concatenate(
+      [
+        c(384, (1, 3), padding=(0, 1), name="branch3x3dbl_3a")(bd),
+        c(384, (3, 1), padding=(1, 0), name="branch3x3dbl_3b")(bd),
+      ],
+      axis=-1,
+    )
     if self.pool == "max":
       pooled = nn.max_pool(x, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)))
     elif self.pool in ("avg_exclude_pad", "avg"):
@@ -175,6 +207,7 @@ class InceptionV3(nn.Module):
   fid=True builds pytorch-fid's FID variant (the network of the TF 2015 graph); fid=False the
   torchvision structure. Layer names follow torchvision, so state dicts map one to one.
   """
+
   fid: bool = True
   dtype: Any = jnp.float32
 
@@ -211,13 +244,15 @@ class InceptionV3(nn.Module):
 
 
 @functools.lru_cache(maxsize=2)
-def _template(fid: bool = True) -> Dict[str, Any]:
+def _template(fid: bool = True) -> dict[str, Any]:
   """Shapes of the Flax variables ({"params", "batch_stats"}) without computing anything."""
-  shapes = jax.eval_shape(InceptionV3(fid=fid).init, jax.random.PRNGKey(0), jnp.zeros((1, 75, 75, 3), jnp.float32))
+  shapes = jax.eval_shape(
+    InceptionV3(fid=fid).init, jax.random.PRNGKey(0), jnp.zeros((1, 75, 75, 3), jnp.float32)
+  )
   return jax.tree_util.tree_map(lambda s: tuple(s.shape), shapes, is_leaf=lambda s: hasattr(s, "shape"))
 
 
-def _layers(tree: Dict[str, Any], prefix: Tuple[str, ...] = ()) -> Iterable[Tuple[str, ...]]:
+def _layers(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> Iterable[tuple[str, ...]]:
   """Paths of the BasicConv modules (the nodes holding a "conv" and a "bn" child)."""
   if "conv" in tree and "bn" in tree:
     yield prefix
@@ -238,7 +273,7 @@ def _set(tree, path, value):
   tree[path[-1]] = value
 
 
-def state_dict_to_variables(state_dict: Dict[str, Any], fid: bool = True) -> Dict[str, Any]:
+def state_dict_to_variables(state_dict: dict[str, Any], fid: bool = True) -> dict[str, Any]:
   """A torch-layout Inception state dict (numpy arrays by torch name) -> Flax {"params", "batch_stats"}.
 
   Keys it reads per layer L: L.conv.weight (OIHW), L.bn.weight, L.bn.bias, L.bn.running_mean,
@@ -246,8 +281,8 @@ def state_dict_to_variables(state_dict: Dict[str, Any], fid: bool = True) -> Dic
   or a shape mismatch is a ValueError naming it.
   """
   template = _template(fid)
-  params: Dict[str, Any] = {}
-  stats: Dict[str, Any] = {}
+  params: dict[str, Any] = {}
+  stats: dict[str, Any] = {}
   missing = []
   for path in _layers(template["params"]):
     name = ".".join(path)
@@ -255,8 +290,13 @@ def state_dict_to_variables(state_dict: Dict[str, Any], fid: bool = True) -> Dic
     for p in path:
       want_kernel = want_kernel[p]
     kernel_shape = want_kernel["conv"]["kernel"]
-    entries = {"conv.weight": None, "bn.weight": None, "bn.bias": None, "bn.running_mean": None,
-               "bn.running_var": None}
+    entries = {
+      "conv.weight": None,
+      "bn.weight": None,
+      "bn.bias": None,
+      "bn.running_mean": None,
+      "bn.running_var": None,
+    }
     for suffix in entries:
       key = f"{name}.{suffix}"
       if key not in state_dict:
@@ -267,17 +307,21 @@ def state_dict_to_variables(state_dict: Dict[str, Any], fid: bool = True) -> Dic
       continue
     kernel = np.transpose(entries["conv.weight"], (2, 3, 1, 0))  # OIHW -> HWIO
     if kernel.shape != kernel_shape:
-      raise ValueError(f"{name}.conv.weight has shape {entries['conv.weight'].shape}, expected "
-                       f"{(kernel_shape[3], kernel_shape[2], kernel_shape[0], kernel_shape[1])} (OIHW): "
-                       "not the pytorch-fid Inception weights?")
+      raise ValueError(
+        f"{name}.conv.weight has shape {entries['conv.weight'].shape}, expected "
+        f"{(kernel_shape[3], kernel_shape[2], kernel_shape[0], kernel_shape[1])} (OIHW): "
+        "not the pytorch-fid Inception weights?"
+      )
     _set(params, path + ("conv", "kernel"), kernel)
     _set(params, path + ("bn", "scale"), entries["bn.weight"])
     _set(params, path + ("bn", "bias"), entries["bn.bias"])
     _set(stats, path + ("bn", "mean"), entries["bn.running_mean"])
     _set(stats, path + ("bn", "var"), entries["bn.running_var"])
   if missing:
-    raise ValueError(f"the Inception weights lack {len(missing)} entries, e.g. {missing[:3]}: not a "
-                     f"pytorch-fid {FID_WEIGHTS_FILE} state dict?")
+    raise ValueError(
+      f"the Inception weights lack {len(missing)} entries, e.g. {missing[:3]}: not a "
+      f"pytorch-fid {FID_WEIGHTS_FILE} state dict?"
+    )
   for kind, tree in (("params", params), ("batch_stats", stats)):
     shapes = jax.tree_util.tree_map(np.shape, tree)
     if shapes != template[kind]:
@@ -285,9 +329,9 @@ def state_dict_to_variables(state_dict: Dict[str, Any], fid: bool = True) -> Dic
   return {"params": params, "batch_stats": stats}
 
 
-def variables_to_state_dict(variables: Dict[str, Any]) -> Dict[str, np.ndarray]:
+def variables_to_state_dict(variables: dict[str, Any]) -> dict[str, np.ndarray]:
   """The inverse of state_dict_to_variables: torch-named numpy arrays (conv weights OIHW)."""
-  out: Dict[str, np.ndarray] = {}
+  out: dict[str, np.ndarray] = {}
   for path in _layers(variables["params"]):
     name = ".".join(path)
     layer = _get(variables["params"], path)
@@ -300,17 +344,22 @@ def variables_to_state_dict(variables: Dict[str, Any]) -> Dict[str, np.ndarray]:
   return out
 
 
-def _read_pth(pth_path: str) -> Dict[str, np.ndarray]:
+def _read_pth(pth_path: str) -> dict[str, np.ndarray]:
   try:
     import torch
   except ImportError as e:
-    raise ImportError(f"reading {pth_path} needs PyTorch (pip install torch); or convert it to .npz once "
-                      "on a machine with torch: python -m jaxdiff.evaluation.inception --convert IN.pth OUT.npz") from e
+    raise ImportError(
+      f"reading {pth_path} needs PyTorch (pip install torch); or convert it to .npz once "
+      "on a machine with torch: python -m jaxdiff.evaluation.inception --convert IN.pth OUT.npz"
+    ) from e
   state = torch.load(pth_path, map_location="cpu", weights_only=True)
   if hasattr(state, "state_dict"):
     state = state.state_dict()
-  return {k: v.detach().cpu().numpy() for k, v in state.items()
-          if hasattr(v, "detach") and not k.endswith("num_batches_tracked")}
+  return {
+    k: v.detach().cpu().numpy()
+    for k, v in state.items()
+    if hasattr(v, "detach") and not k.endswith("num_batches_tracked")
+  }
 
 
 def convert_pytorch_fid_weights(pth_path: str, out_npz: str) -> str:
@@ -327,7 +376,7 @@ def convert_pytorch_fid_weights(pth_path: str, out_npz: str) -> str:
   return atomic_write(out_npz, lambda f: np.savez(f, **sd))
 
 
-def load_inception_variables(path: Optional[str], flag: str = "--inception_weights") -> Dict[str, Any]:
+def load_inception_variables(path: str | None, flag: str = "--inception_weights") -> dict[str, Any]:
   """Flax variables of the FID Inception from a converted .npz or pytorch-fid's .pth (needs torch).
 
   A missing path raises FileNotFoundError saying where to get the weights (nothing is downloaded).
@@ -342,7 +391,7 @@ def load_inception_variables(path: Optional[str], flag: str = "--inception_weigh
   return state_dict_to_variables(state)
 
 
-def random_variables(seed: int = 0, fid: bool = True) -> Dict[str, Any]:
+def random_variables(seed: int = 0, fid: bool = True) -> dict[str, Any]:
   """Random weights with the real network's shapes, for tests and benchmarks only (FID from them is meaningless).
 
   He-normal conv kernels and BatchNorm statistics near identity keep activations O(1) through
@@ -350,13 +399,17 @@ def random_variables(seed: int = 0, fid: bool = True) -> Dict[str, Any]:
   """
   template = _template(fid)
   rng = np.random.default_rng(seed)
-  params: Dict[str, Any] = {}
-  stats: Dict[str, Any] = {}
+  params: dict[str, Any] = {}
+  stats: dict[str, Any] = {}
   for path in _layers(template["params"]):
     shape = _get(template["params"], path)["conv"]["kernel"]
     fan_in = shape[0] * shape[1] * shape[2]
     cout = shape[3]
-    _set(params, path + ("conv", "kernel"), (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32))
+    _set(
+      params,
+      path + ("conv", "kernel"),
+      (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32),
+    )
     _set(params, path + ("bn", "scale"), rng.uniform(0.5, 1.5, cout).astype(np.float32))
     _set(params, path + ("bn", "bias"), rng.normal(0.0, 0.1, cout).astype(np.float32))
     _set(stats, path + ("bn", "mean"), rng.normal(0.0, 0.1, cout).astype(np.float32))
@@ -405,7 +458,7 @@ class InceptionFeatures:
   the images' size or dtype (shared by all instances).
   """
 
-  def __init__(self, variables: Dict[str, Any], batch_size: int = 64, fid: bool = True):
+  def __init__(self, variables: dict[str, Any], batch_size: int = 64, fid: bool = True):
     self.variables = jax.tree_util.tree_map(jnp.asarray, variables)
     self.batch_size = int(batch_size)
     self.fid = bool(fid)
@@ -416,7 +469,7 @@ class InceptionFeatures:
     return _features_jit(variables, preprocess(images), fid=self.fid)
 
   @classmethod
-  def from_file(cls, path: Optional[str], batch_size: int = 64, flag: str = "--inception_weights"):
+  def from_file(cls, path: str | None, batch_size: int = 64, flag: str = "--inception_weights"):
     return cls(load_inception_variables(path, flag), batch_size)
 
   def __call__(self, images: Any) -> np.ndarray:
@@ -427,22 +480,29 @@ class InceptionFeatures:
       raise ValueError(f"images must be NHWC, got shape {images.shape}")
     out = []
     for start in range(0, len(images), self.batch_size):
-      chunk = images[start:start + self.batch_size]
+      chunk = images[start : start + self.batch_size]
       pad = self.batch_size - len(chunk)
       if pad:
         chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-      out.append(np.asarray(self._run(self.variables, chunk))[:self.batch_size - pad])
+      out.append(np.asarray(self._run(self.variables, chunk))[: self.batch_size - pad])
     if not out:
       return np.zeros((0, FEATURE_DIM), np.float32)
     return np.concatenate(out)
 
 
-def _main(argv: Optional[Sequence[str]] = None) -> int:
+def _main(argv: Sequence[str] | None = None) -> int:
   import argparse
 
-  parser = argparse.ArgumentParser(description="Convert pytorch-fid's Inception weights to a torch-free .npz.")
-  parser.add_argument("--convert", nargs=2, metavar=("IN_PTH", "OUT_NPZ"), required=True,
-                      help=f"{FID_WEIGHTS_FILE} (from {FID_WEIGHTS_URL}) and the .npz to write")
+  parser = argparse.ArgumentParser(
+    description="Convert pytorch-fid's Inception weights to a torch-free .npz."
+  )
+  parser.add_argument(
+    "--convert",
+    nargs=2,
+    metavar=("IN_PTH", "OUT_NPZ"),
+    required=True,
+    help=f"{FID_WEIGHTS_FILE} (from {FID_WEIGHTS_URL}) and the .npz to write",
+  )
   args = parser.parse_args(argv)
   out = convert_pytorch_fid_weights(*args.convert)
   print(f"wrote {out}")

@@ -24,18 +24,25 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Mapping, NamedTuple, Optional
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import log_ndtr
 
-from jaxdiff.diffusion import extract, q_posterior, to_x0_eps, _check_prediction
+from jaxdiff.diffusion import _check_prediction, extract, q_posterior, to_x0_eps
 from jaxdiff.schedules import Schedule
 
-__all__ = ["VARIANCES", "VLBTerms", "bits_per_dim", "vlb_terms", "discretized_gaussian_log_likelihood",
-           "normal_kl"]
+__all__ = [
+  "VARIANCES",
+  "VLBTerms",
+  "bits_per_dim",
+  "vlb_terms",
+  "discretized_gaussian_log_likelihood",
+  "normal_kl",
+]
 
 VARIANCES = ("fixed_small", "fixed_large", "learned_range")
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -43,18 +50,20 @@ _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 class VLBTerms(NamedTuple):
   """Per-example terms of the bound, in bits per dimension ([B] each; kl_terms [B, K])."""
+
   total: jnp.ndarray
   prior: jnp.ndarray
   kl: jnp.ndarray
   decoder: jnp.ndarray
-  kl_terms: jnp.ndarray   # weighted per-timestep KL terms (weights: 1 for the exact sum)
+  kl_terms: jnp.ndarray  # weighted per-timestep KL terms (weights: 1 for the exact sum)
   timesteps: jnp.ndarray  # [K] the timesteps of kl_terms
 
 
 def normal_kl(mean1, logvar1, mean2, logvar2):
   """Elementwise KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) in nats."""
-  return 0.5 * (-1.0 + logvar2 - logvar1 + jnp.exp(logvar1 - logvar2)
-                + jnp.square(mean1 - mean2) * jnp.exp(-logvar2))
+  return 0.5 * (
+    -1.0 + logvar2 - logvar1 + jnp.exp(logvar1 - logvar2) + jnp.square(mean1 - mean2) * jnp.exp(-logvar2)
+  )
 
 
 def _log_diff_ndtr(a, b):
@@ -97,9 +106,9 @@ def discretized_gaussian_log_likelihood(x, mean, log_scale, *, num_bins: int = 2
 class _Spec(NamedTuple):
   prediction: str
   variance: str
-  clip_x0: Optional[float]
+  clip_x0: float | None
   num_bins: int
-  num_kl_timesteps: Optional[int]
+  num_kl_timesteps: int | None
 
 
 def _model_log_variance(schedule: Schedule, spec: _Spec, t, extra, shape):
@@ -119,8 +128,10 @@ def _p_mean_logvar(model_fn, schedule, spec: _Spec, x_t, t, cond):
   out = model_fn(x_t, t, **cond).astype(jnp.float32)
   if spec.variance == "learned_range":
     if out.shape[-1] != 2 * channels:
-      raise ValueError(f"variance='learned_range' needs a model output with 2 x {channels} channels "
-                       f"(prediction, variance), got {out.shape[-1]}")
+      raise ValueError(
+        f"variance='learned_range' needs a model output with 2 x {channels} channels "
+        f"(prediction, variance), got {out.shape[-1]}"
+      )
     extra = out[..., channels:]
   else:
     extra = None
@@ -148,8 +159,10 @@ def _vlb_jit(fn_static, spec: _Spec, fn_leaves, schedule, x0, key, cond):
 
   def term(t, noise):
     tb = jnp.full((batch,), t, jnp.int32)
-    x_t = (extract(schedule.sqrt_alphas_cumprod, tb, x0.shape) * x0 +
-           extract(schedule.sqrt_one_minus_alphas_cumprod, tb, x0.shape) * noise)
+    x_t = (
+      extract(schedule.sqrt_alphas_cumprod, tb, x0.shape) * x0
+      + extract(schedule.sqrt_one_minus_alphas_cumprod, tb, x0.shape) * noise
+    )
     mean, logvar = _p_mean_logvar(model_fn, schedule, spec, x_t, tb, cond)
     return tb, x_t, mean, logvar
 
@@ -189,14 +202,29 @@ def _vlb_jit(fn_static, spec: _Spec, fn_leaves, schedule, x0, key, cond):
   prior = _sum_dims(normal_kl(mean_T, logvar_T, 0.0, 0.0))
 
   kl = jnp.sum(kl_terms, axis=1)
-  return VLBTerms(total=(prior + kl + decoder) * to_bpd, prior=prior * to_bpd, kl=kl * to_bpd,
-                  decoder=decoder * to_bpd, kl_terms=kl_terms * to_bpd, timesteps=ts)
+  return VLBTerms(
+    total=(prior + kl + decoder) * to_bpd,
+    prior=prior * to_bpd,
+    kl=kl * to_bpd,
+    decoder=decoder * to_bpd,
+    kl_terms=kl_terms * to_bpd,
+    timesteps=ts,
+  )
 
 
-def vlb_terms(model_fn: Callable[..., jnp.ndarray], schedule: Schedule, x0: Any, key: jax.Array, *,
-              prediction: str = "eps", variance: str = "fixed_small", cond: Optional[Mapping[str, Any]] = None,
-              clip_x0: Optional[float] = None, num_bins: int = 256,
-              num_kl_timesteps: Optional[int] = None) -> VLBTerms:
+def vlb_terms(
+  model_fn: Callable[..., jnp.ndarray],
+  schedule: Schedule,
+  x0: Any,
+  key: jax.Array,
+  *,
+  prediction: str = "eps",
+  variance: str = "fixed_small",
+  cond: Mapping[str, Any] | None = None,
+  clip_x0: float | None = None,
+  num_bins: int = 256,
+  num_kl_timesteps: int | None = None,
+) -> VLBTerms:
   """The variational bound of each example of x0, term by term, in bits per dimension.
 
   model_fn(x_t, t, **cond) -> output in the `prediction` parameterisation ("eps" | "x0" | "v");
@@ -215,14 +243,23 @@ def vlb_terms(model_fn: Callable[..., jnp.ndarray], schedule: Schedule, x0: Any,
   if num_kl_timesteps is not None and int(num_kl_timesteps) < 1:
     raise ValueError(f"num_kl_timesteps must be None (all) or >= 1, got {num_kl_timesteps}")
   if not hasattr(x0, "shape") or len(x0.shape) < 2:
-    raise ValueError(f"x0 must be a batch [B, ...] of at least 2 dimensions, got shape {getattr(x0, 'shape', None)}")
+    raise ValueError(
+      f"x0 must be a batch [B, ...] of at least 2 dimensions, got shape {getattr(x0, 'shape', None)}"
+    )
   if not isinstance(x0, jax.core.Tracer):
     arr = np.asarray(x0)
     if not np.all(np.isfinite(arr)) or arr.min() < -1.0 - 1e-5 or arr.max() > 1.0 + 1e-5:
-      raise ValueError(f"x0 must lie in [-1, 1] (8-bit data mapped by u / 127.5 - 1); got values in "
-                       f"[{arr.min():.4g}, {arr.max():.4g}]")
-  spec = _Spec(prediction, variance, None if not clip_x0 else float(clip_x0), int(num_bins),
-               None if num_kl_timesteps is None else int(num_kl_timesteps))
+      raise ValueError(
+        f"x0 must lie in [-1, 1] (8-bit data mapped by u / 127.5 - 1); got values in "
+        f"[{arr.min():.4g}, {arr.max():.4g}]"
+      )
+  spec = _Spec(
+    prediction,
+    variance,
+    None if not clip_x0 else float(clip_x0),
+    int(num_bins),
+    None if num_kl_timesteps is None else int(num_kl_timesteps),
+  )
   if isinstance(model_fn, jax.tree_util.Partial):
     fn_leaves, fn_def = jax.tree_util.tree_flatten(model_fn)
     fn_static = ("partial", fn_def)
@@ -231,14 +268,33 @@ def vlb_terms(model_fn: Callable[..., jnp.ndarray], schedule: Schedule, x0: Any,
   return _vlb_jit(fn_static, spec, fn_leaves, schedule, jnp.asarray(x0), key, dict(cond or {}))
 
 
-def bits_per_dim(model_fn: Callable[..., jnp.ndarray], schedule: Schedule, x0: Any, key: jax.Array, *,
-                 prediction: str = "eps", variance: str = "fixed_small", cond: Optional[Mapping[str, Any]] = None,
-                 clip_x0: Optional[float] = None, num_bins: int = 256,
-                 num_kl_timesteps: Optional[int] = None) -> jnp.ndarray:
+def bits_per_dim(
+  model_fn: Callable[..., jnp.ndarray],
+  schedule: Schedule,
+  x0: Any,
+  key: jax.Array,
+  *,
+  prediction: str = "eps",
+  variance: str = "fixed_small",
+  cond: Mapping[str, Any] | None = None,
+  clip_x0: float | None = None,
+  num_bins: int = 256,
+  num_kl_timesteps: int | None = None,
+) -> jnp.ndarray:
   """Negative variational bound of each example of x0 in bits per dimension, [B] (see vlb_terms).
 
   An upper bound on the model's negative log-likelihood of the 8-bit data; average it over a
   held-out set (e.g. the digits "test" split) to report the model's bits/dim.
   """
-  return vlb_terms(model_fn, schedule, x0, key, prediction=prediction, variance=variance, cond=cond,
-                   clip_x0=clip_x0, num_bins=num_bins, num_kl_timesteps=num_kl_timesteps).total
+  return vlb_terms(
+    model_fn,
+    schedule,
+    x0,
+    key,
+    prediction=prediction,
+    variance=variance,
+    cond=cond,
+    clip_x0=clip_x0,
+    num_bins=num_bins,
+    num_kl_timesteps=num_kl_timesteps,
+  ).total

@@ -12,7 +12,7 @@ the training set than fresh real data do are memorised even when the threshold i
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any
 
 import numpy as np
 
@@ -26,11 +26,15 @@ DEFAULT_PERCENTILE = 5.0
 def _flat(x: Any, name: str) -> np.ndarray:
   arr = np.asarray(x, dtype=np.float64)
   if arr.ndim < 2:
-    raise ValueError(f"{name} must have a leading example axis and at least one feature axis, got shape {arr.shape}")
+    raise ValueError(
+      f"{name} must have a leading example axis and at least one feature axis, got shape {arr.shape}"
+    )
   return arr.reshape(arr.shape[0], -1)
 
 
-def memorisation(samples: Any, train: Any, heldout: Any, *, percentile: float = DEFAULT_PERCENTILE) -> Dict[str, Any]:
+def memorisation(
+  samples: Any, train: Any, heldout: Any, *, percentile: float = DEFAULT_PERCENTILE
+) -> dict[str, Any]:
   """Near-copy share and median nearest-neighbour distance, for samples and for held-out real data.
 
   Returns {"memorisation": {"samples": share, "real_heldout": share},
@@ -42,17 +46,23 @@ def memorisation(samples: Any, train: Any, heldout: Any, *, percentile: float = 
     raise ValueError(f"percentile must be in (0, 100), got {percentile}")
   s, tr, ho = _flat(samples, "samples"), _flat(train, "train"), _flat(heldout, "heldout")
   if not s.shape[1] == tr.shape[1] == ho.shape[1]:
-    raise ValueError(f"samples, train and heldout must have the same shape per example; got "
-                     f"{s.shape[1]}, {tr.shape[1]} and {ho.shape[1]} values per example")
+    raise ValueError(
+      f"samples, train and heldout must have the same shape per example; got "
+      f"{s.shape[1]}, {tr.shape[1]} and {ho.shape[1]} values per example"
+    )
   d_heldout, _ = nearest_neighbour_distances(ho, tr)
   d_samples, idx = nearest_neighbour_distances(s, tr)
   threshold = float(np.percentile(d_heldout, percentile))
   return {
-      "memorisation": {"samples": float(np.mean(d_samples <= threshold)),
-                       "real_heldout": float(np.mean(d_heldout <= threshold))},
-      "nn_distance_median": {"samples": float(np.median(d_samples)),
-                             "real_heldout": float(np.median(d_heldout))},
-      "threshold": threshold,
-      "percentile": float(percentile),
-      "nearest_train_index": idx,
+    "memorisation": {
+      "samples": float(np.mean(d_samples <= threshold)),
+      "real_heldout": float(np.mean(d_heldout <= threshold)),
+    },
+    "nn_distance_median": {
+      "samples": float(np.median(d_samples)),
+      "real_heldout": float(np.median(d_heldout)),
+    },
+    "threshold": threshold,
+    "percentile": float(percentile),
+    "nearest_train_index": idx,
   }

@@ -20,7 +20,8 @@ so an evaluation never stops training.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, Optional
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -56,9 +57,11 @@ def check_eval_config(config) -> None:
   if every == 0:
     return
   if int(_get(_get(config, "model"), "cond_channels", 0) or 0) > 0:
-    raise ValueError("periodic evaluation (config.eval.every) draws free samples; an image-conditioned model "
-                     "(config.model.cond_channels > 0) has none: set --config.eval.every=0 and measure it "
-                     "against its inputs (scripts/demo_conditioning.py sr)")
+    raise ValueError(
+      "periodic evaluation (config.eval.every) draws free samples; an image-conditioned model "
+      "(config.model.cond_channels > 0) has none: set --config.eval.every=0 and measure it "
+      "against its inputs (scripts/demo_conditioning.py sr)"
+    )
   num = _get(eval_cfg, "num_samples", 0)
   if isinstance(num, bool) or not isinstance(num, int) or num < 2:
     raise ValueError(f"config.eval.num_samples={num!r} must be an integer >= 2")
@@ -68,8 +71,10 @@ def check_eval_config(config) -> None:
     for field in ("inception_weights", "fid_stats"):
       path = _get(eval_cfg, field, "")
       if not path:
-        raise ValueError(f"periodic FID for {config.data.name} needs config.eval.{field} (a local file; see "
-                         "`python -m jaxdiff.evaluation.fid_stats --help`), or set --config.eval.every=0")
+        raise ValueError(
+          f"periodic FID for {config.data.name} needs config.eval.{field} (a local file; see "
+          "`python -m jaxdiff.evaluation.fid_stats --help`), or set --config.eval.every=0"
+        )
       if not os.path.exists(path):
         raise FileNotFoundError(f"config.eval.{field}={path} does not exist")
 
@@ -81,8 +86,9 @@ def _inception(path: str):
   return InceptionFeatures.from_file(path, flag="config.eval.inception_weights")
 
 
-def evaluate_for_training(config, sample_fn: Callable[[int, Any, Optional[np.ndarray]], Any], *,
-                          key: Any = None, prefix: str = "eval/") -> Dict[str, float]:
+def evaluate_for_training(
+  config, sample_fn: Callable[[int, Any, np.ndarray | None], Any], *, key: Any = None, prefix: str = "eval/"
+) -> dict[str, float]:
   """Draws config.eval.num_samples samples with sample_fn and returns flat scalar metrics."""
   import jax
 
@@ -115,6 +121,8 @@ def evaluate_for_training(config, sample_fn: Callable[[int, Any, Optional[np.nda
     from jaxdiff import images as image_utils
     from jaxdiff.evaluation.fid import evaluate_fid
 
-    report = evaluate_fid(image_utils.to_uint8(samples), config.eval.fid_stats, _inception(config.eval.inception_weights))
+    report = evaluate_fid(
+      image_utils.to_uint8(samples), config.eval.fid_stats, _inception(config.eval.inception_weights)
+    )
   scalars.update(flatten(report, prefix))
   return scalars

@@ -7,7 +7,8 @@ estimator's own noise floor at this sample size.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -16,9 +17,15 @@ from jaxdiff.evaluation.distances import DEFAULT_BANDWIDTHS, mmd_rbf_many, slice
 __all__ = ["evaluate_toy2d"]
 
 
-def evaluate_toy2d(samples: Any, name: str, seed: int = 0, *, num_projections: int = 512,
-                   bandwidths: Sequence[float] = DEFAULT_BANDWIDTHS,
-                   mmd_max_points: Optional[int] = 2000) -> Dict[str, Any]:
+def evaluate_toy2d(
+  samples: Any,
+  name: str,
+  seed: int = 0,
+  *,
+  num_projections: int = 512,
+  bandwidths: Sequence[float] = DEFAULT_BANDWIDTHS,
+  mmd_max_points: int | None = 2000,
+) -> dict[str, Any]:
   """Scores 2-D samples against fresh draws of the toy distribution `name` ("s_curve", "toy2d/moons", ...).
 
   samples: float [N, 2] points in data space. The reference and the baseline are two
@@ -41,11 +48,19 @@ def evaluate_toy2d(samples: Any, name: str, seed: int = 0, *, num_projections: i
   reference = np.asarray(sample_toy2d(name, n, (int(seed), 1)), np.float64)
   baseline = np.asarray(sample_toy2d(name, n, (int(seed), 2)), np.float64)
   k = n if mmd_max_points is None else min(n, int(mmd_max_points))
-  swd = {"samples": sliced_wasserstein(x, reference, num_projections, seed),
-         "real_heldout": sliced_wasserstein(baseline, reference, num_projections, seed)}
+  swd = {
+    "samples": sliced_wasserstein(x, reference, num_projections, seed),
+    "real_heldout": sliced_wasserstein(baseline, reference, num_projections, seed),
+  }
   mmd_samples, mmd_baseline = mmd_rbf_many([x[:k], baseline[:k]], reference[:k], bandwidths)
   mmd = {"samples": mmd_samples, "real_heldout": mmd_baseline}
-  info = {"dataset": name if name.startswith("toy2d/") else f"toy2d/{name}", "num_samples": n,
-          "num_reference": n, "num_mmd_points": k, "num_projections": int(num_projections),
-          "bandwidths": [float(b) for b in bandwidths], "seed": int(seed)}
+  info = {
+    "dataset": name if name.startswith("toy2d/") else f"toy2d/{name}",
+    "num_samples": n,
+    "num_reference": n,
+    "num_mmd_points": k,
+    "num_projections": int(num_projections),
+    "bandwidths": [float(b) for b in bandwidths],
+    "seed": int(seed),
+  }
   return {"swd": swd, "mmd": mmd, "info": info}

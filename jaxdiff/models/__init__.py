@@ -8,7 +8,8 @@ training loop, ``sample.py`` and users all build the same network from the same 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -42,8 +43,7 @@ def _dtype(value: Any, field: str) -> Any:
   try:
     return jnp.dtype(value)
   except TypeError as e:
-    raise ValueError(f"config.{field}={value!r} is not a dtype name (e.g. 'float32', "
-                     "'bfloat16')") from e
+    raise ValueError(f"config.{field}={value!r} is not a dtype name (e.g. 'float32', 'bfloat16')") from e
 
 
 def _positive_int(value: Any, field: str, minimum: int = 1) -> int:
@@ -74,14 +74,14 @@ def create_model(config: Any) -> nn.Module:
   data, diffusion = _section(config, "data"), _section(config, "diffusion")
   name = _get(m, "name", "unet")
   common = dict(
-      dropout=float(_get(m, "dropout", 0.0)),
-      learn_sigma=bool(_get(m, "learn_sigma", False)),
-      num_classes=_positive_int(_get(m, "num_classes", 0), "model.num_classes", 0),
-      self_condition=bool(_get(m, "self_condition", False)),
-      dtype=_dtype(_get(m, "dtype", "float32"), "model.dtype"),
-      param_dtype=_dtype(_get(m, "param_dtype", "float32"), "model.param_dtype"),
-      remat=bool(_get(m, "remat", False)),
-      out_channels=int(_get(m, "out_channels", -1)),
+    dropout=float(_get(m, "dropout", 0.0)),
+    learn_sigma=bool(_get(m, "learn_sigma", False)),
+    num_classes=_positive_int(_get(m, "num_classes", 0), "model.num_classes", 0),
+    self_condition=bool(_get(m, "self_condition", False)),
+    dtype=_dtype(_get(m, "dtype", "float32"), "model.dtype"),
+    param_dtype=_dtype(_get(m, "param_dtype", "float32"), "model.param_dtype"),
+    remat=bool(_get(m, "remat", False)),
+    out_channels=int(_get(m, "out_channels", -1)),
   )
   if not 0.0 <= common["dropout"] < 1.0:
     raise ValueError(f"config.model.dropout must be in [0, 1), got {common['dropout']}")
@@ -92,53 +92,56 @@ def create_model(config: Any) -> nn.Module:
       in_channels = int(_get(data, "channels", -1))
     attention_impl = _get(m, "attention_impl", "auto")
     if attention_impl not in ("auto", "xla", "cudnn"):
-      raise ValueError("config.model.attention_impl must be 'auto', 'xla' or 'cudnn', "
-                       f"got {attention_impl!r}")
+      raise ValueError(
+        f"config.model.attention_impl must be 'auto', 'xla' or 'cudnn', got {attention_impl!r}"
+      )
     channel_mult = _int_tuple(_get(m, "channel_mult", (1, 2, 2)), "model.channel_mult")
     if not channel_mult:
       raise ValueError("config.model.channel_mult must name at least one level")
     context_null = _get(m, "context_null", "learned")
     if context_null not in CONTEXT_NULLS:
-      raise ValueError(f"config.model.context_null must be one of {CONTEXT_NULLS}, "
-                       f"got {context_null!r}")
+      raise ValueError(f"config.model.context_null must be one of {CONTEXT_NULLS}, got {context_null!r}")
     return UNet(
-        base_channels=_positive_int(_get(m, "base_channels", 64), "model.base_channels"),
-        channel_mult=channel_mult,
-        num_res_blocks=_positive_int(_get(m, "num_res_blocks", 2), "model.num_res_blocks", 0),
-        attention_resolutions=_int_tuple(_get(m, "attention_resolutions", (16,)),
-                                         "model.attention_resolutions"),
-        linear_attention_resolutions=_int_tuple(_get(m, "linear_attention_resolutions", ()),
-                                                "model.linear_attention_resolutions"),
-        num_heads=int(_get(m, "num_heads", 4)),
-        head_dim=int(_get(m, "head_dim", -1)),
-        resblock_updown=bool(_get(m, "resblock_updown", False)),
-        conv_resample=bool(_get(m, "conv_resample", True)),
-        use_scale_shift_norm=bool(_get(m, "use_scale_shift_norm", False)),
-        num_groups=_positive_int(_get(m, "num_groups", 32), "model.num_groups"),
-        in_channels=in_channels,
-        attention_impl=attention_impl,
-        context_dim=_positive_int(_get(m, "context_dim", 0), "model.context_dim", 0),
-        context_vocab=_positive_int(_get(m, "context_vocab", 0), "model.context_vocab", 0),
-        context_null=context_null,
-        context_null_length=_positive_int(_get(m, "context_null_length", 1),
-                                          "model.context_null_length"),
-        transformer_ff_mult=_positive_int(_get(m, "transformer_ff_mult", 4),
-                                          "model.transformer_ff_mult"),
-        cond_channels=_positive_int(_get(m, "cond_channels", 0), "model.cond_channels", 0),
-        **common)
+      base_channels=_positive_int(_get(m, "base_channels", 64), "model.base_channels"),
+      channel_mult=channel_mult,
+      num_res_blocks=_positive_int(_get(m, "num_res_blocks", 2), "model.num_res_blocks", 0),
+      attention_resolutions=_int_tuple(
+        _get(m, "attention_resolutions", (16,)), "model.attention_resolutions"
+      ),
+      linear_attention_resolutions=_int_tuple(
+        _get(m, "linear_attention_resolutions", ()), "model.linear_attention_resolutions"
+      ),
+      num_heads=int(_get(m, "num_heads", 4)),
+      head_dim=int(_get(m, "head_dim", -1)),
+      resblock_updown=bool(_get(m, "resblock_updown", False)),
+      conv_resample=bool(_get(m, "conv_resample", True)),
+      use_scale_shift_norm=bool(_get(m, "use_scale_shift_norm", False)),
+      num_groups=_positive_int(_get(m, "num_groups", 32), "model.num_groups"),
+      in_channels=in_channels,
+      attention_impl=attention_impl,
+      context_dim=_positive_int(_get(m, "context_dim", 0), "model.context_dim", 0),
+      context_vocab=_positive_int(_get(m, "context_vocab", 0), "model.context_vocab", 0),
+      context_null=context_null,
+      context_null_length=_positive_int(_get(m, "context_null_length", 1), "model.context_null_length"),
+      transformer_ff_mult=_positive_int(_get(m, "transformer_ff_mult", 4), "model.transformer_ff_mult"),
+      cond_channels=_positive_int(_get(m, "cond_channels", 0), "model.cond_channels", 0),
+      **common,
+    )
   if name == "mlp":
     for field in ("context_dim", "cond_channels"):
       if int(_get(m, field, 0)):
-        raise ValueError(f"config.model.{field}={_get(m, field, 0)} needs model.name='unet' "
-                         "(the MLP takes neither a context nor a conditioning image)")
+        raise ValueError(
+          f"config.model.{field}={_get(m, field, 0)} needs model.name='unet' "
+          "(the MLP takes neither a context nor a conditioning image)"
+        )
     return MLP(
-        hidden_dim=_positive_int(_get(m, "hidden_dim", 128), "model.hidden_dim"),
-        num_layers=_positive_int(_get(m, "num_layers", 4), "model.num_layers", 0),
-        time_embedding=_get(m, "time_embedding", "sinusoidal"),
-        num_timesteps=_positive_int(_get(diffusion, "num_timesteps", 1000),
-                                    "diffusion.num_timesteps"),
-        in_channels=int(_get(m, "data_dim", -1)),
-        **common)
+      hidden_dim=_positive_int(_get(m, "hidden_dim", 128), "model.hidden_dim"),
+      num_layers=_positive_int(_get(m, "num_layers", 4), "model.num_layers", 0),
+      time_embedding=_get(m, "time_embedding", "sinusoidal"),
+      num_timesteps=_positive_int(_get(diffusion, "num_timesteps", 1000), "diffusion.num_timesteps"),
+      in_channels=int(_get(m, "data_dim", -1)),
+      **common,
+    )
   raise ValueError(f"config.model.name must be one of {MODEL_NAMES}, got {name!r}")
 
 

@@ -65,8 +65,9 @@ class GroupNorm(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     groups = num_groups_for(x.shape[-1], self.num_groups)
-    return nn.GroupNorm(num_groups=groups, epsilon=self.epsilon, dtype=self.dtype,
-                        param_dtype=self.param_dtype, name="norm")(x)
+    return nn.GroupNorm(
+      num_groups=groups, epsilon=self.epsilon, dtype=self.dtype, param_dtype=self.param_dtype, name="norm"
+    )(x)
 
 
 class TimeEmbedding(nn.Module):
@@ -84,11 +85,9 @@ class TimeEmbedding(nn.Module):
   @nn.compact
   def __call__(self, t: Array) -> Array:
     emb = timestep_embedding(t, self.sinusoidal_dim)
-    emb = nn.Dense(self.features, dtype=self.dtype, param_dtype=self.param_dtype,
-                   name="dense_0")(emb)
+    emb = nn.Dense(self.features, dtype=self.dtype, param_dtype=self.param_dtype, name="dense_0")(emb)
     emb = nn.silu(emb)
-    return nn.Dense(self.features, dtype=self.dtype, param_dtype=self.param_dtype,
-                    name="dense_1")(emb)
+    return nn.Dense(self.features, dtype=self.dtype, param_dtype=self.param_dtype, name="dense_1")(emb)
 
 
 def upsample_nearest(x: Array) -> Array:
@@ -103,11 +102,26 @@ def avg_pool2(x: Array) -> Array:
   return nn.avg_pool(x, (2, 2), strides=(2, 2))
 
 
-def conv3x3(features: int, dtype: Dtype, param_dtype: Dtype, name: str, *, strides: int = 1,
-            kernel_init: Any = nn.initializers.lecun_normal()) -> nn.Conv:
+def conv3x3(
+  features: int,
+  dtype: Dtype,
+  param_dtype: Dtype,
+  name: str,
+  *,
+  strides: int = 1,
+  kernel_init: Any = nn.initializers.lecun_normal(),
+) -> nn.Conv:
   """3x3 convolution with symmetric padding 1 (so stride 2 halves even sizes exactly)."""
-  return nn.Conv(features, (3, 3), strides=(strides, strides), padding=((1, 1), (1, 1)),
-                 dtype=dtype, param_dtype=param_dtype, kernel_init=kernel_init, name=name)
+  return nn.Conv(
+    features,
+    (3, 3),
+    strides=(strides, strides),
+    padding=((1, 1), (1, 1)),
+    dtype=dtype,
+    param_dtype=param_dtype,
+    kernel_init=kernel_init,
+    name=name,
+  )
 
 
 class Downsample(nn.Module):
@@ -161,10 +175,8 @@ class ResBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, emb: Array, train: bool = False) -> Array:
-    dense = lambda n, name, **kw: nn.Dense(n, dtype=self.dtype, param_dtype=self.param_dtype,
-                                           name=name, **kw)
-    norm = lambda name: GroupNorm(self.num_groups, dtype=self.dtype,
-                                  param_dtype=self.param_dtype, name=name)
+    dense = lambda n, name, **kw: nn.Dense(n, dtype=self.dtype, param_dtype=self.param_dtype, name=name, **kw)
+    norm = lambda name: GroupNorm(self.num_groups, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
     h = nn.silu(norm("norm_1")(x))
     if self.resample == "down":
       h, x = avg_pool2(h), avg_pool2(x)
@@ -183,11 +195,10 @@ class ResBlock(nn.Module):
       h = norm("norm_2")(h + emb_out)
     h = nn.silu(h)
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    h = conv3x3(self.out_channels, self.dtype, self.param_dtype, "conv_2",
-                kernel_init=zeros_init)(h)
+    h = conv3x3(self.out_channels, self.dtype, self.param_dtype, "conv_2", kernel_init=zeros_init)(h)
 
     if x.shape[-1] != self.out_channels:
-      x = dense(self.out_channels, "skip")(x)   # 1x1 "network in network" projection
+      x = dense(self.out_channels, "skip")(x)  # 1x1 "network in network" projection
     return x + h
 
 
@@ -223,13 +234,11 @@ class MultiHeadAttention(nn.Module):
   zero_init_out: bool = True
 
   @nn.compact
-  def __call__(self, inputs_q: Array, inputs_kv: Array | None = None,
-               mask: Array | None = None) -> Array:
+  def __call__(self, inputs_q: Array, inputs_kv: Array | None = None, mask: Array | None = None) -> Array:
     if inputs_kv is None:
       inputs_kv = inputs_q
     heads, dim = _heads(self.channels, self.num_heads, self.head_dim)
-    dense = lambda n, name, **kw: nn.Dense(n, dtype=self.dtype, param_dtype=self.param_dtype,
-                                           name=name, **kw)
+    dense = lambda n, name, **kw: nn.Dense(n, dtype=self.dtype, param_dtype=self.param_dtype, name=name, **kw)
     b, l, _ = inputs_q.shape
     s = inputs_kv.shape[1]
     if mask is not None and tuple(mask.shape) != (b, s):
@@ -252,7 +261,7 @@ class MultiHeadAttention(nn.Module):
         try:
           return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="cudnn")
         except (RuntimeError, ValueError, NotImplementedError):
-          pass   # this GPU / cuDNN / shape combination has no fused kernel: use XLA
+          pass  # this GPU / cuDNN / shape combination has no fused kernel: use XLA
       impl = "xla"
     return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
 
@@ -271,11 +280,18 @@ class AttentionBlock(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     b, h, w, c = x.shape
-    tokens = GroupNorm(self.num_groups, dtype=self.dtype, param_dtype=self.param_dtype,
-                       name="norm")(x).reshape(b, h * w, c)
-    out = MultiHeadAttention(c, self.num_heads, self.head_dim, self.implementation,
-                             dtype=self.dtype, param_dtype=self.param_dtype,
-                             name="attention")(tokens)
+    tokens = GroupNorm(self.num_groups, dtype=self.dtype, param_dtype=self.param_dtype, name="norm")(
+      x
+    ).reshape(b, h * w, c)
+    out = MultiHeadAttention(
+      c,
+      self.num_heads,
+      self.head_dim,
+      self.implementation,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      name="attention",
+    )(tokens)
     return x + out.reshape(b, h, w, c)
 
 
@@ -325,14 +341,14 @@ class SpatialTransformer(nn.Module):
   def __call__(self, x: Array, context: Array, context_mask: Array | None = None) -> Array:
     b, h, w, c = x.shape
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    attn = lambda name: MultiHeadAttention(c, self.num_heads, self.head_dim, self.implementation,
-                                           zero_init_out=False, name=name, **kw)
+    attn = lambda name: MultiHeadAttention(
+      c, self.num_heads, self.head_dim, self.implementation, zero_init_out=False, name=name, **kw
+    )
     ln = lambda name: nn.LayerNorm(epsilon=1e-5, name=name, **kw)
     tokens = GroupNorm(self.num_groups, name="norm", **kw)(x).reshape(b, h * w, c)
     tokens = nn.Dense(c, name="proj_in", **kw)(tokens)
     tokens = tokens + attn("self_attn")(ln("norm_1")(tokens))
-    tokens = tokens + attn("cross_attn")(ln("norm_2")(tokens), context.astype(self.dtype),
-                                         context_mask)
+    tokens = tokens + attn("cross_attn")(ln("norm_2")(tokens), context.astype(self.dtype), context_mask)
     tokens = tokens + FeedForward(c, self.ff_mult, name="ff", **kw)(ln("norm_3")(tokens))
     out = nn.Dense(c, kernel_init=zeros_init, name="proj_out", **kw)(tokens)
     return x + out.reshape(b, h, w, c)
@@ -356,13 +372,12 @@ class LinearAttentionBlock(nn.Module):
   def __call__(self, x: Array) -> Array:
     b, h, w, c = x.shape
     heads, dim = _heads(c, self.num_heads, self.head_dim)
-    dense = lambda n, name, **kw: nn.Dense(n, dtype=self.dtype, param_dtype=self.param_dtype,
-                                           name=name, **kw)
-    tokens = GroupNorm(self.num_groups, dtype=self.dtype, param_dtype=self.param_dtype,
-                       name="norm")(x).reshape(b, h * w, c)
-    q, k, v = (dense(c, name)(tokens).reshape(b, h * w, heads, dim)
-               for name in ("query", "key", "value"))
-    q = jax.nn.softmax(q.astype(jnp.float32), axis=-1) * dim ** -0.5
+    dense = lambda n, name, **kw: nn.Dense(n, dtype=self.dtype, param_dtype=self.param_dtype, name=name, **kw)
+    tokens = GroupNorm(self.num_groups, dtype=self.dtype, param_dtype=self.param_dtype, name="norm")(
+      x
+    ).reshape(b, h * w, c)
+    q, k, v = (dense(c, name)(tokens).reshape(b, h * w, heads, dim) for name in ("query", "key", "value"))
+    q = jax.nn.softmax(q.astype(jnp.float32), axis=-1) * dim**-0.5
     k = jax.nn.softmax(k.astype(jnp.float32), axis=1)
     context = jnp.einsum("bnhd,bnhe->bhde", k, v.astype(jnp.float32))
     out = jnp.einsum("bhde,bnhd->bnhe", context, q).reshape(b, h * w, c).astype(self.dtype)
@@ -397,16 +412,14 @@ class ContextWithNull(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, context: Array | None, context_mask: Array | None,
-               batch: int) -> tuple[Array, Array]:
+  def __call__(self, context: Array | None, context_mask: Array | None, batch: int) -> tuple[Array, Array]:
     if self.null not in CONTEXT_NULLS:
       raise ValueError(f"model.context_null must be one of {CONTEXT_NULLS}, got {self.null!r}")
     if self.null_length < 1:
       raise ValueError(f"model.context_null_length must be >= 1, got {self.null_length}")
     shape = (self.null_length, self.dim)
     if self.null == "learned":
-      null = self.param("null_context", nn.initializers.normal(self.dim ** -0.5), shape,
-                        self.param_dtype)
+      null = self.param("null_context", nn.initializers.normal(self.dim**-0.5), shape, self.param_dtype)
     else:
       null = jnp.zeros(shape, self.param_dtype)
     null = jnp.broadcast_to(null.astype(self.dtype)[None], (batch,) + shape)
@@ -416,25 +429,30 @@ class ContextWithNull(nn.Module):
       return null, jnp.ones((batch, self.null_length), bool)
     context = jnp.asarray(context)
     if self.vocab > 0:
-      if context.ndim != 2 or context.shape[0] != batch or not jnp.issubdtype(context.dtype,
-                                                                                jnp.integer):
-        raise ValueError(f"this model embeds context tokens (model.context_vocab={self.vocab}): "
-                         f"context must be int [batch={batch}, length], got {context.dtype} "
-                         f"{context.shape}")
+      if context.ndim != 2 or context.shape[0] != batch or not jnp.issubdtype(context.dtype, jnp.integer):
+        raise ValueError(
+          f"this model embeds context tokens (model.context_vocab={self.vocab}): "
+          f"context must be int [batch={batch}, length], got {context.dtype} "
+          f"{context.shape}"
+        )
       valid = context >= 0
-      tokens = nn.Embed(self.vocab, self.dim, dtype=self.dtype, param_dtype=self.param_dtype,
-                        name="token_embed")(jnp.maximum(context, 0))
+      tokens = nn.Embed(
+        self.vocab, self.dim, dtype=self.dtype, param_dtype=self.param_dtype, name="token_embed"
+      )(jnp.maximum(context, 0))
     else:
       if context.ndim != 3 or context.shape[0] != batch or context.shape[2] != self.dim:
-        raise ValueError(f"context must have shape [batch={batch}, length, model.context_dim="
-                         f"{self.dim}], got {context.shape}")
+        raise ValueError(
+          f"context must have shape [batch={batch}, length, model.context_dim="
+          f"{self.dim}], got {context.shape}"
+        )
       valid = jnp.ones(context.shape[:2], bool)
       tokens = context.astype(self.dtype)
     if context_mask is not None:
       context_mask = jnp.asarray(context_mask)
       if tuple(context_mask.shape) != tuple(context.shape[:2]):
-        raise ValueError(f"context_mask must have shape [batch, length] = {context.shape[:2]}, "
-                         f"got {context_mask.shape}")
+        raise ValueError(
+          f"context_mask must have shape [batch, length] = {context.shape[:2]}, got {context_mask.shape}"
+        )
       valid = valid & context_mask.astype(bool)
     use_null = ~jnp.any(valid, axis=1, keepdims=True)
     mask = jnp.concatenate([jnp.broadcast_to(use_null, (batch, self.null_length)), valid], axis=1)
@@ -446,12 +464,15 @@ def with_image_condition(h: Array, x_cond: Array | None, cond_channels: int) -> 
   axis (SR3 / Palette): required when ``cond_channels > 0``, an error otherwise."""
   if cond_channels <= 0:
     if x_cond is not None:
-      raise ValueError("x_cond was given but the network takes no conditioning image "
-                       "(model.cond_channels = 0)")
+      raise ValueError(
+        "x_cond was given but the network takes no conditioning image (model.cond_channels = 0)"
+      )
     return h
   if x_cond is None:
-    raise ValueError(f"this network is conditioned on an image (model.cond_channels="
-                     f"{cond_channels}): pass x_cond of shape [batch, H, W, {cond_channels}]")
+    raise ValueError(
+      f"this network is conditioned on an image (model.cond_channels="
+      f"{cond_channels}): pass x_cond of shape [batch, H, W, {cond_channels}]"
+    )
   x_cond = jnp.asarray(x_cond)
   want = tuple(h.shape[:3]) + (cond_channels,)
   if tuple(x_cond.shape) != want:
@@ -473,8 +494,7 @@ def resolve_labels(y: Array | None, batch: int, num_classes: int) -> Array | Non
   (classifier-free guidance). Labels given to an unconditional network are an error."""
   if num_classes <= 0:
     if y is not None:
-      raise ValueError("labels y were given but the network is unconditional "
-                       "(model.num_classes = 0)")
+      raise ValueError("labels y were given but the network is unconditional (model.num_classes = 0)")
     return None
   if y is None:
     return jnp.full((batch,), num_classes, jnp.int32)

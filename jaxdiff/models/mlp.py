@@ -11,8 +11,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdiff.models.layers import (TimeEmbedding, broadcast_timesteps, resolve_labels,
-                                   with_self_condition, zeros_init)
+from jaxdiff.models.layers import (
+  TimeEmbedding,
+  broadcast_timesteps,
+  resolve_labels,
+  with_self_condition,
+  zeros_init,
+)
 
 Array = jax.Array
 
@@ -49,9 +54,9 @@ class MLP(nn.Module):
   hidden_dim: int = 128
   num_layers: int = 4
   time_embedding: str = "sinusoidal"
-  num_timesteps: int = 1000      # size of the learned embedding table
+  num_timesteps: int = 1000  # size of the learned embedding table
   dropout: float = 0.0
-  in_channels: int = -1          # > 0: checked against the input's last dimension
+  in_channels: int = -1  # > 0: checked against the input's last dimension
   out_channels: int = -1
   learn_sigma: bool = False
   num_classes: int = 0
@@ -61,16 +66,16 @@ class MLP(nn.Module):
   remat: bool = False
 
   @nn.compact
-  def __call__(self, x: Array, t: Array, y: Array | None = None, *,
-               x_self_cond: Array | None = None, train: bool = False) -> Array:
+  def __call__(
+    self, x: Array, t: Array, y: Array | None = None, *, x_self_cond: Array | None = None, train: bool = False
+  ) -> Array:
     x = jnp.asarray(x)
     if x.ndim != 2:
       raise ValueError(f"MLP expects vectors [B, D], got shape {x.shape}")
     if self.in_channels > 0 and x.shape[-1] != self.in_channels:
       raise ValueError(f"model.data_dim={self.in_channels} but the input has shape {x.shape}")
     batch = x.shape[0]
-    out = (self.out_channels if self.out_channels > 0 else x.shape[-1]) * (
-        2 if self.learn_sigma else 1)
+    out = (self.out_channels if self.out_channels > 0 else x.shape[-1]) * (2 if self.learn_sigma else 1)
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
 
     t = broadcast_timesteps(t, batch)
@@ -80,12 +85,10 @@ class MLP(nn.Module):
       idx = jnp.clip(jnp.round(t), 0, self.num_timesteps - 1).astype(jnp.int32)
       emb = nn.Embed(self.num_timesteps, self.hidden_dim, name="time_embed", **kw)(idx)
     else:
-      raise ValueError("model.time_embedding must be 'sinusoidal' or 'learned', "
-                       f"got {self.time_embedding!r}")
+      raise ValueError(f"model.time_embedding must be 'sinusoidal' or 'learned', got {self.time_embedding!r}")
     labels = resolve_labels(y, batch, self.num_classes)
     if labels is not None:
-      emb = emb + nn.Embed(self.num_classes + 1, self.hidden_dim, name="label_embed",
-                           **kw)(labels)
+      emb = emb + nn.Embed(self.num_classes + 1, self.hidden_dim, name="label_embed", **kw)(labels)
 
     h = with_self_condition(x, x_self_cond, self.self_condition).astype(self.dtype)
     h = nn.Dense(self.hidden_dim, name="dense_in", **kw)(h)

@@ -8,17 +8,30 @@ improved-DDPM / ADM variants.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdiff.models.layers import (AttentionBlock, ContextWithNull, Downsample, GroupNorm,
-                                   LinearAttentionBlock, ResBlock, SpatialTransformer,
-                                   TimeEmbedding, Upsample, broadcast_timesteps, conv3x3,
-                                   resolve_labels, with_image_condition, with_self_condition,
-                                   zeros_init)
+from jaxdiff.models.layers import (
+  AttentionBlock,
+  ContextWithNull,
+  Downsample,
+  GroupNorm,
+  LinearAttentionBlock,
+  ResBlock,
+  SpatialTransformer,
+  TimeEmbedding,
+  Upsample,
+  broadcast_timesteps,
+  conv3x3,
+  resolve_labels,
+  with_image_condition,
+  with_self_condition,
+  zeros_init,
+)
 
 Array = jax.Array
 
@@ -60,18 +73,18 @@ class UNet(nn.Module):
   conv_resample: bool = True
   use_scale_shift_norm: bool = False
   num_groups: int = 32
-  in_channels: int = -1        # > 0: checked against the input's channels
-  out_channels: int = -1       # -1: the input's channels
+  in_channels: int = -1  # > 0: checked against the input's channels
+  out_channels: int = -1  # -1: the input's channels
   learn_sigma: bool = False
   num_classes: int = 0
   self_condition: bool = False
   attention_impl: str = "auto"
-  context_dim: int = 0          # > 0: cross-attention to a context of this width
-  context_vocab: int = 0        # > 0: the context is int tokens embedded by a learned table
+  context_dim: int = 0  # > 0: cross-attention to a context of this width
+  context_vocab: int = 0  # > 0: the context is int tokens embedded by a learned table
   context_null: str = "learned"  # the null context: "learned" tokens or "zeros"
   context_null_length: int = 1
   transformer_ff_mult: int = 4
-  cond_channels: int = 0        # > 0: x_cond images concatenated to the input
+  cond_channels: int = 0  # > 0: x_cond images concatenated to the input
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   remat: bool = False
@@ -82,23 +95,36 @@ class UNet(nn.Module):
     if not self.channel_mult:
       raise ValueError("model.channel_mult must name at least one level")
     if self.in_channels > 0 and x.shape[-1] != self.in_channels:
-      raise ValueError(f"model.in_channels={self.in_channels} but the input has "
-                       f"{x.shape[-1]} channels (shape {x.shape})")
+      raise ValueError(
+        f"model.in_channels={self.in_channels} but the input has {x.shape[-1]} channels (shape {x.shape})"
+      )
     factor = 2 ** (len(self.channel_mult) - 1)
     if x.shape[1] % factor or x.shape[2] % factor:
-      raise ValueError(f"image size {x.shape[1]}x{x.shape[2]} is not divisible by {factor}, "
-                       f"which the {len(self.channel_mult)} levels of model.channel_mult="
-                       f"{tuple(self.channel_mult)} need")
+      raise ValueError(
+        f"image size {x.shape[1]}x{x.shape[2]} is not divisible by {factor}, "
+        f"which the {len(self.channel_mult)} levels of model.channel_mult="
+        f"{tuple(self.channel_mult)} need"
+      )
     overlap = set(self.attention_resolutions) & set(self.linear_attention_resolutions)
     if overlap:
-      raise ValueError(f"resolutions {sorted(overlap)} are in both model.attention_resolutions "
-                       "and model.linear_attention_resolutions")
+      raise ValueError(
+        f"resolutions {sorted(overlap)} are in both model.attention_resolutions "
+        "and model.linear_attention_resolutions"
+      )
 
   @nn.compact
-  def __call__(self, x: Array, t: Array, y: Array | None = None, *,
-               context: Array | None = None, context_mask: Array | None = None,
-               x_cond: Array | None = None, x_self_cond: Array | None = None,
-               train: bool = False) -> Array:
+  def __call__(
+    self,
+    x: Array,
+    t: Array,
+    y: Array | None = None,
+    *,
+    context: Array | None = None,
+    context_mask: Array | None = None,
+    x_cond: Array | None = None,
+    x_self_cond: Array | None = None,
+    train: bool = False,
+  ) -> Array:
     x = jnp.asarray(x)
     self._check(x)
     batch, channels = x.shape[0], x.shape[-1]
@@ -112,16 +138,25 @@ class UNet(nn.Module):
     xf_cls = nn.remat(SpatialTransformer) if self.remat else SpatialTransformer
 
     def res(h, ch, name, resample=None):
-      return res_cls(ch, self.dropout, self.use_scale_shift_norm, resample, self.num_groups,
-                     name=name, **kw)(h, emb, train)
+      return res_cls(ch, self.dropout, self.use_scale_shift_norm, resample, self.num_groups, name=name, **kw)(
+        h, emb, train
+      )
 
     def attend(h, name, force=False):
       if force or h.shape[1] in self.attention_resolutions:
         if ctx is not None:
-          return xf_cls(self.num_heads, self.head_dim, self.num_groups, self.transformer_ff_mult,
-                        self.attention_impl, name=name, **kw)(h, ctx, ctx_mask)
-        return attn_cls(self.num_heads, self.head_dim, self.num_groups, self.attention_impl,
-                        name=name, **kw)(h)
+          return xf_cls(
+            self.num_heads,
+            self.head_dim,
+            self.num_groups,
+            self.transformer_ff_mult,
+            self.attention_impl,
+            name=name,
+            **kw,
+          )(h, ctx, ctx_mask)
+        return attn_cls(self.num_heads, self.head_dim, self.num_groups, self.attention_impl, name=name, **kw)(
+          h
+        )
       if h.shape[1] in self.linear_attention_resolutions:
         return lin_cls(self.num_heads, self.head_dim, self.num_groups, name=name, **kw)(h)
       return h
@@ -135,12 +170,16 @@ class UNet(nn.Module):
       emb = emb + nn.Embed(self.num_classes + 1, emb_dim, name="label_embed", **kw)(labels)
     ctx, ctx_mask = None, None
     if self.context_dim > 0:
-      ctx, ctx_mask = ContextWithNull(self.context_dim, self.context_vocab, self.context_null,
-                                      self.context_null_length, name="context",
-                                      **kw)(context, context_mask, batch)
+      ctx, ctx_mask = ContextWithNull(
+        self.context_dim,
+        self.context_vocab,
+        self.context_null,
+        self.context_null_length,
+        name="context",
+        **kw,
+      )(context, context_mask, batch)
     elif context is not None or context_mask is not None:
-      raise ValueError("a context was given but the network has no cross-attention "
-                       "(model.context_dim = 0)")
+      raise ValueError("a context was given but the network has no cross-attention (model.context_dim = 0)")
 
     h = with_self_condition(x, x_self_cond, self.self_condition)
     h = with_image_condition(h, x_cond, self.cond_channels).astype(self.dtype)

@@ -1,7 +1,19 @@
 """Training: the train state with EMA, the pure step, Orbax checkpoints and the loop."""
 
-from jaxdiff.training.checkpoints import CheckpointError, Checkpointer, load_config, save_config
-from jaxdiff.training.loop import NonFiniteLossError, TrainingError, WorkdirError, setup_compilation_cache, train
-from jaxdiff.training.state import (TrainState, create_optimizer, create_train_state, ema_decay, ema_update,
-                                    learning_rate_schedule)
+from jaxdiff.training.checkpoints import Checkpointer, CheckpointError, load_config, save_config
+from jaxdiff.training.loop import (
+  NonFiniteLossError,
+  TrainingError,
+  WorkdirError,
+  setup_compilation_cache,
+  train,
+)
+from jaxdiff.training.state import (
+  TrainState,
+  create_optimizer,
+  create_train_state,
+  ema_decay,
+  ema_update,
+  learning_rate_schedule,
+)
 from jaxdiff.training.step import make_multi_step, make_train_step

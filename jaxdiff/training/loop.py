@@ -67,8 +67,10 @@ def _check_workdir(workdir: str) -> None:
       f.write("ok")
     os.remove(probe)
   except OSError as e:
-    raise WorkdirError(f"Cannot write to workdir {workdir!r} ({e.strerror or e}). Pass a --workdir you can "
-                       "write to (a local folder or a gs:// path on TPU VMs).") from None
+    raise WorkdirError(
+      f"Cannot write to workdir {workdir!r} ({e.strerror or e}). Pass a --workdir you can "
+      "write to (a local folder or a gs:// path on TPU VMs)."
+    ) from None
 
 
 class _MetricWriter:
@@ -81,6 +83,7 @@ class _MetricWriter:
       self._path = os.path.join(workdir, "metrics.jsonl")
       try:
         from tensorboardX import SummaryWriter
+
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
       except Exception as e:  # TensorBoard is a convenience; the JSON lines are the record
         log.warning("TensorBoard writer unavailable (%s); metrics go to metrics.jsonl only.", e)
@@ -99,6 +102,7 @@ class _MetricWriter:
       return
     try:
       from PIL import Image
+
       img = np.asarray(Image.open(path).convert("RGB"))
       self._tb.add_image(tag, img, step, dataformats="HWC")
     except Exception:
@@ -156,13 +160,18 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
   global_batch = int(t_cfg.batch_size)
   per_device = parallel.check_global_batch(global_batch, mesh)
   if global_batch % jax.process_count():
-    raise ValueError(f"config.train.batch_size={global_batch} must divide over {jax.process_count()} processes.")
+    raise ValueError(
+      f"config.train.batch_size={global_batch} must divide over {jax.process_count()} processes."
+    )
   k = int(t_cfg.steps_per_dispatch)
   if k > 1 and jax.default_backend() == "cpu":
-    log.warning("config.train.steps_per_dispatch=%d on CPU: XLA:CPU (jax %s) runs convolution "
-                "gradients inside a scanned loop 25-120x slower than at top level "
-                "(benchmarks/bench_scan_conv.py); steps_per_dispatch=1 is much faster here.",
-                k, jax.__version__)
+    log.warning(
+      "config.train.steps_per_dispatch=%d on CPU: XLA:CPU (jax %s) runs convolution "
+      "gradients inside a scanned loop 25-120x slower than at top level "
+      "(benchmarks/bench_scan_conv.py); steps_per_dispatch=1 is much faster here.",
+      k,
+      jax.__version__,
+    )
   repl = parallel.replicated(mesh)
   batch_sharding = parallel.data_sharding(mesh, leading_axes=1 if k > 1 else 0)
 
@@ -170,13 +179,15 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
   eval_every = int(config.eval.get("every", 0) or 0)
   if eval_every:
     from jaxdiff.evaluation import check_eval_config
+
     check_eval_config(config)
   model = create_model(config)
   schedule = schedule_from_config(config)
   seed = int(config.seed)
   # keys are made inside jit so that they are global arrays on every process
-  state = jax.jit(lambda: create_train_state(config, model, jax.random.split(jax.random.key(seed))[0]),
-                  out_shardings=repl)()
+  state = jax.jit(
+    lambda: create_train_state(config, model, jax.random.split(jax.random.key(seed))[0]), out_shardings=repl
+  )()
   step_key = jax.jit(lambda: jax.random.split(jax.random.key(seed))[1], out_shardings=repl)()
   ckpt = Checkpointer(workdir, keep=int(t_cfg.keep_checkpoints))
   state, restored_step = ckpt.restore(state)
@@ -186,18 +197,25 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
   n_params = count_params(state.params)
   num_steps = int(t_cfg.num_steps)
   end_step = num_steps if stop_at_step is None else min(num_steps, int(stop_at_step))
-  msg = (f"jaxdiff train: {jax.device_count()} device(s) ({jax.devices()[0].platform}), "
-         f"{jax.process_count()} process(es), global batch {global_batch}, per-device batch {per_device}, "
-         f"{n_params:,} parameters, data {info.name} {tuple(info.shape)}, "
-         + (f"resumed at step {step}" if restored_step is not None else "new run")
-         + f", {num_steps} steps, workdir {workdir}")
+  msg = (
+    f"jaxdiff train: {jax.device_count()} device(s) ({jax.devices()[0].platform}), "
+    f"{jax.process_count()} process(es), global batch {global_batch}, per-device batch {per_device}, "
+    f"{n_params:,} parameters, data {info.name} {tuple(info.shape)}, "
+    + (f"resumed at step {step}" if restored_step is not None else "new run")
+    + f", {num_steps} steps, workdir {workdir}"
+  )
   if main:
     print(msg, flush=True)
   log.info(msg)
 
   train_step = make_multi_step(make_train_step(config, model, schedule), k)
-  jitted = jax.jit(train_step, in_shardings=(repl, batch_sharding, repl), out_shardings=(repl, repl),
-                   donate_argnums=(0,), compiler_options=perf.cpu_compiler_options() or None)
+  jitted = jax.jit(
+    train_step,
+    in_shardings=(repl, batch_sharding, repl),
+    out_shardings=(repl, repl),
+    donate_argnums=(0,),
+    compiler_options=perf.cpu_compiler_options() or None,
+  )
   ds = data_lib.create_dataset(config, start_step=step)
 
   def next_batch():
@@ -234,10 +252,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
       for s, row in rows:
         if not math.isfinite(row["loss"]):
           raise NonFiniteLossError(
-              f"The loss became {row['loss']} at step {s + 1}. Training stopped; the last good checkpoint "
-              f"({'step ' + str(last_saved) if last_saved is not None else 'none yet'}) in {ckpt.directory} is "
-              "intact. Lower config.optim.learning_rate, check the data, or set "
-              "--config.train.nan_policy=skip to skip such updates.")
+            f"The loss became {row['loss']} at step {s + 1}. Training stopped; the last good checkpoint "
+            f"({'step ' + str(last_saved) if last_saved is not None else 'none yet'}) in {ckpt.directory} is "
+            "intact. Lower config.optim.learning_rate, check the data, or set "
+            "--config.train.nan_policy=skip to skip such updates."
+          )
     keys = rows[-1][1].keys()
     mean = {kk: float(np.mean([r[kk] for _, r in rows])) for kk in keys}
     mean["nonfinite"] = float(sum(r["nonfinite"] for _, r in rows))
@@ -290,9 +309,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
   elapsed = time.perf_counter() - t_start
   if main:
     how = "stopped by SIGTERM" if stopped_by_signal else "done"
-    print(f"jaxdiff train: {how} at step {step} in {elapsed:.1f}s"
-          + (f" (first-step compile {compile_s:.1f}s)" if compile_s is not None else "")
-          + f"; checkpoints in {ckpt.directory}", flush=True)
+    print(
+      f"jaxdiff train: {how} at step {step} in {elapsed:.1f}s"
+      + (f" (first-step compile {compile_s:.1f}s)" if compile_s is not None else "")
+      + f"; checkpoints in {ckpt.directory}",
+      flush=True,
+    )
   return state
 
 
@@ -309,8 +331,10 @@ def _evaluate(config, model, schedule, state) -> dict[str, float]:
 
 def _progress(step: int, total: int, enabled: bool):
   from tqdm.auto import tqdm
-  return tqdm(total=total, initial=step, disable=not enabled, unit="step", dynamic_ncols=True,
-              mininterval=1.0)
+
+  return tqdm(
+    total=total, initial=step, disable=not enabled, unit="step", dynamic_ncols=True, mininterval=1.0
+  )
 
 
 def grid_conditioning(config, n: int) -> tuple[dict, int | None]:
@@ -335,15 +359,18 @@ def grid_conditioning(config, n: int) -> tuple[dict, int | None]:
   cond = config.data.get("cond", "")
   if int(config.model.get("context_dim", 0)) > 0 and cond == "caption":
     from jaxdiff.data.captions import all_captions
+
     caps = all_captions()
     kwargs["context"] = jnp.asarray(caps[np.arange(n) % len(caps)])
     nrow = 6
   if int(config.model.get("cond_channels", 0)) > 0:
     from jaxdiff import data as data_lib
     from jaxdiff.data.conditioning import add_conditioning
+
     split = "test" if config.data.name == "digits" else None
-    batch = next(iter(data_lib.create_dataset(config, batch_size=n, process_index=0, process_count=1,
-                                              split=split)))
+    batch = next(
+      iter(data_lib.create_dataset(config, batch_size=n, process_index=0, process_count=1, split=split))
+    )
     if "x_cond" not in batch:
       batch = add_conditioning(batch, config.data)
     kwargs["x_cond"] = jnp.asarray(batch["x_cond"])
@@ -363,12 +390,16 @@ def _make_sampler(config, model, schedule, workdir: str, info, write: bool):
   key = jax.random.key(int(config.seed) + 1)  # the same noise every time: grids are comparable
   cond, nrow = grid_conditioning(config, n) if info.kind != "points" else ({}, None)
   if info.kind == "points" and int(config.model.num_classes) > 0:
-    cond = {"labels": jnp.repeat(jnp.arange(int(config.model.num_classes)),
-                                 max(1, n // int(config.model.num_classes)))}
+    cond = {
+      "labels": jnp.repeat(
+        jnp.arange(int(config.model.num_classes)), max(1, n // int(config.model.num_classes))
+      )
+    }
   num = len(cond["labels"]) if "labels" in cond else n
   reference = None
   if info.kind == "points":
     from jaxdiff.data import sample_toy2d
+
     reference = np.asarray(sample_toy2d(config.data.name.split("/", 1)[1], 2000, 0))
 
   def run(state, step: int) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import flax
 import jax
@@ -11,8 +11,14 @@ import ml_collections
 import optax
 from flax.training import train_state
 
-__all__ = ["TrainState", "learning_rate_schedule", "create_optimizer", "create_train_state", "ema_decay",
-           "ema_update"]
+__all__ = [
+  "TrainState",
+  "learning_rate_schedule",
+  "create_optimizer",
+  "create_train_state",
+  "ema_decay",
+  "ema_update",
+]
 
 
 class TrainState(train_state.TrainState):
@@ -29,15 +35,19 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
     if warm == 0:
       return optax.constant_schedule(o.learning_rate)
     return optax.join_schedules(
-        [optax.linear_schedule(0.0, o.learning_rate, warm), optax.constant_schedule(o.learning_rate)], [warm])
+      [optax.linear_schedule(0.0, o.learning_rate, warm), optax.constant_schedule(o.learning_rate)], [warm]
+    )
   if o.schedule == "cosine":
     decay = max(int(config.train.num_steps) - warm, 1)
-    return optax.warmup_cosine_decay_schedule(0.0, o.learning_rate, max(warm, 1) if warm else 1, warm + decay,
-                                              end_value=0.0)
+    return optax.warmup_cosine_decay_schedule(
+      0.0, o.learning_rate, max(warm, 1) if warm else 1, warm + decay, end_value=0.0
+    )
   raise ValueError(f"config.optim.schedule must be 'constant' or 'cosine', got {o.schedule!r}.")
 
 
-def create_optimizer(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def create_optimizer(
+  config: ml_collections.ConfigDict,
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """Global-norm clipping -> Adam/AdamW with the schedule; optax.MultiSteps for accumulation."""
   o = config.optim
   lr = learning_rate_schedule(config)
@@ -55,7 +65,9 @@ def create_optimizer(config: ml_collections.ConfigDict) -> tuple[optax.GradientT
   return tx, lr
 
 
-def create_train_state(config: ml_collections.ConfigDict, model: flax.linen.Module, key: jax.Array) -> TrainState:
+def create_train_state(
+  config: ml_collections.ConfigDict, model: flax.linen.Module, key: jax.Array
+) -> TrainState:
   """Initialise parameters from the config's example inputs; EMA starts equal to them."""
   from jaxdiff.models import dummy_inputs
 
@@ -63,8 +75,9 @@ def create_train_state(config: ml_collections.ConfigDict, model: flax.linen.Modu
   variables = model.init({"params": key, "dropout": key}, x, t, **kwargs)
   params = variables["params"]
   tx, _ = create_optimizer(config)
-  return TrainState.create(apply_fn=model.apply, params=params, tx=tx,
-                           ema_params=jax.tree_util.tree_map(jnp.copy, params))
+  return TrainState.create(
+    apply_fn=model.apply, params=params, tx=tx, ema_params=jax.tree_util.tree_map(jnp.copy, params)
+  )
 
 
 def ema_decay(step: jnp.ndarray, decay: float, warmup: bool) -> jnp.ndarray:

@@ -7,7 +7,8 @@ the state donated and the batch split over the data mesh. Per-step randomness is
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -49,18 +50,22 @@ def _conditioning(config, batch, key):
   u = None
   if num_classes > 0:
     if "label" not in batch:
-      raise ValueError("config.model.num_classes > 0 but the data set yields no labels; set "
-                       "config.model.num_classes=0 for unconditional training.")
+      raise ValueError(
+        "config.model.num_classes > 0 but the data set yields no labels; set "
+        "config.model.num_classes=0 for unconditional training."
+      )
     y = batch["label"].astype(jnp.int32)
     p = float(config.train.label_dropout)
     if p > 0:
-      u = jax.random.uniform(key, y.shape)   # = jax.random.bernoulli(key, p, y.shape) as u < p
+      u = jax.random.uniform(key, y.shape)  # = jax.random.bernoulli(key, p, y.shape) as u < p
       y = jnp.where(u < p, num_classes, y)
     cond["y"] = y
   if int(_get(m, "context_dim", 0)) > 0:
     if "context" not in batch:
-      raise ValueError("config.model.context_dim > 0 but the batches carry no 'context'; set "
-                       "config.data.cond='caption' (digits) or add a 'context' entry to the batches.")
+      raise ValueError(
+        "config.model.context_dim > 0 but the batches carry no 'context'; set "
+        "config.data.cond='caption' (digits) or add a 'context' entry to the batches."
+      )
     context = batch["context"]
     mask = batch.get("context_mask")
     mask = jnp.ones(context.shape[:2], bool) if mask is None else mask.astype(bool)
@@ -73,8 +78,10 @@ def _conditioning(config, batch, key):
     cond["context_mask"] = mask
   if int(_get(m, "cond_channels", 0)) > 0:
     if "x_cond" not in batch:
-      raise ValueError("config.model.cond_channels > 0 but the batches carry no 'x_cond'; set "
-                       "config.data.cond='sr' or add an 'x_cond' entry to the batches.")
+      raise ValueError(
+        "config.model.cond_channels > 0 but the batches carry no 'x_cond'; set "
+        "config.data.cond='sr' or add an 'x_cond' entry to the batches."
+      )
     cond["x_cond"] = batch["x_cond"].astype(jnp.float32)
   return cond
 
@@ -94,10 +101,22 @@ def make_train_step(config: ml_collections.ConfigDict, model: Any, schedule: Sch
     def loss_fn(params):
       def model_fn(x_t, t, **kw):
         return model.apply({"params": params}, x_t, t, train=True, rngs={"dropout": k_drop}, **kw)
-      return diffusion.loss(model_fn, schedule, x0, k_loss, prediction=d.prediction, loss_type=d.loss_type,
-                            weighting=d.weighting, min_snr_gamma=d.min_snr_gamma, p2_gamma=d.p2_gamma,
-                            p2_k=d.p2_k, offset_noise=d.offset_noise,
-                            self_condition=bool(config.model.self_condition), cond=cond)
+
+      return diffusion.loss(
+        model_fn,
+        schedule,
+        x0,
+        k_loss,
+        prediction=d.prediction,
+        loss_type=d.loss_type,
+        weighting=d.weighting,
+        min_snr_gamma=d.min_snr_gamma,
+        p2_gamma=d.p2_gamma,
+        p2_k=d.p2_k,
+        offset_noise=d.offset_noise,
+        self_condition=bool(config.model.self_condition),
+        cond=cond,
+      )
 
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     new_state = state.apply_gradients(grads=grads)
@@ -111,9 +130,10 @@ def make_train_step(config: ml_collections.ConfigDict, model: Any, schedule: Sch
     if skip_nonfinite:  # keep the old state where the loss was NaN/Inf (the step counter still moves)
       keep = lambda n, o: jnp.where(finite, n, o)
       new_state = new_state.replace(
-          params=jax.tree_util.tree_map(keep, new_state.params, state.params),
-          opt_state=jax.tree_util.tree_map(keep, new_state.opt_state, state.opt_state),
-          ema_params=jax.tree_util.tree_map(keep, new_state.ema_params, state.ema_params))
+        params=jax.tree_util.tree_map(keep, new_state.params, state.params),
+        opt_state=jax.tree_util.tree_map(keep, new_state.opt_state, state.opt_state),
+        ema_params=jax.tree_util.tree_map(keep, new_state.ema_params, state.ema_params),
+      )
     metrics = dict(metrics)
     metrics["grad_norm"] = optax.global_norm(grads)
     metrics["learning_rate"] = lr_fn(state.step // max(int(config.train.grad_accum_steps), 1))
@@ -132,6 +152,7 @@ def make_multi_step(step: Callable, num: int) -> Callable:
   def multi(state, batches, key):
     def body(s, b):
       return step(s, b, key)
+
     state, metrics = jax.lax.scan(body, state, batches)
     return state, metrics  # per-step metrics, leading axis num
 
