@@ -5,14 +5,11 @@ Two mechanisms:
 * ``cpu_compiler_options()``: XLA options that jaxdiff passes to *its own* compiled programs
   (the train step, the samplers, bulk generation) through ``jax.jit(...,
   compiler_options=...)`` when they run on the CPU backend. Nothing global changes and other
-  JAX code in the process is untouched; on GPU/TPU it is empty. Measured (in-process
-  interleaved A/B, ``benchmarks/bench_options.py``, 2-core AMD EPYC Zen 5, jax 0.10.2, fp32,
-  figures in ``benchmarks/BENCHMARKS.md``): XLA:CPU's experimental YNNPACK library fusions
-  (on by default in jaxlib 0.10 for convolutions and dots) are slower than XLA's own Eigen
-  kernels for these UNets, so jaxdiff turns them off for its programs: train steps 1.25-1.27x
-  faster for the tiny/small benchmark networks (parity for the CIFAR-10 DDPM network) and
-  DDIM sampling 1.06-1.41x faster than with XLA's default; YNNPACK for dots alone was no
-  better.
+  JAX code in the process is untouched; on GPU/TPU it is empty. XLA:CPU's experimental
+  YNNPACK library fusions (on by default in jaxlib 0.10 for convolutions and dots) measured
+  slower than XLA's own Eigen kernels for these UNets, so jaxdiff turns them off for its
+  programs. The measurements (``benchmarks/bench_options.py``, machine, versions and figures)
+  are in ``benchmarks/BENCHMARKS.md`` (Levers), where they are kept up to date.
   Override with ``set_cpu_compiler_options({...})`` (``{}``: XLA's defaults), the environment
   variable ``JAXDIFF_CPU_COMPILER_OPTIONS=off``, or by naming the option in ``XLA_FLAGS``
   (a user's flag always wins).
@@ -32,6 +29,12 @@ import sys
 
 import jax
 
+try:  # private JAX modules, probed: if they move, the functions below assume the safe answer
+  from jax._src import core as _jax_core
+  from jax._src import xla_bridge as _xla_bridge
+except ImportError:  # pragma: no cover
+  _jax_core = _xla_bridge = None
+
 __all__ = [
   "configure_performance",
   "cpu_compiler_options",
@@ -44,6 +47,7 @@ __all__ = [
   "MALLOC_MMAP_THRESHOLD",
   "MALLOC_TRIM_THRESHOLD",
   "backend_initialized",
+  "setup_compilation_cache",
 ]
 
 log = logging.getLogger(__name__)
@@ -76,9 +80,7 @@ def backend_initialized() -> bool:
   if "jax" not in sys.modules:
     return False
   try:
-    from jax._src import xla_bridge
-
-    return bool(xla_bridge.backends_are_initialized())
+    return bool(_xla_bridge.backends_are_initialized())
   except Exception:  # private API moved: assume the worst only if devices were listed
     return False
 
@@ -116,10 +118,8 @@ def compiler_options() -> dict | None:
 def _inside_trace() -> bool:
   """Whether we are being traced by an outer jit/vmap/grad (where options cannot be passed)."""
   try:
-    from jax._src import core as _core
-
-    return not _core.trace_state_clean()
-  except (ImportError, AttributeError):  # private API moved: assume top level
+    return not _jax_core.trace_state_clean()
+  except AttributeError:  # private API moved: assume top level
     return False
 
 
@@ -146,6 +146,7 @@ def jit(fun, **jit_kwargs):
     return jitted(options)(*args, **kwargs)
 
   call.jitted = jitted  # the underlying jax.jit objects (for .lower / AOT use)
+  call.cache = cache  # options tuple -> jitted function
   return call
 
 
@@ -222,3 +223,21 @@ def configure_performance(
     else {**_applied, **result, "xla_flags_added": _applied["xla_flags_added"] + added}
   )
   return result
+
+
+def setup_compilation_cache(cache_dir: str) -> str | None:
+  """Persistent XLA compilation cache, so a restarted run skips most of the compile: ``cache_dir``
+  ("" = ~/.cache/jaxdiff/xla, "none" disables; config.train.compilation_cache_dir). Returns the
+  folder in use, or None (an unwritable cache only costs compile time: a warning, no error)."""
+  if cache_dir == "none":
+    return None
+  cache_dir = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "jaxdiff", "xla")
+  try:
+    os.makedirs(cache_dir, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  except Exception as e:  # an unwritable cache only costs compile time
+    log.warning("Compilation cache disabled (%s).", e)
+    return None
+  return cache_dir

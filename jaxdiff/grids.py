@@ -1,0 +1,104 @@
+"""Noise-level grids: the descending times at which a sampler evaluates the model (numpy, static).
+
+A grid has one entry per model evaluation (`num_steps` of them) and no final clean level: every
+sampler's last step lands on clean data by itself. Times are in the process's own unit
+(`jaxdiff.processes`): discrete timesteps, t in [0, 1], or sigma for EDM.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SPACINGS", "spacing", "karras", "flow", "uniform", "log_snr", "to_times", "check_grid"]
+
+SPACINGS = ("leading", "trailing", "linspace")
+
+
+def spacing(num_timesteps: int, num_steps: int, kind: str = "leading") -> np.ndarray:
+  """The classic descending integer timesteps of a discrete chain, as diffusers defines them.
+
+  leading = arange(n) * (T // n) reversed; trailing = round(arange(T, 0, -T/n)) - 1;
+  linspace = round(linspace(T - 1, 0, n)).
+  """
+  T, n = int(num_timesteps), int(num_steps)
+  if n < 1 or n > T:
+    raise ValueError(f"num_steps must be between 1 and the schedule's T={T}, got {num_steps}.")
+  if kind == "leading":
+    ts = (np.arange(n) * (T // n)).round()[::-1]
+  elif kind == "trailing":
+    ts = np.round(np.arange(T, 0, -T / n)) - 1
+  elif kind == "linspace":
+    ts = np.round(np.linspace(T - 1, 0, n))
+  else:
+    raise ValueError(f"spacing must be one of {SPACINGS}, got {kind!r}.")
+  return ts.astype(np.int64)
+
+
+def karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> np.ndarray:
+  """EDM's grid: sigma_i = (smax^(1/rho) + i/(n-1) (smin^(1/rho) - smax^(1/rho)))^rho, i < n."""
+  n = _check_n(n)
+  if not 0 < sigma_min < sigma_max:
+    raise ValueError(f"karras grid needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}.")
+  ramp = np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(1)
+  lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
+  return (hi + ramp * (lo - hi)) ** rho
+
+
+def flow(n: int, shift: float = 1.0, num_train_timesteps: int = 1000) -> np.ndarray:
+  """SD3's shifted flow grid, as diffusers' FlowMatchEulerDiscreteScheduler(shift=...) builds it.
+
+  t_i = shift s_i / (1 + (shift - 1) s_i) with s evenly spaced from 1 to the scheduler's
+  smallest training sigma (itself the shifted 1/num_train_timesteps, in float32 as diffusers has it).
+  """
+  n = _check_n(n)
+  if not shift > 0:
+    raise ValueError(f"flow grid shift must be > 0, got {shift}.")
+  T = int(num_train_timesteps)
+  s1 = np.float32(1.0) / np.float32(T)
+  sigma_min = float(np.float32(shift) * s1 / (np.float32(1.0) + np.float32(shift - 1.0) * s1))
+  s = np.linspace(1.0 * T, sigma_min * T, n) / T
+  return (shift * s / (1.0 + (shift - 1.0) * s)).astype(np.float32).astype(np.float64)
+
+
+def uniform(process: Any, n: int) -> np.ndarray:
+  """n times evenly spaced from the process's t_max down to t_min."""
+  n = _check_n(n)
+  return np.linspace(float(process.t_max), float(process.t_min), n)
+
+
+def log_snr(process: Any, n: int) -> np.ndarray:
+  """n times evenly spaced in log-SNR between the process's ends (DPM-Solver's logSNR grid)."""
+  n = _check_n(n)
+  ends = np.asarray([process.t_max, process.t_min], np.float64)
+  a, s = (np.asarray(v, np.float64) for v in process.alpha_sigma(ends.astype(np.float32)))
+  lam = np.log(np.maximum(a, 1e-12)) - np.log(np.maximum(s, 1e-12))
+  ratios = np.exp(-np.linspace(lam[0], lam[1], n))
+  return to_times(process, ratios)
+
+
+def to_times(process: Any, ratios: Any) -> np.ndarray:
+  """Noise levels sigma/alpha (e.g. a `karras` grid) as the process's times."""
+  ratios = np.asarray(ratios, np.float64)
+  return np.asarray(process.time_at(ratios.astype(np.float32)), np.float64)
+
+
+def check_grid(ts: Any, num_steps: int | None) -> np.ndarray:
+  """A user grid as float64 numpy: 1-D, finite, strictly descending, of length num_steps."""
+  ts = np.asarray(ts, np.float64)
+  if ts.ndim != 1 or ts.size < 1:
+    raise ValueError(f"ts must be a 1-D array of the model's times, got shape {ts.shape}.")
+  if num_steps is not None and ts.size != int(num_steps):
+    raise ValueError(f"ts has {ts.size} times but num_steps={num_steps}; give one time per step.")
+  if not np.all(np.isfinite(ts)):
+    raise ValueError("ts contains NaN or Inf.")
+  if ts.size > 1 and not np.all(np.diff(ts) < 0):
+    raise ValueError("ts must be strictly descending (from noise to data).")
+  return ts
+
+
+def _check_n(n: int) -> int:
+  if isinstance(n, bool) or int(n) != n or n < 1:
+    raise ValueError(f"a grid needs n >= 1 steps, got {n!r}.")
+  return int(n)

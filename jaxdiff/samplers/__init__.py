@@ -1,0 +1,117 @@
+"""Samplers: every method one small class in a registry, every run one `lax.scan` in one jit.
+
+`jaxdiff.sample(model_fn, process, shape, key, sampler=..., num_steps=..., ts=..., prediction=...)`
+is the entry point (`sampling.py`). Built in: ddpm, ddim, euler, euler_ancestral, heun
+(`single_step.py`), dpmpp_2m, dpmpp_3m, dpmpp_2m_sde, unipc (`multistep.py`). Add your own by
+subclassing `Sampler` and calling `register`. `Stepper` runs the same steps one call at a time.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdiff import grids
+from jaxdiff.processes import as_process
+from jaxdiff.samplers import multistep, single_step
+from jaxdiff.samplers.base import (
+  INPAINT_SAMPLERS,
+  SAMPLERS,
+  Context,
+  Denoised,
+  Sampler,
+  State,
+  StepInput,
+  _put_first,
+  available,
+  ddim_update,
+  get,
+  register,
+)
+from jaxdiff.samplers.inpaint import repaint_schedule
+from jaxdiff.samplers.multistep import DPMSolverPP2M, DPMSolverPP2MSDE, DPMSolverPP3M, UniPC
+from jaxdiff.samplers.sampling import (
+  _SAMPLE_JITS,
+  Grid,
+  LoopState,
+  Stepper,
+  _sample_jitted,
+  bind,
+  make_sampler,
+  nfe,
+  plan_grid,
+  sample,
+)
+from jaxdiff.samplers.single_step import DDIM, DDPM, VARIANCES, Euler, EulerAncestral, Heun
+
+SPACINGS = grids.SPACINGS
+_BUILTIN_ORDER = (
+  "ddpm",
+  "ddim",
+  "dpmpp_2m",
+  "euler",
+  "euler_ancestral",
+  "heun",
+  "dpmpp_3m",
+  "dpmpp_2m_sde",
+  "unipc",
+)
+_put_first(_BUILTIN_ORDER)
+
+__all__ = [
+  "SAMPLERS",
+  "INPAINT_SAMPLERS",
+  "SPACINGS",
+  "VARIANCES",
+  "Sampler",
+  "StepInput",
+  "State",
+  "Context",
+  "Denoised",
+  "register",
+  "get",
+  "available",
+  "make_sampler",
+  "Stepper",
+  "LoopState",
+  "Grid",
+  "plan_grid",
+  "sample",
+  "bind",
+  "nfe",
+  "timesteps",
+  "step_pairs",
+  "ddim_sigma",
+  "repaint_schedule",
+  "ddim_update",
+]
+
+
+def timesteps(num_timesteps: int, num_steps: int, spacing: str = "leading") -> np.ndarray:
+  """The descending int timesteps a sampler visits on a discrete chain (`jaxdiff.grids.spacing`)."""
+  return grids.spacing(num_timesteps, num_steps, spacing)
+
+
+def step_pairs(
+  num_timesteps: int, num_steps: int, spacing: str, sampler: str
+) -> tuple[np.ndarray, np.ndarray]:
+  """(t, t_prev) per step of a discrete chain; t_prev = -1 means the clean end.
+
+  Every sampler steps to the next timestep of the sequence, except DDIM with `leading` or
+  `trailing`, which steps to t - T // n as diffusers' DDIMScheduler does.
+  """
+  ts = grids.spacing(num_timesteps, num_steps, spacing)
+  if get(sampler).stride_steps and spacing in ("leading", "trailing"):
+    prev = ts - num_timesteps // num_steps
+  else:
+    prev = np.append(ts[1:], -1)
+  return ts, np.maximum(prev, -1)
+
+
+def ddim_sigma(schedule, t, t_prev, eta: float = 1.0) -> jnp.ndarray:
+  """DDIM's noise std for the step t -> t_prev: eta sqrt((1-a_prev)/(1-a_t)) sqrt(1 - a_t/a_prev)."""
+  proc = as_process(schedule)
+  a_t, _ = proc.alpha_sigma(jnp.asarray(np.asarray(t), jnp.int32))
+  a_p, _ = proc.alpha_sigma(jnp.asarray(np.asarray(t_prev), jnp.int32))
+  a_t, a_p = jnp.square(a_t), jnp.square(a_p)
+  return eta * jnp.sqrt((1.0 - a_p) / (1.0 - a_t)) * jnp.sqrt(1.0 - a_t / a_p)

@@ -1,0 +1,245 @@
+"""The sampler interface, its registry, and what every sampler step sees.
+
+A sampler is a small class: the options it takes (with defaults), its network evaluations per
+step, what it supports, and `step`, which moves the state from one noise level to the next.
+Levels are (alpha, sigma) pairs of any process, so each sampler works on every process.
+Register a sampler (from inside or outside the package) with `register`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+  "Sampler",
+  "StepInput",
+  "State",
+  "Denoised",
+  "Context",
+  "register",
+  "get",
+  "available",
+  "SAMPLERS",
+  "INPAINT_SAMPLERS",
+  "NOISE_STREAM_STEP",
+  "NOISE_STREAM_CHURN",
+]
+
+# Named random streams folded into the sampler's step key (the step index is folded in after).
+NOISE_STREAM_STEP = None  # the step noise uses fold_in(step_key, i) directly
+NOISE_STREAM_CHURN = 1
+
+
+class StepInput(NamedTuple):
+  """What one step sees: the current level and the level it lands on (its scan input)."""
+
+  index: jnp.ndarray  # noise index (the iteration number)
+  t: jnp.ndarray  # the model time at the current level
+  t_next: jnp.ndarray  # the model time at the next level (unused at the clean end)
+  alpha: jnp.ndarray
+  sigma: jnp.ndarray
+  alpha_next: jnp.ndarray
+  sigma_next: jnp.ndarray
+  max_order: jnp.ndarray  # the highest multistep order allowed at this step
+  restart: jnp.ndarray  # True where the multistep history is void (first step, after a RePaint jump)
+  clean: jnp.ndarray  # True where the step lands on clean data (alpha' = 1, sigma' = 0)
+  extra: Mapping[str, jnp.ndarray]  # a sampler's own per-step arrays (`Sampler.prepare`)
+
+
+class State(NamedTuple):
+  """The sampling state: x at the current level, the last x0 prediction, the sampler's own carry."""
+
+  x: jnp.ndarray
+  x0: jnp.ndarray
+  aux: Any
+
+
+class Denoised(NamedTuple):
+  x0: jnp.ndarray
+  eps: jnp.ndarray
+  extra: jnp.ndarray | None  # learned-variance channels, when the sampler asks for them
+
+
+class Context(NamedTuple):
+  """What a step may call: the denoiser, the process, the noise source, static settings."""
+
+  denoise: Callable[..., Denoised]  # (x, t, alpha, sigma, x_self_cond) -> Denoised
+  process: Any
+  key: jax.Array
+  integer_times: bool
+
+  def noise(self, index, shape, stream: int | None = NOISE_STREAM_STEP) -> jnp.ndarray:
+    key = self.key if stream is None else jax.random.fold_in(self.key, stream)
+    return jax.random.normal(jax.random.fold_in(key, index), shape, jnp.float32)
+
+
+def lam(alpha, sigma):
+  """log-SNR / 2 = log(alpha / sigma) (+inf at the clean end)."""
+  return jnp.log(alpha) - jnp.log(sigma)
+
+
+def ddim_update(alpha_next, sigma_next, x0, eps):
+  """x at the next level with the same x0 and eps: alpha' x0 + sigma' eps (Euler in any frame)."""
+  return alpha_next * x0 + sigma_next * eps
+
+
+class Sampler:
+  """One sampling method. Subclass, set the class attributes, implement `step`, then `register`.
+
+  Class attributes:
+    name: the registry name (`jaxdiff.sample(..., sampler=name)`).
+    options: option -> default; an option not listed here is refused with their list.
+    inpaint: whether RePaint-style inpainting may drive this sampler.
+    finite_top: whether the first level must have alpha > 0 (capped at 2^-12 where a process
+      reaches zero SNR, as diffusers does); False for samplers that handle alpha = 0 exactly.
+    stride_steps: DDIM's convention of stepping t -> t - T // n on leading/trailing grids.
+    split_final: the last step is traced separately with `final=True` (Heun's last step is a
+      plain Euler step and skips the second evaluation); otherwise every step runs in the scan
+      with `final=False` and reads `inp.clean`.
+  """
+
+  name: ClassVar[str] = ""
+  options: ClassVar[Mapping[str, Any]] = {}
+  inpaint: ClassVar[bool] = True
+  finite_top: ClassVar[bool] = True
+  stride_steps: ClassVar[bool] = False
+  split_final: ClassVar[bool] = False
+
+  def __init__(self, **options: Any):
+    unknown = sorted(set(options) - set(self.options))
+    if unknown:
+      takes = ", ".join(sorted(self.options)) or "no options"
+      raise ValueError(f"sampler {self.name!r} does not take {', '.join(unknown)}; it takes: {takes}.")
+    self.opts = {**self.options, **options}
+    self.check_options()
+
+  def check_options(self) -> None:
+    """Validate option values (override)."""
+
+  def check_process(self, process: Any) -> None:
+    """Refuse processes this sampler is not defined on (override)."""
+
+  @property
+  def uses_variance(self) -> bool:
+    return False
+
+  def nfe(self, num_steps: int) -> int:
+    """Network evaluations of a run of num_steps steps."""
+    return int(num_steps)
+
+  def max_orders(self, num_steps: int) -> np.ndarray:
+    """The highest multistep order per step (static)."""
+    return np.ones(num_steps, np.int32)
+
+  def prepare(self, alpha, sigma, alpha_next, sigma_next) -> dict[str, jnp.ndarray]:
+    """Per-step arrays computed once from all levels (e.g. DDPM's clipped log variance)."""
+    return {}
+
+  def init(self, x: jnp.ndarray) -> Any:
+    """The sampler's own carry at the start (e.g. the multistep history)."""
+    return ()
+
+  def step(self, ctx: Context, state: State, inp: StepInput, final: bool) -> tuple[State, jnp.ndarray]:
+    """Move `state` from level inp.(alpha, sigma) to inp.(alpha_next, sigma_next); return (state, x0)."""
+    raise NotImplementedError
+
+  def _key(self):
+    return (type(self), tuple(sorted((k, _hashable(v)) for k, v in self.opts.items())))
+
+  def __hash__(self) -> int:
+    return hash(self._key())
+
+  def __eq__(self, other) -> bool:
+    return isinstance(other, Sampler) and self._key() == other._key()
+
+  def __repr__(self) -> str:
+    opts = ", ".join(f"{k}={v!r}" for k, v in sorted(self.opts.items()))
+    return f"{type(self).__name__}({opts})"
+
+
+def _hashable(v):
+  if isinstance(v, (list, tuple)):
+    return tuple(_hashable(x) for x in v)
+  if isinstance(v, dict):
+    return tuple(sorted((k, _hashable(x)) for k, x in v.items()))
+  return v
+
+
+_REGISTRY: dict[str, type[Sampler]] = {}
+
+
+def register(cls: type[Sampler] | None = None, *, name: str | None = None, replace: bool = False):
+  """Add a Sampler subclass to the registry (usable as a decorator); returns the class."""
+
+  def add(c: type[Sampler]) -> type[Sampler]:
+    if not (isinstance(c, type) and issubclass(c, Sampler)):
+      raise TypeError(f"register takes a subclass of jaxdiff.samplers.Sampler, got {c!r}.")
+    key = name or c.name
+    if not key:
+      raise ValueError(f"{c.__name__} has no `name`: set the class attribute or pass name=.")
+    if key in _REGISTRY and _REGISTRY[key] is not c and not replace:
+      raise ValueError(f"a sampler named {key!r} is already registered; pass replace=True to override it.")
+    _REGISTRY[key] = c
+    return c
+
+  return add if cls is None else add(cls)
+
+
+def get(name: str) -> type[Sampler]:
+  """The registered Sampler class of that name."""
+  try:
+    return _REGISTRY[name]
+  except (KeyError, TypeError):
+    raise ValueError(f"Unknown sampler {name!r}; choose one of {tuple(_REGISTRY)}.") from None
+
+
+def _put_first(names: Sequence[str]) -> None:
+  """Order the registry's listing: these built-in names first, the rest as registered."""
+  order = [n for n in names if n in _REGISTRY] + [n for n in _REGISTRY if n not in names]
+  items = {n: _REGISTRY[n] for n in order}
+  _REGISTRY.clear()
+  _REGISTRY.update(items)
+
+
+def available() -> tuple[str, ...]:
+  return tuple(_REGISTRY)
+
+
+class _Names(Sequence):
+  """A live, read-only view of registered sampler names (optionally only those that inpaint)."""
+
+  def __init__(self, inpaint_only: bool = False):
+    self._inpaint_only = inpaint_only
+
+  def _names(self) -> tuple[str, ...]:
+    return tuple(n for n, c in _REGISTRY.items() if c.inpaint or not self._inpaint_only)
+
+  def __getitem__(self, i):
+    return self._names()[i]
+
+  def __len__(self) -> int:
+    return len(self._names())
+
+  def __iter__(self) -> Iterator[str]:
+    return iter(self._names())
+
+  def __contains__(self, name) -> bool:
+    return name in self._names()
+
+  def __eq__(self, other) -> bool:
+    return tuple(self) == tuple(other) if isinstance(other, (tuple, list, _Names)) else NotImplemented
+
+  def __hash__(self) -> int:
+    return hash(self._names())
+
+  def __repr__(self) -> str:
+    return repr(self._names())
+
+
+SAMPLERS = _Names()
+INPAINT_SAMPLERS = _Names(inpaint_only=True)

@@ -1,0 +1,449 @@
+"""`jaxdiff.sample`: any registered sampler on any process, the whole loop one `lax.scan` in one jit.
+
+`model_fn(x, t, **cond)` returns the network output (named by `prediction`); `t` is [batch] in the
+process's time (int32 timesteps when every grid time of a discrete chain is an integer). A sampler
+compiles once per (model function, shapes, sampler and options, step count); pass the network's
+parameters through `bind(apply_fn, params)` so they are arguments of the compiled program rather
+than constants baked into it. `Stepper` runs the same steps one at a time, for loops of your own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdiff import grids, perf
+from jaxdiff.diffusion import check_prediction, edm_scalings, split_output
+from jaxdiff.processes import as_process
+from jaxdiff.samplers.base import Context, Denoised, Sampler, State, StepInput, get
+from jaxdiff.samplers.inpaint import inpaint_arrays, run_inpaint
+
+__all__ = ["sample", "Stepper", "LoopState", "bind", "nfe", "make_sampler", "plan_grid", "Grid"]
+
+# Where a process reaches zero SNR at the top, samplers that need alpha > 0 start from
+# alpha = 2^-12 sigma (abar = 2^-24 on VP chains), as diffusers does.
+TOP_ALPHA_FLOOR = 2.0**-12
+
+
+def bind(apply_fn: Callable[..., Any], params: Any, **fixed: Any) -> jax.tree_util.Partial:
+  """model_fn(x, t, **cond) = apply_fn(params, x, t, **fixed, **cond), as a pytree.
+
+  The parameters stay leaves of the pytree, so `sample` passes them into the compiled program
+  as arguments (no recompilation for new parameters, no weights embedded as constants).
+  """
+  return jax.tree_util.Partial(apply_fn, params, **fixed)
+
+
+def make_sampler(sampler: str | Sampler, **options: Any) -> Sampler:
+  """A Sampler object from a registry name and its options (options given as None are omitted)."""
+  options = {k: v for k, v in options.items() if v is not None}
+  if isinstance(sampler, Sampler):
+    if options:
+      raise ValueError(f"options {sorted(options)} were given with a Sampler object; set them on the object.")
+    return sampler
+  return get(sampler)(**options)
+
+
+def nfe(sampler: str | Sampler, num_steps: int, guided: bool = False, **options: Any) -> int:
+  """Network evaluations of one sampling run (a guided call evaluates a doubled batch once)."""
+  return make_sampler(sampler, **options).nfe(num_steps)
+
+
+class Grid(NamedTuple):
+  """A run's static levels: model times, the times each step lands on, and where that is clean."""
+
+  ts: np.ndarray
+  prev: np.ndarray
+  clean: np.ndarray
+  integer: bool
+  max_orders: np.ndarray
+
+
+def plan_grid(process, smp: Sampler, num_steps: int | None, ts=None, spacing: str | None = None) -> Grid:
+  """The grid of a run: `ts` if given, else the process's default (classic spacings on chains)."""
+  proc = as_process(process)
+  if ts is not None:
+    if spacing is not None:
+      raise ValueError("give either `spacing` (classic discrete grids) or `ts`, not both.")
+    grid = grids.check_grid(ts, num_steps)
+    proc.check_times(grid)
+    prev = np.append(grid[1:], -1.0 if proc.discrete else 0.0)
+  elif proc.discrete:
+    n = 50 if num_steps is None else int(num_steps)
+    kind = spacing or "leading"
+    grid = grids.spacing(proc.num_timesteps, n, kind)
+    if smp.stride_steps and kind in ("leading", "trailing"):
+      prev = grid - proc.num_timesteps // n
+    else:
+      prev = np.append(grid[1:], -1)
+    prev = np.maximum(prev, -1)
+  else:
+    if spacing is not None:
+      raise ValueError(
+        f"spacing={spacing!r} applies to discrete chains; for {type(proc).__name__} pass ts= "
+        "(e.g. jaxdiff.grids.karras, grids.flow) or leave the process's default grid."
+      )
+    grid = np.asarray(proc.default_grid(50 if num_steps is None else int(num_steps)), np.float64)
+    prev = np.append(grid[1:], 0.0)
+  n = len(grid)
+  clean = np.zeros(n, bool)
+  clean[-1] = True
+  if proc.discrete:
+    clean |= prev < 0
+  integer = bool(proc.discrete and np.all(grid == np.round(grid)) and np.all(prev == np.round(prev)))
+  return Grid(np.asarray(grid), np.asarray(prev), clean, integer, smp.max_orders(n))
+
+
+class _Static(NamedTuple):
+  """Everything that shapes the compiled program (hashable)."""
+
+  sampler: Sampler
+  shape: tuple[int, ...]
+  prediction: str
+  sigma_data: float
+  clip_x0: float | None
+  guided: bool
+  self_condition: bool
+  return_trajectory: bool
+  integer: bool
+  repaint_resample: int = 1
+  repaint_jump: int = 1
+  paste_known: bool = True
+
+
+def _denoiser(model_fn, st: _Static, cond, uncond, scale) -> Callable[..., Denoised]:
+  """(x, t scalar, alpha, sigma, x_self_cond) -> Denoised: guidance, parameterisation, clipping."""
+  channels = st.shape[-1]
+  wants_var = st.sampler.uses_variance
+
+  def raw(x, tb, x_sc):
+    kw = dict(cond)
+    if st.self_condition:
+      kw["x_self_cond"] = x_sc
+    if not st.guided:
+      return model_fn(x, tb, **kw)
+    ukw = {**cond, **uncond}  # entries only in cond are shared by both branches
+    if st.self_condition:
+      ukw["x_self_cond"] = x_sc
+    both = jax.tree_util.tree_map(lambda c, u: jnp.concatenate([c, u], axis=0), kw, ukw)
+    out = model_fn(jnp.concatenate([x, x], axis=0), jnp.concatenate([tb, tb], axis=0), **both)
+    c, u = jnp.split(out, 2, axis=0)
+    mean = u[..., :channels] + scale * (c[..., :channels] - u[..., :channels])
+    return jnp.concatenate([mean, c[..., channels:]], axis=-1)
+
+  def denoise(x, t, alpha, sigma, x_sc):
+    tb = jnp.full((x.shape[0],), t, jnp.int32 if st.integer else jnp.float32)
+    net_in = x
+    if st.prediction == "edm":
+      net_in = edm_scalings(sigma / alpha, st.sigma_data)[2] * x / alpha
+    out = raw(net_in, tb, x_sc).astype(jnp.float32)
+    if wants_var and out.shape[-1] != 2 * channels:
+      raise ValueError(
+        f"variance='learned_range' needs a model output with 2 x {channels} channels "
+        f"(prediction, variance), got {out.shape[-1]}."
+      )
+    extra = out[..., channels:] if wants_var else None
+    x0, eps = split_output(st.prediction, x, alpha, sigma, out[..., :channels], st.sigma_data)
+    if st.clip_x0 is not None:
+      x0 = jnp.clip(x0, -st.clip_x0, st.clip_x0)
+      eps = (x - alpha * x0) / sigma
+    return Denoised(x0, eps, extra)
+
+  return denoise
+
+
+def _step_inputs(st: _Static, process, ts, prev, clean, max_orders) -> StepInput:
+  """Every step's levels as arrays (the scan's inputs), from the grid's times."""
+  proc = as_process(process)
+  a, s = proc.alpha_sigma(ts)
+  a_n, s_n = proc.alpha_sigma(prev)
+  a_n, s_n = jnp.where(clean, 1.0, a_n), jnp.where(clean, 0.0, s_n)
+  if st.sampler.finite_top:  # only where alpha is exactly 0 (zero terminal SNR)
+    a = jnp.where(a > 0, a, TOP_ALPHA_FLOOR * s)
+  n = ts.shape[0]
+  extra = st.sampler.prepare(a, s, a_n, s_n)
+  return StepInput(
+    index=jnp.arange(n),
+    t=ts,
+    t_next=prev,
+    alpha=a,
+    sigma=s,
+    alpha_next=a_n,
+    sigma_next=s_n,
+    max_order=jnp.asarray(max_orders, jnp.int32),
+    restart=jnp.arange(n) == 0,
+    clean=jnp.asarray(clean),
+    extra=extra,
+  )
+
+
+def _take(inputs: StepInput, i) -> StepInput:
+  return jax.tree_util.tree_map(lambda a: a[i], inputs)
+
+
+def _sample_body(st: _Static, model_fn, process, ts, prev, clean, max_orders, key, x_init, cond, uncond, scale,
+                 inpaint):  # fmt: skip
+  proc = as_process(process)
+  k_init, k_steps = jax.random.split(key)
+  if x_init is None:
+    x_init = proc.prior_std(ts[0].astype(jnp.float32)) * jax.random.normal(k_init, st.shape, jnp.float32)
+  x = jnp.broadcast_to(jnp.asarray(x_init, jnp.float32), st.shape)
+  ctx = Context(_denoiser(model_fn, st, cond, uncond, scale), proc, k_steps, st.integer)
+  inputs = _step_inputs(st, proc, ts, prev, clean, max_orders)
+  smp = st.sampler
+  state = State(x, jnp.zeros_like(x), smp.init(x))
+  if inpaint is not None:
+    state, ys, steps = run_inpaint(smp, ctx, state, inputs, inpaint, st)
+    return _finish(st, state.x, ys, ts[jnp.asarray(steps)])
+
+  def body(carry, inp):
+    x_before = carry.x
+    carry, x0 = smp.step(ctx, carry, inp, False)
+    return carry, ((x_before, x0) if st.return_trajectory else None)
+
+  if not smp.split_final:
+    state, ys = jax.lax.scan(body, state, inputs)
+    return _finish(st, state.x, ys, ts)
+  n = ts.shape[0]
+  state, ys = jax.lax.scan(body, state, _take(inputs, slice(0, n - 1)))
+  x_before = state.x
+  state, x0 = smp.step(ctx, state, _take(inputs, n - 1), True)
+  if st.return_trajectory:
+    ys = (jnp.concatenate([ys[0], x_before[None]]), jnp.concatenate([ys[1], x0[None]]))
+  return _finish(st, state.x, ys, ts)
+
+
+def _finish(st: _Static, x_final, ys, ts):
+  if not st.return_trajectory:
+    return x_final
+  xs, x0s = ys
+  return x_final, {"x": jnp.concatenate([xs, x_final[None]], axis=0), "x0": x0s, "t": ts}
+
+
+_SAMPLE = perf.jit(_sample_body, static_argnums=(0,))
+_SAMPLE_JITS = _SAMPLE.cache
+
+
+def _sample_jitted(options: dict | None = None):
+  """The jitted sampler program for XLA compiler `options` (default: jaxdiff's current CPU options)."""
+  return _SAMPLE.jitted(perf.cpu_compiler_options() if options is None else options)
+
+
+def _as_pytree_fn(model_fn):
+  """Any callable as a pytree (a Partial's bound arrays are leaves: new params never recompile)."""
+  if isinstance(model_fn, jax.tree_util.Partial):
+    return model_fn
+  if not callable(model_fn):
+    raise TypeError(f"model_fn must be callable, got {type(model_fn).__name__}.")
+  return jax.tree_util.Partial(model_fn)
+
+
+def _check_cond(guidance_scale, cond, uncond):
+  guided = guidance_scale is not None
+  if guided and uncond is None:
+    raise ValueError(
+      "guidance_scale needs `uncond`: the model kwargs of the unconditional branch "
+      "(for class-conditional models {'y': full(batch, num_classes)})."
+    )
+  cond, uncond = dict(cond or {}), dict(uncond or {})
+  if guided and set(uncond) - set(cond):
+    raise ValueError(
+      f"uncond has entries {sorted(set(uncond) - set(cond))} that cond lacks; give both "
+      "branches the same keyword arguments (entries only in cond are shared)."
+    )
+  return guided, cond, uncond
+
+
+def _static(
+  smp, proc, shape, prediction, sigma_data, clip_x0, guided, self_condition, trajectory, grid, **kw
+):
+  check_prediction(prediction)
+  if sigma_data is None:
+    sigma_data = getattr(proc, "sigma_data", 0.5)
+  smp.check_process(proc)
+  return _Static(
+    smp, shape, prediction, float(sigma_data), None if clip_x0 is None or clip_x0 == 0 else float(clip_x0),
+    guided, bool(self_condition), bool(trajectory), grid.integer, **kw,
+  )  # fmt: skip
+
+
+def _grid_arrays(grid: Grid):
+  dtype = jnp.int32 if grid.integer else jnp.float32
+  return jnp.asarray(grid.ts, dtype), jnp.asarray(grid.prev, dtype), jnp.asarray(grid.clean), grid.max_orders
+
+
+def sample(
+  model_fn: Callable[..., jnp.ndarray],
+  process,
+  shape: tuple[int, ...],
+  key: jax.Array,
+  *,
+  sampler: str | Sampler = "ddim",
+  num_steps: int | None = None,
+  ts=None,
+  prediction: str = "eps",
+  spacing: str | None = None,
+  x_init: jnp.ndarray | None = None,
+  clip_x0: float | None = None,
+  guidance_scale: float | None = None,
+  cond: Mapping[str, Any] | None = None,
+  uncond: Mapping[str, Any] | None = None,
+  return_trajectory: bool = False,
+  self_condition: bool = False,
+  sigma_data: float | None = None,
+  inpaint_mask: jnp.ndarray | None = None,
+  inpaint_known: jnp.ndarray | None = None,
+  repaint_resample: int = 1,
+  repaint_jump: int = 1,
+  paste_known: bool = True,
+  **options: Any,
+):
+  """Draw samples of `shape` (batch first) by running the reverse process from noise to data.
+
+  Args:
+    model_fn: (x_t, t, **cond) -> output; wrap a Flax module with `bind(model.apply, params)`.
+    process: a `jaxdiff.processes` process, or a `Schedule` (the discrete VP chain).
+    sampler: a registered name (`jaxdiff.samplers.SAMPLERS`: ddpm, ddim, euler, euler_ancestral,
+      heun, dpmpp_2m, dpmpp_3m, dpmpp_2m_sde, unipc, and any registered from outside) or a
+      Sampler object. Its options go in `**options` (e.g. ddim's `eta`, ddpm's `variance`,
+      euler/heun's `s_churn`, `s_tmin`, `s_tmax`, `s_noise`, heun's `frame`, unipc's `order`);
+      an option the sampler does not take is an error naming the ones it does.
+    num_steps: steps (default 50, or len(ts)).
+    ts: the model times of the steps, descending, in the process's time (`jaxdiff.grids`); the
+      last step lands on clean data. Default: the process's grid (`spacing` on chains).
+    prediction: what the network outputs: "eps", "x0", "v", "flow" (eps - x0) or "edm" (F of
+      EDM's preconditioning; the network then receives c_in x / alpha).
+    spacing: "leading" | "trailing" | "linspace" for discrete chains (default leading).
+    x_init: the state at the first grid time (default: process.prior_std(t_0) * N(0, 1) from `key`).
+    clip_x0: clip predicted x0 to [-clip_x0, clip_x0] (None: no clipping).
+    guidance_scale: classifier-free guidance; output = uncond + s (cond - uncond), from one
+      batched call on [cond; uncond]. Needs `uncond` (e.g. {"y": null labels}).
+    cond / uncond: keyword arguments of model_fn for the conditional / unconditional branch. An
+      entry of `cond` that `uncond` leaves out is shared by both branches (e.g. `x_cond`);
+      arrays of any rank are stacked along the batch axis.
+    self_condition: feed the previous step's x0 prediction as `x_self_cond`.
+    sigma_data: EDM's sigma_data for prediction="edm" (default: the process's, else 0.5).
+    return_trajectory: also return {"x": x before each step and the final sample, "x0": x0
+      predictions, "t": the model times}.
+    inpaint_mask / inpaint_known: inpainting with any model (RePaint): `inpaint_mask`
+      (broadcastable to `shape`, 1 = known) and the images `inpaint_known`. The known region is
+      replaced by `inpaint_known` noised to each new level; with `paste_known` the result's known
+      region equals `inpaint_known` exactly. `repaint_resample` / `repaint_jump`: RePaint's
+      resampling (`repaint_schedule`), 1 = none.
+
+  Returns:
+    samples (float32, `shape`), or (samples, trajectory) with return_trajectory.
+  """
+  smp = make_sampler(sampler, **options)
+  proc = as_process(process)
+  shape = tuple(int(s) for s in shape)
+  if x_init is not None and tuple(jnp.shape(x_init)) != shape:
+    raise ValueError(f"x_init has shape {tuple(jnp.shape(x_init))}, expected {shape}.")
+  guided, cond, uncond = _check_cond(guidance_scale, cond, uncond)
+  grid = plan_grid(proc, smp, num_steps, ts, spacing)
+  name = sampler if isinstance(sampler, str) else smp.name
+  inpaint = inpaint_arrays(inpaint_mask, inpaint_known, shape, name)
+  for label, v in (("repaint_resample", repaint_resample), ("repaint_jump", repaint_jump)):
+    if isinstance(v, bool) or int(v) != v or v < 1:
+      raise ValueError(f"{label} must be an integer >= 1, got {v!r}.")
+  if inpaint is None and (repaint_resample != 1 or repaint_jump != 1):
+    raise ValueError(
+      "repaint_resample / repaint_jump apply to inpainting: pass inpaint_mask and inpaint_known."
+    )
+  if inpaint is not None and smp.split_final:
+    raise ValueError(f"inpainting does not run with {smp.name!r}.")
+  st = _static(
+    smp, proc, shape, prediction, sigma_data, clip_x0, guided, self_condition, return_trajectory, grid,
+    repaint_resample=int(repaint_resample), repaint_jump=int(repaint_jump), paste_known=bool(paste_known),
+  )  # fmt: skip
+  scale = jnp.asarray(guidance_scale if guided else 1.0, jnp.float32)
+  t_arr, prev, clean, orders = _grid_arrays(grid)
+  return _SAMPLE(
+    st, _as_pytree_fn(model_fn), proc, t_arr, prev, clean, orders, key, x_init, cond, uncond, scale, inpaint
+  )
+
+
+class LoopState(NamedTuple):
+  """A Stepper's state: x at the current level, the last x0 prediction, the sampler's carry, the key."""
+
+  x: jnp.ndarray
+  x0: jnp.ndarray
+  aux: Any
+  key: jax.Array
+
+
+class Stepper:
+  """The step-level API: the same steps `sample` scans over, one call each, for loops of your own.
+
+      stepper = jaxdiff.samplers.Stepper(model_fn, process, shape, sampler="dpmpp_2m", num_steps=20)
+      state = stepper.init(key)
+      for i in range(stepper.num_steps):
+        state = stepper.step(state, i)   # edit state.x, log state.x0, ... between steps
+      x = state.x
+
+  `init(key)` draws the starting noise exactly as `sample(..., key)` does, so the loop gives the
+  same samples. `times` holds the model times of the steps.
+  """
+
+  def __init__(
+    self,
+    model_fn: Callable[..., jnp.ndarray],
+    process,
+    shape: tuple[int, ...],
+    *,
+    sampler: str | Sampler = "ddim",
+    num_steps: int | None = None,
+    ts=None,
+    prediction: str = "eps",
+    spacing: str | None = None,
+    clip_x0: float | None = None,
+    guidance_scale: float | None = None,
+    cond: Mapping[str, Any] | None = None,
+    uncond: Mapping[str, Any] | None = None,
+    self_condition: bool = False,
+    sigma_data: float | None = None,
+    **options: Any,
+  ):
+    self.sampler = make_sampler(sampler, **options)
+    self.process = as_process(process)
+    self.shape = tuple(int(s) for s in shape)
+    guided, cond, uncond = _check_cond(guidance_scale, cond, uncond)
+    self.grid = plan_grid(self.process, self.sampler, num_steps, ts, spacing)
+    self._st = _static(
+      self.sampler, self.process, self.shape, prediction, sigma_data, clip_x0, guided, self_condition, False,
+      self.grid,
+    )  # fmt: skip
+    scale = jnp.asarray(guidance_scale if guided else 1.0, jnp.float32)
+    self._denoise = _denoiser(model_fn, self._st, cond, uncond, scale)
+    t_arr, prev, clean, orders = _grid_arrays(self.grid)
+    self._inputs = _step_inputs(self._st, self.process, t_arr, prev, clean, orders)
+
+  @property
+  def num_steps(self) -> int:
+    return len(self.grid.ts)
+
+  @property
+  def times(self) -> np.ndarray:
+    return self.grid.ts
+
+  def init(self, key: jax.Array, x_init: jnp.ndarray | None = None) -> LoopState:
+    k_init, k_steps = jax.random.split(key)
+    if x_init is None:
+      t0 = jnp.asarray(self.grid.ts[0], jnp.float32)
+      x_init = self.process.prior_std(t0) * jax.random.normal(k_init, self.shape, jnp.float32)
+    x = jnp.asarray(x_init, jnp.float32)
+    return LoopState(x, jnp.zeros_like(x), self.sampler.init(x), k_steps)
+
+  def step(self, state: LoopState, i: int) -> LoopState:
+    """Step i (0-based) of the grid: from its level to the next (the last lands on clean data)."""
+    i = int(i)
+    if not 0 <= i < self.num_steps:
+      raise IndexError(f"step {i} is outside 0..{self.num_steps - 1}.")
+    ctx = Context(self._denoise, self.process, state.key, self._st.integer)
+    final = self.sampler.split_final and i == self.num_steps - 1
+    new, _ = self.sampler.step(ctx, State(state.x, state.x0, state.aux), _take(self._inputs, i), final)
+    return LoopState(new.x, new.x0, new.aux, state.key)

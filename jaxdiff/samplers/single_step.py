@@ -1,0 +1,232 @@
+"""One-step samplers: DDPM (ancestral), DDIM, Euler, Euler ancestral and Heun, on any process.
+
+Each step goes from a level (alpha, sigma) to the next (alpha', sigma'). Updates are written in
+the form alpha' x0 + sigma' eps + correction, which is Euler's method in every frame and stays
+exact where alpha = 0 (zero terminal SNR) or sigma/alpha is huge (cosine schedules).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+
+from jaxdiff.processes import FRAMES
+from jaxdiff.samplers.base import (
+  NOISE_STREAM_CHURN,
+  Context,
+  Sampler,
+  State,
+  StepInput,
+  ddim_update,
+  register,
+)
+
+__all__ = ["DDPM", "DDIM", "Euler", "EulerAncestral", "Heun", "VARIANCES"]
+
+VARIANCES = ("fixed_small", "fixed_large", "learned_range")
+
+
+@register
+class DDPM(Sampler):
+  """Ancestral sampling from the Gaussian posterior q(x_s | x_t, x0_hat) between grid levels.
+
+  With every timestep of a chain this is DDPM; on fewer steps it is improved DDPM's respacing
+  (the step's beta is 1 - alpha_t^2 / alpha_s^2). variance: "fixed_small" (the posterior's
+  beta~), "fixed_large" (beta) or "learned_range" (the model's extra channels interpolate
+  log beta~ .. log beta, the last step reusing the previous step's clipped beta~).
+  """
+
+  name = "ddpm"
+  options = {"variance": "fixed_small"}
+  finite_top = False
+
+  def check_options(self):
+    if self.opts["variance"] not in VARIANCES:
+      raise ValueError(f"variance must be one of {VARIANCES}, got {self.opts['variance']!r}.")
+
+  @property
+  def uses_variance(self):
+    return self.opts["variance"] == "learned_range"
+
+  def prepare(self, alpha, sigma, alpha_next, sigma_next):
+    ratio = alpha / alpha_next
+    var_step = jnp.square(sigma) - jnp.square(ratio * sigma_next)  # sigma_{t|s}^2, the step's "beta"
+    s2 = jnp.square(sigma)
+    small = var_step * jnp.square(sigma_next) / s2
+    n = alpha.shape[0]
+    clipped = jnp.concatenate([small[:-1], small[-2:-1]]) if n > 1 else jnp.maximum(small, 1e-20)
+    return {
+      "c_x0": alpha_next * var_step / s2,
+      "c_x": ratio * jnp.square(sigma_next) / s2,
+      "small": small,
+      "large": var_step,
+      "log_small": jnp.log(clipped),
+      "log_large": jnp.log(var_step),
+    }
+
+  def step(self, ctx: Context, state: State, inp: StepInput, final: bool):
+    e = inp.extra
+    d = ctx.denoise(state.x, inp.t, inp.alpha, inp.sigma, state.x0)
+    mean = e["c_x0"] * d.x0 + e["c_x"] * state.x
+    variance = self.opts["variance"]
+    if variance == "fixed_small":
+      log_var = jnp.log(jnp.maximum(e["small"], 1e-20))
+    elif variance == "fixed_large":
+      log_var = e["log_large"]
+    else:
+      frac = (d.extra + 1.0) / 2.0
+      log_var = frac * e["log_large"] + (1.0 - frac) * e["log_small"]
+    std = jnp.where(inp.clean, 0.0, jnp.exp(0.5 * log_var))
+    x = mean + std * ctx.noise(inp.index, state.x.shape)
+    return State(x, d.x0, state.aux), d.x0
+
+
+@register
+class DDIM(Sampler):
+  """DDIM (Song et al. 2021): x' = alpha' x0 + sqrt(sigma'^2 - s^2) eps + s z, s = eta x posterior std.
+
+  On a discrete chain with `leading`/`trailing` spacing it steps t -> t - T // n, as diffusers'
+  DDIMScheduler does.
+  """
+
+  name = "ddim"
+  options = {"eta": 0.0}
+  finite_top = False
+  stride_steps = True
+
+  def check_options(self):
+    eta = self.opts["eta"]
+    if not (isinstance(eta, (int, float)) and eta >= 0 and math.isfinite(eta)):
+      raise ValueError(f"eta must be a finite number >= 0, got {eta!r}.")
+
+  def step(self, ctx, state, inp, final):
+    d = ctx.denoise(state.x, inp.t, inp.alpha, inp.sigma, state.x0)
+    eta = float(self.opts["eta"])
+    if eta == 0:
+      return State(ddim_update(inp.alpha_next, inp.sigma_next, d.x0, d.eps), d.x0, state.aux), d.x0
+    shrink = inp.alpha * inp.sigma_next / (inp.alpha_next * inp.sigma)
+    noise_std = eta * inp.sigma_next * jnp.sqrt(jnp.maximum(1.0 - jnp.square(shrink), 0.0))
+    direction = jnp.sqrt(jnp.maximum(jnp.square(inp.sigma_next) - jnp.square(noise_std), 0.0))
+    x = inp.alpha_next * d.x0 + direction * d.eps + noise_std * ctx.noise(inp.index, state.x.shape)
+    return State(x, d.x0, state.aux), d.x0
+
+
+class _Churn(Sampler):
+  """EDM's stochastic churn (Algorithm 2): raise the level from sigma/alpha to (1 + gamma) times
+  it before the step, gamma = min(s_churn / n, sqrt(2) - 1) inside [s_tmin, s_tmax]. On an
+  integer grid the raised level snaps to the nearest timestep (in log sigma) at or above t."""
+
+  churn_options = {"s_churn": 0.0, "s_tmin": 0.0, "s_tmax": float("inf"), "s_noise": 1.0}
+
+  def check_options(self):
+    for k in ("s_churn", "s_tmin", "s_noise"):
+      if not self.opts[k] >= 0:
+        raise ValueError(f"{k} must be >= 0, got {self.opts[k]!r}.")
+    frame = self.opts.get("frame")
+    if frame is not None and frame not in FRAMES:
+      raise ValueError(f"frame must be one of {FRAMES} or None (the process's own), got {frame!r}.")
+
+  def prepare(self, alpha, sigma, alpha_next, sigma_next):
+    n = alpha.shape[0]
+    return {"gamma": jnp.full((n,), min(self.opts["s_churn"] / n, math.sqrt(2.0) - 1.0), jnp.float32)}
+
+  def churn(self, ctx: Context, x, inp: StepInput):
+    """(x_hat, t_hat, alpha_hat, sigma_hat): the state re-noised to the raised level."""
+    if self.opts["s_churn"] <= 0:
+      return x, inp.t, inp.alpha, inp.sigma
+    ratio = inp.sigma / inp.alpha
+    inside = (ratio >= self.opts["s_tmin"]) & (ratio <= self.opts["s_tmax"])
+    gamma = jnp.where(inside, inp.extra["gamma"], 0.0)
+    t_hat = ctx.process.time_at(ratio * (1.0 + gamma))
+    if ctx.integer_times:
+      top = ctx.process.num_timesteps - 1
+      t_hat = jnp.maximum(jnp.clip(jnp.round(t_hat), 0, top).astype(jnp.int32), inp.t)
+    else:
+      t_hat = jnp.where(gamma > 0, t_hat, inp.t).astype(inp.t.dtype)
+    a_h, s_h = ctx.process.alpha_sigma(t_hat)
+    scale = a_h / inp.alpha
+    add_std = jnp.sqrt(jnp.maximum(jnp.square(s_h) - jnp.square(scale * inp.sigma), 0.0))
+    z = ctx.noise(inp.index, x.shape, stream=NOISE_STREAM_CHURN)
+    return scale * x + add_std * self.opts["s_noise"] * z, t_hat, a_h, s_h
+
+
+@register
+class Euler(_Churn):
+  """Euler's method on the probability-flow ODE (EDM Algorithm 1; with s_churn, Algorithm 2).
+
+  Without churn it equals DDIM with eta = 0 on every process, in every frame.
+  """
+
+  name = "euler"
+  options = dict(_Churn.churn_options)
+
+  def step(self, ctx, state, inp, final):
+    x, t, a, s = self.churn(ctx, state.x, inp)
+    d = ctx.denoise(x, t, a, s, state.x0)
+    return State(ddim_update(inp.alpha_next, inp.sigma_next, d.x0, d.eps), d.x0, state.aux), d.x0
+
+
+def frame_terms(frame: str, alpha, sigma, x0, eps):
+  """(scale c, time s, slope d) of the ODE frame: y = x / c moves along s with dy/ds = d."""
+  if frame == "sigma":
+    return alpha, sigma / alpha, eps
+  c = alpha + sigma
+  return c, sigma / c, eps - x0
+
+
+@register
+class Heun(_Churn):
+  """Heun's second-order method (EDM Algorithm 2), the last step to clean data plain Euler.
+
+  frame: "sigma" integrates d(x/alpha)/d(sigma/alpha) = eps (k-diffusion, diffusers'
+  HeunDiscreteScheduler, EDM); "flow" integrates d(x/(alpha+sigma))/dt' = eps - x0 with
+  t' = sigma/(alpha+sigma) in [0, 1] (diffusers' FlowMatchHeunDiscreteScheduler). None takes the
+  process's own frame: sigma for EDM, flow for the others, whose top levels (sigma/alpha up to
+  2e4 on cosine(1000), infinite at zero terminal SNR) the sigma frame integrates badly.
+  """
+
+  name = "heun"
+  options = {**_Churn.churn_options, "frame": None}
+  inpaint = False
+  split_final = True
+
+  def nfe(self, num_steps):
+    return 2 * int(num_steps) - 1
+
+  def step(self, ctx, state, inp, final):
+    x, t, a, s = self.churn(ctx, state.x, inp)
+    d = ctx.denoise(x, t, a, s, state.x0)
+    x_euler = ddim_update(inp.alpha_next, inp.sigma_next, d.x0, d.eps)
+    if final:
+      return State(x_euler, d.x0, state.aux), d.x0
+    frame = self.opts["frame"] or ctx.process.frame
+    d2 = ctx.denoise(x_euler, inp.t_next, inp.alpha_next, inp.sigma_next, d.x0)
+    _, s_cur, slope1 = frame_terms(frame, a, s, d.x0, d.eps)
+    c_next, s_next, slope2 = frame_terms(frame, inp.alpha_next, inp.sigma_next, d2.x0, d2.eps)
+    x_new = x_euler + c_next * (s_next - s_cur) * 0.5 * (slope2 - slope1)
+    return State(x_new, d.x0, state.aux), d.x0
+
+
+@register
+class EulerAncestral(Sampler):
+  """Euler ancestral (k-diffusion): a deterministic step to sigma_down plus fresh noise sigma_up,
+  in sigma/alpha; eta scales the noise (0 = Euler), s_noise its amplitude."""
+
+  name = "euler_ancestral"
+  options = {"eta": 1.0, "s_noise": 1.0}
+
+  def check_options(self):
+    for k in ("eta", "s_noise"):
+      if not (isinstance(self.opts[k], (int, float)) and self.opts[k] >= 0):
+        raise ValueError(f"{k} must be a number >= 0, got {self.opts[k]!r}.")
+
+  def step(self, ctx, state, inp, final):
+    d = ctx.denoise(state.x, inp.t, inp.alpha, inp.sigma, state.x0)
+    r, r_n = inp.sigma / inp.alpha, inp.sigma_next / inp.alpha_next
+    up = jnp.sqrt(jnp.maximum(jnp.square(r_n) * (jnp.square(r) - jnp.square(r_n)) / jnp.square(r), 0.0))
+    s_up = jnp.minimum(r_n, self.opts["eta"] * up)
+    s_down = jnp.sqrt(jnp.maximum(jnp.square(r_n) - jnp.square(s_up), 0.0))
+    z = ctx.noise(inp.index, state.x.shape)
+    x = inp.alpha_next * (d.x0 + s_down * d.eps + s_up * self.opts["s_noise"] * z)
+    return State(x, d.x0, state.aux), d.x0
