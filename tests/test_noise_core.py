@@ -337,6 +337,54 @@ def test_uniform_grid_of_rectified_flow_samples_finite(prediction):
   assert _maxerr(y, gauss_endpoint(z, 0.0, 1.0)) < 0.05
 
 
+def test_grids_accept_a_schedule_as_its_discrete_chain():
+  dvp = processes.as_process(LINEAR)
+  for f in (
+    lambda p: grids.uniform(p, 7),
+    lambda p: grids.log_snr(p, 7),
+    lambda p: grids.to_times(p, [30.0, 1.0]),
+  ):
+    np.testing.assert_allclose(np.asarray(f(LINEAR)), np.asarray(f(dvp)), rtol=1e-6)
+
+
+def _interp_alpha_sigma(t):
+  """alpha, sigma of linear(1000) at float timesteps, interpolated in log(sigma/alpha) (float64)."""
+  ac = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))
+  lr = 0.5 * np.log((1 - ac) / ac)
+  t = np.asarray(t, np.float64)
+  lo = np.minimum(np.floor(t).astype(int), 998)
+  r = np.exp((1 - (t - lo)) * lr[lo] + (t - lo) * lr[lo + 1])
+  return 1 / np.sqrt(1 + r * r), r / np.sqrt(1 + r * r)
+
+
+@pytest.mark.parametrize("sampler", ["dpmpp_2m", "heun"])
+def test_discrete_chain_on_a_float_grid(sampler):
+  """A log-SNR grid on a chain has fractional timesteps: the model gets float32 t, levels are
+  interpolated, and the sample lands on the exact end point from the interpolated top level."""
+  dtypes = []
+  exact = exact_model(LINEAR)
+
+  def model(x, t):
+    dtypes.append(t.dtype)
+    return exact(x, t)
+
+  ts = grids.log_snr(processes.as_process(LINEAR), 25)
+  z = jax.random.normal(jax.random.key(4), (64, 1))
+  x = jaxdiff.sample(
+    model, LINEAR, (64, 1), jax.random.key(0), sampler=sampler, num_steps=25, ts=ts, x_init=z
+  )
+  a0, s0 = _interp_alpha_sigma(ts[0])
+  err = _maxerr(x, gauss_endpoint(z, a0, s0))
+  print(f"linear(1000) log-SNR grid (25) {sampler} max err {err:.2e}")
+  assert set(dtypes) == {jnp.dtype(jnp.float32)}, dtypes
+  assert err < 0.02, err
+  dtypes.clear()
+  jaxdiff.sample(
+    model, LINEAR, (64, 1), jax.random.key(0), sampler=sampler, num_steps=25
+  )  # leading: integers
+  assert set(dtypes) == {jnp.dtype(jnp.int32)}, dtypes
+
+
 def test_spacing_and_to_times():
   for kind in ("leading", "trailing", "linspace"):
     np.testing.assert_array_equal(
