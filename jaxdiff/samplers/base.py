@@ -121,6 +121,11 @@ class Sampler:
   def check_options(self) -> None:
     """Validate option values (override)."""
 
+  def caps_top(self, process: Any) -> bool:
+    """Whether this sampler (with these options, on this process) divides by alpha or needs a
+    finite log-SNR at the first level (then a zero-SNR top is capped, see `finite_top`)."""
+    return self.finite_top
+
   def check_process(self, process: Any) -> None:
     """Refuse processes this sampler is not defined on (override)."""
 

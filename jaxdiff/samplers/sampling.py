@@ -24,8 +24,10 @@ from jaxdiff.samplers.inpaint import inpaint_arrays, run_inpaint
 
 __all__ = ["sample", "Stepper", "LoopState", "bind", "nfe", "make_sampler", "plan_grid", "Grid"]
 
-# Where a process reaches zero SNR at the top, samplers that need alpha > 0 start from
-# alpha = 2^-12 sigma (abar = 2^-24 on VP chains), as diffusers does.
+# Where a process reaches zero SNR at the top (alpha = 0), runs that divide by alpha (eps or edm
+# predictions, the sigma frame, churn, multistep log-SNR) start from alpha = 2^-12 sigma (abar =
+# 2^-24 on VP chains), as diffusers does; the others (flow/v/x0 predictions with DDIM, DDPM, Euler,
+# flow-frame Heun) handle alpha = 0 exactly.
 TOP_ALPHA_FLOOR = 2.0**-12
 
 
@@ -162,8 +164,8 @@ def _step_inputs(st: _Static, process, ts, prev, clean, max_orders) -> StepInput
   a, s = proc.alpha_sigma(ts)
   a_n, s_n = proc.alpha_sigma(prev)
   a_n, s_n = jnp.where(clean, 1.0, a_n), jnp.where(clean, 0.0, s_n)
-  if st.sampler.finite_top:  # only where alpha is exactly 0 (zero terminal SNR)
-    a = jnp.where(a > 0, a, TOP_ALPHA_FLOOR * s)
+  if st.sampler.caps_top(proc) or st.prediction in ("eps", "edm"):  # both divide by alpha
+    a = jnp.where(a > 0, a, TOP_ALPHA_FLOOR * s)  # only where alpha is exactly 0 (zero terminal SNR)
   n = ts.shape[0]
   extra = st.sampler.prepare(a, s, a_n, s_n)
   return StepInput(

@@ -131,6 +131,9 @@ class _Churn(Sampler):
     n = alpha.shape[0]
     return {"gamma": jnp.full((n,), min(self.opts["s_churn"] / n, math.sqrt(2.0) - 1.0), jnp.float32)}
 
+  def caps_top(self, process):
+    return self.opts["s_churn"] > 0  # the churn raises sigma/alpha
+
   def churn(self, ctx: Context, x, inp: StepInput):
     """(x_hat, t_hat, alpha_hat, sigma_hat): the state re-noised to the raised level."""
     if self.opts["s_churn"] <= 0:
@@ -193,6 +196,9 @@ class Heun(_Churn):
 
   def nfe(self, num_steps):
     return 2 * int(num_steps) - 1
+
+  def caps_top(self, process):
+    return super().caps_top(process) or (self.opts["frame"] or process.frame) == "sigma"
 
   def step(self, ctx, state, inp, final):
     x, t, a, s = self.churn(ctx, state.x, inp)
