@@ -22,8 +22,17 @@ import sys
 import tempfile
 import time
 
+_T_START = time.perf_counter()  # before JAX and jaxdiff are imported (a worker's import_s)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from jaxdiff import perf, schedules  # noqa: E402
+from jaxdiff.models import count_params, create_model  # noqa: E402
+from jaxdiff.training import create_train_state, make_train_step, setup_compilation_cache  # noqa: E402
+
+_IMPORT_S = time.perf_counter() - _T_START
 
 STEPS_AFTER = 2  # train steps after the first one (peak memory of steady training)
 
@@ -34,17 +43,8 @@ def _maxrss_mb() -> float:
 
 def worker_jax(row: str, cache: str, no_perf: bool, ynn_off: bool = False) -> dict:
   t_start = time.perf_counter()
-  if not no_perf:
-    from jaxdiff.perf import configure_performance
-
-    configure_performance(disable_ynn_fusions=ynn_off)
-  import jax
-  import jax.numpy as jnp
-
-  from jaxdiff import schedules
-  from jaxdiff.models import count_params, create_model
-  from jaxdiff.training import create_train_state, make_train_step, setup_compilation_cache
-
+  if not no_perf:  # before JAX creates its backend (importing JAX does not)
+    perf.configure_performance(disable_ynn_fusions=ynn_off)
   setup_compilation_cache(cache)
   if row == "default":
     config = common.load_config_file("default")
@@ -56,17 +56,15 @@ def worker_jax(row: str, cache: str, no_perf: bool, ynn_off: bool = False) -> di
     batch = net.train_batch
     config = common.jax_config(net, batch)
     shape = (batch, net.image_size, net.image_size, net.channels)
-  t_import = time.perf_counter() - t_start
+  t_import = _IMPORT_S + time.perf_counter() - t_start  # the imports, the cache and the config
   model = create_model(config)
   schedule = schedules.linear(config.diffusion.num_timesteps)
   state = create_train_state(config, model, jax.random.PRNGKey(0))
   jax.block_until_ready(state)
-  from jaxdiff.perf import cpu_compiler_options  # what train.py compiles with
-
   step = jax.jit(
     make_train_step(config, model, schedule),
     donate_argnums=(0,),
-    compiler_options=cpu_compiler_options() or None,
+    compiler_options=perf.compiler_options(),  # what train.py compiles with
   )
   batch_tree = {"x": jnp.zeros(shape, jnp.float32)}
   key = jax.random.PRNGKey(1)

@@ -18,19 +18,18 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
 
 def conv_xla(x, w):
-  import jax
-
   return jax.lax.conv_general_dilated(
     x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
   )
 
 
 def conv_im2col(x, w):
-  import jax.numpy as jnp
-
   b, h, wd, c = x.shape
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
   cols = jnp.concatenate([xp[:, i : i + h, j : j + wd, :] for i in range(3) for j in range(3)], -1)
@@ -38,8 +37,6 @@ def conv_im2col(x, w):
 
 
 def conv_shift9(x, w):
-  import jax.numpy as jnp
-
   b, h, wd, c = x.shape
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
   out = 0
@@ -56,10 +53,7 @@ def main(argv=None):
   common.add_common_flags(p)
   args = p.parse_args(argv)
   common.setup(args)
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
-  import torch
+  import torch  # the peer (optional for the rest of jaxdiff)
 
   threads = common.choose_torch_threads(common.torch_thread_counts(args))
   print(

@@ -16,6 +16,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jaxdiff.perf import compiler_options  # noqa: E402
 
 
 def main(argv=None):
@@ -30,14 +35,9 @@ def main(argv=None):
   common.add_common_flags(p)
   args = p.parse_args(argv)
   common.setup(args)
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
-  import torch
+  import torch  # the peer (optional for the rest of jaxdiff)
 
-  from jaxdiff.perf import cpu_compiler_options
-
-  opts = None if args.xla_default else (cpu_compiler_options() or None)
+  opts = None if args.xla_default else compiler_options()
   threads = common.choose_torch_threads(common.torch_thread_counts(args))
   torch.set_num_threads(threads)
 

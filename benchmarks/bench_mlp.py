@@ -11,9 +11,15 @@ import argparse
 import math
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+import jax  # noqa: E402
+
+import jaxdiff  # noqa: E402
+from jaxdiff import schedules  # noqa: E402
+from jaxdiff.models import create_model  # noqa: E402
 
 
 def torch_mlp(hidden: int, layers: int, dim: int = 2):
@@ -85,12 +91,6 @@ def torch_ddpm(model, batch: int, T: int = 1000):
 
 
 def jax_ddpm(batch: int, T: int = 1000):
-  import jax
-
-  import jaxdiff
-  from jaxdiff import schedules
-  from jaxdiff.models import create_model
-
   config = common.load_config_file("toy2d")
   model = create_model(config)
   params = model.init(jax.random.PRNGKey(0), jax.numpy.zeros((1, 2)), jax.numpy.zeros((1,), jax.numpy.int32))[
@@ -102,8 +102,6 @@ def jax_ddpm(batch: int, T: int = 1000):
   run = lambda: jax.block_until_ready(
     jaxdiff.sample(fn, schedule, (batch, 2), key, sampler="ddpm", num_steps=T)
   )
-  import time
-
   t0 = time.perf_counter()
   run()
   return run, time.perf_counter() - t0, config

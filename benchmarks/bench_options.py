@@ -26,6 +26,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
+from jaxdiff.perf import cpu_compiler_options  # noqa: E402
+
 YNN_OFF = {"xla_cpu_experimental_ynn_fusion_type": ""}
 ARMS = {
   "default": {},
@@ -37,8 +39,6 @@ ARMS = {
 
 def arm_options(name: str) -> dict:
   if name == "jaxdiff":
-    from jaxdiff.perf import cpu_compiler_options
-
     return cpu_compiler_options()
   if name in ARMS:
     return dict(ARMS[name])
@@ -60,8 +60,6 @@ def main(argv=None):
   common.add_common_flags(p)
   args = p.parse_args(argv)
   common.setup(args)
-  import jax  # noqa: F401
-
   arms = [a for a in args.arms.split(",") if a]
   for row in [r for r in args.rows.split(",") if r]:
     net = common.NETWORKS[row]

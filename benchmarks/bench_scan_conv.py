@@ -14,6 +14,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from jaxdiff.perf import compiler_options  # noqa: E402
 
 
 def main(argv=None):
@@ -24,12 +28,7 @@ def main(argv=None):
   p.add_argument("--xla-default", action="store_true", help="XLA's default options, not jaxdiff's")
   common.add_common_flags(p)
   args = p.parse_args(argv)
-  import jax
-  import jax.numpy as jnp
-
-  from jaxdiff.perf import cpu_compiler_options
-
-  opts = None if args.xla_default else (cpu_compiler_options() or None)
+  opts = None if args.xla_default else compiler_options()
   b, h, c = (int(v) for v in args.shape.split("x"))
   key = jax.random.key(0)
   x = jax.random.normal(key, (b, h, h, c))

@@ -29,6 +29,17 @@ RESULTS = pathlib.Path(os.environ.get("JAXDIFF_BENCH_RESULTS") or ROOT / "benchm
 if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))
 
+import flax  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import jaxlib  # noqa: E402
+import numpy as np  # noqa: E402
+
+import jaxdiff  # noqa: E402
+from jaxdiff import perf, schedules  # noqa: E402
+from jaxdiff.models import count_params, create_model  # noqa: E402
+from jaxdiff.training import create_train_state, make_multi_step, make_train_step  # noqa: E402
+
 _SETUP_DONE = False
 
 
@@ -62,9 +73,7 @@ def setup(args) -> None:
   if _SETUP_DONE:
     return
   if not getattr(args, "no_perf", False):
-    from jaxdiff.perf import configure_performance
-
-    configure_performance(disable_ynn_fusions=getattr(args, "ynn_off", False))
+    perf.configure_performance(disable_ynn_fusions=getattr(args, "ynn_off", False))
   import torch
 
   torch.set_num_threads(os.cpu_count() or 1)
@@ -73,9 +82,8 @@ def setup(args) -> None:
 
 def torch_thread_counts(args) -> list[int]:
   """Thread counts to time the torch peer with. On a shared machine, OpenMP's barriers with
-  all cores busy can make torch many times slower than with one thread (measured here: the
-  tiny network at batch 32, 0.27 s/step on 1 thread vs 2.5-13 s on 2 threads while another
-  process used ~1 core), so by default both are candidates (see `choose_torch_threads`)."""
+  all cores busy can make torch many times slower than with one thread (figures: BENCHMARKS.md,
+  Levers, "diffusers threads"), so by default both are candidates (see `choose_torch_threads`)."""
   if str(args.torch_threads) == "auto":
     cores = os.cpu_count() or 1
     return sorted({cores, 1}, reverse=True)
@@ -103,7 +111,7 @@ def choose_torch_threads(counts: list[int]) -> int:
   """The torch thread count to time the peer with, from a quick probe (once per process): a
   3x3 conv forward + backward at the UNet's shapes, alternated over `counts`, best median.
   On a shared machine, OpenMP's barriers with all cores busy can make torch many times
-  slower than on one thread (measured here: 10x for whole train steps), so probing once is
+  slower than on one thread (BENCHMARKS.md, Levers, "diffusers threads"), so probing once is
   far cheaper than timing a slow variant for every repetition."""
   global _THREAD_CHOICE
   if len(counts) == 1:
@@ -311,13 +319,6 @@ def jax_train(
   Adam, EMA) and blocks until they are done. info holds params, flops per step, compile time,
   XLA's memory analysis. `compiler_options` (XLA debug options for this one executable, e.g.
   ``{"xla_cpu_experimental_ynn_fusion_type": ""}``) lets arms be A/B'd in one process."""
-  import jax
-  import jax.numpy as jnp
-
-  from jaxdiff import schedules
-  from jaxdiff.models import count_params, create_model
-  from jaxdiff.training import create_train_state, make_multi_step, make_train_step
-
   config = config or jax_config(net, batch, **(model_overrides or {}))
   model = create_model(config)
   schedule = schedules.linear(
@@ -333,10 +334,8 @@ def jax_train(
   key = jax.random.PRNGKey(2)
   jitted = jax.jit(fn, donate_argnums=(0,) if donate else ())
   t0 = time.perf_counter()
-  if compiler_options is None:  # what the library itself compiles with (jaxdiff.perf)
-    from jaxdiff.perf import cpu_compiler_options
-
-    compiler_options = cpu_compiler_options()
+  if compiler_options is None:  # what the library itself compiles with
+    compiler_options = perf.compiler_options()
   compiled = jitted.lower(state, batch_tree, key).compile(compiler_options=compiler_options or None)
   compile_s = time.perf_counter() - t0
   flops = xla_flops(compiled) / k
@@ -369,12 +368,6 @@ def jax_ddim(
 ):
   """(run_one, info): DDIM-`num_steps` sampling of `batch` images, one compiled lax.scan
   (`compiler_options`: XLA debug options for this executable, as in `jax_train`)."""
-  import jax
-
-  import jaxdiff
-  from jaxdiff import schedules
-  from jaxdiff.models import count_params, create_model
-
   config = jax_config(net, batch, **(model_overrides or {}))
   model = create_model(config)
   schedule = schedules.linear(1000)
@@ -386,10 +379,8 @@ def jax_ddim(
   key = jax.random.PRNGKey(3)
   sample = jax.jit(lambda key: jaxdiff.sample(fn, schedule, shape, key, sampler="ddim", num_steps=num_steps))
   t0 = time.perf_counter()
-  if compiler_options is None:  # what the library itself compiles with (jaxdiff.perf)
-    from jaxdiff.perf import cpu_compiler_options
-
-    compiler_options = cpu_compiler_options()
+  if compiler_options is None:  # what the library itself compiles with
+    compiler_options = perf.compiler_options()
   compiled = sample.lower(key).compile(compiler_options=compiler_options or None)
   jax.block_until_ready(compiled(key))
   first_s = time.perf_counter() - t0
@@ -519,8 +510,6 @@ def interleaved(fns: dict[str, Callable[[], Any]], reps: int, warmup: int = 1) -
 def timed(fn: Callable[..., Any], *args, reps: int, warmup: int = 1) -> float:
   """Median wall time of `fn(*args)` over `reps` calls after `warmup` calls, waiting for JAX
   results (`jax.block_until_ready`) so asynchronous dispatch is not mistaken for speed."""
-  import jax
-
   for _ in range(warmup):
     jax.block_until_ready(fn(*args))
   ts = []
@@ -539,9 +528,6 @@ def matmul_peak(n: int = 2048, reps: int = 8) -> dict:
   """float32 matmul throughput (GFLOP/s, best of `reps`) of jnp.dot and torch.mm on n x n
   (all cores) and torch.mm on one thread, interleaved; "peak" is the machine's: the best
   all-core figure or cores x the one-thread figure, whichever is higher."""
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
   import torch
 
   a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
@@ -583,9 +569,6 @@ def load_average() -> str:
 
 
 def environment() -> dict:
-  import jax
-  import jaxlib
-
   env = dict(
     date=datetime.datetime.now().isoformat(timespec="seconds"),
     host=platform.node(),
@@ -600,7 +583,6 @@ def environment() -> dict:
   )
   try:
     import diffusers
-    import flax
     import torch
 
     env.update(

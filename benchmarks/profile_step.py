@@ -26,6 +26,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+import jax  # noqa: E402
 
 
 def read_op_times(trace_dir: str) -> dict[str, float]:
@@ -91,8 +92,6 @@ def main(argv=None):
   common.add_common_flags(p)
   args = p.parse_args(argv)
   common.setup(args)
-  import jax
-
   net = common.NETWORKS[args.row]
   overrides = {}
   for item in args.set:

@@ -5,8 +5,10 @@
     python scripts/demo_conditioning.py inpaint --workdir=runs/digits           # complete digits from their top half
 
 Each command trains its model first when the workdir holds no checkpoint (configs/digits_context.py,
-configs/digits_sr.py, configs/digits.py; a few minutes on a CPU; `--train_steps` shortens it),
-then samples from the EMA weights, writes its figures to --figures (default docs/figures) and its
+configs/digits_sr.py, configs/digits.py; a few minutes on a CPU; `--train_steps` shortens it and
+`--config.<section>.<field>=value` overrides a field as train.py does, e.g. a smaller network for a
+smoke run; overrides of the `sample` section also apply to an existing workdir), then samples from
+the EMA weights, writes its figures to --figures (default docs/figures) and its
 numbers to WORKDIR/demo_<command>.json, and prints them.
 
 - context: guided samples for each of the 60 captions "<class> <thin|thick> <slanted-left|upright|
@@ -25,6 +27,8 @@ numbers to WORKDIR/demo_<command>.json, and prints them.
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib.util
 import io
 import json
 import os
@@ -36,14 +40,25 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
+import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from jaxdiff import images  # noqa: E402
+from jaxdiff.bulk import generate, named_mask, read_shard, restore_model  # noqa: E402
+from jaxdiff.data import captions  # noqa: E402
+from jaxdiff.data.conditioning import sr_input  # noqa: E402
+from jaxdiff.data.embedded import load_digits_split  # noqa: E402
+from jaxdiff.evaluation import DigitsJudge  # noqa: E402
+from jaxdiff.evaluation.conditioning import label_agreement, psnr, super_resolution_errors  # noqa: E402
+from jaxdiff.fileio import atomic_write_bytes  # noqa: E402
+from jaxdiff.generation import sample_from_config  # noqa: E402
+from jaxdiff.training import train  # noqa: E402
 
 CONFIGS = {"context": "digits_context", "sr": "digits_sr", "inpaint": "digits"}
 
 
 def _load_config(name: str):
-  import importlib.util
-
   path = os.path.join(ROOT, "configs", f"{name}.py")
   spec = importlib.util.spec_from_file_location(f"jaxdiff_demo_{name}", path)
   module = importlib.util.module_from_spec(spec)
@@ -51,13 +66,46 @@ def _load_config(name: str):
   return module.get_config()
 
 
-def _ensure_trained(command: str, workdir: str, train_steps: int | None) -> None:
+def _parse_overrides(extra: list[str]) -> dict[str, str]:
+  """{"section.field": "value"} from `--config.section.field=value` arguments (train.py's syntax)."""
+  overrides = {}
+  for arg in extra:
+    if not (arg.startswith("--config.") and "=" in arg):
+      raise SystemExit(f"demo_conditioning.py: error: unrecognized argument {arg!r}")
+    key, value = arg[len("--config.") :].split("=", 1)
+    overrides[key] = value
+  return overrides
+
+
+def _apply_overrides(config, overrides: dict[str, str], prefix: str = "") -> None:
+  """Set each `section.field` of `config` to its value, parsed as a Python literal when it is one
+  (`8`, `(1, 2)`, `True`) and kept as text otherwise; a field the config lacks is an error."""
+  for key, text in overrides.items():
+    if not key.startswith(prefix):
+      continue
+    *path, field = key.split(".")
+    node = config
+    for part in path:
+      node = node[part]
+    if field not in node:
+      raise SystemExit(f"demo_conditioning.py: error: the config has no field {key!r}")
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+      value = lowered == "true"
+    else:
+      try:
+        value = ast.literal_eval(text)
+      except (ValueError, SyntaxError):
+        value = text
+    node[field] = value
+
+
+def _ensure_trained(command: str, workdir: str, train_steps: int | None, overrides: dict[str, str]) -> None:
   ckpt = os.path.join(workdir, "checkpoints")
   if os.path.isdir(ckpt) and any(e.isdigit() for e in os.listdir(ckpt)):
     return
-  from jaxdiff.training import train
-
   config = _load_config(CONFIGS[command])
+  _apply_overrides(config, overrides)
   if train_steps:
     config.train.num_steps = int(train_steps)
     config.train.checkpoint_every = min(config.train.checkpoint_every, int(train_steps))
@@ -70,27 +118,21 @@ def _ensure_trained(command: str, workdir: str, train_steps: int | None) -> None
 
 
 def _figure(nrows: int, ncols: int, scale: float = 0.55):
-  from matplotlib.figure import Figure
-
   fig = Figure(figsize=(ncols * scale + 1.6, nrows * scale + 0.6), dpi=110)
   return fig
 
 
 def _save(fig, path: str) -> str:
-  from jaxdiff.bulk.shards import atomic_write_bytes
-
   buf = io.BytesIO()
   fig.savefig(buf, format="png", bbox_inches="tight")
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  atomic_write_bytes(path, buf.getvalue(), tag="demo")
+  atomic_write_bytes(path, buf.getvalue())
   print(f"demo: wrote {path}", flush=True)
   return path
 
 
 def _rows_figure(rows: list[tuple[str, np.ndarray]], path: str, title: str) -> str:
   """Rows of 8x8 digits ([n, 8, 8, 1] in [-1, 1]) with a label at the left of each row."""
-  from jaxdiff import images
-
   ncols = len(rows[0][1])
   fig = _figure(len(rows), ncols, 0.6)
   axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
@@ -120,16 +162,15 @@ def _write_json(workdir: str, name: str, obj: dict) -> None:
 # ---------------------------------------------------------------- context
 
 
-def run_context(args) -> dict:
-  import jax
-
-  from jaxdiff.bulk import restore_model
-  from jaxdiff.data import captions
-  from jaxdiff.data.embedded import load_digits_split
-  from jaxdiff.evaluation import DigitsJudge
-  from jaxdiff.generation import sample_from_config
-
+def _restore(args):
+  """restore_model(workdir) with the `sample` overrides of the command line applied."""
   config, model, schedule, params, step = restore_model(args.workdir)
+  _apply_overrides(config, args.overrides, prefix="sample.")
+  return config, model, schedule, params, step
+
+
+def run_context(args) -> dict:
+  config, model, schedule, params, step = _restore(args)
   judge = DigitsJudge.load()
   caps = captions.all_captions()
   k = args.per_caption
@@ -160,8 +201,6 @@ def run_context(args) -> dict:
   results["sampling_s"] = round(time.time() - t0, 1)
 
   # figure: one row per class, the six attribute combinations in columns, two samples each
-  from jaxdiff import images
-
   show = 2 if k >= 2 else 1
   scale = args.figure_scale if args.figure_scale in guided else args.scales[-1]
   x = guided[scale].reshape(60, k, 8, 8, 1)[:, :show]  # [60, show, ...]
@@ -190,15 +229,7 @@ def run_context(args) -> dict:
 
 
 def run_sr(args) -> dict:
-  import jax
-
-  from jaxdiff.bulk import restore_model
-  from jaxdiff.data.conditioning import sr_input
-  from jaxdiff.data.embedded import load_digits_split
-  from jaxdiff.evaluation.conditioning import psnr, super_resolution_errors
-  from jaxdiff.generation import sample_from_config
-
-  config, model, schedule, params, step = restore_model(args.workdir)
+  config, model, schedule, params, step = _restore(args)
   factor = int(config.data.sr_factor)
   xt, yt = load_digits_split("test")
   low, bicubic = sr_input(xt, factor)
@@ -265,12 +296,6 @@ def run_sr(args) -> dict:
 
 
 def run_inpaint(args) -> dict:
-  from jaxdiff import images
-  from jaxdiff.bulk import generate, named_mask, read_shard
-  from jaxdiff.data.embedded import load_digits_split
-  from jaxdiff.evaluation import DigitsJudge
-  from jaxdiff.evaluation.conditioning import label_agreement
-
   judge = DigitsJudge.load()
   xt, yt = load_digits_split("test")
   n = len(xt)
@@ -368,9 +393,10 @@ def main(argv=None) -> int:
   parser.add_argument("--num_steps", type=int, default=50, help="inpaint: DDPM steps")
   parser.add_argument("--resample", type=int, default=5, help="inpaint: RePaint resampling")
   parser.add_argument("--jump", type=int, default=5, help="inpaint: RePaint jump length")
-  args = parser.parse_args(argv)
+  args, extra = parser.parse_known_args(argv)
+  args.overrides = _parse_overrides(extra)
   args.workdir = os.path.abspath(args.workdir or os.path.join(ROOT, "runs", CONFIGS[args.command]))
-  _ensure_trained(args.command, args.workdir, args.train_steps)
+  _ensure_trained(args.command, args.workdir, args.train_steps, args.overrides)
   {"context": run_context, "sr": run_sr, "inpaint": run_inpaint}[args.command](args)
   return 0
 
