@@ -12,6 +12,8 @@ import sys
 from absl import app, flags, logging
 
 from jaxdiff import parallel
+from jaxdiff.bulk import generate
+from jaxdiff.errors import LEGACY_USER_ERRORS, run_cli
 from jaxdiff.parallel import define_process_flags
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (config.json and checkpoints/).")
@@ -106,44 +108,42 @@ flags.adopt_module_key_flags(parallel)  # listed by --help
 flags.mark_flags_as_required(["workdir", "num_samples"])
 
 
-def main(argv):
+def main(argv) -> int:
   if len(argv) > 1:
     print(f"sample.py: error: unexpected arguments {argv[1:]}", file=sys.stderr)
-    sys.exit(2)
+    return 2
   logging.set_verbosity(logging.WARNING)
-  from jaxdiff.bulk import SamplingError, generate
+  return run_cli(_sample, prog="sample.py", also=LEGACY_USER_ERRORS)  # one line, status 2, no trace
 
-  try:
-    _INIT_PROCESSES()
-    generate(
-      _WORKDIR.value,
-      _OUTPUT.value,
-      num_samples=_NUM.value,
-      sampler=_SAMPLER.value,
-      num_steps=_STEPS.value,
-      eta=_ETA.value,
-      spacing=_SPACING.value,
-      clip_x0=_CLIP.value,
-      guidance_scale=_GUIDANCE.value,
-      labels=_LABELS.value,
-      seed=_SEED.value,
-      batch_size=_BATCH.value,
-      shard_size=_SHARD.value,
-      params=_PARAMS.value,
-      checkpoint_step=_STEP.value,
-      trajectory=_TRAJ.value,
-      grid_size=_GRID.value,
-      inpaint_source=_INPAINT_SOURCE.value,
-      inpaint_mask=_INPAINT_MASK.value,
-      repaint_resample=_RESAMPLE.value,
-      repaint_jump=_JUMP.value,
-      paste_known=_PASTE.value,
-      context=_CONTEXT.value,
-      cond_source=_COND_SOURCE.value,
-    )
-  except (SamplingError, ValueError, OSError) as e:
-    print(f"sample.py: error: {e}", file=sys.stderr)
-    sys.exit(2)
+
+def _sample(_argv) -> None:
+  _INIT_PROCESSES()
+  generate(
+    _WORKDIR.value,
+    _OUTPUT.value,
+    num_samples=_NUM.value,
+    sampler=_SAMPLER.value,
+    num_steps=_STEPS.value,
+    eta=_ETA.value,
+    spacing=_SPACING.value,
+    clip_x0=_CLIP.value,
+    guidance_scale=_GUIDANCE.value,
+    labels=_LABELS.value,
+    seed=_SEED.value,
+    batch_size=_BATCH.value,
+    shard_size=_SHARD.value,
+    params=_PARAMS.value,
+    checkpoint_step=_STEP.value,
+    trajectory=_TRAJ.value,
+    grid_size=_GRID.value,
+    inpaint_source=_INPAINT_SOURCE.value,
+    inpaint_mask=_INPAINT_MASK.value,
+    repaint_resample=_RESAMPLE.value,
+    repaint_jump=_JUMP.value,
+    paste_known=_PASTE.value,
+    context=_CONTEXT.value,
+    cond_source=_COND_SOURCE.value,
+  )
 
 
 if __name__ == "__main__":

@@ -5,13 +5,14 @@ field with --config.<section>.<field>=value. Running again with the same workdir
 """
 
 import os
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxdiff import parallel
+from jaxdiff.errors import LEGACY_USER_ERRORS, run_cli
 from jaxdiff.parallel import define_process_flags
+from jaxdiff.training import train
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Config file (configs/<name>.py).", lock_config=True
@@ -24,18 +25,15 @@ flags.adopt_module_key_flags(parallel)  # listed by --help
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(argv):
+def _train(_argv) -> None:
+  _INIT_PROCESSES()
+  train(_CONFIG.value, _WORKDIR.value)
+
+
+def main(argv) -> int:
   del argv
   logging.set_verbosity(logging.WARNING)
-  from jaxdiff.config_utils import ConfigError
-  from jaxdiff.training import CheckpointError, TrainingError, train
-
-  _INIT_PROCESSES()
-  try:
-    train(_CONFIG.value, _WORKDIR.value)
-  except (ConfigError, CheckpointError, TrainingError, ValueError, FileNotFoundError) as e:
-    print(f"train.py: error: {e}", file=sys.stderr)
-    sys.exit(2)
+  return run_cli(_train, prog="train.py", also=LEGACY_USER_ERRORS)  # one line, status 2, no trace
 
 
 if __name__ == "__main__":

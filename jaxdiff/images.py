@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from jaxdiff.fileio import atomic_write
 
@@ -96,7 +97,6 @@ def upscale_nearest(images: Any, factor: int) -> np.ndarray:
 
 def save_png(array: Any, path: str) -> str:
   """Writes one image ([H, W], [H, W, 1|3|4]; uint8 or floats in [-1, 1]) as a PNG, atomically."""
-  from PIL import Image  # pillow is a core dependency; imported here to keep `import` light
 
   arr = to_uint8(array)
   if arr.ndim == 3 and arr.shape[-1] == 1:

@@ -14,8 +14,11 @@ from typing import Any
 
 import jax
 import numpy as np
+from absl import flags
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+
+from jaxdiff.errors import ConfigError
 
 __all__ = [
   "initialize",
@@ -61,7 +64,7 @@ def initialize(
     pass
   if explicit:
     if coordinator_address is None or num_processes is None or process_id is None:
-      raise ValueError(
+      raise ConfigError(
         "Multi-process start-up needs all of --coordinator_address, --num_processes and "
         "--process_id (or none of them, to auto-detect on TPU VMs / SLURM)."
       )
@@ -77,8 +80,6 @@ def initialize(
 def define_process_flags() -> Callable[[], None]:
   """Define the absl flags --coordinator_address, --num_processes and --process_id (train.py
   and sample.py share them); returns a function that calls `initialize` with their values."""
-  from absl import flags
-
   coord = flags.DEFINE_string(
     "coordinator_address", None, "host:port of process 0 (multi-process without auto-detection)."
   )
@@ -108,7 +109,7 @@ def check_global_batch(global_batch: int, mesh: Mesh | None = None, field: str =
   n = mesh.devices.size if mesh is not None else jax.device_count()
   if global_batch < 1 or global_batch % n:
     lo = max(n, global_batch // n * n)
-    raise ValueError(
+    raise ConfigError(
       f"config.{field}={global_batch} must be a positive multiple of the device count "
       f"({n} devices over {jax.process_count()} process(es)); try {lo} or {lo + n}."
     )

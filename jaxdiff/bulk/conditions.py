@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxdiff.bulk.settings import SamplingError
+from jaxdiff.errors import SamplingError
 
 __all__ = ["MASKS", "SOURCES", "Conditions", "resolve_conditions", "named_mask", "load_source"]
 

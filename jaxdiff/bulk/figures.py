@@ -11,6 +11,7 @@ import io
 import numpy as np
 
 from jaxdiff import images
+from jaxdiff.data import sample_toy2d
 from jaxdiff.fileio import atomic_write_bytes
 
 __all__ = ["grid_order", "save_grid", "save_points", "save_trajectory"]
@@ -50,8 +51,6 @@ def save_points(points: np.ndarray, path: str, data_name: str, title: str) -> st
   pts = np.asarray(points, np.float64)[:, :2]
   reference = None
   if data_name.startswith("toy2d/"):
-    from jaxdiff.data import sample_toy2d
-
     reference = np.asarray(sample_toy2d(data_name.split("/", 1)[1], min(max(len(pts), 1000), 5000), 0))
   finite = pts[np.all(np.isfinite(pts), axis=1)]
   basis = reference if reference is not None else finite

@@ -6,8 +6,8 @@ i alone (`labels_for`). Each sample runs its own `jaxdiff.sample` call of batch 
 starting noise and every per-step noise come from its own key: the samples do not depend on the
 batch size, the number of devices or processes, or which shards a resumed run had left to do.
 Floating point can still differ in the last bits when XLA picks another kernel for another
-batch shape or device count: measured on CPU, samples agree to 7e-7 (images in [-1, 1]) and 4e-8
-relative (points), so a uint8 pixel can differ by 1 where a value sits on a rounding boundary.
+batch shape or device count, so a uint8 pixel can differ by 1 where a value sits on a rounding
+boundary (tests/test_sample_cli.py bounds the difference).
 
 Parallelism. Shards are the unit of work and of output: shard j (samples [j S, (j + 1) S)) belongs
 to process j % process_count, which generates it on its own devices (a 1-D "data" mesh over
@@ -26,29 +26,35 @@ an error.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import logging
 import math
 import os
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
+from tqdm.auto import tqdm
 
-from jaxdiff import images, perf
+from jaxdiff import images, parallel, perf, samplers
 from jaxdiff.bulk import figures
-from jaxdiff.bulk.restore import _load_config, params_digest, restore_model
+from jaxdiff.bulk.conditions import Conditions
+from jaxdiff.bulk.restore import load_run_config, params_digest, restore_model
 from jaxdiff.bulk.settings import (
   MANIFEST_FORMAT,
+  RunSettings,
   SamplingError,
   compare_manifest,
-  labels_for,
   labels_summary,
   resolve_run,
 )
-from jaxdiff.bulk.shards import (
+from jaxdiff.fileio import atomic_write_bytes
+from jaxdiff.generation import sample_from_config
+from jaxdiff.shards import (
   check_shard,
   layout,
   parse_shard_name,
@@ -57,47 +63,37 @@ from jaxdiff.bulk.shards import (
   temp_name,
   write_shard,
 )
-from jaxdiff.fileio import atomic_write_bytes
+from jaxdiff.training.loop import setup_compilation_cache
 
-__all__ = ["generate", "make_batch_fn", "default_output"]
+__all__ = ["generate", "plan_run", "RunPlan", "make_batch_fn", "default_output"]
 
 log = logging.getLogger("jaxdiff.sample")
 
 MANIFEST = "run.json"
 SUMMARY = "summary.json"
+GRID, SCATTER, TRAJECTORY = "grid.png", "scatter.png", "trajectory.png"
+SCATTER_POINTS = 5000  # samples in scatter.png (2-D data)
+TRAJECTORY_SAMPLES = {"images": 8, "points": 1000}  # samples in trajectory.png, by kind
 
 
 def default_output(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), "generated")
 
 
-def make_batch_fn(config, model, schedule, settings: dict, trajectory: bool = False):
+def make_batch_fn(config, model, schedule, settings: RunSettings | dict, trajectory: bool = False):
   """fn(params, index int32 [B], labels int32 [B], extra=None) -> samples [B, ...] (and trajectories).
 
   Sample index[b] uses key fold_in(key(seed), index[b]) and class labels[b] (ignored for
   labels "none"); every sample is an independent batch-1 sampling run, vmapped. `extra` holds
   per-sample conditioning arrays, batch first (`Conditions.arrays`): "context", "x_cond", and
-  "inpaint_known" with "inpaint_mask" (inpainting with settings["inpaint"]'s RePaint options).
+  "inpaint_known" with "inpaint_mask" (inpainting with settings.inpaint's RePaint options).
+  `settings`: a RunSettings, or its manifest dict.
   """
-  from jaxdiff.generation import sample_from_config
-
-  conditional = settings["labels"] != "none"
-  opts = dict(
-    sampler=settings["sampler"],
-    num_steps=settings["num_steps"],
-    eta=settings["eta"],
-    spacing=settings["spacing"],
-    clip_x0=settings["clip_x0"],
-    guidance_scale=settings["guidance_scale"],
-  )
-  inpaint = settings.get("inpaint")
-  if inpaint:
-    opts.update(
-      repaint_resample=inpaint["repaint_resample"],
-      repaint_jump=inpaint["repaint_jump"],
-      paste_known=inpaint["paste_known"],
-    )
-  seed = settings["seed"]
+  if isinstance(settings, dict):
+    settings = RunSettings.from_manifest(settings)
+  conditional = settings.conditional
+  opts = settings.sampler_options()
+  seed = settings.seed
 
   def one(params, key, label, ex):
     kw = {k: v[None] for k, v in ex.items()}
@@ -130,24 +126,21 @@ _COMPILED: collections.OrderedDict = collections.OrderedDict()
 _COMPILED_MAX = 4
 
 
-def _compiled(config, model, schedule, settings: dict, batch: int, mesh, dev_params, extra_spec=None):
+def _compiled(config, model, schedule, settings: RunSettings, batch: int, mesh, dev_params, extra_spec=None):
   """The compiled batch sampler, reused by later calls in this process with the same model, settings,
   batch and devices (the parameters are an argument, so they may differ). `extra_spec`: {name:
   (per-sample shape, dtype)} of the per-sample conditioning arrays, or None."""
-  from jaxdiff import parallel
-
-  fields = ("sampler", "num_steps", "eta", "spacing", "clip_x0", "guidance_scale", "seed")
-  inpaint = settings.get("inpaint") or {}
+  options = settings.sampler_options()
   extra_key = tuple(sorted((k, tuple(v[0]), str(v[1])) for k, v in (extra_spec or {}).items()))
   key = (
     config.to_json_best_effort(sort_keys=True),
-    tuple(settings[k] for k in fields),
-    settings["labels"] != "none",
+    tuple(sorted(options.items())),
+    settings.seed,
+    settings.conditional,
     batch,
     tuple(d.id for d in mesh.devices.flat),
     jax.tree_util.tree_structure(dev_params),
     extra_key,
-    tuple(inpaint.get(k) for k in ("repaint_resample", "repaint_jump", "paste_known")),
     tuple(sorted(perf.cpu_compiler_options().items())),
   )
   if key in _COMPILED:
@@ -155,23 +148,20 @@ def _compiled(config, model, schedule, settings: dict, batch: int, mesh, dev_par
     return _COMPILED[key]
   repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
   arg = jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=data)
+  args = [dev_params, arg, arg]
   if extra_spec:
-    fn = jax.jit(
-      make_batch_fn(config, model, schedule, settings),
-      in_shardings=(repl, data, data, data),
-      out_shardings=data,
+    args.append(
+      {
+        k: jax.ShapeDtypeStruct((batch,) + tuple(shp), dt, sharding=data)
+        for k, (shp, dt) in extra_spec.items()
+      }
     )
-    extra = {
-      k: jax.ShapeDtypeStruct((batch,) + tuple(shp), dt, sharding=data) for k, (shp, dt) in extra_spec.items()
-    }
-    compiled = fn.lower(dev_params, arg, arg, extra).compile(
-      compiler_options=perf.cpu_compiler_options() or None
-    )
-  else:
-    fn = jax.jit(
-      make_batch_fn(config, model, schedule, settings), in_shardings=(repl, data, data), out_shardings=data
-    )
-    compiled = fn.lower(dev_params, arg, arg).compile(compiler_options=perf.cpu_compiler_options() or None)
+  fn = jax.jit(
+    make_batch_fn(config, model, schedule, settings),
+    in_shardings=(repl,) + (data,) * (len(args) - 1),
+    out_shardings=data,
+  )
+  compiled = fn.lower(*args).compile(compiler_options=perf.compiler_options())
   _COMPILED[key] = compiled
   while len(_COMPILED) > _COMPILED_MAX:
     _COMPILED.popitem(last=False)
@@ -283,6 +273,281 @@ def _first_samples(output: str, shards: list[tuple[int, int]], kind: str, limit:
   return np.concatenate(xs), np.concatenate(ls)
 
 
+# ---- the run: plan, restore, survey the folder, generate the missing shards, summarise ----
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+  """What a `generate` call will do, decided and checked before anything is restored or written."""
+
+  workdir: str
+  output: str
+  config: Any
+  settings: RunSettings
+  conditions: Conditions
+  previous: dict | None  # the output folder's manifest (a run to resume or extend), or None
+  checkpoint_step: int | None  # None: the newest readable checkpoint
+  batch_size: int  # samples per compiled call over all processes
+  grid_size: int
+
+  @property
+  def shards(self) -> list[tuple[int, int]]:
+    return layout(self.settings.num_samples, self.settings.shard_size)
+
+
+def plan_run(
+  workdir: str,
+  output: str | None = None,
+  *,
+  batch_size: int | None = None,
+  checkpoint_step: int | None = None,
+  grid_size: int = 100,
+  **choices: Any,
+) -> RunPlan:
+  """The RunPlan of `generate(workdir, output, batch_size=..., checkpoint_step=..., grid_size=...,
+  **choices)` (choices: `resolve_run`'s keywords); SamplingError before anything is touched."""
+  workdir = os.path.abspath(workdir)
+  config = load_run_config(workdir)
+  settings, conditions = resolve_run(config, **choices)
+  output = os.path.abspath(output) if output else default_output(workdir)
+  if grid_size < 1:
+    raise SamplingError(f"grid_size={grid_size} must be >= 1.")
+  previous = _existing_manifest(output)
+  if previous is not None:
+    requested = dict(settings.manifest(), format=MANIFEST_FORMAT)
+    if checkpoint_step is not None:
+      requested["checkpoint_step"] = int(checkpoint_step)
+    compare_manifest(previous, requested, output)  # settings first: fail before restoring anything
+    if checkpoint_step is None:
+      checkpoint_step = previous.get("checkpoint_step")
+  batch_size = int(config.sample.batch_size if batch_size is None else batch_size)
+  if batch_size < 1:
+    raise SamplingError(f"--batch_size={batch_size} must be >= 1.")
+  return RunPlan(
+    workdir, output, config, settings, conditions, previous, checkpoint_step, batch_size, grid_size
+  )
+
+
+class _Restored(NamedTuple):
+  config: Any
+  model: Any
+  schedule: Any
+  params: Any  # host arrays
+  step: int
+  manifest: dict  # the run's manifest: settings, checkpoint step, parameter digest
+
+
+def _restore(plan: RunPlan) -> _Restored:
+  """The model of the plan's checkpoint, checked against the folder's run."""
+  previous, step = plan.previous, plan.checkpoint_step
+  try:
+    config, model, schedule, params, step = restore_model(
+      plan.workdir, plan.settings.params, step, config=plan.config
+    )
+  except SamplingError as e:
+    if previous is not None and step == previous.get("checkpoint_step"):
+      raise SamplingError(
+        f"{e}\nThe run in {plan.output} was started from checkpoint step {step}; it "
+        "cannot be resumed without it. Use a new --output."
+      ) from None
+    raise
+  manifest = dict(
+    plan.settings.manifest(),
+    format=MANIFEST_FORMAT,
+    checkpoint_step=step,
+    params_digest=params_digest(params),
+    workdir=plan.workdir,
+  )
+  if previous is not None:
+    compare_manifest(previous, manifest, plan.output)
+  return _Restored(config, model, schedule, params, step, manifest)
+
+
+class _Survey(NamedTuple):
+  mine: list[tuple[int, int]]  # this process's shards
+  todo: list[tuple[int, int]]  # those to generate: missing or damaged
+  reused: int  # samples in complete shards
+  regenerated: list[str]  # damaged shards generated again
+
+  @property
+  def work(self) -> int:
+    return sum(e - s for s, e in self.todo)
+
+
+def _survey(plan: RunPlan, process: int, processes: int, progress: bool) -> _Survey:
+  """Which of this process's shards are complete (checked, not assumed) and which to generate."""
+  s_ = plan.settings
+  mine = [sh for j, sh in enumerate(plan.shards) if j % processes == process]
+  _remove_temps(plan.output, set(mine))
+  todo, regenerated, reused = [], [], 0
+  for s, e in mine:
+    path = os.path.join(plan.output, shard_name(s, e))
+    if os.path.exists(path):
+      problem = check_shard(path, s, e, s_.kind, s_.data_shape, s_.labels_of(np.arange(s, e)))
+      if problem is None:
+        reused += e - s
+        _remove_superseded(plan.output, s, e)
+        continue
+      log.warning("Shard %s is incomplete or damaged (%s): generating it again.", path, problem)
+      if process == 0 and progress:
+        print(f"jaxdiff sample: {shard_name(s, e)} is damaged ({problem}); generating it again", flush=True)
+      regenerated.append(shard_name(s, e))
+    todo.append((s, e))
+  return _Survey(mine, todo, reused, regenerated)
+
+
+def _describe(plan: RunPlan, step: int, survey: _Survey, batch: int) -> str:
+  """The line announcing the run."""
+  s = plan.settings
+  parts = [f"{s.method} (NFE {s.nfe}" + (f", guidance {s.guidance_scale:g}" if s.guided else "") + ")"]
+  parts.append(f"labels {labels_summary(s.labels)}")
+  if s.context:
+    parts.append(f"context {s.context}")
+  if s.inpaint:
+    parts.append(f"inpainting {s.inpaint['mask']} of {s.inpaint['source']}")
+  if s.cond_source:
+    parts.append(f"conditioned on {s.cond_source['source']}")
+  parts.append(f"seed {s.seed}")
+  where = f"{jax.device_count()} device(s), {jax.process_count()} process(es)"
+  if survey.todo:
+    where += f", batch {batch} per process"
+  done = len(survey.mine) - len(survey.todo)
+  return (
+    f"jaxdiff sample: {s.num_samples} samples of {s.kind} {list(s.data_shape)} from checkpoint step {step} "
+    f"({s.params} params), " + ", ".join(parts) + f"; {where}; "
+    f"{done} of {len(survey.mine)} shard(s) of this process already complete -> {plan.output}"
+  )
+
+
+class _Counts(NamedTuple):
+  generated: int = 0
+  generation_s: float = 0.0
+  nonfinite: int = 0
+  compile_s: float = 0.0
+
+
+def _padded_batches(index: np.ndarray, labels: np.ndarray, batch: int):
+  """(valid, index, labels) of each batch; the last is padded with copies of its last sample."""
+  for off in range(0, len(index), batch):
+    idx, lab = index[off : off + batch], labels[off : off + batch]
+    valid = len(idx)
+    if valid < batch:  # the copies are dropped after sampling
+      idx = np.concatenate([idx, np.full(batch - valid, idx[-1], np.int32)])
+      lab = np.concatenate([lab, np.full(batch - valid, lab[-1], np.int32)])
+    yield valid, idx, lab
+
+
+def _generate_shards(
+  plan: RunPlan, restored: _Restored, survey: _Survey, batch: int, tag: str, progress: bool
+):
+  """Generate and write this process's missing shards on its local devices; returns _Counts."""
+  s = plan.settings
+  devices = jax.local_devices()
+  extra_spec = None
+  if not plan.conditions.empty:
+    probe = plan.conditions.arrays(np.zeros(1, np.int64))
+    extra_spec = {k: (v.shape[1:], v.dtype) for k, v in probe.items()}
+  mesh = parallel.create_mesh(devices)
+  data = parallel.data_sharding(mesh)
+  dev_params = jax.device_put(restored.params, parallel.replicated(mesh))
+  index_all = np.concatenate([np.arange(a, b, dtype=np.int32) for a, b in survey.todo])
+  t0 = time.perf_counter()
+  compiled = _compiled(
+    restored.config, restored.model, restored.schedule, s, batch, mesh, dev_params, extra_spec
+  )
+  compile_s = time.perf_counter() - t0
+
+  work = survey.work
+  done_before = sum(e - b for b, e in survey.mine) - work
+  pbar = tqdm(
+    total=done_before + work,
+    initial=done_before,
+    disable=not (jax.process_index() == 0 and progress),
+    unit="sample",
+    dynamic_ncols=True,
+    mininterval=1.0,
+    desc="sampling",
+  )
+  writer = _ShardWriter(
+    plan.output, survey.todo, s.kind, s.labels_of, tag, lambda a, b: _remove_superseded(plan.output, a, b)
+  )
+  generated = nonfinite = 0
+
+  def consume(valid: int, out) -> None:
+    nonlocal generated, nonfinite
+    x = np.asarray(out)[:valid]
+    nonfinite += int((~np.isfinite(x.reshape(valid, -1)).all(axis=1)).sum())
+    writer.add(images.to_uint8(x) if s.kind == "images" else x.astype(np.float32))
+    generated += valid
+    pbar.update(valid)
+
+  t0 = time.perf_counter()
+  inflight: collections.deque = collections.deque()
+  try:
+    for valid, idx, lab in _padded_batches(index_all, s.labels_of(index_all), batch):
+      extra = (
+        []
+        if not extra_spec
+        else [{k: jax.device_put(v, data) for k, v in plan.conditions.arrays(idx).items()}]
+      )
+      inflight.append(
+        (valid, compiled(dev_params, jax.device_put(idx, data), jax.device_put(lab, data), *extra))
+      )
+      if len(inflight) > 1:  # keep one batch queued on the devices while the host writes
+        consume(*inflight.popleft())
+    while inflight:
+      consume(*inflight.popleft())
+  finally:
+    pbar.close()
+  return _Counts(generated, time.perf_counter() - t0, nonfinite, compile_s)
+
+
+def _all_processes(counts: _Counts, survey: _Survey) -> dict:
+  """Totals over every process (one barrier): generated, generation_s (the slowest), nonfinite,
+  reused, regenerated."""
+  local = [counts.generated, counts.generation_s, counts.nonfinite, survey.reused, len(survey.regenerated)]
+  if jax.process_count() == 1:
+    rows = np.asarray([local], np.float64)
+  else:
+    rows = np.asarray(multihost_utils.process_allgather(np.array(local, np.float32)))
+    rows = rows.reshape(jax.process_count(), -1).astype(np.float64)
+  return {
+    "generated": int(rows[:, 0].sum()),
+    "generation_s": float(rows[:, 1].max()),
+    "nonfinite": int(rows[:, 2].sum()),
+    "reused": int(rows[:, 3].sum()),
+    "regenerated": int(rows[:, 4].sum()),
+  }
+
+
+def _save_figures(plan: RunPlan, restored: _Restored) -> dict:
+  """grid.png (images) or scatter.png (points) of the first samples: {"grid" | "scatter": file}."""
+  s, shards = plan.settings, plan.shards
+  if s.kind == "images":
+    x, lab = _first_samples(plan.output, shards, s.kind, plan.grid_size)
+    if x is None:
+      return {}
+    path = os.path.join(plan.output, GRID)
+    figures.save_grid(x, lab, path, s.num_classes, s.labels == "uniform", plan.grid_size)
+    return {"grid": GRID}
+  x, _ = _first_samples(plan.output, shards, s.kind, SCATTER_POINTS)
+  if x is None or x.shape[1] < 2:
+    return {}
+  title = f"{len(x)} samples, {s.method}, step {restored.step}"
+  figures.save_points(x, os.path.join(plan.output, SCATTER), str(restored.config.data.name), title)
+  return {"scatter": SCATTER}
+
+
+def _previous_runs(path: str) -> list[dict]:
+  """The invocations recorded in an earlier summary.json (resumed or re-verified runs)."""
+  if not os.path.exists(path):
+    return []
+  try:
+    return list(_read_json(path).get("runs", []))
+  except (OSError, ValueError, AttributeError):
+    return []
+
+
 def generate(
   workdir: str,
   output: str | None = None,
@@ -339,14 +604,13 @@ def generate(
   Returns the summary dict (also written to output/summary.json by process 0).
   Raises SamplingError for anything the user can fix; nothing in `output` is touched then.
   """
-  from jaxdiff import parallel
-  from jaxdiff.training.loop import setup_compilation_cache
-
   t_start = time.perf_counter()
-  workdir = os.path.abspath(workdir)
-  config = _load_config(workdir)
-  settings, conditions = resolve_run(
-    config,
+  plan = plan_run(
+    workdir,
+    output,
+    batch_size=batch_size,
+    checkpoint_step=checkpoint_step,
+    grid_size=grid_size,
     num_samples=num_samples,
     sampler=sampler,
     num_steps=num_steps,
@@ -366,297 +630,137 @@ def generate(
     context=context,
     cond_source=cond_source,
   )
-  output = os.path.abspath(output) if output else default_output(workdir)
-  if grid_size < 1:
-    raise SamplingError(f"grid_size={grid_size} must be >= 1.")
-  old = _existing_manifest(output)
-  if old is not None:
-    requested = dict(settings, format=MANIFEST_FORMAT)
-    if checkpoint_step is not None:
-      requested["checkpoint_step"] = int(checkpoint_step)
-    compare_manifest(old, requested, output)  # settings first: fail before restoring anything
-    if checkpoint_step is None:
-      checkpoint_step = old.get("checkpoint_step")
-  batch_size = int(config.sample.batch_size if batch_size is None else batch_size)
-  if batch_size < 1:
-    raise SamplingError(f"--batch_size={batch_size} must be >= 1.")
+  setup_compilation_cache(str(plan.config.train.compilation_cache_dir))
+  restored = _restore(plan)
+  processes, process = jax.process_count(), jax.process_index()
+  main, tag = process == 0, f"p{process}"
+  os.makedirs(plan.output, exist_ok=True)
+  if plan.previous is None or plan.previous.get("num_samples") != restored.manifest["num_samples"]:
+    _write_json(os.path.join(plan.output, MANIFEST), restored.manifest, tag)
 
-  setup_compilation_cache(str(config.train.compilation_cache_dir))
-  try:
-    config, model, schedule, host_params, step = restore_model(
-      workdir, params, checkpoint_step, config=config
-    )
-  except SamplingError as e:
-    if old is not None and checkpoint_step == old.get("checkpoint_step"):
-      raise SamplingError(
-        f"{e}\nThe run in {output} was started from checkpoint step {checkpoint_step}; it "
-        "cannot be resumed without it. Use a new --output."
-      ) from None
-    raise
-  manifest = dict(
-    settings,
-    format=MANIFEST_FORMAT,
-    checkpoint_step=step,
-    params_digest=params_digest(host_params),
-    workdir=workdir,
+  survey = _survey(plan, process, processes, progress)
+  batch = _round_up(
+    max(1, min(math.ceil(plan.batch_size / processes), survey.work)), jax.local_device_count()
   )
-  if old is not None:
-    compare_manifest(old, manifest, output)
-
-  P, p = jax.process_count(), jax.process_index()
-  main = p == 0
-  tag = f"p{p}"
-  os.makedirs(output, exist_ok=True)
-  if old is None or old.get("num_samples") != manifest["num_samples"]:
-    _write_json(os.path.join(output, MANIFEST), manifest, tag)
-
-  N, S, kind = settings["num_samples"], settings["shard_size"], settings["kind"]
-  shape = tuple(settings["data_shape"])
-  num_classes = settings["num_classes"]
-  spec = settings["labels"] if isinstance(settings["labels"], str) else tuple(settings["labels"])
-  labels_of = lambda idx: labels_for(spec, idx, num_classes)  # noqa: E731
-  all_shards = layout(N, S)
-  mine = [sh for j, sh in enumerate(all_shards) if j % P == p]
-  _remove_temps(output, set(mine))
-
-  # ---- which of this process's shards are complete (checked, not assumed) ----
-  todo, regenerated, reused = [], [], 0
-  for s, e in mine:
-    path = os.path.join(output, shard_name(s, e))
-    if os.path.exists(path):
-      problem = check_shard(path, s, e, kind, shape, labels_of(np.arange(s, e)))
-      if problem is None:
-        reused += e - s
-        _remove_superseded(output, s, e)
-        continue
-      log.warning("Shard %s is incomplete or damaged (%s): generating it again.", path, problem)
-      if main and progress:
-        print(f"jaxdiff sample: {shard_name(s, e)} is damaged ({problem}); generating it again", flush=True)
-      regenerated.append(shard_name(s, e))
-    todo.append((s, e))
-  work = sum(e - s for s, e in todo)
-
-  devices = jax.local_devices()
-  n_local = len(devices)
-  B = _round_up(max(1, min(math.ceil(batch_size / P), work)), n_local)
-  guided = settings["guidance_scale"] != 1.0
-  extra_spec = None
-  if not conditions.empty:
-    probe = conditions.arrays(np.zeros(1, np.int64))
-    extra_spec = {k: (v.shape[1:], v.dtype) for k, v in probe.items()}
   if main and progress:
-    print(
-      f"jaxdiff sample: {N} samples of {kind} {list(shape)} from checkpoint step {step} ({params} params), "
-      f"{settings['sampler']}-{settings['num_steps']} (NFE {settings['nfe']}"
-      + (f", guidance {settings['guidance_scale']:g}" if guided else "")
-      + f"), labels {labels_summary(spec)}"
-      + (f", context {settings['context']}" if settings.get("context") else "")
-      + (
-        f", inpainting {settings['inpaint']['mask']} of {settings['inpaint']['source']}"
-        if settings.get("inpaint")
-        else ""
-      )
-      + (f", conditioned on {settings['cond_source']['source']}" if settings.get("cond_source") else "")
-      + ", "
-      f"seed {settings['seed']}; {jax.device_count()} device(s), {P} process(es)"
-      + (f", batch {B} per process" if todo else "")
-      + "; "
-      f"{len(mine) - len(todo)} of {len(mine)} shard(s) of this process already complete -> {output}",
-      flush=True,
-    )
-
-  # ---- generate ----
-  compile_s, gen_s, generated, nonfinite = 0.0, 0.0, 0, 0
-  if todo:
-    mesh = parallel.create_mesh(devices)
-    repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
-    dev_params = jax.device_put(host_params, repl)
-    index_all = np.concatenate([np.arange(s, e, dtype=np.int32) for s, e in todo])
-    label_all = labels_of(index_all)
-    t0 = time.perf_counter()
-    compiled = _compiled(config, model, schedule, settings, B, mesh, dev_params, extra_spec)
-    compile_s = time.perf_counter() - t0
-
-    from tqdm.auto import tqdm
-
-    done_before = sum(e - s for s, e in mine) - work
-    pbar = tqdm(
-      total=done_before + work,
-      initial=done_before,
-      disable=not (main and progress),
-      unit="sample",
-      dynamic_ncols=True,
-      mininterval=1.0,
-      desc="sampling",
-    )
-    writer = _ShardWriter(output, todo, kind, labels_of, tag, lambda s, e: _remove_superseded(output, s, e))
-
-    def consume(valid: int, out) -> None:
-      nonlocal generated, nonfinite
-      x = np.asarray(out)[:valid]
-      bad = ~np.isfinite(x.reshape(valid, -1)).all(axis=1)
-      nonfinite += int(bad.sum())
-      writer.add(images.to_uint8(x) if kind == "images" else x.astype(np.float32))
-      generated += valid
-      pbar.update(valid)
-
-    t0 = time.perf_counter()
-    inflight: collections.deque = collections.deque()
-    try:
-      for off in range(0, work, B):
-        idx, lab = index_all[off : off + B], label_all[off : off + B]
-        valid = len(idx)
-        if valid < B:  # pad the last batch with copies of its last sample; the copies are dropped
-          idx = np.concatenate([idx, np.full(B - valid, idx[-1], np.int32)])
-          lab = np.concatenate([lab, np.full(B - valid, lab[-1], np.int32)])
-        if extra_spec:
-          extra = {k: jax.device_put(v, data) for k, v in conditions.arrays(idx).items()}
-          out = compiled(dev_params, jax.device_put(idx, data), jax.device_put(lab, data), extra)
-        else:
-          out = compiled(dev_params, jax.device_put(idx, data), jax.device_put(lab, data))
-        inflight.append((valid, out))
-        if len(inflight) > 1:  # keep one batch queued on the devices while the host writes
-          consume(*inflight.popleft())
-      while inflight:
-        consume(*inflight.popleft())
-    finally:
-      pbar.close()
-    gen_s = time.perf_counter() - t0
-
-  # ---- all processes done: totals for the summary ----
-  totals = np.array([generated, gen_s, nonfinite, reused, len(regenerated)], np.float32)
-  if P > 1:
-    from jax.experimental import multihost_utils
-
-    gathered = np.asarray(multihost_utils.process_allgather(totals)).reshape(P, -1)
-    generated_all = int(gathered[:, 0].sum())
-    gen_s_all = float(gathered[:, 1].max())
-    nonfinite_all = int(gathered[:, 2].sum())
-    reused_all = int(gathered[:, 3].sum())
-    regenerated_all = int(gathered[:, 4].sum())
-  else:
-    generated_all, gen_s_all, nonfinite_all, reused_all = generated, gen_s, nonfinite, reused
-    regenerated_all = len(regenerated)
-
-  files = [shard_name(s, e) for s, e in all_shards]
-  present = sum(os.path.exists(os.path.join(output, f)) for f in files)
-  record = {
-    "devices": jax.device_count(),
-    "processes": P,
-    "batch_size_per_process": B if todo else None,
-    "generated": generated_all,
-    "reused_samples": reused_all,
-    "regenerated_shards": regenerated_all,
-    "nonfinite_samples": nonfinite_all,
-    "compile_s": round(compile_s, 3),
-    "generation_s": round(gen_s_all, 3),
-    "samples_per_s": round(generated_all / gen_s_all, 3) if generated_all and gen_s_all > 0 else None,
-    "wall_time_s": None,
-  }
-  summary = {k: manifest[k] for k in manifest if k != "format"}
-  summary.update(
-    {
-      "format": MANIFEST_FORMAT,
-      "output": output,
-      "labels": labels_summary(spec),
-      "files": files,
-      "files_present": present,
-      "complete": present == len(files),
-    }
-  )
-  if nonfinite_all:
-    log.warning("%d sample(s) contained NaN/Inf (images: stored as black pixels).", nonfinite_all)
-
-  if main:
-    if kind == "images":
-      x, lab = _first_samples(output, all_shards, kind, grid_size)
-      if x is not None:
-        figures.save_grid(x, lab, os.path.join(output, "grid.png"), num_classes, spec == "uniform", grid_size)
-        summary["grid"] = "grid.png"
-    else:
-      x, _ = _first_samples(output, all_shards, kind, 5000)
-      if x is not None and x.shape[1] >= 2:
-        figures.save_points(
-          x,
-          os.path.join(output, "scatter.png"),
-          str(config.data.name),
-          f"{len(x)} samples, {settings['sampler']}-{settings['num_steps']}, step {step}",
-        )
-        summary["scatter"] = "scatter.png"
-    if trajectory:
-      summary["trajectory"] = _save_trajectory(
-        config, model, schedule, host_params, settings, labels_of, output, conditions
-      )
+    print(_describe(plan, restored.step, survey, batch), flush=True)
+  counts = _generate_shards(plan, restored, survey, batch, tag, progress) if survey.todo else _Counts()
+  totals = _all_processes(counts, survey)
+  if totals["nonfinite"]:
+    log.warning("%d sample(s) contained NaN/Inf (images: stored as black pixels).", totals["nonfinite"])
+  record = _run_record(totals, counts.compile_s, batch if survey.todo else None)
+  if not main:
     record["wall_time_s"] = round(time.perf_counter() - t_start, 3)
-    runs = []
-    prev_path = os.path.join(output, SUMMARY)
-    if os.path.exists(prev_path):  # the invocations before this one (resumed or re-verified runs)
-      try:
-        runs = list(_read_json(prev_path).get("runs", []))
-      except (OSError, ValueError, AttributeError):
-        runs = []
-    runs.append(record)
-    # the headline throughput is that of the latest invocation that generated samples
-    latest = next((r for r in reversed(runs) if r.get("generated")), record)
-    summary.update(
-      {
-        k: latest.get(k)
-        for k in (
-          "devices",
-          "processes",
-          "batch_size_per_process",
-          "compile_s",
-          "generation_s",
-          "samples_per_s",
-        )
-      }
+    summary = _summary(plan, restored)
+    summary.update(record, generated_this_run=totals["generated"], runs=[record])
+    return summary
+  summary = _summary(plan, restored)
+  summary.update(_save_figures(plan, restored))
+  if trajectory:
+    summary["trajectory"] = _save_trajectory(
+      restored.config,
+      restored.model,
+      restored.schedule,
+      restored.params,
+      plan.settings,
+      plan.output,
+      plan.conditions,
     )
-    summary.update(
-      generated_this_run=generated_all,
-      reused_samples=reused_all,
-      regenerated_shards=regenerated_all,
-      wall_time_s=record["wall_time_s"],
-      runs=runs,
-    )
-    _write_json(prev_path, summary, tag)
-    if progress:
-      rate = (
-        f"{record['samples_per_s']:.1f} samples/s, compile {compile_s:.1f}s"
-        if record["samples_per_s"]
-        else "nothing left to generate"
-      )
-      print(
-        f"jaxdiff sample: done: {present}/{len(files)} shard(s) in {output}; {generated_all} generated now "
-        f"({rate}), {reused_all} reused, {regenerated_all} shard(s) regenerated; wall {record['wall_time_s']:.1f}s",
-        flush=True,
-      )
-  else:
-    record["wall_time_s"] = round(time.perf_counter() - t_start, 3)
-    summary.update(record, generated_this_run=generated_all, runs=[record])
+  record["wall_time_s"] = round(time.perf_counter() - t_start, 3)
+  _write_summary(plan, summary, record, totals, tag)
+  if progress:
+    print(_done_line(summary, record, totals, counts.compile_s), flush=True)
   return summary
 
 
+def _run_record(totals: dict, compile_s: float, batch: int | None) -> dict:
+  """This invocation's entry of summary.json's "runs" (wall_time_s filled in at the end)."""
+  generated, seconds = totals["generated"], totals["generation_s"]
+  return {
+    "devices": jax.device_count(),
+    "processes": jax.process_count(),
+    "batch_size_per_process": batch,
+    "generated": generated,
+    "reused_samples": totals["reused"],
+    "regenerated_shards": totals["regenerated"],
+    "nonfinite_samples": totals["nonfinite"],
+    "compile_s": round(compile_s, 3),
+    "generation_s": round(seconds, 3),
+    "samples_per_s": round(generated / seconds, 3) if generated and seconds > 0 else None,
+    "wall_time_s": None,
+  }
+
+
+def _summary(plan: RunPlan, restored: _Restored) -> dict:
+  """The run's manifest with the folder's state: files, how many are present, complete."""
+  files = [shard_name(s, e) for s, e in plan.shards]
+  present = sum(os.path.exists(os.path.join(plan.output, f)) for f in files)
+  summary = {k: v for k, v in restored.manifest.items() if k != "format"}
+  summary.update(
+    format=MANIFEST_FORMAT,
+    output=plan.output,
+    labels=labels_summary(plan.settings.labels),
+    files=files,
+    files_present=present,
+    complete=present == len(files),
+  )
+  return summary
+
+
+# The headline figures of summary.json are those of the latest invocation that generated samples.
+_HEADLINE = ("devices", "processes", "batch_size_per_process", "compile_s", "generation_s", "samples_per_s")
+
+
+def _write_summary(plan: RunPlan, summary: dict, record: dict, totals: dict, tag: str) -> None:
+  path = os.path.join(plan.output, SUMMARY)
+  runs = _previous_runs(path) + [record]
+  latest = next((r for r in reversed(runs) if r.get("generated")), record)
+  summary.update({k: latest.get(k) for k in _HEADLINE})
+  summary.update(
+    generated_this_run=totals["generated"],
+    reused_samples=totals["reused"],
+    regenerated_shards=totals["regenerated"],
+    wall_time_s=record["wall_time_s"],
+    runs=runs,
+  )
+  _write_json(path, summary, tag)
+
+
+def _done_line(summary: dict, record: dict, totals: dict, compile_s: float) -> str:
+  rate = (
+    f"{record['samples_per_s']:.1f} samples/s, compile {compile_s:.1f}s"
+    if record["samples_per_s"]
+    else "nothing left to generate"
+  )
+  return (
+    f"jaxdiff sample: done: {summary['files_present']}/{len(summary['files'])} shard(s) in {summary['output']}; "
+    f"{totals['generated']} generated now ({rate}), {totals['reused']} reused, "
+    f"{totals['regenerated']} shard(s) regenerated; wall {record['wall_time_s']:.1f}s"
+  )
+
+
 def _save_trajectory(
-  config, model, schedule, host_params, settings: dict, labels_of, output: str, conditions=None
+  config,
+  model,
+  schedule,
+  host_params,
+  settings: RunSettings,
+  output: str,
+  conditions: Conditions | None = None,
 ) -> str:
   """trajectory.png for the first samples (the same keys, labels and conditioning as the shards)."""
-  n = min(settings["num_samples"], 8 if settings["kind"] == "images" else 1000)
-  fn = jax.jit(
-    make_batch_fn(config, model, schedule, settings, trajectory=True),
-    compiler_options=perf.cpu_compiler_options() or None,
-  )
+  n = min(settings.num_samples, TRAJECTORY_SAMPLES[settings.kind])
+  fn = perf.jit(make_batch_fn(config, model, schedule, settings, trajectory=True))
   idx = np.arange(n, dtype=np.int32)
   extra = conditions.arrays(idx) if conditions is not None and not conditions.empty else None
-  _, xs, x0s = fn(host_params, idx, labels_of(idx), extra)
-  from jaxdiff import samplers
-
+  _, xs, x0s = fn(host_params, idx, settings.labels_of(idx), extra)
   ts, _ = samplers.step_pairs(
-    int(config.diffusion.num_timesteps), settings["num_steps"], settings["spacing"], settings["sampler"]
+    int(config.diffusion.num_timesteps), settings.num_steps, settings.spacing, settings.sampler
   )
-  title = f"reverse process, {settings['sampler']}-{settings['num_steps']}, seed {settings['seed']}" + (
-    f", labels {labels_summary(settings['labels'])}" if settings["labels"] != "none" else ""
+  title = f"reverse process, {settings.method}, seed {settings.seed}" + (
+    f", labels {labels_summary(settings.labels)}" if settings.conditional else ""
   )
   figures.save_trajectory(
-    np.asarray(xs), np.asarray(x0s), ts, os.path.join(output, "trajectory.png"), settings["kind"], title
+    np.asarray(xs), np.asarray(x0s), ts, os.path.join(output, TRAJECTORY), settings.kind, title
   )
-  return "trajectory.png"
+  return TRAJECTORY

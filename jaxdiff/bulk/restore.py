@@ -14,9 +14,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxdiff.bulk.settings import SamplingError
+from jaxdiff import parallel
+from jaxdiff.config_utils import ConfigError, schedule_from_config, validate_config
+from jaxdiff.errors import SamplingError
+from jaxdiff.models import create_model
+from jaxdiff.training.checkpoints import Checkpointer, CheckpointError, load_config
+from jaxdiff.training.state import create_train_state
 
-__all__ = ["restore_model", "params_digest"]
+__all__ = ["restore_model", "params_digest", "load_run_config"]
 
 
 def params_digest(params: Any) -> str:
@@ -29,10 +34,8 @@ def params_digest(params: Any) -> str:
   return h.hexdigest()
 
 
-def _load_config(workdir: str):
-  from jaxdiff.config_utils import ConfigError, validate_config
-  from jaxdiff.training.checkpoints import CheckpointError, load_config
-
+def load_run_config(workdir: str):
+  """The validated config of the training run in `workdir`; SamplingError naming the fix if none."""
   if not os.path.isdir(workdir):
     raise SamplingError(
       f"--workdir={workdir} does not exist; give the folder a training run wrote "
@@ -56,16 +59,10 @@ def restore_model(workdir: str, params: str = "ema", step: int | None = None, *,
   they are needed). Raises SamplingError for a workdir without config or checkpoints, a missing
   step, or a checkpoint that does not match the config's model.
   """
-  from jaxdiff import parallel
-  from jaxdiff.config_utils import schedule_from_config
-  from jaxdiff.models import create_model
-  from jaxdiff.training.checkpoints import Checkpointer, CheckpointError
-  from jaxdiff.training.state import create_train_state
-
   if params not in ("ema", "raw"):
     raise SamplingError(f"params={params!r}: use 'ema' or 'raw'.")
   workdir = os.path.abspath(workdir)
-  config = _load_config(workdir) if config is None else config
+  config = load_run_config(workdir) if config is None else config
   ckpt_dir = os.path.join(workdir, "checkpoints")
   # look before Checkpointer, which would create the folder
   entries = os.listdir(ckpt_dir) if os.path.isdir(ckpt_dir) else []

@@ -1,13 +1,15 @@
 """What a bulk sampling run is: sampler settings resolved against the config, labels, the manifest.
 
-`resolve_settings` turns the user's choices (None = the config's `sample` section) into one
-canonical dict, checking every value with a message that says what to do. The same dict, plus
+`resolve_run` turns the user's choices (None = the config's `sample` section) into one frozen
+`RunSettings`, checking every value with a message that says what to do. Its `manifest()`, plus
 the checkpoint step and a digest of the parameters, is the run's manifest (`run.json` in the
 output folder): a second command into the same folder must describe the same run.
+`resolve_settings` gives the same manifest entries as a dict.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -16,9 +18,13 @@ import ml_collections
 import numpy as np
 
 from jaxdiff import samplers
+from jaxdiff.bulk.conditions import resolve_conditions
+from jaxdiff.errors import SamplingError
+from jaxdiff.generation import data_shape, is_image_config
 
 __all__ = [
   "SamplingError",
+  "RunSettings",
   "parse_labels",
   "labels_for",
   "labels_summary",
@@ -53,8 +59,86 @@ IDENTITY_KEYS = (
 )
 
 
-class SamplingError(ValueError):
-  """A bulk sampling request that cannot run as given; the message says why and what to do."""
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+  """A bulk sampling run's settings, resolved and checked: the fields of its manifest.
+
+  labels: "uniform", "none" or a tuple of classes (`parse_labels`); inpaint, context and
+  cond_source: the conditioning entries of `jaxdiff.bulk.conditions.resolve_conditions` (None
+  when unused).
+  """
+
+  kind: str
+  data_shape: tuple[int, ...]
+  num_classes: int
+  prediction: str
+  params: str
+  sampler: str
+  num_steps: int
+  nfe: int
+  eta: float
+  spacing: str
+  clip_x0: float
+  guidance_scale: float
+  labels: str | tuple[int, ...]
+  seed: int
+  num_samples: int
+  shard_size: int
+  inpaint: dict | None = None
+  context: Any = None
+  cond_source: dict | None = None
+
+  @classmethod
+  def from_manifest(cls, manifest: dict) -> RunSettings:
+    """The settings recorded in a manifest dict (extra keys such as checkpoint_step are ignored)."""
+    values = {f.name: manifest.get(f.name) for f in dataclasses.fields(cls)}
+    labels = values["labels"]
+    values.update(
+      data_shape=tuple(values["data_shape"]), labels=labels if isinstance(labels, str) else tuple(labels)
+    )
+    return cls(**values)
+
+  def manifest(self) -> dict:
+    """The settings as run.json stores them (JSON types: lists, not tuples)."""
+    out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+    out.update(data_shape=list(self.data_shape), labels=self.labels_json)
+    return out
+
+  @property
+  def labels_json(self) -> str | list[int]:
+    return self.labels if isinstance(self.labels, str) else list(self.labels)
+
+  @property
+  def conditional(self) -> bool:
+    """Whether samples get class labels (labels "none" samples the null class / an unconditional model)."""
+    return self.labels != "none"
+
+  @property
+  def guided(self) -> bool:
+    return self.guidance_scale != 1.0
+
+  @property
+  def method(self) -> str:
+    """ "ddim-50": the sampler and its step count."""
+    return f"{self.sampler}-{self.num_steps}"
+
+  def labels_of(self, index: np.ndarray) -> np.ndarray:
+    """int32 labels of the samples `index` (-1 for none)."""
+    return labels_for(self.labels, index, self.num_classes)
+
+  def sampler_options(self) -> dict[str, Any]:
+    """Keyword arguments of `generation.sample_from_config` (with RePaint's when inpainting)."""
+    opts = dict(
+      sampler=self.sampler,
+      num_steps=self.num_steps,
+      eta=self.eta,
+      spacing=self.spacing,
+      clip_x0=self.clip_x0,
+      guidance_scale=self.guidance_scale,
+    )
+    if self.inpaint:
+      opts.update({k: self.inpaint[k] for k in ("repaint_resample", "repaint_jump", "paste_known")})
+    return opts
 
 
 def parse_labels(spec: Any, num_classes: int) -> str | tuple[int, ...]:
@@ -128,45 +212,10 @@ def _positive_int(name: str, value: Any, lo: int = 1, hi: int | None = None) -> 
   return value
 
 
-def resolve_settings(
-  config: ml_collections.ConfigDict,
-  *,
-  num_samples: int,
-  sampler: str | None = None,
-  num_steps: int | None = None,
-  eta: float | None = None,
-  spacing: str | None = None,
-  clip_x0: float | None = None,
-  guidance_scale: float | None = None,
-  labels: Any = None,
-  seed: int = 0,
-  shard_size: int = 1000,
-  params: str = "ema",
-  **conditions: Any,
-) -> dict:
-  """The run's settings, every None filled from config.sample, every value checked.
-
-  eta defaults to config.sample.eta when the sampler is the config's, else to the sampler's own
-  default (1 for euler_ancestral, 0 otherwise). The guidance scale applies to conditional
-  sampling only, by class labels or by a context (1 = plain conditional). `conditions`:
-  inpaint_source, inpaint_mask, repaint_resample, repaint_jump, paste_known, context and
-  cond_source (`jaxdiff.bulk.conditions`).
-  """
-  return resolve_run(
-    config,
-    num_samples=num_samples,
-    sampler=sampler,
-    num_steps=num_steps,
-    eta=eta,
-    spacing=spacing,
-    clip_x0=clip_x0,
-    guidance_scale=guidance_scale,
-    labels=labels,
-    seed=seed,
-    shard_size=shard_size,
-    params=params,
-    **conditions,
-  )[0]
+def resolve_settings(config: ml_collections.ConfigDict, **choices: Any) -> dict:
+  """The run's settings as a manifest dict (`RunSettings.manifest`): `resolve_run`'s first half,
+  with the same keywords, every None filled from config.sample, every value checked."""
+  return resolve_run(config, **choices)[0].manifest()
 
 
 def resolve_run(
@@ -191,11 +240,15 @@ def resolve_run(
   context: str | None = None,
   cond_source: str | None = None,
 ):
-  """(settings, conditions): `resolve_settings`' dict and the per-sample conditioning tables
-  (`jaxdiff.bulk.conditions.Conditions`) it describes."""
-  from jaxdiff.bulk.conditions import resolve_conditions
-  from jaxdiff.generation import data_shape, is_image_config
+  """(RunSettings, Conditions): the run's settings and the per-sample conditioning tables
+  (`jaxdiff.bulk.conditions.Conditions`) they describe; SamplingError naming the fix.
 
+  Every None is filled from config.sample; eta defaults to config.sample.eta when the sampler is
+  the config's, else to the sampler's own default (1 for euler_ancestral, 0 otherwise). The
+  guidance scale applies to conditional sampling only, by class labels or by a context (1 =
+  plain conditional). inpaint_*, repaint_*, paste_known, context and cond_source: the
+  conditioning of `jaxdiff.bulk.conditions.resolve_conditions`.
+  """
   s = config.sample
   T = int(config.diffusion.num_timesteps)
   sampler = s.sampler if sampler is None else str(sampler)
@@ -246,33 +299,30 @@ def resolve_run(
   seed = _positive_int("seed", seed, 0, 2**32 - 1)
   kind = "images" if is_image_config(config) else "points"
   guided = (label_spec != "none" or with_context) and guidance != 1.0
-  settings = {
-    "kind": kind,
-    "data_shape": list(data_shape(config)),
-    "num_classes": num_classes,
-    "prediction": str(config.diffusion.prediction),
-    "params": params,
-    "sampler": sampler,
-    "num_steps": num_steps,
-    "nfe": (
-      len(
-        samplers.repaint_schedule(
-          num_steps, entries["inpaint"]["repaint_resample"], entries["inpaint"]["repaint_jump"]
-        )[0]
-      )
-      if entries["inpaint"]
-      else samplers.nfe(sampler, num_steps, guided)
-    ),
-    "eta": eta,
-    "spacing": spacing,
-    "clip_x0": clip,
-    "guidance_scale": guidance,
-    "labels": label_spec if isinstance(label_spec, str) else list(label_spec),
-    "seed": seed,
-    "num_samples": num_samples,
-    "shard_size": shard_size,
+  inpaint = entries["inpaint"]
+  if inpaint:
+    nfe = len(samplers.repaint_schedule(num_steps, inpaint["repaint_resample"], inpaint["repaint_jump"])[0])
+  else:
+    nfe = samplers.nfe(sampler, num_steps, guided)
+  settings = RunSettings(
+    kind=kind,
+    data_shape=tuple(int(d) for d in data_shape(config)),
+    num_classes=num_classes,
+    prediction=str(config.diffusion.prediction),
+    params=params,
+    sampler=sampler,
+    num_steps=num_steps,
+    nfe=nfe,
+    eta=eta,
+    spacing=spacing,
+    clip_x0=clip,
+    guidance_scale=guidance,
+    labels=label_spec,
+    seed=seed,
+    num_samples=num_samples,
+    shard_size=shard_size,
     **entries,
-  }
+  )
   return settings, tables
 
 

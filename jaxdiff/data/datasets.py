@@ -10,9 +10,13 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from jaxdiff.data import base, conditioning, embedded, toy2d
+from jaxdiff import images
+from jaxdiff.data import base, conditioning, embedded, tfds_pipeline, toy2d
+from jaxdiff.errors import ConfigError, DataError
 
 Batch = dict[str, np.ndarray]
+
+PREVIEW_REFERENCE_STREAM = 7  # the true-distribution draw behind a fixed toy2d set's preview
 
 
 def _split(config, split: str | None) -> str:
@@ -46,8 +50,6 @@ def _info(config, split: str | None) -> base.DatasetInfo:
     num_classes = toy2d.validate_toy2d(sub, config.data)
     num_points = int(base.get_field(config.data, "toy2d_num_points", 0))
     return base.DatasetInfo(name, "points", (2,), num_classes, num_points or None)
-  from jaxdiff.data import tfds_pipeline
-
   return tfds_pipeline.tfds_info(sub, config.data, split, name)
 
 
@@ -79,7 +81,7 @@ def create_dataset(
   process_index, process_count = base.resolve_process(process_index, process_count)
   local_batch = base.local_batch_size(global_batch, process_count)
   if int(start_step) != start_step or start_step < 0:
-    raise ValueError(f"start_step must be a non-negative integer, got {start_step!r}")
+    raise DataError(f"start_step must be a non-negative integer, got {start_step!r}")
   seed = int(config.seed)
   if conditioning.cond_kind(config.data):
     conditioning.validate_cond(
@@ -116,8 +118,6 @@ def _create_stream(
     return embedded.fixed_set_stream(
       x, y if num_classes else None, seed, global_batch, local_batch, process_index, int(start_step)
     )
-  from jaxdiff.data import tfds_pipeline
-
   return tfds_pipeline.tfds_stream(
     sub,
     config.data,
@@ -146,18 +146,18 @@ def load_arrays(config, split: str = "train") -> tuple[np.ndarray, np.ndarray | 
     toy2d.validate_toy2d(sub, config.data)
     num_points = int(base.get_field(config.data, "toy2d_num_points", 0))
     if num_points == 0:
-      raise ValueError(
+      raise ConfigError(
         f"{config.data.name} is an endless stream (config.data.toy2d_num_points=0): "
         "there is no fixed set to load; use jaxdiff.data.sample_toy2d(name, n, seed) "
         "for fresh draws, or set --config.data.toy2d_num_points=N"
       )
     if split not in ("train", "all"):
-      raise ValueError(
+      raise DataError(
         f"split={split!r}: a fixed toy2d set has only 'train' (= 'all'); for "
         "held-out points use jaxdiff.data.sample_toy2d(name, n, seed)"
       )
     return toy2d.fixed_set(sub, num_points, int(config.seed))
-  raise ValueError(
+  raise ConfigError(
     f"load_arrays reads embedded data sets (digits, toy2d/...), not "
     f"{config.data.name!r}; iterate create_dataset(config) for TFDS data"
   )
@@ -167,8 +167,6 @@ def preview(config, path: str, num: int | None = None, *, split: str | None = No
   """Writes a PNG of real training data: a grid of `num` images (default 64), or a scatter plot
   of `num` points (default 2048) for toy2d, taken from the first batch of the stream exactly as
   create_dataset yields it (one process, batch = num). Returns the path."""
-  from jaxdiff import images
-
   info = dataset_info(config, split=split)
   if num is None:
     num = 64 if info.kind == "image" else 2048
@@ -179,7 +177,7 @@ def preview(config, path: str, num: int | None = None, *, split: str | None = No
     reference = None
     family, sub = base.parse_name(config.data.name)
     if info.num_examples is not None:  # fixed set: show which part of the truth it covers
-      reference = toy2d.sample_toy2d(sub, 4096, (int(config.seed), 7))
+      reference = toy2d.sample_toy2d(sub, 4096, (int(config.seed), PREVIEW_REFERENCE_STREAM))
     images.save_scatter(
       batch["x"],
       path,

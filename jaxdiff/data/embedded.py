@@ -18,8 +18,10 @@ import functools
 from collections.abc import Iterator
 
 import numpy as np
+from sklearn.datasets import load_digits  # bundled with scikit-learn: no download
 
 from jaxdiff.data import base
+from jaxdiff.errors import ConfigError, DataError
 
 DIGITS_SHAPE = (8, 8, 1)
 DIGITS_NUM_CLASSES = 10
@@ -31,8 +33,6 @@ _DIGITS_SPLIT_SEED = 20_240_427  # fixed: the held-out digits never depend on co
 @functools.lru_cache(maxsize=1)
 def _digits_all() -> tuple[np.ndarray, np.ndarray]:
   """All 1797 digits in scikit-learn's order: x float32 [N, 8, 8, 1] in [-1, 1], labels int32."""
-  from sklearn.datasets import load_digits  # bundled with scikit-learn: no download
-
   bunch = load_digits()
   x = (np.asarray(bunch.images, dtype=np.float32) / 8.0 - 1.0)[..., None]
   y = np.asarray(bunch.target, dtype=np.int32)
@@ -58,7 +58,7 @@ def digits_test_mask() -> np.ndarray:
 def load_digits_split(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
   """Digits of one split ("train" 1438 | "test" 359 | "all" 1797), in scikit-learn's order."""
   if split not in DIGITS_SPLITS:
-    raise ValueError(
+    raise ConfigError(
       f"config.data.split={split!r} is not a digits split; use one of "
       f"{DIGITS_SPLITS} (e.g. --config.data.split=train)"
     )
@@ -75,27 +75,27 @@ def validate_digits(data_config, split: str) -> int:
   channels = base.get_field(data_config, "channels", 1)
   num_classes = base.get_field(data_config, "num_classes", 0)
   if image_size != 8:
-    raise ValueError(
+    raise ConfigError(
       f"config.data.image_size={image_size}, but digits are 8x8 images (no "
       "resizing); set --config.data.image_size=8"
     )
   if channels != 1:
-    raise ValueError(
+    raise ConfigError(
       f"config.data.channels={channels}, but digits are grayscale; set --config.data.channels=1"
     )
   if num_classes not in (0, DIGITS_NUM_CLASSES):
-    raise ValueError(
+    raise ConfigError(
       f"config.data.num_classes={num_classes}, but digits have 10 classes; set "
       "--config.data.num_classes=10 (class labels) or 0 (unconditional)"
     )
   if base.get_field(data_config, "random_flip", False):
-    raise ValueError(
+    raise ConfigError(
       "config.data.random_flip=True would mirror the digits (a mirrored 3 is "
       "not a 3); set --config.data.random_flip=False"
     )
   base.check_no_image_options("digits", data_config, ["center_crop"])
   if split not in DIGITS_SPLITS:
-    raise ValueError(
+    raise ConfigError(
       f"config.data.split={split!r} is not a digits split; use one of "
       f"{DIGITS_SPLITS} (e.g. --config.data.split=train)"
     )
@@ -128,7 +128,7 @@ def fixed_set_indices(
   step*B + p*b ... step*B + (p+1)*b - 1. Everything is a function of (seed, step).
   """
   if n < 1:
-    raise ValueError("cannot stream an empty data set")
+    raise DataError("cannot stream an empty data set")
   order = _EpochOrder(n, seed)
   offsets = process_index * local_batch + np.arange(local_batch, dtype=np.int64)
   step = int(start_step)

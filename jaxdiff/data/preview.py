@@ -13,14 +13,15 @@ this runs as a program, and the module stays callable as that function even afte
 import sys
 import types
 
+from absl import app, flags
+from ml_collections import config_flags
+
 from jaxdiff.data.datasets import dataset_info
 from jaxdiff.data.datasets import preview as _preview
+from jaxdiff.errors import LEGACY_USER_ERRORS, USER_ERRORS, user_message
 
 
 def _run() -> None:
-  from absl import app, flags
-  from ml_collections import config_flags
-
   config_flag = config_flags.DEFINE_config_file("config", None, "ml_collections config file (get_config()).")
   out_flag = flags.DEFINE_string("out", "preview.png", "Where to write the PNG.")
   num_flag = flags.DEFINE_integer("num", None, "Examples to show (default: 64 images or 2048 points).")
@@ -34,8 +35,11 @@ def _run() -> None:
     try:
       print(dataset_info(config))
       path = _preview(config, out_flag.value, num_flag.value)
-    except ValueError as e:  # bad config or missing data set: the message says what to do
-      sys.exit(f"error: {e}")
+    except (
+      *USER_ERRORS,
+      *LEGACY_USER_ERRORS,
+    ) as e:  # bad config or missing data set: the message says what to do
+      sys.exit(f"error: {user_message(e)}")
     print(f"wrote {path}")
 
   app.run(main)

@@ -28,6 +28,7 @@ import numpy as np
 from absl import logging
 
 from jaxdiff.data import base
+from jaxdiff.errors import ConfigError, DataError, MissingDependencyError
 
 _INSTALL_HINT = (
   "TFDS data sets need TensorFlow and tensorflow-datasets: "
@@ -42,7 +43,7 @@ def import_tf() -> tuple[Any, Any]:
   try:
     import tensorflow as tf
   except ImportError as e:
-    raise ImportError(_INSTALL_HINT) from e
+    raise MissingDependencyError(_INSTALL_HINT) from e
   for kind in ("GPU", "TPU"):
     try:
       tf.config.set_visible_devices([], kind)
@@ -57,7 +58,7 @@ def import_tf() -> tuple[Any, Any]:
   try:
     import tensorflow_datasets as tfds
   except ImportError as e:
-    raise ImportError(_INSTALL_HINT) from e
+    raise MissingDependencyError(_INSTALL_HINT) from e
   return tf, tfds
 
 
@@ -102,7 +103,7 @@ class _Source:
       ) from None
     features = self.builder.info.features
     if "image" not in features or not isinstance(features["image"], tfds.features.Image):
-      raise ValueError(
+      raise DataError(
         f"tfds/{sub} has no 'image' feature; jaxdiff's TFDS pipeline reads image "
         "data sets (features 'image' and optionally 'label')"
       )
@@ -119,30 +120,30 @@ class _Source:
     self.random_flip = bool(base.get_field(data_config, "random_flip", False))
     self.shuffle_buffer = int(base.get_field(data_config, "shuffle_buffer", 10_000))
     if self.image_size < 1:
-      raise ValueError(
+      raise ConfigError(
         f"config.data.image_size={self.image_size} must be a positive number of "
         f"pixels (images are resized to image_size x image_size)"
       )
     if c is not None and self.channels != c:
-      raise ValueError(
+      raise ConfigError(
         f"config.data.channels={self.channels}, but tfds/{sub} images have {c} "
         f"channel(s); set --config.data.channels={c}"
       )
     if self.channels not in (1, 3):
-      raise ValueError(f"config.data.channels={self.channels} must be 1 or 3")
+      raise ConfigError(f"config.data.channels={self.channels} must be 1 or 3")
     if self.num_classes and not self.source_classes:
-      raise ValueError(
+      raise ConfigError(
         f"config.data.num_classes={self.num_classes}, but tfds/{sub} has no "
         "'label' class feature; set --config.data.num_classes=0"
       )
     if self.num_classes not in (0, self.source_classes):
-      raise ValueError(
+      raise ConfigError(
         f"config.data.num_classes={self.num_classes}, but tfds/{sub} has "
         f"{self.source_classes} classes; set --config.data.num_classes="
         f"{self.source_classes} (class labels) or 0 (unconditional)"
       )
     if self.shuffle_buffer < 1:
-      raise ValueError(
+      raise ConfigError(
         f"config.data.shuffle_buffer={self.shuffle_buffer} must be >= 1 (1 disables shuffling)"
       )
     # Split names are known once the data set is prepared (or mocked with metadata).
@@ -151,7 +152,7 @@ class _Source:
       try:
         self.num_examples = int(self.builder.info.splits[split].num_examples)
       except (KeyError, ValueError, AssertionError) as e:
-        raise ValueError(
+        raise ConfigError(
           f"config.data.split={split!r} is not a split of tfds/{sub} ({e}); "
           f"available: {sorted(self.builder.info.splits)}, e.g. "
           "--config.data.split=train or 'train[:90%]'"
@@ -270,7 +271,7 @@ def tfds_stream(
   ds = src.read(share)
   n = src.count(ds, share)
   if n < 1:
-    raise ValueError(
+    raise DataError(
       f"tfds/{sub} split {split!r} leaves process {process_index} of "
       f"{process_count} no examples; use a larger split"
     )

@@ -24,9 +24,12 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import jax
 import numpy as np
+from sklearn.datasets import make_moons, make_s_curve, make_swiss_roll
 
 from jaxdiff.data import base
+from jaxdiff.errors import ConfigError, DataError
 
 Draw = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray | None]]
 
@@ -43,22 +46,16 @@ def _sk_seed(rng: np.random.Generator) -> int:
 
 
 def _s_curve(rng: np.random.Generator, n: int):
-  from sklearn.datasets import make_s_curve
-
   x3, _ = make_s_curve(n, noise=0.1, random_state=_sk_seed(rng))
   return x3[:, [0, 2]] / S_CURVE_SCALE, None
 
 
 def _swiss_roll(rng: np.random.Generator, n: int):
-  from sklearn.datasets import make_swiss_roll
-
   x3, _ = make_swiss_roll(n, noise=0.5, random_state=_sk_seed(rng))
   return x3[:, [0, 2]] / SWISS_ROLL_SCALE, None
 
 
 def _moons(rng: np.random.Generator, n: int):
-  from sklearn.datasets import make_moons
-
   x, y = make_moons(n, noise=0.05, random_state=_sk_seed(rng))
   return (x - np.asarray(MOONS_SHIFT)) / MOONS_SCALE, y
 
@@ -94,7 +91,7 @@ def _check_name(name: str) -> str:
   if name.startswith("toy2d/"):
     name = name[len("toy2d/") :]
   if name not in _DRAWS:
-    raise ValueError(
+    raise ConfigError(
       f"unknown toy2d data set {name!r}; choose one of {', '.join(TOY2D_NAMES)} "
       "(e.g. --config.data.name=toy2d/s_curve)"
     )
@@ -105,7 +102,7 @@ def draw(name: str, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
   """n points (float32 [n, 2]) and labels (int32 [n], or None) from a numpy Generator."""
   name = _check_name(name)
   if int(n) != n or n < 1:
-    raise ValueError(f"number of points must be a positive integer, got {n!r}")
+    raise DataError(f"number of points must be a positive integer, got {n!r}")
   x, y = _DRAWS[name](rng, int(n))
   return (np.asarray(x, dtype=np.float32), None if y is None else np.asarray(y, dtype=np.int32))
 
@@ -118,14 +115,13 @@ def _generator(key_or_seed: Any) -> np.random.Generator:
     return base.rng_for(key_or_seed, base.TAG_SAMPLE)
   if isinstance(key_or_seed, (tuple, list)):
     return np.random.default_rng([base.TAG_SAMPLE, *[base.seed_entropy(s) for s in key_or_seed]])
-  import jax  # a jax key: new-style typed key or legacy uint32 [2]
-
+  # a jax key: new-style typed key or legacy uint32 [2]
   arr = key_or_seed
   if jax.dtypes.issubdtype(getattr(arr, "dtype", None), jax.dtypes.prng_key):
     arr = jax.random.key_data(arr)
   words = np.asarray(arr).astype(np.uint64).ravel()
   if words.size == 0:
-    raise ValueError(f"cannot derive a seed from {key_or_seed!r}")
+    raise DataError(f"cannot derive a seed from {key_or_seed!r}")
   return np.random.default_rng([base.TAG_SAMPLE, *[int(w) for w in words]])
 
 
@@ -150,10 +146,10 @@ def validate_toy2d(sub: str, data_config) -> int:
       fix = f"--config.data.num_classes={natural} (labels) or 0"
     else:
       fix = "--config.data.num_classes=0 (it has no labels)"
-    raise ValueError(f"config.data.num_classes={num_classes} does not match toy2d/{sub}; set {fix}")
+    raise ConfigError(f"config.data.num_classes={num_classes} does not match toy2d/{sub}; set {fix}")
   num_points = base.get_field(data_config, "toy2d_num_points", 0)
   if int(num_points) != num_points or num_points < 0:
-    raise ValueError(
+    raise ConfigError(
       f"config.data.toy2d_num_points={num_points!r} must be 0 (endless stream of "
       "fresh points) or a positive number of points"
     )

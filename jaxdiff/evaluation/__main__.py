@@ -2,7 +2,8 @@
 
 import sys
 
-from jaxdiff.evaluation.cli import main, run_cli
+from jaxdiff.errors import run_cli
+from jaxdiff.evaluation.cli import PROG, main
 
 if __name__ == "__main__":
-  sys.exit(run_cli(main))
+  sys.exit(run_cli(main, prog=PROG))

@@ -14,71 +14,30 @@ indices, e.g. from a resumed sampling run, are counted once).
 from __future__ import annotations
 
 import argparse
-import glob
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from jaxdiff.errors import DataError, run_cli
+from jaxdiff.evaluation.digits import evaluate_digits
+from jaxdiff.evaluation.digits_judge import DigitsJudge
+from jaxdiff.evaluation.fid import evaluate_fid, load_statistics
+from jaxdiff.evaluation.inception import InceptionFeatures
 from jaxdiff.evaluation.report import format_table, write_json
+from jaxdiff.evaluation.toy2d import evaluate_toy2d
+from jaxdiff.shards import read_samples
 
 __all__ = ["load_samples", "evaluate_samples", "main", "run_cli"]
 
-
-def _shard_paths(path: str):
-  if os.path.isdir(path):
-    paths = sorted(glob.glob(os.path.join(path, "*.npz")))
-    if not paths:
-      raise FileNotFoundError(f"no .npz sample shards in {path}")
-    return paths
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"--samples={path} does not exist (give a .npz file or a directory of them)")
-  return [path]
+PROG = "python -m jaxdiff.evaluation"
 
 
 def load_samples(path: str) -> dict[str, Any]:
-  """Reads sample shards into {"images" | "points": array, "labels": int32 [N] or None, "index": [N] or None}."""
-  parts: dict[str, list] = {}
-  kind = None
-  paths = _shard_paths(path)
-  for p in paths:
-    with np.load(p) as f:
-      keys = set(f.files)
-      here = "images" if "images" in keys else "points" if "points" in keys else None
-      if here is None:
-        raise ValueError(f"{p} has neither 'images' nor 'points' (keys: {sorted(keys)})")
-      if kind is not None and here != kind:
-        raise ValueError(f"{p} holds '{here}' but earlier shards hold '{kind}'")
-      kind = here
-      data = f[kind]
-      n = len(data)
-      parts.setdefault(kind, []).append(data)
-      for key in ("labels", "index"):
-        if key in keys:
-          arr = np.asarray(f[key]).reshape(-1)
-          if len(arr) != n:
-            raise ValueError(f"{p}: '{key}' has {len(arr)} entries for {n} samples")
-          parts.setdefault(key, []).append(arr)
-  for key in ("labels", "index"):
-    if key in parts and len(parts[key]) != len(paths):
-      raise ValueError(
-        f"'{key}' is in {len(parts[key])} of the {len(paths)} shards in {path}; "
-        "all shards or none must have it"
-      )
-  data = np.concatenate(parts[kind])
-  labels = np.concatenate(parts["labels"]).astype(np.int32) if "labels" in parts else None
-  index = np.concatenate(parts["index"]).astype(np.int64) if "index" in parts else None
-  duplicates = 0
-  if index is not None:
-    order = np.argsort(index, kind="stable")
-    _, first = np.unique(index[order], return_index=True)
-    keep = order[first]
-    duplicates = len(index) - len(keep)
-    data, index = data[keep], index[keep]
-    labels = labels[keep] if labels is not None else None
-  return {kind: data, "labels": labels, "index": index, "duplicates": duplicates}
+  """Reads sample shards into {"images" | "points": array, "labels": int32 [N] or None, "index": [N] or
+  None, "duplicates": int} (`jaxdiff.shards.read_samples`)."""
+  return read_samples(path)
 
 
 def evaluate_samples(
@@ -93,33 +52,25 @@ def evaluate_samples(
 ) -> dict[str, Any]:
   """Dispatches a loaded sample set to the evaluation of `dataset` (digits | toy2d/<name> | fid)."""
   if dataset == "digits":
-    from jaxdiff.evaluation.digits import evaluate_digits
-    from jaxdiff.evaluation.digits_judge import DigitsJudge
-
     if "images" not in samples:
-      raise ValueError("--dataset=digits needs image samples (shards with an 'images' array)")
+      raise DataError("--dataset=digits needs image samples (shards with an 'images' array)")
     labels = samples.get("labels")
     if labels is not None and not np.any(labels >= 0):
       labels = None
     judge = DigitsJudge.load(judge_path) if judge_path else None
     report = evaluate_digits(samples["images"], labels, judge=judge)
   elif dataset.startswith("toy2d/"):
-    from jaxdiff.evaluation.toy2d import evaluate_toy2d
-
     if "points" not in samples:
-      raise ValueError(f"--dataset={dataset} needs point samples (shards with a 'points' array)")
+      raise DataError(f"--dataset={dataset} needs point samples (shards with a 'points' array)")
     report = evaluate_toy2d(samples["points"], dataset, seed=seed)
   elif dataset == "fid":
-    from jaxdiff.evaluation.fid import evaluate_fid, load_statistics
-    from jaxdiff.evaluation.inception import InceptionFeatures
-
     if "images" not in samples:
-      raise ValueError("--dataset=fid needs image samples (shards with an 'images' array)")
+      raise DataError("--dataset=fid needs image samples (shards with an 'images' array)")
     stats = load_statistics(fid_stats)  # fail on a missing file before loading the network
     features = InceptionFeatures.from_file(inception_weights, batch_size=batch_size)
     report = evaluate_fid(samples["images"], stats, features)
   else:
-    raise ValueError(f"--dataset={dataset!r}: use 'digits', 'toy2d/<name>' (e.g. toy2d/s_curve) or 'fid'")
+    raise DataError(f"--dataset={dataset!r}: use 'digits', 'toy2d/<name>' (e.g. toy2d/s_curve) or 'fid'")
   if samples.get("duplicates"):
     report.setdefault("info", {})["duplicate_indices_dropped"] = int(samples["duplicates"])
   return report
@@ -127,7 +78,7 @@ def evaluate_samples(
 
 def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
-    prog="python -m jaxdiff.evaluation",
+    prog=PROG,
     description=__doc__,
     formatter_class=argparse.RawDescriptionHelpFormatter,
   )
@@ -165,14 +116,5 @@ def main(argv: Sequence[str] | None = None) -> int:
   return 0
 
 
-def run_cli(entry, argv: Sequence[str] | None = None) -> int:
-  """Runs a command's main(argv); a user error (missing file, bad value) prints one line, exit status 2."""
-  try:
-    return entry(argv)
-  except (FileNotFoundError, ValueError, ImportError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-
-
 if __name__ == "__main__":
-  sys.exit(run_cli(main))
+  sys.exit(run_cli(main, prog=PROG))

@@ -11,6 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from jaxdiff.data.captions import SLANT_TOKEN0, THICK_TOKEN0, attributes
+from jaxdiff.data.conditioning import downsample
+from jaxdiff.errors import DataError
+from jaxdiff.evaluation.digits_judge import DigitsJudge
+
 __all__ = ["psnr", "super_resolution_errors", "label_agreement", "caption_agreement"]
 
 
@@ -37,8 +42,6 @@ def super_resolution_errors(
   Returns {"mse": {...}, "psnr": {...}, "win_rate": share of images a sample beats bicubic on,
   "per_image": {"bicubic": [N], "sample": [N]}, ...}; PSNR of the mean MSE over the set.
   """
-  from jaxdiff.data.conditioning import downsample
-
   s = np.asarray(samples, np.float64)
   if s.ndim == 4:
     s = s[None]
@@ -71,15 +74,32 @@ def label_agreement(images: Any, labels: Any, judge=None) -> float:
   """Share of digit images whose class, as the digits judge reads it, is `labels` (e.g. the
   label of the source an inpainted digit was completed from)."""
   if judge is None:
-    from jaxdiff.evaluation.digits_judge import DigitsJudge
-
     judge = DigitsJudge.load()
   pred = np.asarray(judge.predict(images))
   return float(np.mean(pred == np.asarray(labels)))
 
 
 def caption_agreement(images: Any, tokens: Any, judge=None) -> dict[str, float]:
-  """How well digits follow their captions (`jaxdiff.data.captions.caption_agreement`)."""
-  from jaxdiff.data.captions import caption_agreement as agreement
-
-  return agreement(images, tokens, judge)
+  """How well digits follow their captions (`jaxdiff.data.captions`): the share whose judged class
+  (digits judge), stroke weight and slant bin match the caption (slots that are padding are
+  skipped), plus all three."""
+  tokens = np.asarray(tokens, np.int64)
+  if judge is None:
+    judge = DigitsJudge.load()
+  x = np.asarray(images, np.float32)
+  cls = tokens[:, 0]
+  if (cls < 0).any():
+    raise DataError("caption_agreement needs the class slot of every caption")
+  thick, bins = attributes(x, cls)
+  pred = np.asarray(judge.predict(x))
+  ok_class = pred == cls
+  has_t, has_s = tokens[:, 1] >= 0, tokens[:, 2] >= 0
+  ok_thick = np.where(has_t, thick == tokens[:, 1] - THICK_TOKEN0, True)
+  ok_slant = np.where(has_s, bins == tokens[:, 2] - SLANT_TOKEN0, True)
+  return {
+    "class": float(ok_class.mean()),
+    "thickness": float(ok_thick[has_t].mean()) if has_t.any() else float("nan"),
+    "slant": float(ok_slant[has_s].mean()) if has_s.any() else float("nan"),
+    "all": float((ok_class & ok_thick & ok_slant).mean()),
+    "n": int(len(x)),
+  }

@@ -23,8 +23,11 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import ml_collections
 import numpy as np
 
+from jaxdiff.data import load_arrays
+from jaxdiff.errors import DataError
 from jaxdiff.evaluation.digits_judge import DigitsJudge, to_judge_input
 from jaxdiff.evaluation.frechet import feature_statistics, frechet_distance
 from jaxdiff.evaluation.memorization import DEFAULT_PERCENTILE, memorisation
@@ -39,10 +42,6 @@ Split = tuple[np.ndarray, np.ndarray | None]
 
 def load_digits_splits() -> tuple[Split, Split]:
   """((train_x, train_labels), (test_x, test_labels)) from jaxdiff.data (x in [-1, 1], [N, 8, 8, 1])."""
-  import ml_collections
-
-  from jaxdiff.data import load_arrays  # lazy: keeps the metrics importable on their own
-
   config = ml_collections.ConfigDict({"data": {"name": "digits"}})
   return load_arrays(config, split="train"), load_arrays(config, split="test")
 
@@ -69,7 +68,7 @@ def _split(value: Any, name: str) -> Split:
   if y is not None:
     y = np.asarray(y, np.int32)
     if y.shape != (len(x),):
-      raise ValueError(f"{name} labels must have shape [{len(x)}], got {y.shape}")
+      raise DataError(f"{name} labels must have shape [{len(x)}], got {y.shape}")
   return x, y
 
 
@@ -103,7 +102,7 @@ def evaluate_digits(
   """
   x = to_judge_input(samples)
   if len(x) < 2:
-    raise ValueError(f"need at least 2 samples, got {len(x)}")
+    raise DataError(f"need at least 2 samples, got {len(x)}")
   if real_train is None or real_test is None:
     default_train, default_test = load_digits_splits()
     real_train = default_train if real_train is None else real_train
@@ -117,16 +116,16 @@ def evaluate_digits(
   if labels_requested is not None:
     labels_requested = np.asarray(labels_requested, np.int64)
     if labels_requested.shape != (len(x),):
-      raise ValueError(
+      raise DataError(
         f"labels_requested must have shape [{len(x)}] (one per sample, -1 for none), "
         f"got {labels_requested.shape}"
       )
     if np.any(labels_requested >= 10) or np.any(labels_requested < -1):
-      raise ValueError("labels_requested must be digit classes 0-9, or -1 for unconditional samples")
+      raise DataError("labels_requested must be digit classes 0-9, or -1 for unconditional samples")
 
-  feats_s, logits_s = judge._run(x)
+  feats_s, logits_s = judge.features_and_logits(x)
   feats_tr = judge.features(train_x)
-  feats_te, logits_te = judge._run(test_x)
+  feats_te, logits_te = judge.features_and_logits(test_x)
   prob_s = _softmax(logits_s)
   prob_te = _softmax(logits_te)
   pred_s, pred_te = prob_s.argmax(axis=1), prob_te.argmax(axis=1)

@@ -1,7 +1,7 @@
 """The digits judge: a small Flax CNN trained on scikit-learn's 8x8 digits, used to score samples.
 
-Its weights ship with the package (`assets/digits_judge.msgpack`, about 160 KB) and are made,
-deterministically, by `python scripts/train_digits_judge.py` (a few seconds on a CPU) from the
+Its weights ship with the package (`assets/digits_judge.msgpack`) and are made,
+deterministically, by `python scripts/train_digits_judge.py` (quick on a CPU) from the
 digits *train* split of `jaxdiff.data` (1437 images); the 360 held-out *test* digits are never
 seen, so they give the real-data baseline of every digits metric. The file records a hash of
 both splits; `DigitsJudge.check_split` warns when the data module's split has changed since.
@@ -22,7 +22,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+from flax import serialization
 
+from jaxdiff.errors import DataError
 from jaxdiff.fileio import atomic_write_bytes
 
 __all__ = ["JudgeNet", "DigitsJudge", "DEFAULT_JUDGE_PATH", "train_judge", "split_hash", "to_judge_input"]
@@ -59,14 +62,14 @@ def to_judge_input(images: Any) -> np.ndarray:
   if arr.ndim == 3:
     arr = arr[..., None]
   if arr.ndim != 4 or arr.shape[1:] != (8, 8, 1):
-    raise ValueError(f"digits images must have shape [N, 8, 8, 1] (or [N, 8, 8]), got {np.shape(images)}")
+    raise DataError(f"digits images must have shape [N, 8, 8, 1] (or [N, 8, 8]), got {np.shape(images)}")
   if arr.dtype == np.uint8:
     return arr.astype(np.float32) / 127.5 - 1.0
   if not np.issubdtype(arr.dtype, np.floating):
-    raise ValueError(f"digits images must be uint8 or floats in [-1, 1], got dtype {arr.dtype}")
+    raise DataError(f"digits images must be uint8 or floats in [-1, 1], got dtype {arr.dtype}")
   arr = arr.astype(np.float32)
   if not np.all(np.isfinite(arr)):
-    raise ValueError("digits images contain NaN or Inf (a diverged model?)")
+    raise DataError("digits images contain NaN or Inf (a diverged model?)")
   return arr
 
 
@@ -93,21 +96,19 @@ class DigitsJudge:
   @classmethod
   def load(cls, path: str | None = None) -> DigitsJudge:
     """Loads the shipped weights (or a file written by scripts/train_digits_judge.py)."""
-    from flax import serialization
-
     path = path or DEFAULT_JUDGE_PATH
     if not os.path.exists(path):
       raise FileNotFoundError(
         f"digits judge weights not found at {path}; make them with "
-        "`python scripts/train_digits_judge.py` (deterministic, a few seconds on CPU)"
+        "`python scripts/train_digits_judge.py` (deterministic, quick on a CPU)"
       )
     with open(path, "rb") as f:
       state = serialization.msgpack_restore(f.read())
     if not isinstance(state, dict) or "params" not in state:
-      raise ValueError(f"{path} is not a digits judge file (no 'params' entry)")
+      raise DataError(f"{path} is not a digits judge file (no 'params' entry)")
     meta = dict(state.get("meta", {}))
     if int(meta.get("format_version", -1)) != FORMAT_VERSION:
-      raise ValueError(
+      raise DataError(
         f"{path} has judge format {meta.get('format_version')!r}, this jaxdiff reads "
         f"{FORMAT_VERSION}; re-run scripts/train_digits_judge.py"
       )
@@ -117,18 +118,15 @@ class DigitsJudge:
       jax.tree_util.tree_map(lambda t, p: tuple(t.shape) == tuple(np.shape(p)), template, params)
     )
     if not shapes_ok:
-      raise ValueError(
-        f"{path}: parameter shapes do not match JudgeNet; re-run scripts/train_digits_judge.py"
-      )
+      raise DataError(f"{path}: parameter shapes do not match JudgeNet; re-run scripts/train_digits_judge.py")
     return cls(params, meta)
 
   def save(self, path: str) -> None:
-    from flax import serialization
-
     state = {"params": jax.tree_util.tree_map(np.asarray, self.params), "meta": self.meta}
     atomic_write_bytes(path, serialization.msgpack_serialize(state))
 
-  def _run(self, images: Any) -> tuple[np.ndarray, np.ndarray]:
+  def features_and_logits(self, images: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(features [N, 64], logits [N, 10]) in one pass of the network."""
     x = to_judge_input(images)
     feats, logits = [], []
     for start in range(0, len(x), _CHUNK):
@@ -143,10 +141,10 @@ class DigitsJudge:
 
   def features(self, images: Any) -> np.ndarray:
     """Penultimate activations [N, 64] (the Fréchet feature space)."""
-    return self._run(images)[0]
+    return self.features_and_logits(images)[0]
 
   def logits(self, images: Any) -> np.ndarray:
-    return self._run(images)[1]
+    return self.features_and_logits(images)[1]
 
   def predict_proba(self, images: Any) -> np.ndarray:
     """Class probabilities [N, 10] (softmax of the logits)."""
@@ -201,8 +199,6 @@ def train_judge(
   AdamW with a cosine-decayed learning rate; the whole epoch's order comes from numpy's
   Generator(seed), the initialisation from PRNGKey(seed).
   """
-  import optax
-
   train_x = to_judge_input(train_x)
   test_x = to_judge_input(test_x)
   train_labels = np.asarray(train_labels, np.int32)

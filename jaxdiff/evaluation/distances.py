@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxdiff.errors import DataError
 from jaxdiff.evaluation.frechet import as_rows
 
 __all__ = [
@@ -32,9 +33,9 @@ def _points(x: Any, name: str) -> np.ndarray:
 def _pair(x: Any, y: Any, min_points: int = 1) -> tuple[np.ndarray, np.ndarray]:
   x, y = _points(x, "x"), _points(y, "y")
   if x.shape[1] != y.shape[1]:
-    raise ValueError(f"x and y have different dimensions: {x.shape[1]} vs {y.shape[1]}")
+    raise DataError(f"x and y have different dimensions: {x.shape[1]} vs {y.shape[1]}")
   if min(len(x), len(y)) < min_points:
-    raise ValueError(f"need at least {min_points} points in each set, got {len(x)} and {len(y)}")
+    raise DataError(f"need at least {min_points} points in each set, got {len(x)} and {len(y)}")
   return x, y
 
 
@@ -66,9 +67,9 @@ def sliced_wasserstein(x: Any, y: Any, num_projections: int = 512, seed: int = 0
   """
   x, y = _pair(x, y)
   if int(num_projections) < 1:
-    raise ValueError(f"num_projections must be >= 1, got {num_projections}")
+    raise DataError(f"num_projections must be >= 1, got {num_projections}")
   if p < 1:
-    raise ValueError(f"p must be >= 1, got {p}")
+    raise DataError(f"p must be >= 1, got {p}")
   rng = np.random.default_rng(seed)
   theta = rng.standard_normal((int(num_projections), x.shape[1]))
   theta /= np.linalg.norm(theta, axis=1, keepdims=True)
@@ -80,7 +81,7 @@ def sliced_wasserstein(x: Any, y: Any, num_projections: int = 512, seed: int = 0
 def _check_bandwidths(bandwidths: Any) -> np.ndarray:
   bw = np.atleast_1d(np.asarray(bandwidths, dtype=np.float64))
   if bw.ndim != 1 or bw.size == 0 or np.any(~np.isfinite(bw)) or np.any(bw <= 0):
-    raise ValueError(f"bandwidths must be a non-empty list of positive numbers, got {bandwidths!r}")
+    raise DataError(f"bandwidths must be a non-empty list of positive numbers, got {bandwidths!r}")
   return bw
 
 
@@ -117,7 +118,7 @@ def mmd_rbf_many(
   y = _points(y, "y")
   m = len(y)
   if m < 2:
-    raise ValueError(f"need at least 2 points in each set, got {m}")
+    raise DataError(f"need at least 2 points in each set, got {m}")
   kyy = (_kernel_sum(y, y, inv2s2, block) - m) / (m * (m - 1))  # the diagonal holds k(a, a) = 1
   out = []
   for x in xs:

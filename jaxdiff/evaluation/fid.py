@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxdiff.errors import DataError
 from jaxdiff.evaluation.frechet import RunningStatistics, frechet_distance
 from jaxdiff.fileio import atomic_write
 
@@ -37,17 +38,17 @@ def save_statistics(
   mu = np.asarray(mu, np.float64)
   sigma = np.asarray(sigma, np.float64)
   if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-    raise ValueError(f"statistics must be mu [D] and sigma [D, D], got {mu.shape} and {sigma.shape}")
+    raise DataError(f"statistics must be mu [D] and sigma [D, D], got {mu.shape} and {sigma.shape}")
   arrays: dict[str, Any] = {"mu": mu, "sigma": sigma}
   if num is not None:
     arrays["num"] = np.asarray(int(num))
   if (mu_heldout is None) != (sigma_heldout is None):
-    raise ValueError("give both mu_heldout and sigma_heldout, or neither")
+    raise DataError("give both mu_heldout and sigma_heldout, or neither")
   if mu_heldout is not None:
     arrays["mu_heldout"] = np.asarray(mu_heldout, np.float64)
     arrays["sigma_heldout"] = np.asarray(sigma_heldout, np.float64)
     if arrays["mu_heldout"].shape != mu.shape or arrays["sigma_heldout"].shape != sigma.shape:
-      raise ValueError("held-out statistics must have the same shapes as the reference statistics")
+      raise DataError("held-out statistics must have the same shapes as the reference statistics")
     if num_heldout is not None:
       arrays["num_heldout"] = np.asarray(int(num_heldout))
   for key, value in meta.items():
@@ -67,10 +68,10 @@ def load_statistics(path: str | None, flag: str = "--fid_stats") -> dict[str, An
   with np.load(path) as f:
     out = {k: f[k] for k in f.files}
   if "mu" not in out or "sigma" not in out:
-    raise ValueError(f"{path} holds no FID statistics (keys 'mu' and 'sigma'); it has {sorted(out)}")
+    raise DataError(f"{path} holds no FID statistics (keys 'mu' and 'sigma'); it has {sorted(out)}")
   d = out["mu"].shape
   if len(d) != 1 or out["sigma"].shape != (d[0], d[0]):
-    raise ValueError(f"{path}: mu {out['mu'].shape} / sigma {out['sigma'].shape} are not [D] / [D, D]")
+    raise DataError(f"{path}: mu {out['mu'].shape} / sigma {out['sigma'].shape} are not [D] / [D, D]")
   return out
 
 
@@ -91,7 +92,7 @@ def statistics_from_batches(features_fn, batches: Iterable[Any], limit: int | No
     if limit is not None and seen >= limit:
       break
   if stats is None:
-    raise ValueError("no images to compute statistics from")
+    raise DataError("no images to compute statistics from")
   mu, sigma = stats.finalize()
   return mu, sigma, stats.count
 
@@ -107,14 +108,14 @@ def evaluate_fid(images: Any, stats: Any, features_fn) -> dict[str, Any]:
     stats = load_statistics(stats)
   images = np.asarray(images)
   if images.ndim != 4 or images.shape[-1] not in (1, 3):
-    raise ValueError(f"FID needs NHWC images with 1 or 3 channels, got shape {images.shape}")
+    raise DataError(f"FID needs NHWC images with 1 or 3 channels, got shape {images.shape}")
   if len(images) < 2:
-    raise ValueError(f"FID needs at least 2 sample images, got {len(images)}")
+    raise DataError(f"FID needs at least 2 sample images, got {len(images)}")
   mu_s, sigma_s, n = statistics_from_batches(
     features_fn, (images[i : i + 256] for i in range(0, len(images), 256))
   )
   if mu_s.shape != stats["mu"].shape:
-    raise ValueError(
+    raise DataError(
       f"sample features have dimension {mu_s.shape[0]}, the reference statistics "
       f"{stats['mu'].shape[0]}: computed with a different feature network?"
     )

@@ -25,6 +25,13 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from jaxdiff import images as image_utils
+from jaxdiff.data import create_dataset, dataset_info
+from jaxdiff.errors import DataError, run_cli
+from jaxdiff.evaluation.fid import save_statistics, statistics_from_batches
+from jaxdiff.evaluation.inception import InceptionFeatures, load_inception_variables
+from jaxdiff.shards import read_samples
+
 __all__ = ["load_config_file", "dataset_batches", "compute_dataset_statistics", "main"]
 
 
@@ -36,7 +43,7 @@ def load_config_file(path: str):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   if not hasattr(module, "get_config"):
-    raise ValueError(f"{path} has no get_config() function")
+    raise DataError(f"{path} has no get_config() function")
   return module.get_config()
 
 
@@ -46,15 +53,12 @@ def _unlocked(config):
 
 def dataset_batches(config, split: str, batch_size: int, limit: int | None = None) -> Iterator[np.ndarray]:
   """uint8 image batches covering one pass over `split` of config.data (at most `limit` images)."""
-  from jaxdiff import images as image_utils
-  from jaxdiff.data import create_dataset, dataset_info
-
   config = copy.deepcopy(config)
   with _unlocked(config):
     config.data.random_flip = False
   info = dataset_info(config, split=split)
   if info.kind != "image":
-    raise ValueError(f"{config.data.name} is not an image data set: FID statistics need images")
+    raise DataError(f"{config.data.name} is not an image data set: FID statistics need images")
   total = info.num_examples if limit is None else min(info.num_examples, int(limit))
   stream = create_dataset(config, batch_size=batch_size, process_index=0, process_count=1, split=split)
   done = 0
@@ -65,11 +69,9 @@ def dataset_batches(config, split: str, batch_size: int, limit: int | None = Non
 
 
 def _shard_batches(path: str, batch_size: int) -> Iterator[np.ndarray]:
-  from jaxdiff.evaluation.cli import load_samples
-
-  samples = load_samples(path)
+  samples = read_samples(path)
   if "images" not in samples:
-    raise ValueError(f"{path} holds no 'images'")
+    raise DataError(f"{path} holds no 'images'")
   images = samples["images"]
   for i in range(0, len(images), batch_size):
     yield images[i : i + batch_size]
@@ -85,8 +87,6 @@ def compute_dataset_statistics(
   limit: int | None = None,
 ):
   """{"mu", "sigma", "num"[, "mu_heldout", "sigma_heldout", "num_heldout"]} of a configured data set."""
-  from jaxdiff.evaluation.fid import statistics_from_batches
-
   mu, sigma, n = statistics_from_batches(features_fn, dataset_batches(config, split, batch_size, limit))
   out = {"mu": mu, "sigma": sigma, "num": n}
   if heldout_split:
@@ -98,9 +98,6 @@ def compute_dataset_statistics(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  from jaxdiff.evaluation.fid import save_statistics, statistics_from_batches
-  from jaxdiff.evaluation.inception import InceptionFeatures, load_inception_variables
-
   p = argparse.ArgumentParser(
     prog="python -m jaxdiff.evaluation.fid_stats",
     description=__doc__,
@@ -164,6 +161,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  from jaxdiff.evaluation.cli import run_cli
-
-  sys.exit(run_cli(main))
+  sys.exit(run_cli(main, prog="python -m jaxdiff.evaluation.fid_stats"))

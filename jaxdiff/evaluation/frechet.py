@@ -20,6 +20,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import scipy.linalg
+from scipy.linalg import lapack  # scipy is a scikit-learn dependency, so always installed
+
+from jaxdiff.errors import DataError
 
 __all__ = [
   "RunningStatistics",
@@ -35,11 +39,11 @@ def as_rows(x: Any, name: str, min_rows: int = 1, rows: str = "examples", why: s
   `name` (shared input check of the feature and point-set metrics)."""
   arr = np.asarray(x, dtype=np.float64)
   if arr.ndim != 2:
-    raise ValueError(f"{name} must be a 2-D array [num_{rows}, dim], got shape {arr.shape}")
+    raise DataError(f"{name} must be a 2-D array [num_{rows}, dim], got shape {arr.shape}")
   if arr.shape[0] < min_rows:
-    raise ValueError(f"{name} needs at least {min_rows} {rows}{why}, got {arr.shape[0]}")
+    raise DataError(f"{name} needs at least {min_rows} {rows}{why}, got {arr.shape[0]}")
   if not np.all(np.isfinite(arr)):
-    raise ValueError(f"{name} contains NaN or Inf (a diverged model or a broken feature network?)")
+    raise DataError(f"{name} contains NaN or Inf (a diverged model or a broken feature network?)")
   return arr
 
 
@@ -65,7 +69,7 @@ class RunningStatistics:
 
   def __init__(self, dim: int):
     if int(dim) < 1:
-      raise ValueError(f"dim must be >= 1, got {dim}")
+      raise DataError(f"dim must be >= 1, got {dim}")
     self.dim = int(dim)
     self.count = 0
     self._shift = None
@@ -75,11 +79,11 @@ class RunningStatistics:
   def update(self, features: Any) -> None:
     x = np.asarray(features, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != self.dim:
-      raise ValueError(f"expected features of shape [batch, {self.dim}], got {x.shape}")
+      raise DataError(f"expected features of shape [batch, {self.dim}], got {x.shape}")
     if x.shape[0] == 0:
       return
     if not np.all(np.isfinite(x)):
-      raise ValueError("features contain NaN or Inf")
+      raise DataError("features contain NaN or Inf")
     if self._shift is None:
       self._shift = x.mean(axis=0)
     c = x - self._shift
@@ -89,7 +93,7 @@ class RunningStatistics:
 
   def finalize(self) -> tuple[np.ndarray, np.ndarray]:
     if self.count < 2:
-      raise ValueError(f"need at least 2 examples for a covariance, got {self.count}")
+      raise DataError(f"need at least 2 examples for a covariance, got {self.count}")
     mean_c = self._sum / self.count
     sigma = (self._outer - self.count * np.outer(mean_c, mean_c)) / (self.count - 1)
     return self._shift + mean_c, (sigma + sigma.T) / 2.0
@@ -99,21 +103,19 @@ def _check_stats(mu: Any, sigma: Any, which: str) -> tuple[np.ndarray, np.ndarra
   mu = np.asarray(mu, dtype=np.float64)
   sigma = np.asarray(sigma, dtype=np.float64)
   if mu.ndim != 1:
-    raise ValueError(f"mu{which} must be a 1-D mean vector, got shape {mu.shape}")
+    raise DataError(f"mu{which} must be a 1-D mean vector, got shape {mu.shape}")
   if sigma.shape != (mu.shape[0], mu.shape[0]):
-    raise ValueError(
+    raise DataError(
       f"sigma{which} must be a [{mu.shape[0]}, {mu.shape[0]}] covariance matching "
       f"mu{which}, got shape {sigma.shape}"
     )
   if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(sigma))):
-    raise ValueError(f"mu{which} / sigma{which} contain NaN or Inf")
+    raise DataError(f"mu{which} / sigma{which} contain NaN or Inf")
   return mu, sigma
 
 
 def _psd_factor(sigma: np.ndarray) -> np.ndarray:
   """G [D, r] with sigma = G G^T and r its numerical rank: pivoted Cholesky (LAPACK ?pstrf)."""
-  from scipy.linalg import lapack  # scipy is a scikit-learn dependency, so always installed
-
   c, piv, rank, info = lapack.dpstrf((sigma + sigma.T) / 2.0, tol=-1.0, lower=1)
   if info < 0:
     raise ValueError(f"pivoted Cholesky failed (LAPACK info {info})")
@@ -130,8 +132,6 @@ def trace_sqrt_product(sigma1: Any, sigma2: Any) -> float:
   nothing inverted, exact for singular covariances (fewer samples than dimensions). The
   lower-rank matrix is factored, so the eigenvalue problem is as small as it can be.
   """
-  import scipy.linalg
-
   s1 = np.asarray(sigma1, dtype=np.float64)
   s2 = np.asarray(sigma2, dtype=np.float64)
   g1, g2 = _psd_factor(s1), _psd_factor(s2)
@@ -151,7 +151,7 @@ def frechet_distance(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any) -> float:
   mu1, sigma1 = _check_stats(mu1, sigma1, "1")
   mu2, sigma2 = _check_stats(mu2, sigma2, "2")
   if mu1.shape != mu2.shape:
-    raise ValueError(f"the two statistics have different dimensions: {mu1.shape[0]} vs {mu2.shape[0]}")
+    raise DataError(f"the two statistics have different dimensions: {mu1.shape[0]} vs {mu2.shape[0]}")
   diff = mu1 - mu2
   value = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt_product(sigma1, sigma2)
   # Round-off can leave a tiny negative number for identical statistics.
@@ -163,5 +163,5 @@ def frechet_distance_from_features(features1: Any, features2: Any) -> float:
   f1 = _as_features(features1, "features1")
   f2 = _as_features(features2, "features2")
   if f1.shape[1] != f2.shape[1]:
-    raise ValueError(f"feature dimensions differ: {f1.shape[1]} vs {f2.shape[1]}")
+    raise DataError(f"feature dimensions differ: {f1.shape[1]} vs {f2.shape[1]}")
   return frechet_distance(*feature_statistics(f1), *feature_statistics(f2))

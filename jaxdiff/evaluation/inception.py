@@ -20,6 +20,7 @@ to [-1, 1]. Features are the 2048-d global average pool ("pool3").
 
 from __future__ import annotations
 
+import argparse
 import functools
 import os
 from collections.abc import Iterable, Sequence
@@ -30,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdiff.errors import DataError, MissingDependencyError, run_cli
 from jaxdiff.fileio import atomic_write
 
 __all__ = [
@@ -214,9 +216,9 @@ class InceptionV3(nn.Module):
   @nn.compact
   def __call__(self, x):
     if x.ndim != 4 or x.shape[-1] != 3:
-      raise ValueError(f"InceptionV3 expects NHWC RGB images [N, H, W, 3], got shape {x.shape}")
+      raise DataError(f"InceptionV3 expects NHWC RGB images [N, H, W, 3], got shape {x.shape}")
     if min(x.shape[1], x.shape[2]) < 75:
-      raise ValueError(f"InceptionV3 needs images of at least 75 x 75 pixels, got {x.shape[1:3]}")
+      raise DataError(f"InceptionV3 needs images of at least 75 x 75 pixels, got {x.shape[1:3]}")
     c = functools.partial(BasicConv, dtype=self.dtype)
     x = x.astype(self.dtype)
     x = c(32, (3, 3), strides=(2, 2), name="Conv2d_1a_3x3")(x)
@@ -307,7 +309,7 @@ def state_dict_to_variables(state_dict: dict[str, Any], fid: bool = True) -> dic
       continue
     kernel = np.transpose(entries["conv.weight"], (2, 3, 1, 0))  # OIHW -> HWIO
     if kernel.shape != kernel_shape:
-      raise ValueError(
+      raise DataError(
         f"{name}.conv.weight has shape {entries['conv.weight'].shape}, expected "
         f"{(kernel_shape[3], kernel_shape[2], kernel_shape[0], kernel_shape[1])} (OIHW): "
         "not the pytorch-fid Inception weights?"
@@ -318,14 +320,14 @@ def state_dict_to_variables(state_dict: dict[str, Any], fid: bool = True) -> dic
     _set(stats, path + ("bn", "mean"), entries["bn.running_mean"])
     _set(stats, path + ("bn", "var"), entries["bn.running_var"])
   if missing:
-    raise ValueError(
+    raise DataError(
       f"the Inception weights lack {len(missing)} entries, e.g. {missing[:3]}: not a "
       f"pytorch-fid {FID_WEIGHTS_FILE} state dict?"
     )
   for kind, tree in (("params", params), ("batch_stats", stats)):
     shapes = jax.tree_util.tree_map(np.shape, tree)
     if shapes != template[kind]:
-      raise ValueError(f"converted {kind} do not match the network's structure")
+      raise DataError(f"converted {kind} do not match the network's structure")
   return {"params": params, "batch_stats": stats}
 
 
@@ -348,7 +350,7 @@ def _read_pth(pth_path: str) -> dict[str, np.ndarray]:
   try:
     import torch
   except ImportError as e:
-    raise ImportError(
+    raise MissingDependencyError(
       f"reading {pth_path} needs PyTorch (pip install torch); or convert it to .npz once "
       "on a machine with torch: python -m jaxdiff.evaluation.inception --convert IN.pth OUT.npz"
     ) from e
@@ -431,13 +433,13 @@ def preprocess(images: Any, size: int = INPUT_SIZE) -> jnp.ndarray:
   if x.ndim == 3:
     x = x[..., None]
   if x.ndim != 4 or x.shape[-1] not in (1, 3):
-    raise ValueError(f"images must be NHWC with 1 or 3 channels, got shape {tuple(x.shape)}")
+    raise DataError(f"images must be NHWC with 1 or 3 channels, got shape {tuple(x.shape)}")
   if x.dtype == jnp.uint8:
     x01 = x.astype(jnp.float32) / 255.0
   elif jnp.issubdtype(x.dtype, jnp.floating):
     x01 = (x.astype(jnp.float32) + 1.0) / 2.0
   else:
-    raise ValueError(f"images must be uint8 or floats in [-1, 1], got dtype {x.dtype}")
+    raise DataError(f"images must be uint8 or floats in [-1, 1], got dtype {x.dtype}")
   if x01.shape[-1] == 1:
     x01 = jnp.repeat(x01, 3, axis=-1)
   if x01.shape[1:3] != (size, size):
@@ -463,7 +465,7 @@ class InceptionFeatures:
     self.batch_size = int(batch_size)
     self.fid = bool(fid)
     if self.batch_size < 1:
-      raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+      raise DataError(f"batch_size must be >= 1, got {batch_size}")
 
   def _run(self, variables, images):
     return _features_jit(variables, preprocess(images), fid=self.fid)
@@ -477,7 +479,7 @@ class InceptionFeatures:
     if images.ndim == 3:
       images = images[..., None]
     if images.ndim != 4:
-      raise ValueError(f"images must be NHWC, got shape {images.shape}")
+      raise DataError(f"images must be NHWC, got shape {images.shape}")
     out = []
     for start in range(0, len(images), self.batch_size):
       chunk = images[start : start + self.batch_size]
@@ -491,8 +493,6 @@ class InceptionFeatures:
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-  import argparse
-
   parser = argparse.ArgumentParser(
     description="Convert pytorch-fid's Inception weights to a torch-free .npz."
   )
@@ -510,6 +510,4 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  from jaxdiff.evaluation.cli import run_cli
-
-  raise SystemExit(run_cli(_main))
+  raise SystemExit(run_cli(_main, prog="python -m jaxdiff.evaluation.inception"))

@@ -146,10 +146,8 @@ def _sum_dims(a):
   return jnp.sum(a.reshape(a.shape[0], -1), axis=1)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _vlb_jit(fn_static, spec: _Spec, fn_leaves, schedule, x0, key, cond):
-  kind, obj = fn_static
-  model_fn = jax.tree_util.tree_unflatten(obj, fn_leaves) if kind == "partial" else obj
+@functools.partial(jax.jit, static_argnums=(1,))
+def _vlb_jit(model_fn: jax.tree_util.Partial, spec: _Spec, schedule, x0, key, cond):
   x0 = x0.astype(jnp.float32)
   batch = x0.shape[0]
   T = schedule.num_timesteps
@@ -260,12 +258,11 @@ def vlb_terms(
     int(num_bins),
     None if num_kl_timesteps is None else int(num_kl_timesteps),
   )
-  if isinstance(model_fn, jax.tree_util.Partial):
-    fn_leaves, fn_def = jax.tree_util.tree_flatten(model_fn)
-    fn_static = ("partial", fn_def)
-  else:
-    fn_leaves, fn_static = [], ("callable", model_fn)
-  return _vlb_jit(fn_static, spec, fn_leaves, schedule, jnp.asarray(x0), key, dict(cond or {}))
+  # A Partial is a pytree: its bound arrays (e.g. the parameters of `jaxdiff.bind`) are traced
+  # arguments and the function is static, so new parameters never recompile.
+  if not isinstance(model_fn, jax.tree_util.Partial):
+    model_fn = jax.tree_util.Partial(model_fn)
+  return _vlb_jit(model_fn, spec, schedule, jnp.asarray(x0), key, dict(cond or {}))
 
 
 def bits_per_dim(

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxdiff.errors import DataError
 from jaxdiff.evaluation.distances import nearest_neighbour_distances
 
 __all__ = ["DEFAULT_PERCENTILE", "memorisation"]
@@ -26,7 +27,7 @@ DEFAULT_PERCENTILE = 5.0
 def _flat(x: Any, name: str) -> np.ndarray:
   arr = np.asarray(x, dtype=np.float64)
   if arr.ndim < 2:
-    raise ValueError(
+    raise DataError(
       f"{name} must have a leading example axis and at least one feature axis, got shape {arr.shape}"
     )
   return arr.reshape(arr.shape[0], -1)
@@ -43,10 +44,10 @@ def memorisation(
            "nearest_train_index": int array [num_samples]}.
   """
   if not 0.0 < percentile < 100.0:
-    raise ValueError(f"percentile must be in (0, 100), got {percentile}")
+    raise DataError(f"percentile must be in (0, 100), got {percentile}")
   s, tr, ho = _flat(samples, "samples"), _flat(train, "train"), _flat(heldout, "heldout")
   if not s.shape[1] == tr.shape[1] == ho.shape[1]:
-    raise ValueError(
+    raise DataError(
       f"samples, train and heldout must have the same shape per example; got "
       f"{s.shape[1]}, {tr.shape[1]} and {ho.shape[1]} values per example"
     )

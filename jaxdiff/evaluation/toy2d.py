@@ -12,9 +12,15 @@ from typing import Any
 
 import numpy as np
 
+from jaxdiff.data import sample_toy2d
+from jaxdiff.errors import DataError
 from jaxdiff.evaluation.distances import DEFAULT_BANDWIDTHS, mmd_rbf_many, sliced_wasserstein
 
-__all__ = ["evaluate_toy2d"]
+__all__ = ["evaluate_toy2d", "REFERENCE_STREAM", "BASELINE_STREAM"]
+
+# Random streams of the two fresh draws from the true distribution: sample_toy2d(name, n, (seed, stream)).
+REFERENCE_STREAM = 1
+BASELINE_STREAM = 2
 
 
 def evaluate_toy2d(
@@ -29,24 +35,22 @@ def evaluate_toy2d(
   """Scores 2-D samples against fresh draws of the toy distribution `name` ("s_curve", "toy2d/moons", ...).
 
   samples: float [N, 2] points in data space. The reference and the baseline are two
-  independent draws of N points (jaxdiff.data.sample_toy2d with seeds (seed, 1) and (seed, 2)).
+  independent draws of N points (jaxdiff.data.sample_toy2d with seeds (seed, REFERENCE_STREAM) and (seed, BASELINE_STREAM)).
   MMD uses the first `mmd_max_points` points of each set (its cost grows as N^2; None: all).
 
   Returns {"swd": {"samples", "real_heldout"}, "mmd": {"samples", "real_heldout"}, "info": {...}}:
   swd is SW_2 (data units), mmd the unbiased squared MMD (mean of RBF kernels, <= 2).
   """
-  from jaxdiff.data import sample_toy2d  # lazy: the data module is optional for the metrics
-
   x = np.asarray(samples, dtype=np.float64)
   if x.ndim != 2 or x.shape[1] != 2:
-    raise ValueError(f"toy2d samples must be points of shape [N, 2], got shape {x.shape}")
+    raise DataError(f"toy2d samples must be points of shape [N, 2], got shape {x.shape}")
   if x.shape[0] < 2:
-    raise ValueError(f"need at least 2 samples, got {x.shape[0]}")
+    raise DataError(f"need at least 2 samples, got {x.shape[0]}")
   if not np.all(np.isfinite(x)):
-    raise ValueError(f"{int(np.sum(~np.isfinite(x).all(axis=1)))} sample(s) contain NaN or Inf")
+    raise DataError(f"{int(np.sum(~np.isfinite(x).all(axis=1)))} sample(s) contain NaN or Inf")
   n = x.shape[0]
-  reference = np.asarray(sample_toy2d(name, n, (int(seed), 1)), np.float64)
-  baseline = np.asarray(sample_toy2d(name, n, (int(seed), 2)), np.float64)
+  reference = np.asarray(sample_toy2d(name, n, (int(seed), REFERENCE_STREAM)), np.float64)
+  baseline = np.asarray(sample_toy2d(name, n, (int(seed), BASELINE_STREAM)), np.float64)
   k = n if mmd_max_points is None else min(n, int(mmd_max_points))
   swd = {
     "samples": sliced_wasserstein(x, reference, num_projections, seed),

@@ -16,16 +16,15 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 
+from jaxdiff.errors import CheckpointError
 from jaxdiff.fileio import atomic_write_text
+from jaxdiff.parallel import fetch
 
 __all__ = ["CheckpointError", "Checkpointer", "save_config", "load_config", "state_to_tree", "tree_to_state"]
 
 log = logging.getLogger(__name__)
-
-
-class CheckpointError(RuntimeError):
-  """A checkpoint that cannot be used: missing, corrupt, or made for another model."""
 
 
 def state_to_tree(state) -> dict:
@@ -68,8 +67,6 @@ class Checkpointer:
     return self.manager.latest_step()
 
   def save(self, state, force: bool = True) -> bool:
-    from jaxdiff.parallel import fetch
-
     step = int(fetch(state.step))
     if step in self.manager.all_steps():
       return False
@@ -94,8 +91,6 @@ class Checkpointer:
   def check_compatible(self, step: int, target_tree: dict) -> None:
     """Raise CheckpointError naming the parameters whose shapes differ from the config's model."""
     try:
-      from absl import logging as absl_logging
-
       level = absl_logging.get_verbosity()
       absl_logging.set_verbosity(absl_logging.ERROR)  # orbax warns about items it was not asked to restore
       try:
@@ -177,8 +172,6 @@ class Checkpointer:
 
 def _validate_finite(tree: dict, step: int) -> None:
   leaves = jax.tree_util.tree_leaves(tree["params"])
-  from jaxdiff.parallel import fetch
-
   if not all(bool(np.all(np.isfinite(fetch(x)))) for x in leaves[:4]):
     raise CheckpointError(f"step {step}: parameters contain NaN/Inf")
 

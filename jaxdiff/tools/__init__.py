@@ -1,0 +1,1 @@
+"""Developer tools: `python -m jaxdiff.tools.import_graph`."""
