@@ -47,6 +47,7 @@ __all__ = [
   "MALLOC_MMAP_THRESHOLD",
   "MALLOC_TRIM_THRESHOLD",
   "backend_initialized",
+  "setup_compilation_cache",
 ]
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,7 @@ def jit(fun, **jit_kwargs):
     return jitted(options)(*args, **kwargs)
 
   call.jitted = jitted  # the underlying jax.jit objects (for .lower / AOT use)
+  call.cache = cache  # options tuple -> jitted function
   return call
 
 
@@ -221,3 +223,21 @@ def configure_performance(
     else {**_applied, **result, "xla_flags_added": _applied["xla_flags_added"] + added}
   )
   return result
+
+
+def setup_compilation_cache(cache_dir: str) -> str | None:
+  """Persistent XLA compilation cache, so a restarted run skips most of the compile: ``cache_dir``
+  ("" = ~/.cache/jaxdiff/xla, "none" disables; config.train.compilation_cache_dir). Returns the
+  folder in use, or None (an unwritable cache only costs compile time: a warning, no error)."""
+  if cache_dir == "none":
+    return None
+  cache_dir = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "jaxdiff", "xla")
+  try:
+    os.makedirs(cache_dir, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  except Exception as e:  # an unwritable cache only costs compile time
+    log.warning("Compilation cache disabled (%s).", e)
+    return None
+  return cache_dir

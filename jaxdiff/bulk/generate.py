@@ -54,6 +54,7 @@ from jaxdiff.bulk.settings import (
 )
 from jaxdiff.fileio import atomic_write_bytes
 from jaxdiff.generation import sample_from_config
+from jaxdiff.perf import setup_compilation_cache
 from jaxdiff.shards import (
   check_shard,
   layout,
@@ -63,7 +64,6 @@ from jaxdiff.shards import (
   temp_name,
   write_shard,
 )
-from jaxdiff.training.loop import setup_compilation_cache
 
 __all__ = ["generate", "plan_run", "RunPlan", "make_batch_fn", "default_output"]
 

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import log_ndtr
 
-from jaxdiff.diffusion import _check_prediction, extract, q_posterior, to_x0_eps
+from jaxdiff.diffusion import check_prediction, extract, q_posterior, to_x0_eps
 from jaxdiff.schedules import Schedule
 
 __all__ = [
@@ -233,7 +233,7 @@ def vlb_terms(
   num_kl_timesteps: None sums all T - 1 KL terms (T model calls per batch); k gives an unbiased
   stratified estimate from at most k of them (geometric strata, see the module docstring).
   """
-  _check_prediction(prediction)
+  check_prediction(prediction)
   if variance not in VARIANCES:
     raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
   if num_bins < 2:
