@@ -8,12 +8,14 @@ reduced in float32.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Literal
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Dtype = Any
 Array = jax.Array
@@ -45,6 +47,105 @@ def timestep_embedding(t: Array, dim: int, max_period: float = 10000.0) -> Array
   return emb
 
 
+# ---------------------------------------------------------------- time inputs and embeddings
+#
+# The process time reaches the network in the process's own units (docs/noise_core.md): the
+# discrete VP chain's timestep in [0, T), t in [0, 1] for VP-SDEs and flows, sigma for EDM.
+# ``time_input`` says which, and so how it becomes the embedding's input; ``time_embedding``
+# which embedding reads it. Config validation imports these tuples.
+
+TIME_INPUTS = ("index", "unit", "log_sigma")
+TIME_EMBEDDINGS = ("sinusoidal", "learned", "fourier")
+FIXED_TIME_EMBEDDINGS = ("sinusoidal", "fourier")  # TimeEmbedding's (and the UNet's): no learned table
+UNIT_SCALE = 1000.0  # "unit": t in [0, 1] -> 1000 t (DiT, SD3, flow matching, score_sde's continuous VP)
+FOURIER_SCALE = 16.0  # std of the Gaussian Fourier frequencies (NCSN++ / EDM `FourierEmbedding`)
+FOURIER_SEED = 0  # the fixed seed of those frequencies (NumPy's frozen legacy RandomState stream)
+# "log_sigma": sigma is floored here before the log, so sigma = 0 (e.g. the zero dummy inputs that
+# initialise a network) embeds finitely; the EDM range [0.002, 80] is far above it.
+SIGMA_FLOOR = float(jnp.finfo(jnp.float32).tiny)
+
+
+def check_time_embedding(
+  time_input: str, time_embedding: str, embeddings: tuple[str, ...] = TIME_EMBEDDINGS
+) -> None:
+  """ValueError naming the field when ``model.time_input`` / ``model.time_embedding`` is unknown,
+  not one of ``embeddings`` (the ones a network offers), or the pair does not go together (a
+  learned table is indexed by integer timesteps, so it needs ``time_input="index"``)."""
+  if time_input not in TIME_INPUTS:
+    raise ValueError(f"model.time_input must be one of {TIME_INPUTS}, got {time_input!r}")
+  if time_embedding not in embeddings:
+    raise ValueError(f"model.time_embedding must be one of {embeddings}, got {time_embedding!r}")
+  if time_embedding == "learned" and time_input != "index":
+    raise ValueError(
+      f"model.time_embedding='learned' is a table over integer timesteps and needs model.time_input='index', "
+      f"got model.time_input={time_input!r}; continuous time takes 'sinusoidal' or 'fourier'"
+    )
+
+
+@functools.cache
+def _fourier_frequencies(half: int, scale: float) -> np.ndarray:
+  z = np.random.RandomState(FOURIER_SEED).standard_normal(half)  # float64, a frozen stream (NEP 19)
+  return (2 * math.pi * scale * z).astype(np.float32)
+
+
+def fourier_embedding(x: Array, dim: int, scale: float = FOURIER_SCALE) -> Array:
+  """Gaussian random Fourier features (Tancik et al. 2020; NCSN++, EDM), ``[B] -> [B, dim]`` float32.
+
+  ``sin(2 pi w x)`` then ``cos(2 pi w x)`` for ``dim // 2`` frequencies ``w ~ N(0, scale^2)``,
+  zero-padded by one column when ``dim`` is odd. The frequencies are fixed, not trained, and
+  are no variable: they are drawn from NumPy's legacy ``RandomState(FOURIER_SEED)``, whose
+  stream NumPy keeps frozen (NEP 19), so they are the same on every machine and version and
+  a checkpoint needs nothing beyond its parameters. (JAX's own random bits changed in 0.5.)
+  """
+  if dim < 2:
+    raise ValueError(f"fourier_embedding needs dim >= 2 (one frequency), got {dim}")
+  x = jnp.asarray(x, jnp.float32)
+  if x.ndim != 1:
+    raise ValueError(f"fourier_embedding expects x of shape [batch], got {x.shape}")
+  args = x[:, None] * jnp.asarray(_fourier_frequencies(dim // 2, float(scale)))[None, :]
+  emb = jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
+  if dim % 2:
+    emb = jnp.pad(emb, ((0, 0), (0, 1)))
+  return emb
+
+
+def time_features(
+  t: Array,
+  dim: int,
+  time_input: str = "index",
+  time_embedding: str = "sinusoidal",
+  fourier_scale: float = FOURIER_SCALE,
+) -> Array:
+  """The fixed (parameter-free) embedding of the process time ``t`` ``[B]``: ``[B, dim]`` float32.
+
+  ``time_embedding="sinusoidal"`` (``timestep_embedding``, frequencies 1 down to 1e-4 rad per
+  unit of its input) reads
+
+  - ``"index"``: the timestep ``t`` itself, exactly as before this option existed (DDPM);
+  - ``"unit"``: ``1000 t`` for ``t`` in [0, 1] (DiT, SD3, flow matching; score_sde's continuous
+    VP with the DDPM embedding), so t = i / 1000 embeds as timestep i;
+  - ``"log_sigma"``: ``1000 c_noise`` with EDM's ``c_noise = ln(sigma) / 4`` (Karras et al. 2022,
+    Table 1). The factor 1000 is ours, the convention of ``"unit"``: c_noise spans only 2.65 over
+    sigma in [0.002, 80], and EDM's DDPM++ feeds it unscaled to a positional embedding whose top
+    frequency is 1 rad, where a 10% change of sigma (0.024 in c_noise) moves no coordinate by
+    more than 0.024, leaving the MLP to amplify it. Scaled by 1000 the range becomes ~2650
+    "timesteps" (DDPM's embedding resolves 1000): the lowest frequencies still give a monotone
+    coordinate over the whole range and the highest turn by ~24 rad between sigmas 10% apart.
+
+  ``time_embedding="fourier"`` (``fourier_embedding``, ``w ~ N(0, fourier_scale^2)``) reads an
+  input of order one: ``t / 1000`` (``"index"``), ``t`` (``"unit"``), or ``c_noise`` itself
+  (``"log_sigma"``: exactly NCSN++'s embedding in EDM, scale 16, where a 10% change of sigma
+  turns a typical frequency by ~2.4 rad).
+  """
+  check_time_embedding(time_input, time_embedding, FIXED_TIME_EMBEDDINGS)
+  t = jnp.asarray(t, jnp.float32)
+  if time_input == "log_sigma":
+    t = jnp.log(jnp.maximum(t, SIGMA_FLOOR)) / 4  # EDM's c_noise
+  if time_embedding == "sinusoidal":
+    return timestep_embedding(t if time_input == "index" else t * UNIT_SCALE, dim)
+  return fourier_embedding(t / UNIT_SCALE if time_input == "index" else t, dim, fourier_scale)
+
+
 def num_groups_for(channels: int, max_groups: int) -> int:
   """Largest group count ``<= max_groups`` dividing ``channels`` (GroupNorm needs a divisor),
   so small widths (e.g. 24 channels with 32 groups -> 24) still work."""
@@ -71,20 +172,30 @@ class GroupNorm(nn.Module):
 
 
 class TimeEmbedding(nn.Module):
-  """Sinusoidal embedding of ``t`` followed by a two-layer MLP (Dense, SiLU, Dense).
+  """Fixed embedding of the process time ``t`` followed by a two-layer MLP (Dense, SiLU, Dense).
 
-  ``sinusoidal_dim`` is the width of the sinusoid (DDPM: base channels), ``features`` the
-  width of the MLP and of the embedding every block receives (DDPM: 4 x base channels).
+  ``sinusoidal_dim`` is the width of the fixed embedding (DDPM: base channels), ``features``
+  the width of the MLP and of the embedding every block receives (DDPM: 4 x base channels).
+  ``time_input`` ("index" | "unit" | "log_sigma") and ``time_embedding`` ("sinusoidal" |
+  "fourier") choose the fixed embedding (``time_features``); the defaults are DDPM's sinusoid of
+  the timestep. Every choice has the same parameters (``dense_0``, ``dense_1``).
   """
 
   sinusoidal_dim: int
   features: int
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  time_input: str = "index"
+  time_embedding: str = "sinusoidal"
+  fourier_scale: float = FOURIER_SCALE
+
+  def __post_init__(self) -> None:
+    check_time_embedding(self.time_input, self.time_embedding, FIXED_TIME_EMBEDDINGS)
+    super().__post_init__()
 
   @nn.compact
   def __call__(self, t: Array) -> Array:
-    emb = timestep_embedding(t, self.sinusoidal_dim)
+    emb = time_features(t, self.sinusoidal_dim, self.time_input, self.time_embedding, self.fourier_scale)
     emb = nn.Dense(self.features, dtype=self.dtype, param_dtype=self.param_dtype, name="dense_0")(emb)
     emb = nn.silu(emb)
     return nn.Dense(self.features, dtype=self.dtype, param_dtype=self.param_dtype, name="dense_1")(emb)

@@ -12,8 +12,11 @@ import jax
 import jax.numpy as jnp
 
 from jaxdiff.models.layers import (
+  FOURIER_SCALE,
+  TIME_EMBEDDINGS,
   TimeEmbedding,
   broadcast_timesteps,
+  check_time_embedding,
   resolve_labels,
   with_self_condition,
   zeros_init,
@@ -46,14 +49,20 @@ class MLP(nn.Module):
   """Denoiser for vectors: ``apply(variables, x, t, y=None, *, x_self_cond=None, train=False)``.
 
   ``x`` is ``[B, D]``; returns float32 ``[B, out]`` (``out = out_channels``, default ``D``,
-  doubled when ``learn_sigma``). The time embedding is sinusoidal + two-layer MLP, or a learned
-  table over the ``num_timesteps`` integer timesteps; labels add a class embedding (label
-  ``num_classes`` is the null class).
+  doubled when ``learn_sigma``). The time embedding is a fixed embedding + two-layer MLP
+  (``layers.TimeEmbedding``), or a learned table over the ``num_timesteps`` integer timesteps;
+  labels add a class embedding (label ``num_classes`` is the null class).
+
+  ``t`` is float ``[B]`` in the process's time; ``time_input`` says which: ``"index"`` (the
+  discrete chain's timestep, the default), ``"unit"`` (t in [0, 1]) or ``"log_sigma"`` (EDM's
+  sigma, embedded through c_noise = ln(sigma) / 4). ``time_embedding``: ``"sinusoidal"``
+  (default), ``"fourier"`` (fixed Gaussian random Fourier features, std ``fourier_scale``) or
+  ``"learned"`` (``"index"`` only). See ``layers.time_features`` for the embedding math.
   """
 
   hidden_dim: int = 128
   num_layers: int = 4
-  time_embedding: str = "sinusoidal"
+  time_embedding: str = "sinusoidal"  # layers.TIME_EMBEDDINGS
   num_timesteps: int = 1000  # size of the learned embedding table
   dropout: float = 0.0
   in_channels: int = -1  # > 0: checked against the input's last dimension
@@ -64,6 +73,12 @@ class MLP(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   remat: bool = False
+  time_input: str = "index"  # layers.TIME_INPUTS: "index" | "unit" | "log_sigma"
+  fourier_scale: float = FOURIER_SCALE
+
+  def __post_init__(self) -> None:
+    check_time_embedding(self.time_input, self.time_embedding, TIME_EMBEDDINGS)
+    super().__post_init__()
 
   @nn.compact
   def __call__(
@@ -79,13 +94,19 @@ class MLP(nn.Module):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
 
     t = broadcast_timesteps(t, batch)
-    if self.time_embedding == "sinusoidal":
-      emb = TimeEmbedding(self.hidden_dim, self.hidden_dim, name="time_embed", **kw)(t)
-    elif self.time_embedding == "learned":
+    if self.time_embedding == "learned":
       idx = jnp.clip(jnp.round(t), 0, self.num_timesteps - 1).astype(jnp.int32)
       emb = nn.Embed(self.num_timesteps, self.hidden_dim, name="time_embed", **kw)(idx)
     else:
-      raise ValueError(f"model.time_embedding must be 'sinusoidal' or 'learned', got {self.time_embedding!r}")
+      emb = TimeEmbedding(
+        self.hidden_dim,
+        self.hidden_dim,
+        time_input=self.time_input,
+        time_embedding=self.time_embedding,
+        fourier_scale=self.fourier_scale,
+        name="time_embed",
+        **kw,
+      )(t)
     labels = resolve_labels(y, batch, self.num_classes)
     if labels is not None:
       emb = emb + nn.Embed(self.num_classes + 1, self.hidden_dim, name="label_embed", **kw)(labels)

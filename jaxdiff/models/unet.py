@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxdiff.models.layers import (
+  FIXED_TIME_EMBEDDINGS,
+  FOURIER_SCALE,
   AttentionBlock,
   ContextWithNull,
   Downsample,
@@ -26,6 +28,7 @@ from jaxdiff.models.layers import (
   TimeEmbedding,
   Upsample,
   broadcast_timesteps,
+  check_time_embedding,
   conv3x3,
   resolve_labels,
   with_image_condition,
@@ -40,8 +43,8 @@ class UNet(nn.Module):
   """Noise-prediction UNet: ``apply(variables, x, t, y=None, *, context=None, context_mask=None,
   x_cond=None, x_self_cond=None, train=False)``.
 
-  ``x`` is ``[B, H, W, C]``, ``t`` int32 (or float) timesteps ``[B]``, ``y`` int32 labels ``[B]``
-  (``None``, or the label ``num_classes``, is the null class used by classifier-free
+  ``x`` is ``[B, H, W, C]``, ``t`` the process time ``[B]`` (int or float), ``y`` int32 labels
+  ``[B]`` (``None``, or the label ``num_classes``, is the null class used by classifier-free
   guidance). Returns float32 ``[B, H, W, out]`` with ``out = out_channels`` (default: ``C``),
   doubled when ``learn_sigma``. Dropout draws from the ``"dropout"`` rng when ``train``.
 
@@ -59,6 +62,13 @@ class UNet(nn.Module):
   downsampling; a middle block (res, attention, res); a mirrored decoder with
   ``num_res_blocks + 1`` blocks per level fed by skip concatenations; GroupNorm, SiLU and a
   zero-initialised 3x3 output conv. Resolutions are feature-map heights in pixels.
+
+  Time: ``time_input`` says what ``t`` is: ``"index"`` (the discrete chain's timestep, the
+  default: DDPM's embedding, bit for bit), ``"unit"`` (t in [0, 1], embedded as 1000 t) or
+  ``"log_sigma"`` (EDM's sigma, through c_noise = ln(sigma) / 4); ``time_embedding`` is
+  ``"sinusoidal"`` (default) or ``"fourier"`` (fixed Gaussian random Fourier features of std
+  ``fourier_scale``), followed by the same two-layer MLP (``layers.TimeEmbedding``, whose
+  parameters do not depend on the choice; the math is in ``layers.time_features``).
   """
 
   base_channels: int = 64
@@ -88,6 +98,13 @@ class UNet(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   remat: bool = False
+  time_input: str = "index"  # layers.TIME_INPUTS: "index" | "unit" | "log_sigma"
+  time_embedding: str = "sinusoidal"  # layers.FIXED_TIME_EMBEDDINGS (a learned table is the MLP's only)
+  fourier_scale: float = FOURIER_SCALE
+
+  def __post_init__(self) -> None:
+    check_time_embedding(self.time_input, self.time_embedding, FIXED_TIME_EMBEDDINGS)
+    super().__post_init__()
 
   def _check(self, x: Array) -> None:
     if x.ndim != 4:
@@ -164,7 +181,15 @@ class UNet(nn.Module):
     # Conditioning: time embedding (+ class embedding, null class = num_classes).
     emb_dim = 4 * self.base_channels
     t = broadcast_timesteps(t, batch)
-    emb = TimeEmbedding(self.base_channels, emb_dim, name="time_embed", **kw)(t)
+    emb = TimeEmbedding(
+      self.base_channels,
+      emb_dim,
+      time_input=self.time_input,
+      time_embedding=self.time_embedding,
+      fourier_scale=self.fourier_scale,
+      name="time_embed",
+      **kw,
+    )(t)
     labels = resolve_labels(y, batch, self.num_classes)
     if labels is not None:
       emb = emb + nn.Embed(self.num_classes + 1, emb_dim, name="label_embed", **kw)(labels)
