@@ -22,7 +22,17 @@ from jaxdiff.processes import as_process
 from jaxdiff.samplers.base import Context, Denoised, Sampler, State, StepInput, get
 from jaxdiff.samplers.inpaint import inpaint_arrays, run_inpaint
 
-__all__ = ["sample", "Stepper", "LoopState", "bind", "nfe", "make_sampler", "plan_grid", "Grid"]
+__all__ = [
+  "sample",
+  "Stepper",
+  "LoopState",
+  "bind",
+  "nfe",
+  "make_sampler",
+  "accepted_options",
+  "plan_grid",
+  "Grid",
+]
 
 # Where a process reaches zero SNR at the top (alpha = 0), runs that divide by alpha (eps or edm
 # predictions, the sigma frame, churn, multistep log-SNR) start from alpha = 2^-12 sigma (abar =
@@ -48,6 +58,13 @@ def make_sampler(sampler: str | Sampler, **options: Any) -> Sampler:
       raise ValueError(f"options {sorted(options)} were given with a Sampler object; set them on the object.")
     return sampler
   return get(sampler)(**options)
+
+
+def accepted_options(sampler: str, **options: Any) -> dict[str, Any]:
+  """The subset of `options` the named sampler takes (None values dropped): for callers that hold
+  settings for every sampler (a config), so each sampler receives only its own."""
+  takes = get(sampler).options
+  return {k: v for k, v in options.items() if k in takes and v is not None}
 
 
 def nfe(sampler: str | Sampler, num_steps: int, guided: bool = False, **options: Any) -> int:
