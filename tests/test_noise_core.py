@@ -602,6 +602,49 @@ def test_issue14c_learned_variance_gets_gradient_and_vlb_stops_mean_gradient():
   np.testing.assert_allclose(float(g10["bv"]), 10 * float(g1["bv"]), rtol=1e-4)  # the term scales with it
 
 
+def test_learned_variance_optimum_is_the_exact_reverse_variance():
+  """With the exact mean, E KL(q(x_{t-1} | x_t, x0) || N(mu_theta, S)) is least at
+  S* = beta~_t + coef1_t^2 Var(x0 | x_t): the hybrid loss's variance channel must find it."""
+  b, d = 8192, 4
+  k1, k2 = jax.random.split(jax.random.key(6))
+  x0 = MU + SD * jax.random.normal(k1, (b, d))
+  noise = jax.random.normal(k2, (b, d))
+  t = jnp.where(jnp.arange(b) % 2 == 0, 50, 300).astype(jnp.int32)
+
+  def apply(v, x, tt):  # exact eps in the mean channels, v[0] / v[1] as the variance at t = 50 / 300
+    a, sg = _alpha_sigma(LINEAR, tt, x)
+    var = jnp.where(tt[:, None] == 50, v[0], v[1]) * jnp.ones_like(x)
+    return jnp.concatenate([gauss_post(x, a, sg)[1], var], axis=-1)
+
+  grad = jax.jit(
+    jax.grad(
+      lambda v: jaxdiff.loss(
+        jaxdiff.bind(apply, v), LINEAR, x0, jax.random.key(0), t=t, noise=noise, vlb_weight=1.0
+      )[0]
+    )
+  )
+  lo, hi = -np.ones(2), np.ones(2)
+  assert np.all(np.asarray(grad(jnp.asarray(lo, jnp.float32))) < 0) and np.all(
+    np.asarray(grad(jnp.asarray(hi, jnp.float32))) > 0
+  )
+  for _ in range(16):  # bisection on the (monotone) derivative, both timesteps at once
+    mid = 0.5 * (lo + hi)
+    g = np.asarray(grad(jnp.asarray(mid, jnp.float32)))
+    lo, hi = np.where(g < 0, mid, lo), np.where(g < 0, hi, mid)
+  betas = np.linspace(1e-4, 0.02, 1000)
+  ac = np.cumprod(1 - betas)
+  acp = np.append(1.0, ac[:-1])
+  want = []
+  for tt in (50, 300):
+    bt = betas[tt] * (1 - acp[tt]) / (1 - ac[tt])  # beta~
+    c1 = betas[tt] * np.sqrt(acp[tt]) / (1 - ac[tt])
+    pv = SD**2 * (1 - ac[tt]) / (ac[tt] * SD**2 + 1 - ac[tt])
+    frac = (np.log(bt + c1 * c1 * pv) - np.log(bt)) / (np.log(betas[tt]) - np.log(bt))
+    want.append(2 * frac - 1)
+  print("learned-range v at the vlb optimum (t = 50, 300):", 0.5 * (lo + hi), "exact", want)
+  np.testing.assert_allclose(0.5 * (lo + hi), want, atol=0.04)
+
+
 def test_issue14d_float_t_in_loss_is_interpolated_or_refused():
   seen = {}
 
