@@ -9,11 +9,11 @@ Unconditional: CelebA's 40 attributes are not class labels.
 
 import ml_collections
 
-from jaxdiff.config_utils import sibling_config
+from jaxdiff.configs import default
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = sibling_config(__file__, "default")
+  config = default.get_config()
 
   d = config.data
   d.name = "tfds/celeb_a"
@@ -24,30 +24,20 @@ def get_config() -> ml_collections.ConfigDict:
   d.random_flip = True
 
   m = config.model
-  m.name = "unet"
   m.base_channels = 128
   m.channel_mult = (1, 2, 3, 4)  # 64, 32, 16, 8
-  m.num_res_blocks = 2
   m.attention_resolutions = (16, 8)
-  m.linear_attention_resolutions = ()
   m.head_dim = 64  # heads = channels // 64 (overrides num_heads)
   m.dropout = 0.1
   m.resblock_updown = True
   m.use_scale_shift_norm = True
-  m.num_groups = 32
   m.in_channels = 3
-  m.out_channels = -1
   m.learn_sigma = False  # set True only with a loss that trains the variance (L_vlb)
-  m.num_classes = 0
-  m.self_condition = False
 
   f = config.diffusion
   f.schedule = "cosine"
-  f.num_timesteps = 1000
-  f.prediction = "eps"
 
   t = config.train
-  t.batch_size = 128
   t.num_steps = 500_000
   t.checkpoint_every = 10_000
   t.sample_every = 10_000
@@ -56,12 +46,8 @@ def get_config() -> ml_collections.ConfigDict:
   o = config.optim
   o.learning_rate = 1e-4
   o.warmup_steps = 5000
-  o.grad_clip = 1.0
-
-  config.ema.decay = 0.9999
 
   s = config.sample
-  s.sampler = "ddim"
   s.num_steps = 100
   s.batch_size = 128
 

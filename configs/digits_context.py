@@ -16,11 +16,11 @@ unconditional branch of classifier-free guidance (sample.guidance_scale = 2).
 
 import ml_collections
 
-from jaxdiff.config_utils import sibling_config
+from jaxdiff.configs import digits
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = sibling_config(__file__, "digits")
+  config = digits.get_config()
 
   d = config.data
   d.cond = "caption"  # batches gain "context": int32 [b, 3] captions

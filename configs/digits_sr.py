@@ -12,11 +12,11 @@ measured against. The network is configs/digits.py's, without labels.
 
 import ml_collections
 
-from jaxdiff.config_utils import sibling_config
+from jaxdiff.configs import digits
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = sibling_config(__file__, "digits")
+  config = digits.get_config()
 
   d = config.data
   d.cond = "sr"  # batches gain "x_cond": bicubic(4x4 area downsampling)

@@ -7,38 +7,23 @@ clip the predicted x0 (the points are not confined to [-1, 1]).
 
 import ml_collections
 
-from jaxdiff.config_utils import sibling_config
+from jaxdiff.configs import default
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = sibling_config(__file__, "default")
+  config = default.get_config()
 
   d = config.data
   d.name = "toy2d/s_curve"
   d.num_classes = 0
-  d.random_flip = False
   d.toy2d_num_points = 0  # fresh points every batch
 
   m = config.model
   m.name = "mlp"
-  m.data_dim = 2
-  m.hidden_dim = 128
-  m.num_layers = 4
-  m.time_embedding = "sinusoidal"
-  m.dropout = 0.0
   m.out_channels = -1  # = data_dim
-  m.learn_sigma = False
-  m.num_classes = 0
-  m.self_condition = False
-
-  f = config.diffusion
-  f.schedule = "linear"
-  f.num_timesteps = 1000
-  f.prediction = "eps"
 
   t = config.train
   t.batch_size = 256
-  t.num_steps = 10_000
   t.log_every = 500
   t.checkpoint_every = 5000
   t.sample_every = 5000

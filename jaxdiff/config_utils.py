@@ -6,19 +6,37 @@ instead of an XLA trace minutes later.
 
 from __future__ import annotations
 
+import difflib
+import importlib.util
+import pathlib
+from collections.abc import Mapping
+from typing import Any
+
 import ml_collections
 
-from jaxdiff import schedules
-from jaxdiff.samplers import SAMPLERS, SPACINGS
+from jaxdiff import diffusion, models, samplers, schedules
+from jaxdiff.conditioning import Conditioning
+from jaxdiff.configs import default, with_defaults
+from jaxdiff.data import conditioning as data_conditioning
+from jaxdiff.errors import ConfigError
 
-__all__ = ["ConfigError", "validate_config", "check_training_conditioning", "schedule_from_config"]
+__all__ = [
+  "ConfigError",
+  "with_defaults",
+  "from_json",
+  "load_config_file",
+  "validate_config",
+  "check_training_conditioning",
+  "schedule_from_config",
+]
+
+NAN_POLICIES = ("stop", "skip")
+OPTIMIZERS = ("adam", "adamw")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def load_config_file(path: str) -> ml_collections.ConfigDict:
-  """`get_config()` of a config file loaded by path (configs/ is a folder of files, not a package)."""
-  import importlib.util
-  import pathlib
-
+  """`get_config()` of a config file loaded by path, as `--config=<file>` loads it."""
   path = pathlib.Path(path)
   if not path.exists():
     raise ConfigError(f"Config file {path} does not exist.")
@@ -29,29 +47,37 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
 
 
 def sibling_config(config_file: str, name: str = "default") -> ml_collections.ConfigDict:
-  """The config of `<name>.py` in the same folder as `config_file`: how configs build on each other."""
-  import pathlib
-
+  """The config of `<name>.py` in the same folder as `config_file` (for user config folders; the
+  repository's configs import `jaxdiff.configs` instead)."""
   return load_config_file(str(pathlib.Path(config_file).with_name(f"{name}.py")))
 
 
-class ConfigError(ValueError):
-  """A config field with a value jaxdiff cannot use."""
+def _tuplify(obj: Any) -> Any:
+  if isinstance(obj, Mapping):
+    return {k: _tuplify(v) for k, v in obj.items()}
+  if isinstance(obj, list):
+    return tuple(_tuplify(v) for v in obj)
+  return obj
+
+
+def from_json(values: Mapping, source: str = "config.json") -> ml_collections.ConfigDict:
+  """A saved config (a workdir's config.json, parsed) overlaid on the package defaults, lists as
+  tuples. Fields added to jaxdiff after it was written take their defaults, with a logged note
+  naming them, so old workdirs resume and sample."""
+  return with_defaults(_tuplify(values), note=source)
+
+
+def _get(config, path: str):
+  node = config
+  for part in path.split("."):
+    node = node[part]
+  return node
 
 
 def _choice(config, path: str, allowed) -> None:
   value = _get(config, path)
   if value not in allowed:
     raise ConfigError(f"config.{path}={value!r} is not valid; choose one of {list(allowed)}.")
-
-
-def _get(config, path: str):
-  node = config
-  for part in path.split("."):
-    if part not in node:
-      raise ConfigError(f"config.{path} is missing; start your config from configs/default.py.")
-    node = node[part]
-  return node
 
 
 def _number(config, path: str, lo=None, hi=None, integer: bool = False, lo_open: bool = False) -> None:
@@ -69,16 +95,49 @@ def _number(config, path: str, lo=None, hi=None, integer: bool = False, lo_open:
     raise ConfigError(f"config.{path}={value!r} must be <= {hi}.")
 
 
+def _check_fields(config, base, prefix: str = "") -> None:
+  """Every field of the default config is present and no other: a misspelled field fails here
+  instead of being silently ignored."""
+  for key in config.keys():
+    if key not in base:
+      near = difflib.get_close_matches(key, list(base.keys()), n=1)
+      hint = f"did you mean config.{prefix}{near[0]}? " if near else ""
+      raise ConfigError(
+        f"config.{prefix}{key} is not a field jaxdiff reads; {hint}"
+        "(every field is listed in jaxdiff/configs/default.py)"
+      )
+  for key in base.keys():
+    if key not in config:
+      raise ConfigError(
+        f"config.{prefix}{key} is missing; build your config on jaxdiff.configs.default "
+        "(or complete it with jaxdiff.config_utils.with_defaults)."
+      )
+    if isinstance(base[key], ml_collections.ConfigDict):
+      if not isinstance(config[key], (ml_collections.ConfigDict, Mapping)):
+        raise ConfigError(f"config.{prefix}{key} must be a section (a ConfigDict), got {config[key]!r}.")
+      _check_fields(config[key], base[key], f"{prefix}{key}.")
+
+
+def _check_schedule(config) -> None:
+  """The schedule's name is checked by its owner (jaxdiff.schedules), by building it."""
+  try:
+    schedule_from_config(config)
+  except (ValueError, TypeError) as e:
+    raise ConfigError(f"config.diffusion.schedule={config.diffusion.schedule!r}: {e}") from None
+
+
 def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Check every field the library reads; raise ConfigError naming the first bad one."""
-  _choice(config, "model.name", ("unet", "mlp"))
-  _choice(config, "diffusion.schedule", ("linear", "cosine", "sigmoid", "quadratic"))
+  """Check every field the library reads; raise ConfigError naming the first bad one and the fix.
+  The allowed choices come from the modules that own them (samplers, diffusion, schedules,
+  models, data.conditioning)."""
+  _check_fields(config, default.get_config())
+  models.check_model_config(config)
   _number(config, "diffusion.num_timesteps", 1, integer=True)
   _number(config, "diffusion.beta_start", 0, 1, lo_open=True)
   _number(config, "diffusion.beta_end", 0, 1, lo_open=True)
-  _choice(config, "diffusion.prediction", ("eps", "x0", "v"))
-  _choice(config, "diffusion.loss_type", ("l2", "l1", "huber"))
-  _choice(config, "diffusion.weighting", ("none", "p2", "min_snr"))
+  _choice(config, "diffusion.prediction", diffusion.PREDICTIONS)
+  _choice(config, "diffusion.loss_type", diffusion.LOSS_TYPES)
+  _choice(config, "diffusion.weighting", diffusion.WEIGHTINGS)
   _number(config, "diffusion.offset_noise", 0)
   _number(config, "train.batch_size", 1, integer=True)
   _number(config, "train.num_steps", 0, integer=True)
@@ -90,18 +149,18 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   _number(config, "train.label_dropout", 0, 1)
   _number(config, "train.steps_per_dispatch", 1, integer=True)
   _number(config, "train.grad_accum_steps", 1, integer=True)
-  _choice(config, "train.nan_policy", ("stop", "skip"))
-  _choice(config, "optim.optimizer", ("adam", "adamw"))
-  _choice(config, "optim.schedule", ("constant", "cosine"))
+  _choice(config, "train.nan_policy", NAN_POLICIES)
+  _choice(config, "optim.optimizer", OPTIMIZERS)
+  _choice(config, "optim.schedule", LR_SCHEDULES)
   _number(config, "optim.learning_rate", 0, lo_open=True)
   _number(config, "optim.warmup_steps", 0, integer=True)
   _number(config, "optim.grad_clip", 0)
   _number(config, "ema.decay", 0, 1)
-  _choice(config, "sample.sampler", SAMPLERS)
-  _choice(config, "sample.spacing", SPACINGS)
+  _choice(config, "sample.sampler", samplers.SAMPLERS)
+  _choice(config, "sample.spacing", samplers.SPACINGS)
   _number(config, "sample.num_steps", 1, config.diffusion.num_timesteps, integer=True)
   _number(config, "sample.eta", 0)
-  _number(config, "model.num_classes", 0, integer=True)
+  _check_schedule(config)
   if (
     config.model.num_classes
     and config.data.num_classes
@@ -118,86 +177,32 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
       "eps cannot determine x0 where the SNR is zero."
     )
   steps = config.train.steps_per_dispatch
-  for field in ("log_every", "checkpoint_every") + (("sample_every",) if config.train.sample_every else ()):
+  every = ("log_every", "checkpoint_every") + (("sample_every",) if config.train.sample_every else ())
+  for field in every:
     if config.train[field] % steps:
       raise ConfigError(
         f"config.train.{field}={config.train[field]} must be a multiple of "
         f"config.train.steps_per_dispatch={steps}."
       )
   _validate_conditioning(config)
-  every = config.eval.get("every", 0) if "eval" in config else 0
-  if every and every % steps:
+  if config.eval.every and config.eval.every % steps:
     raise ConfigError(
-      f"config.eval.every={every} must be a multiple of config.train.steps_per_dispatch={steps}."
+      f"config.eval.every={config.eval.every} must be a multiple of config.train.steps_per_dispatch={steps}."
     )
   return config
 
 
-def _field(config, path: str, default):
-  """config.<path>, or default when an older config (e.g. a workdir's config.json) lacks it."""
-  node = config
-  for part in path.split("."):
-    if part not in node:
-      return default
-    node = node[part]
-  return node
-
-
 def _validate_conditioning(config) -> None:
-  """Cross-attention context, conditioning images and their data sources (fields added after the
-  first configs were written: an older config without them means 'none')."""
-  from jaxdiff.data.captions import VOCAB
-  from jaxdiff.data.conditioning import COND_KINDS
-
-  cond = _field(config, "data.cond", "")
-  if cond not in COND_KINDS:
-    raise ConfigError(f"config.data.cond={cond!r} is not valid; choose one of {list(COND_KINDS)}.")
-  for path in ("model.context_dim", "model.context_vocab", "model.cond_channels"):
-    value = _field(config, path, 0)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-      raise ConfigError(f"config.{path}={value!r} must be an integer >= 0.")
-  null = _field(config, "model.context_null", "learned")
-  if null not in ("learned", "zeros"):
-    raise ConfigError(f"config.model.context_null={null!r} is not valid; choose 'learned' or 'zeros'.")
-  p = _field(config, "train.context_dropout", -1.0)
-  if isinstance(p, bool) or not isinstance(p, (int, float)) or p > 1:
-    raise ConfigError(f"config.train.context_dropout={p!r} must be a number <= 1 (< 0: the label dropout).")
-  context_dim, vocab = _field(config, "model.context_dim", 0), _field(config, "model.context_vocab", 0)
-  cond_channels = _field(config, "model.cond_channels", 0)
-  if (context_dim or cond_channels) and config.model.name != "unet":
-    raise ConfigError("config.model.context_dim / cond_channels need config.model.name='unet'.")
-  if vocab and not context_dim:
-    raise ConfigError(
-      f"config.model.context_vocab={vocab} needs config.model.context_dim > 0 (the token width)."
-    )
-  if cond == "caption" and (not context_dim or vocab < len(VOCAB)):
-    raise ConfigError(
-      f"config.data.cond='caption' yields int tokens 0..{len(VOCAB) - 1}: set "
-      f"config.model.context_dim > 0 and config.model.context_vocab >= {len(VOCAB)}."
-    )
-  if cond == "sr" and cond_channels != config.data.channels:
-    raise ConfigError(
-      f"config.data.cond='sr' yields x_cond with the data's {config.data.channels} channel(s): set "
-      f"config.model.cond_channels={config.data.channels} (now {cond_channels})."
-    )
+  """Cross-attention context, conditioning images and their data sources."""
+  _choice(config, "data.cond", data_conditioning.COND_KINDS)
+  _number(config, "train.context_dropout", hi=1)
+  Conditioning.from_config(config).validate(data_conditioning.provided_inputs(config.data))
 
 
 def check_training_conditioning(config) -> None:
   """The training data must carry what the network is conditioned on: a context needs
   config.data.cond='caption', a conditioning image config.data.cond='sr'."""
-  cond = _field(config, "data.cond", "")
-  if _field(config, "model.context_dim", 0) and cond != "caption":
-    raise ConfigError(
-      "config.model.context_dim > 0 but the training data carry no context: set "
-      "config.data.cond='caption' (digits), or feed batches with a 'context' entry to "
-      "jaxdiff.training.make_train_step yourself."
-    )
-  if _field(config, "model.cond_channels", 0) and cond != "sr":
-    raise ConfigError(
-      "config.model.cond_channels > 0 but the training data carry no conditioning image: set "
-      "config.data.cond='sr', or feed batches with an 'x_cond' entry to "
-      "jaxdiff.training.make_train_step yourself."
-    )
+  Conditioning.from_config(config).check_training_data(data_conditioning.provided_inputs(config.data))
 
 
 def schedule_from_config(config: ml_collections.ConfigDict) -> schedules.Schedule:

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxdiff import samplers
+from jaxdiff.conditioning import Conditioning
 from jaxdiff.schedules import Schedule
 
 __all__ = ["data_shape", "is_image_config", "model_fn", "sample_from_config"]
@@ -33,10 +34,6 @@ def data_shape(config: ml_collections.ConfigDict) -> tuple[int, ...]:
 def model_fn(model: Any, params: Any) -> jax.tree_util.Partial:
   """model_fn(x_t, t, **cond) for the samplers; `params` stay leaves (no recompilation per params)."""
   return samplers.bind(model.apply, {"params": params})
-
-
-def _model_field(config, field: str, default: int = 0) -> int:
-  return int(config.model.get(field, default))
 
 
 def sample_from_config(
@@ -66,46 +63,25 @@ def sample_from_config(
   """
   s = config.sample
   opts = dict(
-    sampler=s.sampler,
     num_steps=int(s.num_steps),
-    eta=float(s.eta),
     spacing=s.spacing,
     clip_x0=float(s.clip_x0) if s.clip_x0 else None,
     guidance_scale=float(s.guidance_scale),
   )
   opts.update({k: v for k, v in overrides.items() if v is not None})
-  if opts["sampler"] != s.sampler and overrides.get("eta") is None:
-    opts["eta"] = None  # config.sample.eta belongs to the config's sampler: use the other one's default
+  sampler = opts.pop("sampler", s.sampler)
+  if sampler == s.sampler:
+    opts.setdefault("eta", float(s.eta))  # config.sample.eta belongs to the config's sampler
+  if config.model.learn_sigma:
+    opts.setdefault("variance", "learned_range")
+  takes = samplers.get(sampler).options if isinstance(sampler, str) else {}
+  for name in ("eta", "variance"):  # settings for any sampler: each receives only those it takes
+    if name not in takes:
+      opts.pop(name, None)
   scale = opts.pop("guidance_scale")
-  cond, uncond = {}, {}
-  num_classes = int(config.model.num_classes)
-  if num_classes > 0:
-    null = jnp.full((num,), num_classes, jnp.int32)
-    if labels is None:
-      cond["y"] = null
-    else:
-      cond["y"], uncond["y"] = jnp.asarray(labels, jnp.int32), null
-  if _model_field(config, "context_dim") > 0:
-    if context is not None:
-      context = jnp.asarray(context)
-      mask = jnp.ones(context.shape[:2], bool) if context_mask is None else jnp.asarray(context_mask, bool)
-      cond["context"], cond["context_mask"] = context, mask
-      uncond["context_mask"] = jnp.zeros_like(mask)  # all False: the null context
-  elif context is not None or context_mask is not None:
-    raise ValueError(
-      "a context was given but the model has no cross-attention (config.model.context_dim = 0)"
-    )
-  if _model_field(config, "cond_channels") > 0:
-    if x_cond is None:
-      raise ValueError(
-        f"the model is conditioned on an image (config.model.cond_channels="
-        f"{_model_field(config, 'cond_channels')}): pass x_cond [num, H, W, C]"
-      )
-    cond["x_cond"] = jnp.asarray(x_cond, jnp.float32)  # shared by both branches
-  elif x_cond is not None:
-    raise ValueError(
-      "x_cond was given but the model takes no conditioning image (config.model.cond_channels = 0)"
-    )
+  cond, uncond = Conditioning.from_config(config).sample_kwargs(
+    num, labels, context=context, context_mask=context_mask, x_cond=x_cond
+  )
   if not uncond or scale == 1.0:
     scale, uncond = None, None
   return samplers.sample(
@@ -117,7 +93,7 @@ def sample_from_config(
     cond=cond or None,
     uncond=uncond,
     guidance_scale=scale,
-    variance="learned_range" if config.model.learn_sigma and opts["sampler"] == "ddpm" else "fixed_small",
     self_condition=bool(config.model.self_condition),
+    sampler=sampler,
     **opts,
   )

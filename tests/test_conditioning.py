@@ -18,6 +18,7 @@ from helpers import random_params, tiny_image_config
 
 import jaxdiff
 from jaxdiff import samplers, schedules
+from jaxdiff.conditioning import Conditioning
 from jaxdiff.data import captions
 from jaxdiff.data.conditioning import add_conditioning, downsample, sr_input, upsample_bicubic
 from jaxdiff.models import UNet, create_model, dummy_inputs
@@ -472,7 +473,10 @@ def test_config_checks_for_conditioning():
 def test_train_step_context_dropout_shares_the_label_draw():
   from helpers import load_config_file
 
-  from jaxdiff.training.step import _conditioning, context_dropout
+  from jaxdiff.training.step import context_dropout
+
+  def _conditioning(c, batch, key):
+    return Conditioning.from_config(c).train_kwargs(batch, key)
 
   c = load_config_file("digits_context")
   assert context_dropout(c) == 0.1
@@ -629,3 +633,53 @@ def test_super_resolution_beats_bicubic_after_a_short_run(tmp_path):
   err = super_resolution_errors(np.asarray(samples), x, bicubic, low)
   assert err["mse"]["sample"] < err["mse"]["bicubic"], err["mse"]
   assert err["consistency_mse"]["sample"] < 0.5 * err["mse"]["bicubic"]
+
+
+# ---------------------------------------------------------------- the Conditioning object
+
+
+def test_conditioning_object_sampling_kwargs_and_dummies():
+  from helpers import load_config_file
+
+  from jaxdiff.config_utils import ConfigError
+
+  labelled = Conditioning.from_config(tiny_image_config())
+  assert (labelled.num_classes, labelled.context, labelled.x_cond) == (10, False, False)
+  cond, uncond = labelled.sample_kwargs(3, [1, 2, 3])
+  np.testing.assert_array_equal(cond["y"], [1, 2, 3])
+  np.testing.assert_array_equal(uncond["y"], [10, 10, 10])  # the null class
+  cond, uncond = labelled.sample_kwargs(2)
+  np.testing.assert_array_equal(cond["y"], [10, 10]) and not uncond
+  with pytest.raises(ValueError, match="no cross-attention"):
+    labelled.sample_kwargs(2, context=np.zeros((2, 3), np.int32))
+  with pytest.raises(ValueError, match="no conditioning image"):
+    labelled.sample_kwargs(2, x_cond=np.zeros((2, 8, 8, 1)))
+  x = jnp.zeros((2, 8, 8, 1))
+  assert set(labelled.dummy_kwargs(x)) == {"y"}
+
+  ctx = Conditioning.from_config(load_config_file("digits_context"))
+  assert (ctx.num_classes, ctx.context_dim, ctx.context_vocab, ctx.context_dropout) == (0, 64, 15, 0.1)
+  tokens = np.ones((2, 3), np.int32)
+  cond, uncond = ctx.sample_kwargs(2, context=tokens)
+  assert np.asarray(cond["context_mask"]).all() and not np.asarray(uncond["context_mask"]).any()
+  assert set(uncond) == {"context_mask"}  # the context itself is shared
+  cond, uncond = ctx.sample_kwargs(2)
+  assert cond == {} and uncond == {}  # None: the null context
+  kw = ctx.dummy_kwargs(x)
+  assert kw["context"].shape == (2, 1) and kw["context"].dtype == jnp.int32
+
+  sr = Conditioning.from_config(load_config_file("digits_sr"))
+  xc = np.full((2, 8, 8, 1), 0.5, np.float32)
+  cond, uncond = sr.sample_kwargs(2, x_cond=xc)
+  assert set(cond) == {"x_cond"} and uncond == {}
+  with pytest.raises(ValueError, match="pass x_cond"):
+    sr.sample_kwargs(2)
+  assert sr.dummy_kwargs(x)["x_cond"].shape == (2, 8, 8, 1)
+  np.testing.assert_array_equal(sr.train_kwargs({"x": x, "x_cond": xc}, jax.random.key(0))["x_cond"], xc)
+
+  with pytest.raises(ConfigError, match="name='unet'"):
+    Conditioning(context_dim=4, image_model=False).validate()
+  with pytest.raises(ConfigError, match="context_vocab >= 15"):
+    Conditioning(context_dim=8, context_vocab=10, data_cond="caption").validate({"context": 15})
+  with pytest.raises(ConfigError, match="carry no conditioning image"):
+    Conditioning(cond_channels=1).check_training_data({})

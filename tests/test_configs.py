@@ -2,7 +2,9 @@
 create_model and gives outputs of the data's shape in float32; the CIFAR-10 network is the
 DDPM paper's (35.7M parameters). Big networks are only traced (jax.eval_shape), never run."""
 
+import ast
 import pathlib
+import re
 
 import jax
 import jax.numpy as jnp
@@ -106,3 +108,94 @@ def test_small_configs_run(name):
   assert out.shape == x.shape and out.dtype == jnp.float32
   np.testing.assert_array_equal(out, 0.0)
   assert count_params(variables["params"]) > 0
+
+
+# ---------------------------------------------------------------- one source of truth
+
+
+def test_configs_build_on_the_package_default():
+  """configs/default.py is the package's default; the recipes override only what differs."""
+  from jaxdiff.configs import default, digits
+
+  assert load_config("default").to_dict() == default.get_config().to_dict()
+  assert load_config("digits").to_dict() == digits.get_config().to_dict()
+  base = default.get_config()
+  sections = {"d": "data", "m": "model", "f": "diffusion", "t": "train", "o": "optim", "s": "sample"}
+  for name in ("mnist", "cifar10", "celeba64", "toy2d"):
+    text = (CONFIG_DIR / f"{name}.py").read_text()
+    assert "from jaxdiff.configs import default" in text and "sibling_config" not in text
+    for sec, field, value in re.findall(r"^  (\w)\.(\w+) = ([^#\n]+)$", text, re.M):
+      assert base[sections[sec]][field] != ast.literal_eval(value), f"{name}: {field} repeats the default"
+
+
+def test_old_config_json_upgrades_with_a_note(tmp_path, caplog):
+  """A workdir written before some fields existed loads with their defaults, and says which."""
+  import json
+  import logging
+
+  from jaxdiff.configs import default
+  from jaxdiff.training.checkpoints import load_config as load_workdir_config
+
+  old = load_config("digits").to_dict()
+  del old["model"]["context_dim"], old["train"]["context_dropout"], old["eval"]
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  with caplog.at_level(logging.WARNING):
+    config = load_workdir_config(str(tmp_path))
+  assert config.model.context_dim == 0 and config.train.context_dropout == -1.0
+  assert config.eval.to_dict() == default.get_config().eval.to_dict()
+  assert config.model.channel_mult == (1, 2)  # lists come back as tuples
+  assert config.model.base_channels == 32  # the saved values win
+  note = caplog.text
+  assert "model.context_dim" in note and "train.context_dropout" in note and "eval" in note
+  from jaxdiff.config_utils import validate_config
+
+  validate_config(config)
+
+
+def test_misspelled_or_missing_field_fails_naming_it():
+  from jaxdiff.config_utils import ConfigError, validate_config, with_defaults
+
+  c = load_config("digits")
+  c.model.num_class = 10
+  with pytest.raises(
+    ConfigError, match=r"config\.model\.num_class .*did you mean config\.model\.num_classes"
+  ):
+    validate_config(c)
+  c = load_config("digits")
+  del c.sample["spacing"]
+  with pytest.raises(ConfigError, match=r"config\.sample\.spacing is missing"):
+    validate_config(c)
+  validate_config(with_defaults(c))  # completed, it is valid again
+
+
+def test_validation_takes_the_choices_from_their_owners(monkeypatch):
+  """validate_config reads the owners' tuples at call time (never a copied literal list)."""
+  from jaxdiff import diffusion, samplers
+  from jaxdiff.config_utils import ConfigError, validate_config
+
+  c = load_config("digits")
+  c.sample.sampler = "brand_new"
+  with pytest.raises(ConfigError, match=r"config\.sample\.sampler='brand_new'"):
+    validate_config(c)
+  monkeypatch.setattr(samplers, "SAMPLERS", tuple(samplers.SAMPLERS) + ("brand_new",))
+  validate_config(c)
+  c.diffusion.weighting = "new_weighting"
+  with pytest.raises(ConfigError, match="diffusion.weighting"):
+    validate_config(c)
+  monkeypatch.setattr(diffusion, "WEIGHTINGS", tuple(diffusion.WEIGHTINGS) + ("new_weighting",))
+  validate_config(c)
+  c.diffusion.schedule = "exp"
+  with pytest.raises(ConfigError, match=r"config\.diffusion\.schedule='exp'.*linear"):
+    validate_config(c)
+  c.diffusion.schedule = "cosine"
+  c.model.name = "transformer"
+  with pytest.raises(ConfigError, match=r"config\.model\.name.*\('unet', 'mlp'"):
+    validate_config(c)
+
+
+def test_create_model_takes_a_model_section_alone():
+  model = create_model({"name": "mlp", "hidden_dim": 16, "num_layers": 1})
+  assert isinstance(model, MLP) and (model.hidden_dim, model.num_layers, model.in_channels) == (16, 1, 2)
+  assert model.num_timesteps == 1000  # from the default diffusion section
+  unet = create_model({"model": {"base_channels": 8, "channel_mult": [1, 2]}, "data": {"channels": 3}})
+  assert unet.in_channels == 3 and unet.channel_mult == (1, 2) and unet.num_groups == 32

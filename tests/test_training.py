@@ -342,3 +342,27 @@ def test_two_process_run_trains_and_checkpoints(tmp_path):
   assert Checkpointer(str(wd)).all_steps() == [5, 10]
   rows = [json.loads(l) for l in open(wd / "metrics.jsonl")]
   assert [r["step"] for r in rows if "loss" in r] == [5, 10]
+
+
+def test_metrics_window_means_throughput_and_nonfinite(tmp_path):
+  from jaxdiff import perf, training
+  from jaxdiff.training.loop import _MetricsWindow
+
+  assert training.setup_compilation_cache is perf.setup_compilation_cache  # the old import keeps working
+  ck = Checkpointer(str(tmp_path))
+  w = _MetricsWindow(16, "stop", ck, None)
+  assert w.flush() == {}
+  one = lambda loss: {"loss": jnp.asarray(loss), "nonfinite": jnp.asarray(0)}
+  w.add(0, one(1.0), 1)
+  w.add(1, {"loss": jnp.asarray([2.0, 4.0]), "nonfinite": jnp.asarray([0, 1])}, 2)  # two scanned steps
+  s = w.summary()
+  assert s["loss"] == pytest.approx(7 / 3) and s["nonfinite"] == 1.0
+  assert s["images_per_sec"] == pytest.approx(16 * s["steps_per_sec"]) and w.steps == 0
+  w.last_saved = 10
+  w.add(10, one(float("nan")), 1)
+  with pytest.raises(NonFiniteLossError, match=r"step 11\..*\(step 10\) in .*checkpoints is intact"):
+    w.flush()
+  w = _MetricsWindow(16, "skip", ck, None)
+  w.add(0, one(float("inf")), 1)
+  assert not np.isfinite(w.flush()["loss"])
+  ck.close()

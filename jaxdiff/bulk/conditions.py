@@ -30,7 +30,13 @@ from typing import Any
 
 import numpy as np
 
+from jaxdiff import samplers
+from jaxdiff.conditioning import Conditioning
+from jaxdiff.data.captions import all_captions, caption_text, parse_caption
+from jaxdiff.data.conditioning import add_conditioning
+from jaxdiff.data.embedded import DIGITS_SHAPE, load_digits_split
 from jaxdiff.errors import SamplingError
+from jaxdiff.generation import data_shape, is_image_config
 
 __all__ = ["MASKS", "SOURCES", "Conditions", "resolve_conditions", "named_mask", "load_source"]
 
@@ -93,8 +99,6 @@ def _load_mask(spec: str, shape: tuple[int, int, int]) -> np.ndarray:
 def load_source(spec: str, shape: tuple[int, int, int], flag: str = "--inpaint_source"):
   """(images float32 [N, H, W, C] in [-1, 1], labels int32 [N] or None, x_cond or None)."""
   if spec in SOURCES:
-    from jaxdiff.data.embedded import DIGITS_SHAPE, load_digits_split
-
     if tuple(shape) != DIGITS_SHAPE:
       raise SamplingError(
         f"{flag}={spec}: digits are {list(DIGITS_SHAPE)} images, the model makes {list(shape)}."
@@ -134,18 +138,15 @@ def load_source(spec: str, shape: tuple[int, int, int], flag: str = "--inpaint_s
 def _load_context(spec: str, config) -> tuple[str, np.ndarray | None]:
   """(canonical spec, table [K, L] int32 or [K, L, D] float32, or None for the null context)."""
   text = spec.strip()
-  vocab = int(config.model.get("context_vocab", 0))
-  dim = int(config.model.get("context_dim", 0))
+  vocab, dim = int(config.model.context_vocab), int(config.model.context_dim)
   if text.lower() in ("none", "null", ""):
     return "none", None
   if text.lower() == "uniform":
-    if config.data.get("cond", "") != "caption":
+    if config.data.cond != "caption":
       raise SamplingError(
         "--context=uniform cycles the digit captions; this model was not trained on them "
         "(config.data.cond != 'caption'): give a .npy file of contexts."
       )
-    from jaxdiff.data.captions import all_captions
-
     return "uniform", all_captions()
   if text.endswith(".npy"):
     try:
@@ -166,12 +167,10 @@ def _load_context(spec: str, config) -> tuple[str, np.ndarray | None]:
         raise SamplingError(f"--context={text}: expected embeddings [N, L, {dim}], got {list(table.shape)}.")
       table = table.astype(np.float32)
     return f"{os.path.abspath(text)}#{_digest(table)}", table
-  if config.data.get("cond", "") != "caption":
+  if config.data.cond != "caption":
     raise SamplingError(
       f"--context={text!r}: captions are text for digit-caption models only; give a .npy file."
     )
-  from jaxdiff.data.captions import caption_text, parse_caption
-
   try:
     rows = np.stack([parse_caption(part) for part in text.split(";") if part.strip()])
   except ValueError as e:
@@ -229,91 +228,117 @@ def resolve_conditions(
   Manifest entries: "inpaint" (None, or source, mask, their digests, repaint_resample,
   repaint_jump, paste_known), "context" (None or its canonical spec) and "cond_source".
   """
-  from jaxdiff import samplers
-  from jaxdiff.generation import data_shape, is_image_config
-
-  cond = Conditions()
-  entries: dict[str, Any] = {"inpaint": None, "context": None, "cond_source": None}
+  tables = Conditions()
+  takes = Conditioning.from_config(config)
   image = is_image_config(config)
   shape = tuple(data_shape(config))
+  entries: dict[str, Any] = {
+    "inpaint": _resolve_inpaint(
+      tables, image, shape, inpaint_source, inpaint_mask, repaint_resample, repaint_jump, paste_known, sampler
+    ),
+    "context": _resolve_context(tables, config, takes.context and image, context),
+    "cond_source": _resolve_cond_source(
+      tables, config, shape, takes.cond_channels if image else 0, cond_source
+    ),
+  }
+  return entries, tables
 
-  if inpaint_source is not None or inpaint_mask is not None:
-    if inpaint_source is None or inpaint_mask is None:
+
+def _resolve_inpaint(
+  tables: Conditions,
+  image: bool,
+  shape: tuple[int, ...],
+  source: str | None,
+  mask_spec: str | None,
+  repaint_resample: int,
+  repaint_jump: int,
+  paste_known: bool,
+  sampler: str,
+) -> dict | None:
+  """Inpainting: the images to complete and the mask of what to keep (tables.known, tables.mask)."""
+  if source is None and mask_spec is None:
+    if repaint_resample != 1 or repaint_jump != 1:
       raise SamplingError(
-        "inpainting needs both --inpaint_source (the images to complete) and --inpaint_mask (what to keep)."
+        "--repaint_resample / --repaint_jump apply to inpainting (--inpaint_source, --inpaint_mask)."
       )
-    if not image:
-      raise SamplingError("inpainting applies to image models.")
-    if sampler not in samplers.INPAINT_SAMPLERS:
-      raise SamplingError(
-        f"--sampler={sampler}: inpainting runs with {', '.join(samplers.INPAINT_SAMPLERS)}."
-      )
-    for name, v in (("repaint_resample", repaint_resample), ("repaint_jump", repaint_jump)):
-      if isinstance(v, bool) or int(v) != v or v < 1:
-        raise SamplingError(f"--{name}={v!r} must be an integer >= 1.")
-    known, labels, _ = load_source(str(inpaint_source), shape)
-    mask = _load_mask(str(inpaint_mask), shape)
-    if mask.ndim == 3:
-      mask = mask[None]
-    cond.known, cond.mask, cond.source_labels = known, mask, labels
-    src = inpaint_source if inpaint_source in SOURCES else os.path.abspath(inpaint_source)
-    msk = inpaint_mask if inpaint_mask in MASKS else os.path.abspath(inpaint_mask)
-    entries["inpaint"] = {
-      "source": src,
-      "source_digest": _digest(known),
-      "mask": msk,
-      "mask_digest": _digest(mask),
-      "repaint_resample": int(repaint_resample),
-      "repaint_jump": int(repaint_jump),
-      "paste_known": bool(paste_known),
-      "num_source": int(len(known)),
-    }
-  elif repaint_resample != 1 or repaint_jump != 1:
+    return None
+  if source is None or mask_spec is None:
     raise SamplingError(
-      "--repaint_resample / --repaint_jump apply to inpainting (--inpaint_source, --inpaint_mask)."
+      "inpainting needs both --inpaint_source (the images to complete) and --inpaint_mask (what to keep)."
     )
+  if not image:
+    raise SamplingError("inpainting applies to image models.")
+  if sampler not in samplers.INPAINT_SAMPLERS:
+    raise SamplingError(f"--sampler={sampler}: inpainting runs with {', '.join(samplers.INPAINT_SAMPLERS)}.")
+  for name, v in (("repaint_resample", repaint_resample), ("repaint_jump", repaint_jump)):
+    if isinstance(v, bool) or int(v) != v or v < 1:
+      raise SamplingError(f"--{name}={v!r} must be an integer >= 1.")
+  known, labels, _ = load_source(str(source), shape)
+  mask = _load_mask(str(mask_spec), shape)
+  if mask.ndim == 3:
+    mask = mask[None]
+  tables.known, tables.mask, tables.source_labels = known, mask, labels
+  return {
+    "source": source if source in SOURCES else os.path.abspath(source),
+    "source_digest": _digest(known),
+    "mask": mask_spec if mask_spec in MASKS else os.path.abspath(mask_spec),
+    "mask_digest": _digest(mask),
+    "repaint_resample": int(repaint_resample),
+    "repaint_jump": int(repaint_jump),
+    "paste_known": bool(paste_known),
+    "num_source": int(len(known)),
+  }
 
-  context_dim = int(config.model.get("context_dim", 0)) if image else 0
-  if context_dim > 0:
-    if context is None:
-      context = "uniform" if config.data.get("cond", "") == "caption" else "none"
-    canon, table = _load_context(str(context), config)
-    cond.context = table
-    entries["context"] = canon
-  elif context is not None and str(context).strip().lower() not in ("none", ""):
-    raise SamplingError(
-      f"--context={context!r}, but the model has no cross-attention (config.model.context_dim=0)."
-    )
 
-  cond_channels = int(config.model.get("cond_channels", 0)) if image else 0
-  if cond_channels > 0:
-    if cond_source is None:
-      if config.data.get("name", "") != "digits":
-        raise SamplingError(
-          "this model is conditioned on images (config.model.cond_channels > 0): give "
-          "--cond_source (a .npz of source images or of 'x_cond')."
-        )
-      cond_source = "digits_test"
-    x, labels, x_cond = load_source(str(cond_source), shape, "--cond_source")
-    if x_cond is None:
-      from jaxdiff.data.conditioning import add_conditioning
-
-      if not config.data.get("cond", ""):
-        raise SamplingError(
-          "--cond_source: the config names no data.cond transform to make x_cond from the "
-          "images; give a .npz with an 'x_cond' array."
-        )
-      x_cond = add_conditioning({"x": x, "label": np.zeros(len(x), np.int32)}, config.data)["x_cond"]
-    if x_cond.ndim != 4 or tuple(x_cond.shape[1:]) != shape[:2] + (cond_channels,):
+def _resolve_context(tables: Conditions, config, takes_context: bool, spec: str | None) -> str | None:
+  """Cross-attention models: the context table (tables.context) and its canonical spec."""
+  if not takes_context:
+    if spec is not None and str(spec).strip().lower() not in ("none", ""):
       raise SamplingError(
-        f"--cond_source={cond_source}: x_cond has shape {list(x_cond.shape)}, the model takes "
-        f"{list(shape[:2]) + [cond_channels]}."
+        f"--context={spec!r}, but the model has no cross-attention (config.model.context_dim=0)."
       )
-    cond.x_cond = np.asarray(x_cond, np.float32)
-    if cond.source_labels is None:
-      cond.source_labels = labels
-    src = cond_source if cond_source in SOURCES else os.path.abspath(cond_source)
-    entries["cond_source"] = {"source": src, "digest": _digest(cond.x_cond)}
-  elif cond_source is not None:
-    raise SamplingError("--cond_source applies to image-conditioned models (config.model.cond_channels > 0).")
-  return entries, cond
+    return None
+  if spec is None:
+    spec = "uniform" if config.data.cond == "caption" else "none"
+  canon, tables.context = _load_context(str(spec), config)
+  return canon
+
+
+def _resolve_cond_source(
+  tables: Conditions, config, shape: tuple[int, ...], cond_channels: int, source: str | None
+) -> dict | None:
+  """Image-conditioned models: the conditioning images (tables.x_cond), made from source images by
+  the config's data.cond transform unless the source holds them."""
+  if not cond_channels:
+    if source is not None:
+      raise SamplingError(
+        "--cond_source applies to image-conditioned models (config.model.cond_channels > 0)."
+      )
+    return None
+  if source is None:
+    if config.data.name != "digits":
+      raise SamplingError(
+        "this model is conditioned on images (config.model.cond_channels > 0): give "
+        "--cond_source (a .npz of source images or of 'x_cond')."
+      )
+    source = "digits_test"
+  x, labels, x_cond = load_source(str(source), shape, "--cond_source")
+  if x_cond is None:
+    if not config.data.cond:
+      raise SamplingError(
+        "--cond_source: the config names no data.cond transform to make x_cond from the "
+        "images; give a .npz with an 'x_cond' array."
+      )
+    x_cond = add_conditioning({"x": x, "label": np.zeros(len(x), np.int32)}, config.data)["x_cond"]
+  if x_cond.ndim != 4 or tuple(x_cond.shape[1:]) != shape[:2] + (cond_channels,):
+    raise SamplingError(
+      f"--cond_source={source}: x_cond has shape {list(x_cond.shape)}, the model takes "
+      f"{list(shape[:2]) + [cond_channels]}."
+    )
+  tables.x_cond = np.asarray(x_cond, np.float32)
+  if tables.source_labels is None:
+    tables.source_labels = labels
+  return {
+    "source": source if source in SOURCES else os.path.abspath(source),
+    "digest": _digest(tables.x_cond),
+  }

@@ -1,8 +1,10 @@
-"""Base config shared by every data set: model, data, diffusion, train, optim, ema, sample, eval.
+"""The package's default config: every field jaxdiff reads, with its default and what it means.
 
-Every file in configs/ starts from `get_config()` here and overrides what differs, so the
-training, data and sampling code can rely on every field existing. Override any field from
-the command line: `--config.train.batch_size=256`.
+Sections: model, data, diffusion, train, optim, ema, sample, eval. Every config starts from
+`get_config()` here (`from jaxdiff.configs import default`) and overrides what differs; a
+workdir's config.json is overlaid on it when loaded (`jaxdiff.config_utils.from_json`), so the
+training, data and sampling code can rely on every field existing. Override any field from the
+command line: `--config.train.batch_size=256`.
 """
 
 import ml_collections
@@ -27,7 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
   m.conv_resample = True  # strided conv / conv after nearest upsampling (else pool / plain)
   m.use_scale_shift_norm = False  # FiLM (scale, shift) time conditioning instead of addition
   m.num_groups = 32  # GroupNorm groups (reduced automatically to divide channels)
-  m.in_channels = 1  # image channels in (the data channels)
+  m.in_channels = -1  # image channels in; -1: config.data.channels
   m.out_channels = -1  # -1: same as in_channels
   m.learn_sigma = False  # output 2x channels (improved-DDPM learned variance)
   m.num_classes = 0  # 0: unconditional; else labels 0..num_classes-1, label num_classes = null

@@ -1,6 +1,7 @@
 """Shared pieces of the input pipeline: the info record, errors, name parsing, seeds, batch split.
 
 Kept free of TensorFlow and scikit-learn so that `import jaxdiff.data` stays light.
+`DatasetNotFoundError` is `jaxdiff.errors.DatasetNotFoundError` (importable here as before).
 """
 
 from __future__ import annotations
@@ -9,7 +10,10 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import jax
 import numpy as np
+
+from jaxdiff.errors import DatasetNotFoundError as DatasetNotFoundError
 
 # Tags that keep the random streams of different uses apart (same config.seed, other purpose).
 TAG_EPOCH_ORDER = 1  # per-epoch permutation of a fixed set
@@ -34,13 +38,6 @@ class DatasetInfo:
   shape: tuple[int, ...]
   num_classes: int
   num_examples: int | None
-
-
-class DatasetNotFoundError(ValueError):
-  """A configured TFDS data set is not prepared in data_dir (or is unknown to TFDS).
-
-  The message says how to prepare it; jaxdiff never downloads data during training.
-  """
 
 
 def parse_name(name: str) -> tuple[str, str]:
@@ -90,13 +87,10 @@ def local_batch_size(global_batch: int, process_count: int) -> int:
 
 def resolve_process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
   """Defaults to jax.process_index() / jax.process_count(); checks 0 <= index < count."""
-  if process_index is None or process_count is None:
-    import jax
-
-    if process_index is None:
-      process_index = jax.process_index()
-    if process_count is None:
-      process_count = jax.process_count()
+  if process_index is None:
+    process_index = jax.process_index()
+  if process_count is None:
+    process_count = jax.process_count()
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index={process_index} must be in [0, process_count={process_count})")
   return int(process_index), int(process_count)
@@ -109,8 +103,6 @@ def to_global(batch: Mapping[str, Any], sharding: Any | Mapping[str, Any]) -> di
   which splits the leading batch axis of both images and labels), or a dict of them by key.
   Every process must call this with its own share, in the same order.
   """
-  import jax
-
   out = {}
   for key, value in batch.items():
     s = sharding[key] if isinstance(sharding, Mapping) else sharding
@@ -119,7 +111,8 @@ def to_global(batch: Mapping[str, Any], sharding: Any | Mapping[str, Any]) -> di
 
 
 def get_field(data_config: Any, name: str, default: Any) -> Any:
-  """config.data.<name>, or default when an older config lacks the field."""
+  """config.data.<name>, or default when a partial data section lacks the field (the data
+  functions also take partial sections, e.g. {"name": "digits"}; full configs are complete)."""
   try:
     return data_config.get(name, default)
   except AttributeError:

@@ -21,14 +21,17 @@ import functools
 from collections.abc import Iterator
 from typing import Any
 
+import jax
 import numpy as np
 
 from jaxdiff.data import base
+from jaxdiff.data.captions import VOCAB, caption_tokens
 
 __all__ = [
   "COND_KINDS",
   "cond_kind",
   "validate_cond",
+  "provided_inputs",
   "downsample",
   "upsample_bicubic",
   "sr_input",
@@ -48,6 +51,18 @@ def cond_kind(data_config: Any) -> str:
       "('' = none, 'sr' = low-resolution image, 'caption' = digit captions)"
     )
   return kind
+
+
+def provided_inputs(data_config: Any) -> dict[str, int]:
+  """The model inputs config.data.cond adds to every batch, with their size: {"context": the
+  vocabulary size of the caption tokens} or {"x_cond": its channels} ({} for none). What a model
+  takes is checked against it (`jaxdiff.conditioning.Conditioning.validate`)."""
+  kind = cond_kind(data_config)
+  if kind == "caption":
+    return {"context": len(VOCAB)}
+  if kind == "sr":
+    return {"x_cond": int(data_config.channels)}
+  return {}
 
 
 def _sr_factor(data_config: Any) -> int:
@@ -90,16 +105,12 @@ def downsample(x: np.ndarray, factor: int) -> np.ndarray:
 
 @functools.cache
 def _resize_fn(shape: tuple, out_hw: tuple):
-  import jax
-
   return jax.jit(lambda a: jax.image.resize(a, (shape[0],) + out_hw + (shape[3],), method="cubic"))
 
 
 def upsample_bicubic(x_low: np.ndarray, size: int) -> np.ndarray:
   """Bicubic upsampling (Keys, a = -0.5) of NHWC images to size x size, clipped to [-1, 1].
   Runs on the host CPU, as the rest of the input pipeline."""
-  import jax
-
   x_low = np.asarray(x_low, np.float32)
   with jax.default_device(jax.devices("cpu")[0]):
     out = _resize_fn(tuple(x_low.shape), (size, size))(x_low)
@@ -121,8 +132,6 @@ def add_conditioning(batch: dict[str, np.ndarray], data_config: Any) -> dict[str
   if kind == "sr":
     out["x_cond"] = sr_input(batch["x"], _sr_factor(data_config))[1]
   else:
-    from jaxdiff.data.captions import caption_tokens
-
     if "label" not in batch:
       raise ValueError("config.data.cond='caption' needs labels in the batches (config.data.num_classes=10)")
     out["context"] = caption_tokens(batch["x"], batch["label"])

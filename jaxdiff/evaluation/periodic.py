@@ -20,23 +20,24 @@ so an evaluation never stops training.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import numpy as np
 
+from jaxdiff import images as image_utils
+from jaxdiff.configs import with_defaults
+from jaxdiff.evaluation.digits import evaluate_digits
+from jaxdiff.evaluation.fid import evaluate_fid
+from jaxdiff.evaluation.inception import InceptionFeatures
 from jaxdiff.evaluation.report import flatten
+from jaxdiff.evaluation.toy2d import evaluate_toy2d
 
 __all__ = ["evaluate_for_training", "check_eval_config", "EVAL_KEY_TAG"]
 
 EVAL_KEY_TAG = 0x45564C  # folded into PRNGKey(config.seed): evaluation noise apart from training noise
-
-
-def _get(section: Any, name: str, default: Any = None) -> Any:
-  try:
-    return section.get(name, default)
-  except AttributeError:
-    return getattr(section, name, default)
 
 
 def _family(config) -> str:
@@ -49,27 +50,26 @@ def _family(config) -> str:
 
 
 def check_eval_config(config) -> None:
-  """Fails at start-up (ValueError naming the field) when periodic evaluation cannot run."""
-  eval_cfg = _get(config, "eval")
-  every = int(_get(eval_cfg, "every", 0) or 0) if eval_cfg is not None else 0
+  """Fails at start-up (ValueError naming the field) when periodic evaluation cannot run. A partial
+  config takes the package defaults for what it lacks."""
+  config = with_defaults(config)
+  every = int(config.eval.every or 0)
   if every < 0:
     raise ValueError(f"config.eval.every={every} must be >= 0 (0 disables periodic evaluation)")
   if every == 0:
     return
-  if int(_get(_get(config, "model"), "cond_channels", 0) or 0) > 0:
+  if int(config.model.cond_channels or 0) > 0:
     raise ValueError(
       "periodic evaluation (config.eval.every) draws free samples; an image-conditioned model "
       "(config.model.cond_channels > 0) has none: set --config.eval.every=0 and measure it "
       "against its inputs (scripts/demo_conditioning.py sr)"
     )
-  num = _get(eval_cfg, "num_samples", 0)
+  num = config.eval.num_samples
   if isinstance(num, bool) or not isinstance(num, int) or num < 2:
     raise ValueError(f"config.eval.num_samples={num!r} must be an integer >= 2")
   if _family(config) == "fid":
-    import os
-
     for field in ("inception_weights", "fid_stats"):
-      path = _get(eval_cfg, field, "")
+      path = config.eval[field]
       if not path:
         raise ValueError(
           f"periodic FID for {config.data.name} needs config.eval.{field} (a local file; see "
@@ -81,23 +81,21 @@ def check_eval_config(config) -> None:
 
 @functools.lru_cache(maxsize=2)
 def _inception(path: str):
-  from jaxdiff.evaluation.inception import InceptionFeatures
-
   return InceptionFeatures.from_file(path, flag="config.eval.inception_weights")
 
 
 def evaluate_for_training(
   config, sample_fn: Callable[[int, Any, np.ndarray | None], Any], *, key: Any = None, prefix: str = "eval/"
 ) -> dict[str, float]:
-  """Draws config.eval.num_samples samples with sample_fn and returns flat scalar metrics."""
-  import jax
-
+  """Draws config.eval.num_samples samples with sample_fn and returns flat scalar metrics (a partial
+  config takes the package defaults for what it lacks)."""
+  config = with_defaults(config)
   check_eval_config(config)
-  num = int(_get(config.eval, "num_samples", 1000))
+  num = int(config.eval.num_samples)
   if key is None:
     key = jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), EVAL_KEY_TAG)
   family = _family(config)
-  num_classes = int(_get(config.model, "num_classes", 0) or 0)
+  num_classes = int(config.model.num_classes or 0)
   labels = None
   if family == "digits" and num_classes > 0:
     labels = (np.arange(num) % num_classes).astype(np.int32)
@@ -110,17 +108,10 @@ def evaluate_for_training(
     samples = samples[finite]
     labels = labels[finite] if labels is not None else None
   if family == "digits":
-    from jaxdiff.evaluation.digits import evaluate_digits
-
     report = evaluate_digits(samples, labels)
   elif family == "toy2d":
-    from jaxdiff.evaluation.toy2d import evaluate_toy2d
-
     report = evaluate_toy2d(samples, config.data.name, seed=int(config.seed))
   else:
-    from jaxdiff import images as image_utils
-    from jaxdiff.evaluation.fid import evaluate_fid
-
     report = evaluate_fid(
       image_utils.to_uint8(samples), config.eval.fid_stats, _inception(config.eval.inception_weights)
     )

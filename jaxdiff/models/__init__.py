@@ -1,185 +1,144 @@
 """Flax linen denoising networks and the one factory that builds them from a config.
 
-``create_model(config)`` reads ``config.model`` (``name``: ``"unet"`` or ``"mlp"``), so the
+``create_model(config)`` reads ``config.model`` (``name``: a key of ``MODELS``), so the
 training loop, ``sample.py`` and users all build the same network from the same config;
 ``dummy_inputs(config)`` gives the arguments to ``init`` it with.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdiff.conditioning import Conditioning
+from jaxdiff.configs import with_defaults
+from jaxdiff.errors import ConfigError
 from jaxdiff.models.layers import CONTEXT_NULLS, timestep_embedding
 from jaxdiff.models.mlp import MLP
 from jaxdiff.models.unet import UNet
 
-__all__ = ["UNet", "MLP", "create_model", "dummy_inputs", "count_params", "timestep_embedding"]
+__all__ = [
+  "UNet",
+  "MLP",
+  "MODELS",
+  "MODEL_NAMES",
+  "ATTENTION_IMPLS",
+  "create_model",
+  "check_model_config",
+  "dummy_inputs",
+  "count_params",
+  "timestep_embedding",
+]
 
-MODEL_NAMES = ("unet", "mlp")
+MODELS: dict[str, type[nn.Module]] = {"unet": UNet, "mlp": MLP}  # config.model.name -> network
+MODEL_NAMES = tuple(MODELS)
+ATTENTION_IMPLS = ("auto", "xla", "cudnn")
+
+# config.model fields that are integers (with their minimum) / tuples of positive integers / choices
+_INTS = {
+  "base_channels": 1,
+  "num_res_blocks": 0,
+  "num_groups": 1,
+  "num_classes": 0,
+  "context_dim": 0,
+  "context_vocab": 0,
+  "context_null_length": 1,
+  "transformer_ff_mult": 1,
+  "cond_channels": 0,
+  "hidden_dim": 1,
+  "num_layers": 0,
+}
+_INT_TUPLES = ("channel_mult", "attention_resolutions", "linear_attention_resolutions")
+_CHOICES = {"attention_impl": ATTENTION_IMPLS, "context_null": CONTEXT_NULLS}
+_NOT_FROM_CONFIG = ("name", "parent")  # flax Module fields that are not hyperparameters
 
 
-def _section(config: Any, name: str) -> Any:
-  """``config.<name>`` or None (configs are ml_collections ConfigDicts or plain mappings)."""
-  if isinstance(config, Mapping):
-    return config.get(name)
-  return getattr(config, name, None)
+def _complete(config: Any) -> Any:
+  """The full config (package defaults under what is given); a model section alone is accepted."""
+  return with_defaults(config if "model" in config else {"model": config})
 
 
-def _get(section: Any, key: str, default: Any) -> Any:
-  if section is None:
-    return default
-  if isinstance(section, Mapping):
-    return section.get(key, default)
-  return section.get(key, default) if hasattr(section, "get") else getattr(section, key, default)
+def _fields(cls: type[nn.Module]) -> list[str]:
+  return [f.name for f in dataclasses.fields(cls) if f.name not in _NOT_FROM_CONFIG]
 
 
-def _dtype(value: Any, field: str) -> Any:
-  try:
-    return jnp.dtype(value)
-  except TypeError as e:
-    raise ValueError(f"config.{field}={value!r} is not a dtype name (e.g. 'float32', 'bfloat16')") from e
-
-
-def _positive_int(value: Any, field: str, minimum: int = 1) -> int:
-  if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-    raise ValueError(f"config.{field} must be an integer >= {minimum}, got {value!r}")
-  return value
-
-
-def _int_tuple(value: Any, field: str) -> tuple[int, ...]:
-  try:
-    out = tuple(int(v) for v in value)
-  except TypeError as e:
-    raise ValueError(f"config.{field} must be a sequence of integers, got {value!r}") from e
-  if any(v < 1 for v in out):
-    raise ValueError(f"config.{field} must hold positive integers, got {value!r}")
-  return out
+def check_model_config(config: Any) -> None:
+  """ConfigError (a ValueError) naming the first config.model field the network cannot take;
+  only the fields of the named network are checked. `config` must be complete."""
+  m = config.model
+  if m.name not in MODELS:
+    raise ConfigError(f"config.model.name must be one of {MODEL_NAMES}, got {m.name!r}")
+  fields = _fields(MODELS[m.name])
+  for field in ("dtype", "param_dtype"):
+    try:
+      jnp.dtype(m[field])
+    except TypeError:
+      raise ConfigError(
+        f"config.model.{field}={m[field]!r} is not a dtype name (e.g. 'float32', 'bfloat16')"
+      ) from None
+  if not 0.0 <= m.dropout < 1.0:
+    raise ConfigError(f"config.model.dropout must be in [0, 1), got {m.dropout}")
+  for field in fields:
+    value = m.get(field)
+    if field in _INTS and (isinstance(value, bool) or not isinstance(value, int) or value < _INTS[field]):
+      raise ConfigError(f"config.model.{field} must be an integer >= {_INTS[field]}, got {value!r}")
+    if field in _INT_TUPLES:
+      try:
+        ok = all(int(v) >= 1 for v in value)
+      except (TypeError, ValueError):
+        ok = False
+      if not ok or (field == "channel_mult" and not value):
+        raise ConfigError(
+          f"config.model.{field} must be a sequence of positive integers "
+          f"{'(at least one level)' if field == 'channel_mult' else ''}, got {value!r}"
+        )
+    if field in _CHOICES and value not in _CHOICES[field]:
+      raise ConfigError(f"config.model.{field} must be one of {_CHOICES[field]}, got {value!r}")
+  Conditioning.from_config(config).validate()
 
 
 def create_model(config: Any) -> nn.Module:
-  """Build the network described by ``config.model`` (an ml_collections config, the
-  ``model`` section alone, or a mapping). Fields missing from the config take the defaults of
-  ``configs/default.py``; ``config.data.channels`` / ``config.diffusion.num_timesteps`` fill in
-  what the model section leaves open. Invalid values raise a ``ValueError`` naming the field.
+  """The network ``config.model.name`` names, built from its ``config.model`` fields (an
+  ml_collections config, the ``model`` section alone, or a mapping; missing fields take the
+  package defaults, ``jaxdiff/configs/default.py``). ``config.data.channels`` fills in
+  ``model.in_channels = -1``; the MLP takes ``model.data_dim`` features and
+  ``config.diffusion.num_timesteps``. Invalid values raise a ConfigError (a ValueError) naming
+  the field.
   """
-  m = _section(config, "model")
-  if m is None:
-    m, config = config, {}
-  data, diffusion = _section(config, "data"), _section(config, "diffusion")
-  name = _get(m, "name", "unet")
-  common = dict(
-    dropout=float(_get(m, "dropout", 0.0)),
-    learn_sigma=bool(_get(m, "learn_sigma", False)),
-    num_classes=_positive_int(_get(m, "num_classes", 0), "model.num_classes", 0),
-    self_condition=bool(_get(m, "self_condition", False)),
-    dtype=_dtype(_get(m, "dtype", "float32"), "model.dtype"),
-    param_dtype=_dtype(_get(m, "param_dtype", "float32"), "model.param_dtype"),
-    remat=bool(_get(m, "remat", False)),
-    out_channels=int(_get(m, "out_channels", -1)),
-  )
-  if not 0.0 <= common["dropout"] < 1.0:
-    raise ValueError(f"config.model.dropout must be in [0, 1), got {common['dropout']}")
-
-  if name == "unet":
-    in_channels = int(_get(m, "in_channels", -1))
-    if in_channels <= 0:
-      in_channels = int(_get(data, "channels", -1))
-    attention_impl = _get(m, "attention_impl", "auto")
-    if attention_impl not in ("auto", "xla", "cudnn"):
-      raise ValueError(
-        f"config.model.attention_impl must be 'auto', 'xla' or 'cudnn', got {attention_impl!r}"
-      )
-    channel_mult = _int_tuple(_get(m, "channel_mult", (1, 2, 2)), "model.channel_mult")
-    if not channel_mult:
-      raise ValueError("config.model.channel_mult must name at least one level")
-    context_null = _get(m, "context_null", "learned")
-    if context_null not in CONTEXT_NULLS:
-      raise ValueError(f"config.model.context_null must be one of {CONTEXT_NULLS}, got {context_null!r}")
-    return UNet(
-      base_channels=_positive_int(_get(m, "base_channels", 64), "model.base_channels"),
-      channel_mult=channel_mult,
-      num_res_blocks=_positive_int(_get(m, "num_res_blocks", 2), "model.num_res_blocks", 0),
-      attention_resolutions=_int_tuple(
-        _get(m, "attention_resolutions", (16,)), "model.attention_resolutions"
-      ),
-      linear_attention_resolutions=_int_tuple(
-        _get(m, "linear_attention_resolutions", ()), "model.linear_attention_resolutions"
-      ),
-      num_heads=int(_get(m, "num_heads", 4)),
-      head_dim=int(_get(m, "head_dim", -1)),
-      resblock_updown=bool(_get(m, "resblock_updown", False)),
-      conv_resample=bool(_get(m, "conv_resample", True)),
-      use_scale_shift_norm=bool(_get(m, "use_scale_shift_norm", False)),
-      num_groups=_positive_int(_get(m, "num_groups", 32), "model.num_groups"),
-      in_channels=in_channels,
-      attention_impl=attention_impl,
-      context_dim=_positive_int(_get(m, "context_dim", 0), "model.context_dim", 0),
-      context_vocab=_positive_int(_get(m, "context_vocab", 0), "model.context_vocab", 0),
-      context_null=context_null,
-      context_null_length=_positive_int(_get(m, "context_null_length", 1), "model.context_null_length"),
-      transformer_ff_mult=_positive_int(_get(m, "transformer_ff_mult", 4), "model.transformer_ff_mult"),
-      cond_channels=_positive_int(_get(m, "cond_channels", 0), "model.cond_channels", 0),
-      **common,
-    )
-  if name == "mlp":
-    for field in ("context_dim", "cond_channels"):
-      if int(_get(m, field, 0)):
-        raise ValueError(
-          f"config.model.{field}={_get(m, field, 0)} needs model.name='unet' "
-          "(the MLP takes neither a context nor a conditioning image)"
-        )
-    return MLP(
-      hidden_dim=_positive_int(_get(m, "hidden_dim", 128), "model.hidden_dim"),
-      num_layers=_positive_int(_get(m, "num_layers", 4), "model.num_layers", 0),
-      time_embedding=_get(m, "time_embedding", "sinusoidal"),
-      num_timesteps=_positive_int(_get(diffusion, "num_timesteps", 1000), "diffusion.num_timesteps"),
-      in_channels=int(_get(m, "data_dim", -1)),
-      **common,
-    )
-  raise ValueError(f"config.model.name must be one of {MODEL_NAMES}, got {name!r}")
+  config = _complete(config)
+  check_model_config(config)
+  m = config.model
+  cls = MODELS[m.name]
+  kwargs = {f: tuple(m[f]) if f in _INT_TUPLES else m[f] for f in _fields(cls) if f in m}
+  kwargs.update(dtype=jnp.dtype(m.dtype), param_dtype=jnp.dtype(m.param_dtype))
+  if cls is MLP:
+    kwargs.update(in_channels=m.data_dim, num_timesteps=config.diffusion.num_timesteps)
+  elif m.in_channels <= 0:
+    kwargs["in_channels"] = config.data.channels
+  return cls(**kwargs)
 
 
 def dummy_inputs(config: Any, batch_size: int = 1) -> tuple[jax.Array, jax.Array, dict]:
   """Zero inputs ``(x, t, kwargs)`` of the right shapes to ``init`` the model of ``config``:
   ``model.init(rng, x, t, **kwargs)``. Images are ``data.image_size`` square with the model's
-  input channels; MLP inputs have ``model.data_dim`` features. ``kwargs`` holds ``y`` when the
-  model is class-conditional, ``x_self_cond`` when it self-conditions, ``context`` (one token:
-  int for ``model.context_vocab > 0``, else ``[batch, 1, context_dim]`` floats) when it
-  cross-attends and ``x_cond`` when it takes a conditioning image."""
-  m = _section(config, "model")
-  data = _section(config, "data")
-  name = _get(m, "name", "unet")
-  if name == "mlp":
-    shape = (batch_size, int(_get(m, "data_dim", 2)))
+  input channels; MLP inputs have ``model.data_dim`` features. ``kwargs`` are the conditioning
+  inputs the model takes (``Conditioning.dummy_kwargs``: ``y``, ``x_self_cond``, ``context``,
+  ``x_cond``)."""
+  config = _complete(config)
+  m = config.model
+  if m.name == "mlp":
+    shape = (batch_size, m.data_dim)
   else:
-    channels = int(_get(m, "in_channels", -1))
-    if channels <= 0:
-      channels = int(_get(data, "channels", 1))
-    size = int(_get(data, "image_size", 32))
-    shape = (batch_size, size, size, channels)
+    channels = m.in_channels if m.in_channels > 0 else config.data.channels
+    shape = (batch_size, config.data.image_size, config.data.image_size, channels)
   x = jnp.zeros(shape, jnp.float32)
   t = jnp.zeros((batch_size,), jnp.int32)
-  kwargs: dict = {}
-  if int(_get(m, "num_classes", 0)) > 0:
-    kwargs["y"] = jnp.zeros((batch_size,), jnp.int32)
-  if bool(_get(m, "self_condition", False)):
-    kwargs["x_self_cond"] = jnp.zeros(shape, jnp.float32)
-  context_dim = int(_get(m, "context_dim", 0)) if name != "mlp" else 0
-  if context_dim > 0:
-    if int(_get(m, "context_vocab", 0)) > 0:
-      kwargs["context"] = jnp.zeros((batch_size, 1), jnp.int32)
-    else:
-      kwargs["context"] = jnp.zeros((batch_size, 1, context_dim), jnp.float32)
-  cond_channels = int(_get(m, "cond_channels", 0)) if name != "mlp" else 0
-  if cond_channels > 0:
-    kwargs["x_cond"] = jnp.zeros(shape[:-1] + (cond_channels,), jnp.float32)
-  return x, t, kwargs
+  return x, t, Conditioning.from_config(config).dummy_kwargs(x)
 
 
 def count_params(params: Any) -> int:

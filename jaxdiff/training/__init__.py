@@ -1,13 +1,8 @@
 """Training: the train state with EMA, the pure step, Orbax checkpoints and the loop."""
 
+from jaxdiff.perf import setup_compilation_cache  # re-exported: its home is jaxdiff.perf
 from jaxdiff.training.checkpoints import Checkpointer, CheckpointError, load_config, save_config
-from jaxdiff.training.loop import (
-  NonFiniteLossError,
-  TrainingError,
-  WorkdirError,
-  setup_compilation_cache,
-  train,
-)
+from jaxdiff.training.loop import NonFiniteLossError, TrainingError, WorkdirError, train
 from jaxdiff.training.state import (
   TrainState,
   create_optimizer,

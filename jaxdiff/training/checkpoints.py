@@ -18,6 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 
+from jaxdiff import config_utils
 from jaxdiff.errors import CheckpointError
 from jaxdiff.fileio import atomic_write_text
 from jaxdiff.parallel import fetch
@@ -183,16 +184,9 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
   )
 
 
-def _tuplify(obj):
-  if isinstance(obj, dict):
-    return {k: _tuplify(v) for k, v in obj.items()}
-  if isinstance(obj, list):
-    return tuple(_tuplify(v) for v in obj)
-  return obj
-
-
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config saved by train.py in workdir/config.json (lists come back as tuples)."""
+  """The config saved by train.py in workdir/config.json, overlaid on the package defaults
+  (`config_utils.from_json`: lists come back as tuples; an older run's missing fields are noted)."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise CheckpointError(
@@ -200,4 +194,4 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
       "(train.py writes config.json there when it starts)."
     )
   with open(path) as f:
-    return ml_collections.ConfigDict(_tuplify(json.load(f)))
+    return config_utils.from_json(json.load(f), source=path)

@@ -11,6 +11,8 @@ import ml_collections
 import optax
 from flax.training import train_state
 
+from jaxdiff.models import dummy_inputs
+
 __all__ = [
   "TrainState",
   "learning_rate_schedule",
@@ -69,8 +71,6 @@ def create_train_state(
   config: ml_collections.ConfigDict, model: flax.linen.Module, key: jax.Array
 ) -> TrainState:
   """Initialise parameters from the config's example inputs; EMA starts equal to them."""
-  from jaxdiff.models import dummy_inputs
-
   x, t, kwargs = dummy_inputs(config, batch_size=1)
   variables = model.init({"params": key, "dropout": key}, x, t, **kwargs)
   params = variables["params"]

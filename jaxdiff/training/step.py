@@ -2,7 +2,9 @@
 
 `make_train_step` returns `step(state, batch, key) -> (state, metrics)`; the loop jits it with
 the state donated and the batch split over the data mesh. Per-step randomness is
-`fold_in(key, state.step)`, so a resumed run draws exactly what the uninterrupted run drew.
+`fold_in(key, state.step)`, split into the loss's, the dropout's and the label dropout's streams,
+so a resumed run draws exactly what the uninterrupted run drew. What the model takes besides
+(x_t, t) comes from `jaxdiff.conditioning.Conditioning.train_kwargs`.
 """
 
 from __future__ import annotations
@@ -16,74 +18,16 @@ import ml_collections
 import optax
 
 from jaxdiff import diffusion
+from jaxdiff.conditioning import Conditioning
 from jaxdiff.schedules import Schedule
 from jaxdiff.training.state import TrainState, ema_decay, ema_update, learning_rate_schedule
 
 __all__ = ["make_train_step", "make_multi_step", "context_dropout"]
 
 
-def _get(section, field, default):
-  try:
-    return section.get(field, default)
-  except AttributeError:
-    return getattr(section, field, default)
-
-
 def context_dropout(config) -> float:
   """config.train.context_dropout, where a negative value (the default) means label_dropout."""
-  p = float(_get(config.train, "context_dropout", -1.0))
-  return float(config.train.label_dropout) if p < 0 else p
-
-
-def _conditioning(config, batch, key):
-  """Model kwargs from the batch: labels with classifier-free-guidance dropout to the null class,
-  a context (with its mask) whose dropout empties the mask (the model then reads the null
-  context), and the conditioning image x_cond (never dropped).
-
-  Label and context dropout share one uniform draw per example (dropped when u < p), so with
-  both the share of examples that lose both is min(p_label, p_context): the unconditional
-  branch that guidance uses is trained too.
-  """
-  cond = {}
-  m = config.model
-  num_classes = int(m.num_classes)
-  u = None
-  if num_classes > 0:
-    if "label" not in batch:
-      raise ValueError(
-        "config.model.num_classes > 0 but the data set yields no labels; set "
-        "config.model.num_classes=0 for unconditional training."
-      )
-    y = batch["label"].astype(jnp.int32)
-    p = float(config.train.label_dropout)
-    if p > 0:
-      u = jax.random.uniform(key, y.shape)  # = jax.random.bernoulli(key, p, y.shape) as u < p
-      y = jnp.where(u < p, num_classes, y)
-    cond["y"] = y
-  if int(_get(m, "context_dim", 0)) > 0:
-    if "context" not in batch:
-      raise ValueError(
-        "config.model.context_dim > 0 but the batches carry no 'context'; set "
-        "config.data.cond='caption' (digits) or add a 'context' entry to the batches."
-      )
-    context = batch["context"]
-    mask = batch.get("context_mask")
-    mask = jnp.ones(context.shape[:2], bool) if mask is None else mask.astype(bool)
-    p = context_dropout(config)
-    if p > 0:
-      if u is None:
-        u = jax.random.uniform(key, context.shape[:1])
-      mask = mask & ~(u < p)[:, None]
-    cond["context"] = context
-    cond["context_mask"] = mask
-  if int(_get(m, "cond_channels", 0)) > 0:
-    if "x_cond" not in batch:
-      raise ValueError(
-        "config.model.cond_channels > 0 but the batches carry no 'x_cond'; set "
-        "config.data.cond='sr' or add an 'x_cond' entry to the batches."
-      )
-    cond["x_cond"] = batch["x_cond"].astype(jnp.float32)
-  return cond
+  return Conditioning.from_config(config).context_dropout
 
 
 def make_train_step(config: ml_collections.ConfigDict, model: Any, schedule: Schedule) -> Callable:
@@ -92,11 +36,12 @@ def make_train_step(config: ml_collections.ConfigDict, model: Any, schedule: Sch
   lr_fn = learning_rate_schedule(config)
   skip_nonfinite = config.train.nan_policy == "skip"
   accumulate = int(config.train.grad_accum_steps) > 1
+  conditioning = Conditioning.from_config(config)
 
   def step(state: TrainState, batch: dict, key: jax.Array):
     k_loss, k_drop, k_label = jax.random.split(jax.random.fold_in(key, state.step), 3)
     x0 = batch["x"].astype(jnp.float32)
-    cond = _conditioning(config, batch, k_label)
+    cond = conditioning.train_kwargs(batch, k_label)
 
     def loss_fn(params):
       def model_fn(x_t, t, **kw):
