@@ -14,6 +14,20 @@ import numpy as np
 __all__ = ["SPACINGS", "spacing", "karras", "flow", "uniform", "log_snr", "to_times", "check_grid"]
 
 SPACINGS = ("leading", "trailing", "linspace")
+LOG_SNR_LIMIT = 10.0  # log_snr grids stay within |log(alpha/sigma)| <= 10 where a process has no finite end
+
+# jaxdiff.processes (built on these grids) hands over its Schedule -> process conversion here, so
+# the grids below accept a Schedule as well as a process without an import cycle.
+_as_process = None
+
+
+def register_process_converter(fn) -> None:
+  global _as_process
+  _as_process = fn
+
+
+def _process(p):
+  return p if _as_process is None else _as_process(p)
 
 
 def spacing(num_timesteps: int, num_steps: int, kind: str = "leading") -> np.ndarray:
@@ -63,17 +77,25 @@ def flow(n: int, shift: float = 1.0, num_train_timesteps: int = 1000) -> np.ndar
 
 
 def uniform(process: Any, n: int) -> np.ndarray:
-  """n times evenly spaced from the process's t_max down to t_min."""
+  """n times evenly spaced from the process's t_max down to t_min (or down to, without, a clean t_min)."""
   n = _check_n(n)
-  return np.linspace(float(process.t_max), float(process.t_min), n)
+  process = _process(process)
+  hi, lo = float(process.t_max), float(process.t_min)
+  _, sig_lo = process.alpha_sigma(np.float32(lo))
+  if float(sig_lo) <= 0:  # t_min is clean data: the last step lands there by itself
+    return np.linspace(hi, lo, n + 1)[:-1]
+  return np.linspace(hi, lo, n)
 
 
 def log_snr(process: Any, n: int) -> np.ndarray:
-  """n times evenly spaced in log-SNR between the process's ends (DPM-Solver's logSNR grid)."""
+  """n times evenly spaced in log-SNR between the process's ends (DPM-Solver's logSNR grid), each end
+  kept within |log(alpha/sigma)| <= LOG_SNR_LIMIT where the process reaches zero or infinite SNR."""
   n = _check_n(n)
+  process = _process(process)
   ends = np.asarray([process.t_max, process.t_min], np.float64)
   a, s = (np.asarray(v, np.float64) for v in process.alpha_sigma(ends.astype(np.float32)))
-  lam = np.log(np.maximum(a, 1e-12)) - np.log(np.maximum(s, 1e-12))
+  with np.errstate(divide="ignore"):
+    lam = np.clip(np.log(a) - np.log(s), -LOG_SNR_LIMIT, LOG_SNR_LIMIT)
   ratios = np.exp(-np.linspace(lam[0], lam[1], n))
   return to_times(process, ratios)
 
@@ -81,7 +103,7 @@ def log_snr(process: Any, n: int) -> np.ndarray:
 def to_times(process: Any, ratios: Any) -> np.ndarray:
   """Noise levels sigma/alpha (e.g. a `karras` grid) as the process's times."""
   ratios = np.asarray(ratios, np.float64)
-  return np.asarray(process.time_at(ratios.astype(np.float32)), np.float64)
+  return np.asarray(_process(process).time_at(ratios.astype(np.float32)), np.float64)
 
 
 def check_grid(ts: Any, num_steps: int | None) -> np.ndarray:

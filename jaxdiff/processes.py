@@ -75,7 +75,13 @@ class Process:
     raise NotImplementedError
 
   def check_times(self, ts: np.ndarray) -> None:
-    """Refuse grid times outside the process's range (numpy, static grids only)."""
+    """Refuse grid times outside the process's range or at clean data (numpy, static grids only)."""
+    _, sig = self.alpha_sigma(np.asarray(ts, np.float32))
+    if np.any(np.asarray(sig) <= 0):
+      raise ValueError(
+        f"grid times must have sigma > 0 for {type(self).__name__}; {ts[np.asarray(sig) <= 0]} are clean "
+        "data. Drop them: the last step lands on clean data by itself."
+      )
     lo, hi = self.t_min, self.t_max
     if np.any(ts < lo - 1e-6 * max(1.0, abs(lo))) or np.any(ts > hi + 1e-6 * max(1.0, abs(hi))):
       raise ValueError(
@@ -119,27 +125,33 @@ class DiscreteVP(Process):
     return 0.0
 
   def _log_ratio_table(self):
-    ac = self.schedule.alphas_cumprod
-    return 0.5 * (jnp.log1p(-ac) - jnp.log(ac))
+    """log(sigma / alpha) per timestep, from the float64-built tables (exact at small t too)."""
+    s = self.schedule
+    return jnp.log(s.sqrt_one_minus_alphas_cumprod) - jnp.log(s.sqrt_alphas_cumprod)
 
   def alpha_sigma(self, t):
     t = jnp.asarray(t)
-    ac_tab = self.schedule.alphas_cumprod
     T = self.schedule.num_timesteps
+    sched = self.schedule
+
+    def table(i):  # the float64-built tables: sigma exact at small t (1 - abar loses digits in float32)
+      i = jnp.clip(i, 0, T - 1)
+      return jnp.take(sched.sqrt_alphas_cumprod, i), jnp.take(sched.sqrt_one_minus_alphas_cumprod, i)
+
     if jnp.issubdtype(t.dtype, jnp.integer):
-      ac = jnp.where(t < 0, 1.0, jnp.take(ac_tab, jnp.clip(t, 0, T - 1)))
-      return _f32(jnp.sqrt(ac)), _f32(jnp.sqrt(1.0 - ac))
+      a, s = table(t)
+      return _f32(jnp.where(t < 0, 1.0, a)), _f32(jnp.where(t < 0, 0.0, s))
     t = t.astype(jnp.float32)
     lo = jnp.clip(jnp.floor(t), 0, T - 1).astype(jnp.int32)
     hi = jnp.minimum(lo + 1, T - 1)
     w = jnp.clip(t - lo, 0.0, 1.0)
-    ac_lo = jnp.take(ac_tab, lo)
     tab = self._log_ratio_table()
     log_r = (1.0 - w) * jnp.take(tab, lo) + w * jnp.take(tab, hi)
-    ac_interp = jax.nn.sigmoid(-2.0 * log_r)  # abar = 1 / (1 + r^2)
-    ac = jnp.where(w == 0.0, ac_lo, ac_interp)
-    ac = jnp.where(t < 0, 1.0, ac)
-    return _f32(jnp.sqrt(ac)), _f32(jnp.sqrt(1.0 - ac))
+    a_lo, s_lo = table(lo)
+    # alpha^2 = 1 / (1 + r^2), sigma^2 = r^2 / (1 + r^2)
+    a = jnp.where(w == 0.0, a_lo, jnp.sqrt(jax.nn.sigmoid(-2.0 * log_r)))
+    s = jnp.where(w == 0.0, s_lo, jnp.sqrt(jax.nn.sigmoid(2.0 * log_r)))
+    return _f32(jnp.where(t < 0, 1.0, a)), _f32(jnp.where(t < 0, 0.0, s))
 
   def time_at(self, ratio):
     tab = self._log_ratio_table()
@@ -162,11 +174,14 @@ class DiscreteVP(Process):
 
 @flax.struct.dataclass
 class VPSDE(Process):
-  """score_sde's continuous VP SDE: log abar(t) = -(beta_min t + (beta_max - beta_min) t^2 / 2)."""
+  """score_sde's continuous VP SDE: log abar(t) = -(beta_min t + (beta_max - beta_min) t^2 / 2).
+
+  Sampling grids end at t_min (score_sde's eps = 1e-3); training draws t uniformly in [t_min, 1].
+  """
 
   beta_min: float = flax.struct.field(pytree_node=False, default=0.1)
   beta_max: float = flax.struct.field(pytree_node=False, default=20.0)
-  eps: float = flax.struct.field(pytree_node=False, default=1e-3)
+  t_min: float = flax.struct.field(pytree_node=False, default=1e-3)
 
   def _log_abar(self, t):
     return -(self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t * t)
@@ -187,17 +202,14 @@ class VPSDE(Process):
   def t_max(self) -> float:
     return 1.0
 
-  @property
-  def t_min(self) -> float:
-    return float(self.eps)
-
 
 @flax.struct.dataclass
 class CosineVP(Process):
-  """Continuous cosine VP (improved DDPM / simple diffusion): logSNR(t) = -2 log tan(pi t / 2) + 2 log(shift).
+  """Continuous cosine VP (improved DDPM / simple diffusion): logSNR = -2 log tan(pi u / 2) + 2 log(shift).
 
-  `shift` < 1 moves noise levels up for high resolutions (simple diffusion: shift = 64 / resolution);
-  the log-SNR is clipped to [logsnr_min, logsnr_max] so both ends are finite.
+  `shift` < 1 moves noise levels up for high resolutions (simple diffusion: shift = 64 / resolution).
+  As simple diffusion does, t in [0, 1] maps linearly onto the u whose log-SNR spans
+  [logsnr_max, logsnr_min], so both ends are finite.
   """
 
   logsnr_min: float = flax.struct.field(pytree_node=False, default=-15.0)
@@ -339,3 +351,6 @@ def as_process(process: Any) -> Process:
 
 def is_discrete(process: Any) -> bool:
   return isinstance(process, Schedule) or getattr(process, "discrete", False)
+
+
+grids.register_process_converter(as_process)
