@@ -7,6 +7,7 @@ functions of `jaxdiff.diffusion` and `jaxdiff.samplers`; it can be an argument o
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -189,8 +190,6 @@ def get_schedule(name: str, T: int, **kwargs: Any) -> Schedule:
   Keyword arguments a schedule does not take (e.g. beta_start for cosine) are ignored, so a
   config can carry them all.
   """
-  import inspect
-
   makers = {"linear": linear, "cosine": cosine, "sigmoid": sigmoid, "quadratic": quadratic}
   if name not in makers:
     raise ValueError(f"Unknown schedule {name!r}; choose one of {sorted(makers)}.")

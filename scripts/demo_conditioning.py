@@ -50,7 +50,12 @@ from jaxdiff.data import captions  # noqa: E402
 from jaxdiff.data.conditioning import sr_input  # noqa: E402
 from jaxdiff.data.embedded import load_digits_split  # noqa: E402
 from jaxdiff.evaluation import DigitsJudge  # noqa: E402
-from jaxdiff.evaluation.conditioning import label_agreement, psnr, super_resolution_errors  # noqa: E402
+from jaxdiff.evaluation.conditioning import (  # noqa: E402
+  caption_agreement,  # noqa: E402
+  label_agreement,
+  psnr,
+  super_resolution_errors,
+)
 from jaxdiff.fileio import atomic_write_bytes  # noqa: E402
 from jaxdiff.generation import sample_from_config  # noqa: E402
 from jaxdiff.training import train  # noqa: E402
@@ -184,7 +189,7 @@ def run_context(args) -> dict:
   key = jax.random.key(args.seed)
   t0 = time.time()
   x_null = np.asarray(sample_from_config(config, model, schedule, params, key, len(tokens)))
-  results["agreement"]["null context (unconditional)"] = captions.caption_agreement(x_null, tokens, judge)
+  results["agreement"]["null context (unconditional)"] = caption_agreement(x_null, tokens, judge)
   guided = {}
   for scale in args.scales:
     x = np.asarray(
@@ -193,11 +198,9 @@ def run_context(args) -> dict:
       )
     )
     guided[scale] = x
-    results["agreement"][f"guidance {scale:g}"] = captions.caption_agreement(x, tokens, judge)
+    results["agreement"][f"guidance {scale:g}"] = caption_agreement(x, tokens, judge)
   xt, yt = load_digits_split("test")
-  results["agreement"]["real held-out digits"] = captions.caption_agreement(
-    xt, captions.caption_tokens(xt, yt), judge
-  )
+  results["agreement"]["real held-out digits"] = caption_agreement(xt, captions.caption_tokens(xt, yt), judge)
   results["sampling_s"] = round(time.time() - t0, 1)
 
   # figure: one row per class, the six attribute combinations in columns, two samples each

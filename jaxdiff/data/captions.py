@@ -21,7 +21,6 @@ so their order carries no information the model needs.
 from __future__ import annotations
 
 import functools
-import importlib
 import itertools
 from collections.abc import Sequence
 
@@ -150,11 +149,3 @@ def all_captions() -> np.ndarray:
     (c, THICK_TOKEN0 + t, SLANT_TOKEN0 + s) for c, t, s in itertools.product(range(10), range(2), range(3))
   ]
   return np.asarray(rows, np.int32)
-
-
-def __getattr__(name: str):
-  # Deprecated: the metric moved to jaxdiff.evaluation.conditioning.caption_agreement (a metric does
-  # not live in the data layer). Kept for callers of the old name until they move.
-  if name == "caption_agreement":
-    return getattr(importlib.import_module("jaxdiff.evaluation.conditioning"), name)
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

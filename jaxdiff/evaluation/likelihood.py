@@ -30,9 +30,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import log_ndtr
 
 from jaxdiff.diffusion import check_prediction, extract, q_posterior, to_x0_eps
+from jaxdiff.gaussian import discretized_gaussian_log_likelihood, normal_kl
 from jaxdiff.schedules import Schedule
 
 __all__ = [
@@ -45,7 +45,6 @@ __all__ = [
 ]
 
 VARIANCES = ("fixed_small", "fixed_large", "learned_range")
-_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 class VLBTerms(NamedTuple):
@@ -57,50 +56,6 @@ class VLBTerms(NamedTuple):
   decoder: jnp.ndarray
   kl_terms: jnp.ndarray  # weighted per-timestep KL terms (weights: 1 for the exact sum)
   timesteps: jnp.ndarray  # [K] the timesteps of kl_terms
-
-
-def normal_kl(mean1, logvar1, mean2, logvar2):
-  """Elementwise KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) in nats."""
-  return 0.5 * (
-    -1.0 + logvar2 - logvar1 + jnp.exp(logvar1 - logvar2) + jnp.square(mean1 - mean2) * jnp.exp(-logvar2)
-  )
-
-
-def _log_diff_ndtr(a, b):
-  """log(Phi(b) - Phi(a)) for a < b, accurate in both tails.
-
-  The difference is taken on the side of zero where the two CDF values are small (Phi(-a) -
-  Phi(-b) when a > 0). Where the interval is so narrow that the two log-CDFs round to the same
-  float, the midpoint rule log(phi((a+b)/2) (b - a)) is used instead (relative error
-  (b-a)^2 (m^2 - 1) / 24, negligible there).
-  """
-  upper_side = a > 0
-  hi = jnp.where(upper_side, log_ndtr(-a), log_ndtr(b))
-  lo = jnp.where(upper_side, log_ndtr(-b), log_ndtr(a))
-  d = lo - hi  # <= 0
-  exact = hi + jnp.log(-jnp.expm1(jnp.minimum(d, -1e-30)))
-  width = b - a
-  mid = 0.5 * (a + b)
-  midpoint = -0.5 * jnp.square(mid) - _LOG_SQRT_2PI + jnp.log(width)
-  use_mid = (width < 1e-3) & (width * jnp.abs(mid) < 0.1)
-  return jnp.where(use_mid, midpoint, exact)
-
-
-def discretized_gaussian_log_likelihood(x, mean, log_scale, *, num_bins: int = 256):
-  """log P(x's bin) under N(mean, exp(log_scale)^2), elementwise, for x in [-1, 1] on num_bins levels.
-
-  Bin k is centred on -1 + 2k / (num_bins - 1) with half width 1 / (num_bins - 1); the lowest bin
-  extends to -inf and the highest to +inf, so the bins' probabilities sum to one.
-  """
-  half = 1.0 / (num_bins - 1)
-  inv = jnp.exp(-log_scale)
-  centred = x - mean
-  upper = (centred + half) * inv
-  lower = (centred - half) * inv
-  log_cdf_upper = log_ndtr(upper)
-  log_sf_lower = log_ndtr(-lower)
-  middle = _log_diff_ndtr(lower, upper)
-  return jnp.where(x < -1.0 + half, log_cdf_upper, jnp.where(x > 1.0 - half, log_sf_lower, middle))
 
 
 class _Spec(NamedTuple):
