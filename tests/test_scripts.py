@@ -81,14 +81,7 @@ SKIPS = [
 ]
 # README commands that fail today for a reason outside this file, each with the fix: the test expects
 # them to fail (and fails once they pass, so that the entry is removed).
-KNOWN_README_BUGS = [
-  (
-    r"sample\.py --workdir=runs/digits --num_samples=359 --labels=none --sampler=ddpm .*--inpaint_source",
-    "README: the inpainting command has no --output, so it writes into runs/digits/generated, which `make "
-    "demo` filled with class-conditional DDIM samples: sample.py refuses the different run. Fix: add "
-    "--output=runs/digits/inpaint_top_half to that command",
-  ),
-]
+KNOWN_README_BUGS: list[tuple[str, str]] = []  # (command pattern, why it fails): expected failures
 COMMAND_START = re.compile(r"^(\.venv/bin/)?(python3?|pip|make|tfds|gcloud)( |$)")
 
 
