@@ -74,10 +74,10 @@ def sample_from_config(
     opts.setdefault("eta", float(s.eta))  # config.sample.eta belongs to the config's sampler
   if config.model.learn_sigma:
     opts.setdefault("variance", "learned_range")
-  takes = samplers.get(sampler).options if isinstance(sampler, str) else {}
-  for name in ("eta", "variance"):  # settings for any sampler: each receives only those it takes
-    if name not in takes:
-      opts.pop(name, None)
+  # eta and variance are settings for any sampler: each sampler receives only those it takes
+  generic = {"eta": opts.pop("eta", None), "variance": opts.pop("variance", None)}
+  if isinstance(sampler, str):
+    opts.update(samplers.accepted_options(sampler, **generic))
   scale = opts.pop("guidance_scale")
   cond, uncond = Conditioning.from_config(config).sample_kwargs(
     num, labels, context=context, context_mask=context_mask, x_cond=x_cond
