@@ -68,11 +68,13 @@ class Process:
 
   @property
   def t_max(self) -> float:
-    raise NotImplementedError
+    """The noisiest time of the default grids (1 for processes on the unit interval)."""
+    return 1.0
 
   @property
   def t_min(self) -> float:
-    raise NotImplementedError
+    """The least noisy time a grid may hold (0 for processes on the unit interval)."""
+    return 0.0
 
   def check_times(self, ts: np.ndarray) -> None:
     """Refuse grid times outside the process's range or at clean data (numpy, static grids only)."""
@@ -198,10 +200,6 @@ class VPSDE(Process):
       return c / self.beta_min
     return (-self.beta_min + jnp.sqrt(self.beta_min**2 + 4.0 * a * c)) / (2.0 * a)
 
-  @property
-  def t_max(self) -> float:
-    return 1.0
-
 
 @flax.struct.dataclass
 class CosineVP(Process):
@@ -236,14 +234,6 @@ class CosineVP(Process):
     t_lo, t_hi = self._t_bounds()
     u = jnp.arctan(jnp.exp(-0.5 * (lam - 2.0 * math.log(self.shift)))) * 2.0 / math.pi
     return (u - t_lo) / (t_hi - t_lo)
-
-  @property
-  def t_max(self) -> float:
-    return 1.0
-
-  @property
-  def t_min(self) -> float:
-    return 0.0
 
 
 @flax.struct.dataclass
@@ -316,14 +306,6 @@ class RectifiedFlow(Process):
 
   def prior_std(self, t):
     return t
-
-  @property
-  def t_max(self) -> float:
-    return 1.0
-
-  @property
-  def t_min(self) -> float:
-    return 0.0
 
   def sample_time(self, key, batch, time_sampling=None, **kw):
     how = time_sampling or "uniform"
