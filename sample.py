@@ -20,7 +20,10 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (config.json a
 _NUM = flags.DEFINE_integer("num_samples", None, "How many samples in total (a larger value extends a run).")
 _OUTPUT = flags.DEFINE_string("output", None, "Output folder (default WORKDIR/generated).")
 _SAMPLER = flags.DEFINE_string(
-  "sampler", None, "ddpm | ddim | dpmpp_2m | euler | euler_ancestral | heun (default config.sample.sampler)."
+  "sampler",
+  None,
+  "ddpm | ddim | dpmpp_2m | dpmpp_3m | dpmpp_2m_sde | unipc | euler | euler_ancestral | heun "
+  "(default config.sample.sampler).",
 )
 _STEPS = flags.DEFINE_integer("num_steps", None, "Sampling steps (default config.sample.num_steps).")
 _ETA = flags.DEFINE_float(
@@ -31,6 +34,24 @@ _ETA = flags.DEFINE_float(
 )
 _SPACING = flags.DEFINE_string(
   "spacing", None, "leading | trailing | linspace (default config.sample.spacing)."
+)
+_GRID_KIND = flags.DEFINE_string(
+  "grid",
+  None,
+  "Noise grid: karras | logsnr | uniform | flow | leading | trailing | linspace (chains) "
+  "(default config.sample.grid; '': the process's own).",
+)
+_RHO = flags.DEFINE_float("rho", None, "--grid=karras: the exponent (default config.sample.rho, 7).")
+_SHIFT = flags.DEFINE_float("shift", None, "--grid=flow: SD3's shift (default config.diffusion.flow_shift).")
+_SIGMA_MIN = flags.DEFINE_float(
+  "sigma_min", None, "--grid=karras: the smallest sigma/alpha (default: the process's)."
+)
+_SIGMA_MAX = flags.DEFINE_float(
+  "sigma_max", None, "--grid=karras: the largest sigma/alpha (default: the process's)."
+)
+_ORDER = flags.DEFINE_integer("order", None, "unipc: order 1, 2 or 3 (default config.sample.order).")
+_S_CHURN = flags.DEFINE_float(
+  "s_churn", None, "euler / heun: EDM's stochastic churn (default config.sample.s_churn)."
 )
 _CLIP = flags.DEFINE_float(
   "clip_x0", None, "Clip predicted x0 to [-c, c]; 0 disables (default config.sample.clip_x0)."
@@ -126,6 +147,15 @@ def _sample(_argv) -> None:
     num_steps=_STEPS.value,
     eta=_ETA.value,
     spacing=_SPACING.value,
+    grid_options={
+      "grid": _GRID_KIND.value,
+      "rho": _RHO.value,
+      "shift": _SHIFT.value,
+      "sigma_min": _SIGMA_MIN.value,
+      "sigma_max": _SIGMA_MAX.value,
+      "order": _ORDER.value,
+      "s_churn": _S_CHURN.value,
+    },
     clip_x0=_CLIP.value,
     guidance_scale=_GUIDANCE.value,
     labels=_LABELS.value,

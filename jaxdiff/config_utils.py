@@ -12,9 +12,10 @@ import pathlib
 from collections.abc import Mapping
 from typing import Any
 
+import jax
 import ml_collections
 
-from jaxdiff import diffusion, models, samplers, schedules
+from jaxdiff import diffusion, grids, models, processes, samplers, schedules
 from jaxdiff.conditioning import Conditioning
 from jaxdiff.configs import default, with_defaults
 from jaxdiff.data import conditioning as data_conditioning
@@ -28,6 +29,9 @@ __all__ = [
   "validate_config",
   "check_training_conditioning",
   "schedule_from_config",
+  "process_from_config",
+  "PROCESS_NAMES",
+  "GRIDS",
 ]
 
 NAN_POLICIES = ("stop", "skip")
@@ -158,7 +162,13 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   _number(config, "ema.decay", 0, 1)
   _choice(config, "sample.sampler", samplers.SAMPLERS)
   _choice(config, "sample.spacing", samplers.SPACINGS)
-  _number(config, "sample.num_steps", 1, config.diffusion.num_timesteps, integer=True)
+  _number(
+    config, "sample.num_steps", 1,
+    config.diffusion.num_timesteps if config.diffusion.process == "vp" else None, integer=True,
+  )  # fmt: skip
+  _choice(config, "sample.order", (1, 2, 3))
+  _number(config, "sample.s_churn", 0)
+  _validate_process(config)
   _number(config, "sample.eta", 0)
   _check_schedule(config)
   if (
@@ -203,6 +213,75 @@ def check_training_conditioning(config) -> None:
   """The training data must carry what the network is conditioned on: a context needs
   config.data.cond='caption', a conditioning image config.data.cond='sr'."""
   Conditioning.from_config(config).check_training_data(data_conditioning.provided_inputs(config.data))
+
+
+PROCESS_NAMES = tuple(processes.PROCESSES)  # config.diffusion.process
+GRIDS = ("", "karras", "logsnr", "uniform", "flow") + tuple(grids.SPACINGS)  # config.sample.grid
+
+
+def process_from_config(config: ml_collections.ConfigDict):
+  """The process `config.diffusion` describes: the `Schedule` for "vp" (the discrete chain, as
+  before), else a `jaxdiff.processes` process with the config's fields."""
+  d = config.diffusion
+  if d.process == "vp":
+    return schedule_from_config(config)
+  if d.process == "vpsde":
+    return processes.VPSDE(
+      beta_min=float(d.vpsde_beta_min), beta_max=float(d.vpsde_beta_max), t_min=float(d.t_min)
+    )
+  if d.process == "cosine":
+    return processes.CosineVP(shift=float(d.cosine_shift))
+  if d.process == "edm":
+    return processes.EDM(
+      sigma_data=float(d.sigma_data), sigma_min=float(d.sigma_min), sigma_max=float(d.sigma_max),
+      rho=float(d.rho), p_mean=float(d.p_mean), p_std=float(d.p_std),
+    )  # fmt: skip
+  if d.process == "flow":
+    return processes.RectifiedFlow(
+      shift=float(d.flow_shift), logit_mean=float(d.logit_mean), logit_std=float(d.logit_std)
+    )
+  raise ConfigError(f"config.diffusion.process must be one of {PROCESS_NAMES}, got {d.process!r}.")
+
+
+def _validate_process(config) -> None:
+  """The process, its fields, and the choices that must agree with it."""
+  d, s = config.diffusion, config.sample
+  _choice(config, "diffusion.process", PROCESS_NAMES)
+  _choice(config, "sample.grid", GRIDS)
+  if d.process == "vp":
+    return
+  for field, value in (
+    ("model.learn_sigma", config.model.learn_sigma),
+    ("diffusion.rescale_zero_terminal_snr", d.rescale_zero_terminal_snr),
+  ):
+    if value:
+      raise ConfigError(
+        f"config.{field}=True is defined for the discrete chain (diffusion.process='vp'), "
+        f"not diffusion.process={d.process!r}; turn it off."
+      )
+  if s.grid in grids.SPACINGS:
+    raise ConfigError(
+      f"config.sample.grid={s.grid!r} is a spacing of discrete chains; for diffusion.process={d.process!r} "
+      "use '' (the process's own), 'karras', 'logsnr', 'uniform' or 'flow'."
+    )
+  for field in (
+    "sigma_data",
+    "sigma_min",
+    "sigma_max",
+    "rho",
+    "p_std",
+    "vpsde_beta_min",
+    "t_min",
+    "logit_std",
+  ):
+    _number(config, f"diffusion.{field}", 0, lo_open=True)
+  if d.sigma_min >= d.sigma_max:
+    raise ConfigError(f"config.diffusion.sigma_min={d.sigma_min} must be below sigma_max={d.sigma_max}.")
+  proc = process_from_config(config)
+  try:  # the process owns its time distributions: ask it
+    proc.sample_time(jax.random.key(0), 1, d.time_sampling or None)
+  except ValueError as e:
+    raise ConfigError(f"config.diffusion.time_sampling={d.time_sampling!r}: {e}") from None
 
 
 def schedule_from_config(config: ml_collections.ConfigDict) -> schedules.Schedule:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import numpy as np
 
 __all__ = ["SPACINGS", "spacing", "karras", "flow", "uniform", "log_snr", "to_times", "check_grid"]
@@ -28,6 +29,13 @@ def register_process_converter(fn) -> None:
 
 def _process(p):
   return p if _as_process is None else _as_process(p)
+
+
+def _numpy(fn, *args):
+  """fn(*args) as float64 numpy, evaluated now even while an outer jit traces (grids are static)."""
+  with jax.ensure_compile_time_eval():
+    out = fn(*args)
+  return tuple(np.asarray(o, np.float64) for o in out) if isinstance(out, tuple) else np.asarray(out, np.float64)
 
 
 def spacing(num_timesteps: int, num_steps: int, kind: str = "leading") -> np.ndarray:
@@ -81,7 +89,7 @@ def uniform(process: Any, n: int) -> np.ndarray:
   n = _check_n(n)
   process = _process(process)
   hi, lo = float(process.t_max), float(process.t_min)
-  _, sig_lo = process.alpha_sigma(np.float32(lo))
+  _, sig_lo = _numpy(process.alpha_sigma, np.float32(lo))
   if float(sig_lo) <= 0:  # t_min is clean data: the last step lands there by itself
     return np.linspace(hi, lo, n + 1)[:-1]
   return np.linspace(hi, lo, n)
@@ -93,7 +101,7 @@ def log_snr(process: Any, n: int) -> np.ndarray:
   n = _check_n(n)
   process = _process(process)
   ends = np.asarray([process.t_max, process.t_min], np.float64)
-  a, s = (np.asarray(v, np.float64) for v in process.alpha_sigma(ends.astype(np.float32)))
+  a, s = _numpy(process.alpha_sigma, ends.astype(np.float32))
   with np.errstate(divide="ignore"):
     lam = np.clip(np.log(a) - np.log(s), -LOG_SNR_LIMIT, LOG_SNR_LIMIT)
   ratios = np.exp(-np.linspace(lam[0], lam[1], n))
@@ -103,7 +111,7 @@ def log_snr(process: Any, n: int) -> np.ndarray:
 def to_times(process: Any, ratios: Any) -> np.ndarray:
   """Noise levels sigma/alpha (e.g. a `karras` grid) as the process's times."""
   ratios = np.asarray(ratios, np.float64)
-  return np.asarray(_process(process).time_at(ratios.astype(np.float32)), np.float64)
+  return _numpy(_process(process).time_at, ratios.astype(np.float32))
 
 
 def check_grid(ts: Any, num_steps: int | None) -> np.ndarray:

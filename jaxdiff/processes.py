@@ -78,7 +78,8 @@ class Process:
 
   def check_times(self, ts: np.ndarray) -> None:
     """Refuse grid times outside the process's range or at clean data (numpy, static grids only)."""
-    _, sig = self.alpha_sigma(np.asarray(ts, np.float32))
+    with jax.ensure_compile_time_eval():  # a static grid, also while an outer jit traces
+      _, sig = self.alpha_sigma(np.asarray(ts, np.float32))
     if np.any(np.asarray(sig) <= 0):
       raise ValueError(
         f"grid times must have sigma > 0 for {type(self).__name__}; {ts[np.asarray(sig) <= 0]} are clean "

@@ -53,7 +53,7 @@ from jaxdiff.bulk.settings import (
   resolve_run,
 )
 from jaxdiff.fileio import atomic_write_bytes
-from jaxdiff.generation import sample_from_config
+from jaxdiff.generation import GRID_OPTIONS, sample_from_config, sampling_grid
 from jaxdiff.perf import setup_compilation_cache
 from jaxdiff.shards import (
   check_shard,
@@ -575,6 +575,7 @@ def generate(
   paste_known: bool = True,
   context: str | None = None,
   cond_source: str | None = None,
+  grid_options: dict | None = None,
 ) -> dict:
   """Generate `num_samples` samples of the model trained in `workdir` into `output` (resumable).
 
@@ -598,6 +599,9 @@ def generate(
       repaint_jump: RePaint resampling; paste_known: the known region of the output is the source.
     context: cross-attention models: "uniform" (the 60 digit captions, cycled), "none", a caption,
       captions separated by ";" or a .npy file (default "uniform" for caption models).
+    grid_options: the sampling grid and sampler options that override config.sample's: grid
+      ("karras" | "logsnr" | "uniform" | "flow" | a chain's spacing), rho, shift, sigma_min,
+      sigma_max, order (unipc), s_churn (euler / heun); None values are the config's.
     cond_source: image-conditioned models: the source images ("digits_test" by default for
       digits) whose config.data.cond transform is the conditioning image (or a .npz of "x_cond").
 
@@ -629,6 +633,7 @@ def generate(
     paste_known=paste_known,
     context=context,
     cond_source=cond_source,
+    grid_options=grid_options,
   )
   setup_compilation_cache(str(plan.config.train.compilation_cache_dir))
   restored = _restore(plan)
@@ -739,6 +744,18 @@ def _done_line(summary: dict, record: dict, totals: dict, compile_s: float) -> s
   )
 
 
+def _sampling_times(config, process, settings: RunSettings) -> np.ndarray:
+  """The model times of the run's steps (the trajectory's row labels), as the sampler plans them."""
+  opts = settings.sampler_options()
+  name = opts["sampler"]
+  smp = samplers.make_sampler(
+    name, **samplers.accepted_options(name, eta=opts.get("eta"), order=opts.get("order"))
+  )
+  grid_kw = {k: opts.get(k) for k in GRID_OPTIONS}
+  where = sampling_grid(config, process, settings.num_steps, spacing=settings.spacing, **grid_kw)
+  return samplers.plan_grid(process, smp, settings.num_steps, **where).ts
+
+
 def _save_trajectory(
   config,
   model,
@@ -754,9 +771,7 @@ def _save_trajectory(
   idx = np.arange(n, dtype=np.int32)
   extra = conditions.arrays(idx) if conditions is not None and not conditions.empty else None
   _, xs, x0s = fn(host_params, idx, settings.labels_of(idx), extra)
-  ts, _ = samplers.step_pairs(
-    int(config.diffusion.num_timesteps), settings.num_steps, settings.spacing, settings.sampler
-  )
+  ts = _sampling_times(config, schedule, settings)
   title = f"reverse process, {settings.method}, seed {settings.seed}" + (
     f", labels {labels_summary(settings.labels)}" if settings.conditional else ""
   )

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from jaxdiff import parallel
-from jaxdiff.config_utils import ConfigError, schedule_from_config, validate_config
+from jaxdiff.config_utils import ConfigError, process_from_config, validate_config
 from jaxdiff.errors import SamplingError
 from jaxdiff.models import create_model
 from jaxdiff.training.checkpoints import Checkpointer, CheckpointError, load_config
@@ -72,7 +72,7 @@ def restore_model(workdir: str, params: str = "ema", step: int | None = None, *,
       "Train first (train.py saves every config.train.checkpoint_every steps and at the end)."
     )
   model = create_model(config)
-  schedule = schedule_from_config(config)
+  schedule = process_from_config(config)  # the Schedule of a 'vp' run, else its process
   repl = parallel.replicated(parallel.create_mesh())
   abstract = jax.eval_shape(lambda: create_train_state(config, model, jax.random.key(0)))
   abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl), abstract)

@@ -19,6 +19,7 @@ import numpy as np
 
 from jaxdiff import samplers
 from jaxdiff.bulk.conditions import resolve_conditions
+from jaxdiff.config_utils import GRIDS
 from jaxdiff.errors import SamplingError
 from jaxdiff.generation import data_shape, is_image_config
 
@@ -56,7 +57,11 @@ IDENTITY_KEYS = (
   "inpaint",
   "context",
   "cond_source",
+  "grid",
 )
+
+# sample.py's grid and sampler-option flags (None: the config's): generation.GRID_OPTIONS + options
+GRID_FLAGS = ("grid", "rho", "shift", "sigma_min", "sigma_max", "order", "s_churn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +92,7 @@ class RunSettings:
   inpaint: dict | None = None
   context: Any = None
   cond_source: dict | None = None
+  grid: dict | None = None  # the GRID_FLAGS given (None: all from config.sample)
 
   @classmethod
   def from_manifest(cls, manifest: dict) -> RunSettings:
@@ -138,6 +144,7 @@ class RunSettings:
     )
     if self.inpaint:
       opts.update({k: self.inpaint[k] for k in ("repaint_resample", "repaint_jump", "paste_known")})
+    opts.update(self.grid or {})
     return opts
 
 
@@ -239,6 +246,7 @@ def resolve_run(
   paste_known: bool = True,
   context: str | None = None,
   cond_source: str | None = None,
+  grid_options: dict | None = None,
 ):
   """(RunSettings, Conditions): the run's settings and the per-sample conditioning tables
   (`jaxdiff.bulk.conditions.Conditions`) they describe; SamplingError naming the fix.
@@ -266,6 +274,7 @@ def resolve_run(
   clip = float(s.clip_x0 if clip_x0 is None else clip_x0)
   if not (clip >= 0 and math.isfinite(clip)):
     raise SamplingError(f"--clip_x0={clip} must be >= 0 (0 disables clipping).")
+  grid = _grid_options(config, grid_options)
   num_classes = int(config.model.num_classes)
   label_spec = parse_labels(labels, num_classes)
   entries, tables = resolve_conditions(
@@ -321,9 +330,31 @@ def resolve_run(
     seed=seed,
     num_samples=num_samples,
     shard_size=shard_size,
+    grid=grid,
     **entries,
   )
   return settings, tables
+
+
+def _grid_options(config, given: dict | None) -> dict | None:
+  """The grid / sampler-option flags that were given, checked (None when none was)."""
+  given = {k: v for k, v in (given or {}).items() if v is not None}
+  unknown = sorted(set(given) - set(GRID_FLAGS))
+  if unknown:
+    raise SamplingError(f"unknown grid option(s) {unknown}; choose from {GRID_FLAGS}.")
+  if "grid" in given and given["grid"] not in GRIDS:
+    raise SamplingError(f"--grid={given['grid']!r}: choose one of {GRIDS} ('': the process's own).")
+  if config.diffusion.process != "vp" and given.get("grid") in samplers.SPACINGS:
+    raise SamplingError(
+      f"--grid={given['grid']} is a spacing of discrete chains; this run's process is "
+      f"{config.diffusion.process!r}: use karras, logsnr, uniform or flow."
+    )
+  if "order" in given and given["order"] not in (1, 2, 3):
+    raise SamplingError(f"--order={given['order']}: unipc's order is 1, 2 or 3.")
+  for k in ("rho", "s_churn"):
+    if k in given and not (math.isfinite(given[k]) and given[k] >= 0):
+      raise SamplingError(f"--{k}={given[k]} must be a finite number >= 0.")
+  return given or None
 
 
 def _show(v: Any) -> str:

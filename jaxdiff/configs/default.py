@@ -48,8 +48,12 @@ def get_config() -> ml_collections.ConfigDict:
   # MLP (2-D data)
   m.hidden_dim = 128
   m.num_layers = 4  # residual MLP blocks
-  m.time_embedding = "sinusoidal"  # "sinusoidal" | "learned"
+  m.time_embedding = "sinusoidal"  # "sinusoidal" | "fourier" | "learned" (MLP, process "vp" only)
   m.data_dim = 2
+  # how the process time enters the time embedding: "auto" (by diffusion.process: vp -> "index",
+  # vpsde / cosine / flow -> "unit" (1000 t), edm -> "log_sigma" (EDM's c_noise = ln(sigma)/4))
+  m.time_input = "auto"
+  m.fourier_scale = 16.0  # std of the fixed frequencies of time_embedding="fourier"
 
   # ---- data (jaxdiff.data) ----
   d = config.data = ml_collections.ConfigDict()
@@ -67,16 +71,31 @@ def get_config() -> ml_collections.ConfigDict:
   #   | "caption" (batch gains context: digit captions; jaxdiff.data.captions)
   d.sr_factor = 2  # "sr": downsampling factor (8x8 digits -> 4x4)
 
-  # ---- diffusion process and loss (jaxdiff.schedules / jaxdiff.diffusion) ----
+  # ---- diffusion process and loss (jaxdiff.processes / jaxdiff.schedules / jaxdiff.diffusion) ----
   f = config.diffusion = ml_collections.ConfigDict()
-  f.schedule = "linear"  # "linear" | "cosine" | "sigmoid" | "quadratic"
+  f.process = "vp"  # "vp" (the discrete chain of `schedule`) | "vpsde" | "cosine" | "edm" | "flow"
+  f.schedule = "linear"  # "vp": "linear" | "cosine" | "sigmoid" | "quadratic"
   f.num_timesteps = 1000
   f.beta_start = 1e-4
   f.beta_end = 0.02
   f.rescale_zero_terminal_snr = False
-  f.prediction = "eps"  # what the network predicts: "eps" | "x0" | "v"
+  f.vpsde_beta_min = 0.1  # "vpsde": score_sde's beta(t) = beta_min + t (beta_max - beta_min)
+  f.vpsde_beta_max = 20.0
+  f.t_min = 1e-3  # "vpsde": smallest time of sampling grids and training draws
+  f.cosine_shift = 1.0  # "cosine": log-SNR shift (simple diffusion: 64 / resolution)
+  f.sigma_data = 0.5  # "edm" (and prediction="edm" on any process): the data's std
+  f.sigma_min = 0.002  # "edm": the sampling grid's ends
+  f.sigma_max = 80.0
+  f.rho = 7.0  # "edm": Karras grid exponent
+  f.p_mean = -1.2  # "edm": training draws ln(sigma) ~ N(p_mean, p_std^2)
+  f.p_std = 1.2
+  f.flow_shift = 1.0  # "flow": SD3's shift of the default sampling grid (grids.flow)
+  f.time_sampling = ""  # "": the process's own (uniform; EDM log-normal) | "uniform" | "logit_normal"
+  f.logit_mean = 0.0  # "flow" with time_sampling="logit_normal": t = sigmoid(N(m, s^2)) (SD3: 0, 1)
+  f.logit_std = 1.0
+  f.prediction = "eps"  # what the network predicts: "eps" | "x0" | "v" | "flow" (eps - x0) | "edm" (F)
   f.loss_type = "l2"  # "l2" | "l1" | "huber"
-  f.weighting = "none"  # "none" | "p2" | "min_snr"
+  f.weighting = "none"  # "none" | "p2" | "min_snr" | "edm" (lambda(sigma) of Karras et al.)
   f.min_snr_gamma = 5.0
   f.p2_gamma = 1.0
   f.p2_k = 1.0
@@ -117,10 +136,19 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---- sampling defaults (sample.py and periodic grids) ----
   s = config.sample = ml_collections.ConfigDict()
-  s.sampler = "ddim"  # "ddpm" | "ddim" | "dpmpp_2m" | "euler" | "heun" | ...
+  s.sampler = "ddim"  # any of jaxdiff.samplers.SAMPLERS: ddpm, ddim, dpmpp_2m, dpmpp_3m, dpmpp_2m_sde,
+  #   unipc, euler, euler_ancestral, heun
   s.num_steps = 50
   s.eta = 0.0
-  s.spacing = "leading"  # "leading" | "trailing" | "linspace"
+  s.spacing = "leading"  # "vp" chains: "leading" | "trailing" | "linspace"
+  s.grid = ""  # "": the process's own (vp: `spacing`; edm: karras; flow: flow; vpsde/cosine: uniform)
+  #   | "karras" | "logsnr" | "uniform" | "flow" | "leading" | "trailing" | "linspace"
+  s.rho = 7.0  # grid="karras"
+  s.shift = -1.0  # grid="flow": SD3 shift; < 0: diffusion.flow_shift
+  s.sigma_min = -1.0  # grid="karras": sigma/alpha ends; < 0: diffusion.sigma_min / sigma_max (edm)
+  s.sigma_max = -1.0  #   or the process's own ends
+  s.order = 2  # unipc: 2 | 3
+  s.s_churn = 0.0  # euler / heun: EDM's stochastic churn
   s.guidance_scale = 1.0  # classifier-free guidance scale (1 = plain conditional)
   s.clip_x0 = 1.0  # clip predicted x0 to [-c, c]; 0 disables
   s.batch_size = 256

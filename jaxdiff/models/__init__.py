@@ -18,7 +18,14 @@ import jax.numpy as jnp
 from jaxdiff.conditioning import Conditioning
 from jaxdiff.configs import with_defaults
 from jaxdiff.errors import ConfigError
-from jaxdiff.models.layers import CONTEXT_NULLS, timestep_embedding
+from jaxdiff.models.layers import (
+  CONTEXT_NULLS,
+  FIXED_TIME_EMBEDDINGS,
+  TIME_EMBEDDINGS,
+  TIME_INPUTS,
+  check_time_embedding,
+  timestep_embedding,
+)
 from jaxdiff.models.mlp import MLP
 from jaxdiff.models.unet import UNet
 
@@ -33,7 +40,12 @@ __all__ = [
   "dummy_inputs",
   "count_params",
   "timestep_embedding",
+  "TIME_INPUT_BY_PROCESS",
+  "time_input",
 ]
+
+# config.model.time_input="auto": how each process's time enters the network (docs/noise_core.md)
+TIME_INPUT_BY_PROCESS = {"vp": "index", "vpsde": "unit", "cosine": "unit", "flow": "unit", "edm": "log_sigma"}
 
 MODELS: dict[str, type[nn.Module]] = {"unet": UNet, "mlp": MLP}  # config.model.name -> network
 MODEL_NAMES = tuple(MODELS)
@@ -99,7 +111,33 @@ def check_model_config(config: Any) -> None:
         )
     if field in _CHOICES and value not in _CHOICES[field]:
       raise ConfigError(f"config.model.{field} must be one of {_CHOICES[field]}, got {value!r}")
+  _check_time_input(config)
   Conditioning.from_config(config).validate()
+
+
+def time_input(config: Any) -> str:
+  """config.model.time_input, with "auto" resolved by config.diffusion.process."""
+  m = config.model
+  if m.time_input != "auto":
+    return m.time_input
+  return TIME_INPUT_BY_PROCESS.get(config.diffusion.process, "index")
+
+
+def _check_time_input(config: Any) -> None:
+  m = config.model
+  choice = time_input(config)
+  try:
+    check_time_embedding(
+      choice, m.time_embedding, FIXED_TIME_EMBEDDINGS if m.name == "unet" else TIME_EMBEDDINGS
+    )
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  process = config.diffusion.process
+  if process != "vp" and choice == "index":
+    raise ConfigError(
+      f"config.model.time_input='index' feeds raw times to the embedding, but diffusion.process={process!r} "
+      f"has continuous time; use 'auto' (here {TIME_INPUT_BY_PROCESS.get(process)!r})."
+    )
 
 
 def create_model(config: Any) -> nn.Module:
@@ -116,6 +154,8 @@ def create_model(config: Any) -> nn.Module:
   cls = MODELS[m.name]
   kwargs = {f: tuple(m[f]) if f in _INT_TUPLES else m[f] for f in _fields(cls) if f in m}
   kwargs.update(dtype=jnp.dtype(m.dtype), param_dtype=jnp.dtype(m.param_dtype))
+  if "time_input" in kwargs:
+    kwargs["time_input"] = time_input(config)
   if cls is MLP:
     kwargs.update(in_channels=m.data_dim, num_timesteps=config.diffusion.num_timesteps)
   elif m.in_channels <= 0:

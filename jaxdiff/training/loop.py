@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from jaxdiff import data as data_lib
 from jaxdiff import images, parallel, perf
 from jaxdiff.conditioning import Conditioning
-from jaxdiff.config_utils import check_training_conditioning, schedule_from_config, validate_config
+from jaxdiff.config_utils import check_training_conditioning, process_from_config, validate_config
 from jaxdiff.data.captions import all_captions
 from jaxdiff.data.conditioning import add_conditioning
 from jaxdiff.errors import NonFiniteLossError, TrainingError, WorkdirError
@@ -261,7 +261,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[_Run, str]:
   if eval_every:
     check_eval_config(config)
   model = create_model(config)
-  schedule = schedule_from_config(config)
+  schedule = process_from_config(config)  # a Schedule (process 'vp') or a jaxdiff.processes process
   seed = int(config.seed)
   # keys are made inside jit so that they are global arrays on every process
   state = jax.jit(

@@ -19,7 +19,6 @@ import optax
 
 from jaxdiff import diffusion
 from jaxdiff.conditioning import Conditioning
-from jaxdiff.schedules import Schedule
 from jaxdiff.training.state import TrainState, ema_decay, ema_update, learning_rate_schedule
 
 __all__ = ["make_train_step", "make_multi_step", "context_dropout"]
@@ -30,8 +29,10 @@ def context_dropout(config) -> float:
   return Conditioning.from_config(config).context_dropout
 
 
-def make_train_step(config: ml_collections.ConfigDict, model: Any, schedule: Schedule) -> Callable:
-  """step(state, batch, key) -> (new_state, metrics); batch = {"x": ..., "label": ...}."""
+def make_train_step(config: ml_collections.ConfigDict, model: Any, schedule: Any) -> Callable:
+  """step(state, batch, key) -> (new_state, metrics); batch = {"x": ..., "label": ...}.
+
+  `schedule` is the run's process: a Schedule (the discrete chain) or a `jaxdiff.processes` process."""
   d = config.diffusion
   lr_fn = learning_rate_schedule(config)
   skip_nonfinite = config.train.nan_policy == "skip"
@@ -61,6 +62,8 @@ def make_train_step(config: ml_collections.ConfigDict, model: Any, schedule: Sch
         offset_noise=d.offset_noise,
         self_condition=bool(config.model.self_condition),
         cond=cond,
+        time_sampling=d.time_sampling or None,
+        sigma_data=float(d.sigma_data),
       )
 
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
