@@ -94,6 +94,8 @@ class Sampler:
   Class attributes:
     name: the registry name (`jaxdiff.sample(..., sampler=name)`).
     options: option -> default; an option not listed here is refused with their list.
+    processes: the process classes it is defined on (None: every process).
+    guidance: whether classifier-free guidance applies (the shared denoiser provides it).
     inpaint: whether RePaint-style inpainting may drive this sampler.
     finite_top: whether the first level must have alpha > 0 (capped at 2^-12 where a process
       reaches zero SNR, as diffusers does); False for samplers that handle alpha = 0 exactly.
@@ -105,6 +107,8 @@ class Sampler:
 
   name: ClassVar[str] = ""
   options: ClassVar[Mapping[str, Any]] = {}
+  processes: ClassVar[tuple[type, ...] | None] = None  # the process classes it runs on (None: all)
+  guidance: ClassVar[bool] = True  # classifier-free guidance (the denoiser does it for every sampler)
   inpaint: ClassVar[bool] = True
   finite_top: ClassVar[bool] = True
   stride_steps: ClassVar[bool] = False
@@ -127,7 +131,10 @@ class Sampler:
     return self.finite_top
 
   def check_process(self, process: Any) -> None:
-    """Refuse processes this sampler is not defined on (override)."""
+    """Refuse processes this sampler is not defined on (`processes`; override for finer checks)."""
+    if self.processes is not None and not isinstance(process, self.processes):
+      names = ", ".join(c.__name__ for c in self.processes)
+      raise ValueError(f"sampler {self.name!r} runs on {names}, not {type(process).__name__}.")
 
   @property
   def uses_variance(self) -> bool:
