@@ -286,6 +286,91 @@ def test_toy2d_validation():
     data.load_arrays(make_config("toy2d/moons"))
 
 
+# ----------------------------------------------------------------------------- partial configs
+# The data functions also take partial configs (e.g. evaluation.digits' {"data": {"name": "digits"}},
+# an old workdir's config.json). A field the data section leaves out takes the package default,
+# except num_classes (0: no labels, not the digits recipe's 10) and, for TFDS, image_size / channels
+# (0: refused). These pin that a partial section means the same as the full config it stands for.
+
+
+def _same_batches(a, b, n=3):
+  for u, v in zip(take(a, n), take(b, n), strict=True):
+    assert u.keys() == v.keys()
+    for key in u:
+      np.testing.assert_array_equal(u[key], v[key])
+
+
+def _partial(data_section, seed=3, batch_size=16):
+  import ml_collections
+
+  return ml_collections.ConfigDict({"seed": seed, "train": {"batch_size": batch_size}, "data": data_section})
+
+
+@pytest.mark.parametrize(
+  "section, full_fields",
+  [
+    ({"name": "digits"}, {"num_classes": 0}),  # a section without num_classes has no labels
+    ({"name": "digits", "num_classes": 10}, {}),
+    ({"name": "digits", "cond": "sr"}, {"num_classes": 0, "cond": "sr"}),
+    ({"name": "toy2d/s_curve"}, {}),
+    ({"name": "toy2d/moons", "toy2d_num_points": 50}, {"toy2d_num_points": 50}),
+    (
+      {"name": "toy2d/moons", "toy2d_num_points": 50, "num_classes": 2},
+      {"toy2d_num_points": 50, "num_classes": 2},
+    ),
+  ],
+)
+def test_partial_data_section_means_the_full_config(section, full_fields):
+  partial = _partial(section)
+  full = make_config(section["name"], seed=3, batch_size=16, **full_fields)
+  info = data.dataset_info(partial)
+  assert info == data.dataset_info(full)
+  assert info.num_classes == full.data.num_classes
+  assert data.dataset_info(
+    partial, split="test" if section["name"] == "digits" else None
+  ) == data.dataset_info(full, split="test" if section["name"] == "digits" else None)
+  _same_batches(
+    data.create_dataset(partial, process_index=0, process_count=1, start_step=2),
+    data.create_dataset(full, process_index=0, process_count=1, start_step=2),
+  )
+  if info.num_examples is not None:  # digits / a fixed toy2d set
+    for split in ("train", "test") if section["name"] == "digits" else ("train",):
+      for a, b in zip(
+        data.load_arrays(partial, split=split), data.load_arrays(full, split=split), strict=True
+      ):
+        np.testing.assert_array_equal(a, b)
+  # a plain nested dict is a partial config too
+  assert data.dataset_info({"seed": 3, "data": section}) == info
+
+
+def test_partial_data_section_fallbacks():
+  from jaxdiff.data import base, conditioning
+
+  assert data.dataset_info({"data": {"name": "digits"}}).num_classes == 0  # package default: 10
+  assert data.dataset_info({"data": {"name": "toy2d/8gaussians"}}).num_classes == 0
+  tfds = base.complete_config({"data": {"name": "tfds/mnist"}}).data
+  assert (tfds.image_size, tfds.channels, tfds.num_classes) == (0, 0, 0)
+  digits = base.complete_config({"data": {"name": "digits"}}).data
+  assert (digits.image_size, digits.channels, digits.split, digits.cond) == (8, 1, "train", "")
+  # evaluation.digits reads the splits through a name-only section
+  from jaxdiff.evaluation.digits import load_digits_splits
+
+  for got, split in zip(load_digits_splits(), ("train", "test"), strict=True):
+    for a, b in zip(got, data.load_arrays(make_config(), split=split), strict=True):
+      np.testing.assert_array_equal(a, b)
+  # conditioning takes partial data sections (plain dicts or ConfigDicts) the same way
+  x = np.linspace(-1, 1, 4 * 64, dtype=np.float32).reshape(4, 8, 8, 1)
+  batch = {"x": x, "label": np.arange(4, dtype=np.int32)}
+  full = make_config(cond="sr").data
+  np.testing.assert_array_equal(
+    conditioning.add_conditioning(batch, {"cond": "sr"})["x_cond"],
+    conditioning.add_conditioning(batch, full)["x_cond"],
+  )
+  assert conditioning.add_conditioning(batch, {"name": "digits"}) is batch
+  assert conditioning.provided_inputs({"cond": "sr"}) == conditioning.provided_inputs(full) == {"x_cond": 1}
+  assert conditioning.cond_kind({}) == ""
+
+
 # ------------------------------------------------------------------------------------ helpers
 
 
@@ -586,6 +671,32 @@ def test_tfds_resize_matches_reference(pattern_mnist, size):
   same = next(data.create_dataset(mnist_config(), process_index=0, process_count=1))
   for x, i in zip(batch["x"], index_of(same["x"])):  # same seed: same example order
     np.testing.assert_allclose(x, _jax_resize(mnist_pattern(i), size), atol=2e-3)
+
+
+def test_tfds_partial_data_section(pattern_mnist):
+  section = {
+    "name": "tfds/mnist",
+    "data_dir": "/unused",
+    "image_size": 28,
+    "channels": 1,
+    "shuffle_buffer": 64,
+  }
+  partial = _partial(section)
+  full = mnist_config(num_classes=0, seed=3)
+  assert (
+    data.dataset_info(partial)
+    == data.dataset_info(full)
+    == data.DatasetInfo("tfds/mnist", "image", (28, 28, 1), 0, TRAIN)
+  )
+  _same_batches(
+    data.create_dataset(partial, process_index=0, process_count=1),
+    data.create_dataset(full, process_index=0, process_count=1),
+  )
+  # a TFDS section must give its image size and channels (not the digits' 8x8x1)
+  with pytest.raises(ValueError, match="config.data.image_size=0"):
+    data.dataset_info(_partial({k: v for k, v in section.items() if k != "image_size"}))
+  with pytest.raises(ValueError, match="config.data.channels=0"):
+    data.dataset_info(_partial({k: v for k, v in section.items() if k != "channels"}))
 
 
 def test_tfds_config_validation(pattern_mnist):

@@ -8,6 +8,8 @@ Data sets (config.data.name): "digits" (scikit-learn's 8x8 digits), "toy2d/<s_cu
 moons|8gaussians|checkerboard>", "tfds/<name>" (prepared TFDS data in config.data.data_dir).
 Batches are dicts of numpy arrays: "x" float32 (NHWC images in [-1, 1], or [b, 2] points) and
 "label" int32 [b] when config.data.num_classes > 0. TensorFlow is imported only for "tfds/...".
+The config may be partial (e.g. {"data": {"name": "digits"}}): each entry point completes it once
+(package defaults; a data section without num_classes has no labels).
 """
 
 from jaxdiff.data.base import DatasetInfo, DatasetNotFoundError, to_global

@@ -1,4 +1,5 @@
-"""Shared pieces of the input pipeline: the info record, errors, name parsing, seeds, batch split.
+"""Shared pieces of the input pipeline: the info record, errors, the completion of partial configs,
+name parsing, seeds, batch split.
 
 Kept free of TensorFlow and scikit-learn so that `import jaxdiff.data` stays light.
 `DatasetNotFoundError` is `jaxdiff.errors.DatasetNotFoundError` (importable here as before).
@@ -7,12 +8,15 @@ Kept free of TensorFlow and scikit-learn so that `import jaxdiff.data` stays lig
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 
+from jaxdiff.configs import default, with_defaults
 from jaxdiff.errors import DatasetNotFoundError as DatasetNotFoundError
 
 # Tags that keep the random streams of different uses apart (same config.seed, other purpose).
@@ -110,19 +114,51 @@ def to_global(batch: Mapping[str, Any], sharding: Any | Mapping[str, Any]) -> di
   return out
 
 
-def get_field(data_config: Any, name: str, default: Any) -> Any:
-  """config.data.<name>, or default when a partial data section lacks the field (the data
-  functions also take partial sections, e.g. {"name": "digits"}; full configs are complete)."""
-  try:
-    return data_config.get(name, default)
-  except AttributeError:
-    return getattr(data_config, name, default)
+# A field that a data section leaves out takes the package default (jaxdiff/configs/default.py),
+# except where that default describes the digits recipe rather than a field left unsaid: a section
+# that does not give num_classes has no labels (the package default is the digits' 10), and a TFDS
+# section that does not give image_size / channels is refused (0) instead of being read at the
+# digits' 8x8x1. These are what the data functions always took for missing fields.
+_MISSING_FIELD = {"num_classes": 0}
+_MISSING_TFDS_FIELD = {"image_size": 0, "channels": 0}
+
+
+def _plain(config: Any) -> Any:
+  return config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config
+
+
+def complete_config(config: Any) -> ml_collections.ConfigDict:
+  """A complete copy of `config` (a ConfigDict or nested mapping, possibly partial: e.g.
+  {"data": {"name": "digits"}}): `jaxdiff.configs.with_defaults`, with the data section's own
+  fallbacks above for the fields it leaves out. The data layer's entry points call this once and
+  then read every field as a plain attribute."""
+  config = {key: _plain(value) for key, value in _plain(config).items()}
+  data = config.get("data") or {}
+  fallbacks = dict(_MISSING_FIELD)
+  if str(data.get("name", "")).startswith("tfds/"):
+    fallbacks.update(_MISSING_TFDS_FIELD)
+  return with_defaults({**config, "data": {**fallbacks, **data}})
+
+
+@functools.cache
+def _data_fields() -> frozenset[str]:
+  return frozenset(default.get_config().data.keys())
+
+
+def complete_data(data_config: Any) -> ml_collections.ConfigDict:
+  """The data section `data_config` (possibly partial: e.g. {"cond": "sr"}) completed as
+  complete_config completes a whole config's; a section that is already complete is returned as
+  it is (the entry points pass on the section they completed)."""
+  if isinstance(data_config, ml_collections.ConfigDict) and _data_fields() <= set(data_config.keys()):
+    return data_config
+  return complete_config({"data": _plain(data_config)}).data
 
 
 def check_no_image_options(name: str, data_config: Any, what: Iterable[str]) -> None:
-  """Fails when an image-only augmentation is switched on for a data set it cannot apply to."""
+  """Fails when an image-only augmentation is switched on for a data set it cannot apply to
+  (data_config: a complete data section)."""
   for field in what:
-    if get_field(data_config, field, False):
+    if data_config[field]:
       raise ValueError(
         f"config.data.{field}=True does not apply to {name!r}; set --config.data.{field}=False"
       )

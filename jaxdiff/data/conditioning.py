@@ -12,7 +12,8 @@
   computed from the label and the image. Digits only.
 
 Every entry is a pure function of the batch, so resumed streams and multi-process batches stay
-exactly as they were.
+exactly as they were. The functions below take config.data, complete or partial (e.g. {"cond": "sr"};
+completed once per call by `base.complete_data`).
 """
 
 from __future__ import annotations
@@ -44,7 +45,11 @@ COND_KINDS = ("", "sr", "caption")
 
 def cond_kind(data_config: Any) -> str:
   """config.data.cond ("" when an older config lacks the field)."""
-  kind = base.get_field(data_config, "cond", "") or ""
+  return _kind(base.complete_data(data_config))
+
+
+def _kind(data: Any) -> str:
+  kind = data.cond or ""
   if kind not in COND_KINDS:
     raise ValueError(
       f"config.data.cond={kind!r} is not valid; choose one of {list(COND_KINDS)} "
@@ -57,16 +62,17 @@ def provided_inputs(data_config: Any) -> dict[str, int]:
   """The model inputs config.data.cond adds to every batch, with their size: {"context": the
   vocabulary size of the caption tokens} or {"x_cond": its channels} ({} for none). What a model
   takes is checked against it (`jaxdiff.conditioning.Conditioning.validate`)."""
-  kind = cond_kind(data_config)
+  data = base.complete_data(data_config)
+  kind = _kind(data)
   if kind == "caption":
     return {"context": len(VOCAB)}
   if kind == "sr":
-    return {"x_cond": int(data_config.channels)}
+    return {"x_cond": int(data.channels)}
   return {}
 
 
-def _sr_factor(data_config: Any) -> int:
-  factor = base.get_field(data_config, "sr_factor", 2)
+def _sr_factor(data: Any) -> int:
+  factor = data.sr_factor
   if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
     raise ValueError(f"config.data.sr_factor must be an integer >= 2, got {factor!r}")
   return factor
@@ -76,17 +82,18 @@ def validate_cond(
   data_config: Any, family: str, kind_of_data: str, image_size: int | None, num_classes: int
 ) -> str:
   """Checks config.data.cond against the data set; returns the kind."""
-  kind = cond_kind(data_config)
+  data = base.complete_data(data_config)
+  kind = _kind(data)
   if kind and kind_of_data != "image":
-    raise ValueError(f"config.data.cond={kind!r} needs image data, not {data_config.name!r}")
+    raise ValueError(f"config.data.cond={kind!r} needs image data, not {data.name!r}")
   if kind == "sr":
-    factor = _sr_factor(data_config)
+    factor = _sr_factor(data)
     if image_size is not None and image_size % factor:
       raise ValueError(f"config.data.sr_factor={factor} does not divide the image size {image_size}")
   if kind == "caption":
     if family != "digits":
       raise ValueError(
-        f"config.data.cond='caption' describes the 8x8 digits; {data_config.name!r} has no "
+        f"config.data.cond='caption' describes the 8x8 digits; {data.name!r} has no "
         "captions (feed a 'context' entry from your own pipeline instead)"
       )
     if num_classes != 10:
@@ -125,12 +132,16 @@ def sr_input(x: np.ndarray, factor: int = 2) -> tuple[np.ndarray, np.ndarray]:
 
 def add_conditioning(batch: dict[str, np.ndarray], data_config: Any) -> dict[str, np.ndarray]:
   """The batch with the entries config.data.cond asks for (a new dict; the input is kept)."""
-  kind = cond_kind(data_config)
+  return _add(batch, base.complete_data(data_config))
+
+
+def _add(batch: dict[str, np.ndarray], data: Any) -> dict[str, np.ndarray]:
+  kind = _kind(data)
   if not kind:
     return batch
   out = dict(batch)
   if kind == "sr":
-    out["x_cond"] = sr_input(batch["x"], _sr_factor(data_config))[1]
+    out["x_cond"] = sr_input(batch["x"], _sr_factor(data))[1]
   else:
     if "label" not in batch:
       raise ValueError("config.data.cond='caption' needs labels in the batches (config.data.num_classes=10)")
@@ -142,6 +153,7 @@ def with_conditioning(
   stream: Iterator[dict[str, np.ndarray]], data_config: Any
 ) -> Iterator[dict[str, np.ndarray]]:
   """Wraps a batch stream with add_conditioning (returns the stream itself when there is none)."""
-  if not cond_kind(data_config):
+  data = base.complete_data(data_config)
+  if not _kind(data):
     return stream
-  return (add_conditioning(b, data_config) for b in stream)
+  return (_add(b, data) for b in stream)

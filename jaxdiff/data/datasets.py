@@ -2,6 +2,11 @@
 
 Dispatches on config.data.name: "digits" and "toy2d/<name>" are embedded (numpy, no TensorFlow),
 "tfds/<name>" goes through jaxdiff.data.tfds_pipeline (TensorFlow imported only then).
+
+Each entry point takes a config that may be partial (e.g. {"data": {"name": "digits"}}, or an old
+workdir's config) and completes it once (`base.complete_config`: the package defaults, and for the
+data fields it leaves out num_classes = 0, a TFDS set's image_size = channels = 0); everything
+below reads plain attributes of the complete config.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ PREVIEW_REFERENCE_STREAM = 7  # the true-distribution draw behind a fixed toy2d 
 
 
 def _split(config, split: str | None) -> str:
-  return split if split is not None else base.get_field(config.data, "split", "train")
+  return split if split is not None else config.data.split
 
 
 def dataset_info(config, split: str | None = None) -> base.DatasetInfo:
@@ -30,6 +35,10 @@ def dataset_info(config, split: str | None = None) -> base.DatasetInfo:
   num_classes that do not match the data set, ...), and DatasetNotFoundError for a TFDS data
   set that is not prepared in config.data.data_dir.
   """
+  return _checked_info(base.complete_config(config), split)
+
+
+def _checked_info(config, split: str | None) -> base.DatasetInfo:
   info = _info(config, split)
   family, _ = base.parse_name(config.data.name)
   conditioning.validate_cond(
@@ -48,7 +57,7 @@ def _info(config, split: str | None) -> base.DatasetInfo:
     return base.DatasetInfo(name, "image", embedded.DIGITS_SHAPE, num_classes, n)
   if family == "toy2d":
     num_classes = toy2d.validate_toy2d(sub, config.data)
-    num_points = int(base.get_field(config.data, "toy2d_num_points", 0))
+    num_points = int(config.data.toy2d_num_points)
     return base.DatasetInfo(name, "points", (2,), num_classes, num_points or None)
   return tfds_pipeline.tfds_info(sub, config.data, split, name)
 
@@ -74,6 +83,17 @@ def create_dataset(
   Embedded sets: the P processes' batches, concatenated in process order, are the 1-process
   global batch. TFDS: each process reads its own disjoint share of the split.
   """
+  return _create(
+    base.complete_config(config),
+    batch_size=batch_size,
+    process_index=process_index,
+    process_count=process_count,
+    start_step=start_step,
+    split=split,
+  )
+
+
+def _create(config, *, batch_size, process_index, process_count, start_step, split) -> Iterator[Batch]:
   name = config.data.name
   family, sub = base.parse_name(name)
   split = _split(config, split)
@@ -89,7 +109,7 @@ def create_dataset(
       family,
       "points" if family == "toy2d" else "image",
       None,
-      int(base.get_field(config.data, "num_classes", 0)),
+      int(config.data.num_classes),
     )
   stream = _create_stream(
     config, family, sub, split, global_batch, local_batch, process_index, process_count, int(start_step), seed
@@ -109,7 +129,7 @@ def _create_stream(
     )
   if family == "toy2d":
     num_classes = toy2d.validate_toy2d(sub, config.data)
-    num_points = int(base.get_field(config.data, "toy2d_num_points", 0))
+    num_points = int(config.data.toy2d_num_points)
     if num_points == 0:
       return toy2d.endless_stream(
         sub, seed, global_batch, local_batch, process_index, int(start_step), with_labels=num_classes > 0
@@ -139,12 +159,13 @@ def load_arrays(config, split: str = "train") -> tuple[np.ndarray, np.ndarray | 
   labels int32 0-9. toy2d with toy2d_num_points = N > 0: the fixed training set ("train" or
   "all"); for an endless toy2d stream there is no finite set: use sample_toy2d for fresh draws.
   """
+  config = base.complete_config(config)
   family, sub = base.parse_name(config.data.name)
   if family == "digits":
     return embedded.load_digits_split(split)
   if family == "toy2d":
     toy2d.validate_toy2d(sub, config.data)
-    num_points = int(base.get_field(config.data, "toy2d_num_points", 0))
+    num_points = int(config.data.toy2d_num_points)
     if num_points == 0:
       raise ConfigError(
         f"{config.data.name} is an endless stream (config.data.toy2d_num_points=0): "
@@ -167,10 +188,13 @@ def preview(config, path: str, num: int | None = None, *, split: str | None = No
   """Writes a PNG of real training data: a grid of `num` images (default 64), or a scatter plot
   of `num` points (default 2048) for toy2d, taken from the first batch of the stream exactly as
   create_dataset yields it (one process, batch = num). Returns the path."""
-  info = dataset_info(config, split=split)
+  config = base.complete_config(config)
+  info = _checked_info(config, split)
   if num is None:
     num = 64 if info.kind == "image" else 2048
-  batch = next(iter(create_dataset(config, batch_size=num, process_index=0, process_count=1, split=split)))
+  batch = next(
+    iter(_create(config, batch_size=num, process_index=0, process_count=1, start_step=0, split=split))
+  )
   if info.kind == "image":
     images.save_image_grid(batch["x"], path)
   else:

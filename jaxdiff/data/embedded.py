@@ -70,10 +70,11 @@ def load_digits_split(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
 
 
 def validate_digits(data_config, split: str) -> int:
-  """Checks the image fields for digits; returns the number of label classes used (0 or 10)."""
-  image_size = base.get_field(data_config, "image_size", 8)
-  channels = base.get_field(data_config, "channels", 1)
-  num_classes = base.get_field(data_config, "num_classes", 0)
+  """Checks the image fields of config.data (complete: `base.complete_config`) for digits; returns
+  the number of label classes used (0 or 10)."""
+  image_size = data_config.image_size
+  channels = data_config.channels
+  num_classes = data_config.num_classes
   if image_size != 8:
     raise ConfigError(
       f"config.data.image_size={image_size}, but digits are 8x8 images (no "
@@ -88,7 +89,7 @@ def validate_digits(data_config, split: str) -> int:
       f"config.data.num_classes={num_classes}, but digits have 10 classes; set "
       "--config.data.num_classes=10 (class labels) or 0 (unconditional)"
     )
-  if base.get_field(data_config, "random_flip", False):
+  if data_config.random_flip:
     raise ConfigError(
       "config.data.random_flip=True would mirror the digits (a mirrored 3 is "
       "not a 3); set --config.data.random_flip=False"

@@ -63,7 +63,7 @@ def import_tf() -> tuple[Any, Any]:
 
 
 def _data_dir(data_config) -> str | None:
-  return base.get_field(data_config, "data_dir", "") or None
+  return data_config.data_dir or None
 
 
 def _not_prepared_message(name: str, builder: Any, data_dir: str | None) -> str:
@@ -86,7 +86,8 @@ def _not_prepared_message(name: str, builder: Any, data_dir: str | None) -> str:
 
 
 class _Source:
-  """An opened, validated TFDS builder and what the pipeline needs to know about it."""
+  """An opened, validated TFDS builder and what the pipeline needs to know about it (data_config:
+  a complete data section, `base.complete_config`)."""
 
   def __init__(self, sub: str, data_config, split: str):
     tf, tfds = import_tf()
@@ -113,12 +114,12 @@ class _Source:
     label = features["label"] if "label" in features else None
     self.source_classes = label.num_classes if isinstance(label, tfds.features.ClassLabel) else 0
 
-    self.image_size = int(base.get_field(data_config, "image_size", 0))
-    self.channels = int(base.get_field(data_config, "channels", 0))
-    self.num_classes = int(base.get_field(data_config, "num_classes", 0))
-    self.center_crop = bool(base.get_field(data_config, "center_crop", False))
-    self.random_flip = bool(base.get_field(data_config, "random_flip", False))
-    self.shuffle_buffer = int(base.get_field(data_config, "shuffle_buffer", 10_000))
+    self.image_size = int(data_config.image_size)
+    self.channels = int(data_config.channels)
+    self.num_classes = int(data_config.num_classes)
+    self.center_crop = bool(data_config.center_crop)
+    self.random_flip = bool(data_config.random_flip)
+    self.shuffle_buffer = int(data_config.shuffle_buffer)
     if self.image_size < 1:
       raise ConfigError(
         f"config.data.image_size={self.image_size} must be a positive number of "

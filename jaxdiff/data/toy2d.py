@@ -137,9 +137,10 @@ def sample_toy2d(name: str, n: int, key_or_seed: int | Any, *, with_labels: bool
 
 
 def validate_toy2d(sub: str, data_config) -> int:
-  """Checks config.data for toy2d/<sub>; returns the number of label classes used."""
+  """Checks config.data (complete: `base.complete_config`) for toy2d/<sub>; returns the number of
+  label classes used."""
   sub = _check_name(sub)
-  num_classes = base.get_field(data_config, "num_classes", 0)
+  num_classes = data_config.num_classes
   natural = TOY2D_NUM_CLASSES[sub]
   if num_classes not in (0, natural):
     if natural:
@@ -147,7 +148,7 @@ def validate_toy2d(sub: str, data_config) -> int:
     else:
       fix = "--config.data.num_classes=0 (it has no labels)"
     raise ConfigError(f"config.data.num_classes={num_classes} does not match toy2d/{sub}; set {fix}")
-  num_points = base.get_field(data_config, "toy2d_num_points", 0)
+  num_points = data_config.toy2d_num_points
   if int(num_points) != num_points or num_points < 0:
     raise ConfigError(
       f"config.data.toy2d_num_points={num_points!r} must be 0 (endless stream of "
