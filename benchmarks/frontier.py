@@ -314,7 +314,8 @@ def _cell(args, path, recipe, dataset, sampler, nfe, grid, info) -> dict | None:
   _append(path, row)
   score = row.get("frechet", row.get("swd"))
   print(
-    f"[frontier] {recipe} {name} {grid or 'default'} steps {key[3]} nfe {row['nfe']}: {score} {row.get('error') or ''}",
+    f"[frontier] {recipe} {name} {grid or 'default'} steps {key[3]} nfe {row['nfe']}: "
+    f"{score} {row.get('error') or ''}",
     flush=True,
   )
   return row
@@ -553,7 +554,8 @@ def report(args, part: str) -> None:
   main_rows = _frontier_rows(rows)
   nfes = [int(n) for n in args.nfe.split(",") if n]
   print(
-    f"\n### {part}: metric / {'class accuracy' if part == 'digits' else 'MMD²'} (heun's actual NFE in brackets)\n"
+    f"\n### {part}: metric / {'class accuracy' if part == 'digits' else 'MMD²'} "
+    "(heun's actual NFE in brackets)\n"
   )
   print(markdown_table(main_rows, part, nfes))
   if len({r["grid"] for r in grid_rows}) > 1:
