@@ -4,7 +4,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-WORKDIR ?= runs/digits
+WORKDIR ?= runs/digits_edm
+# the demo recipe: EDM on the digits (configs/digits.py is the DDPM-eps one; same network and steps)
+DEMO_CONFIG ?= configs/digits_edm.py
 # torch is only needed by the diffusers parity tests and the benchmarks; its CPU build is taken
 # from a local wheel when the machine has one (no multi-GB CUDA download).
 TORCH_SPEC ?= torch==2.13.0
@@ -25,7 +27,7 @@ $(VENV)/.stamp: pyproject.toml
 setup: $(VENV)/.stamp
 
 demo: setup
-	$(PY) train.py --config=configs/digits.py --workdir=$(WORKDIR)
+	$(PY) train.py --config=$(DEMO_CONFIG) --workdir=$(WORKDIR)
 	$(PY) sample.py --workdir=$(WORKDIR) --num_samples=1000 --output=$(WORKDIR)/generated
 	$(PY) -m jaxdiff.evaluation --samples=$(WORKDIR)/generated --dataset=digits --out=$(WORKDIR)/generated/report.json
 
