@@ -35,7 +35,9 @@ def _numpy(fn, *args):
   """fn(*args) as float64 numpy, evaluated now even while an outer jit traces (grids are static)."""
   with jax.ensure_compile_time_eval():
     out = fn(*args)
-  return tuple(np.asarray(o, np.float64) for o in out) if isinstance(out, tuple) else np.asarray(out, np.float64)
+  return (
+    tuple(np.asarray(o, np.float64) for o in out) if isinstance(out, tuple) else np.asarray(out, np.float64)
+  )
 
 
 def spacing(num_timesteps: int, num_steps: int, kind: str = "leading") -> np.ndarray:
