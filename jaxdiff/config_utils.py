@@ -135,6 +135,7 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   The allowed choices come from the modules that own them (samplers, diffusion, schedules,
   models, data.conditioning)."""
   _check_fields(config, default.get_config())
+  _choice(config, "diffusion.process", PROCESS_NAMES)  # before the model, whose time input follows it
   models.check_model_config(config)
   _number(config, "diffusion.num_timesteps", 1, integer=True)
   _number(config, "diffusion.beta_start", 0, 1, lo_open=True)

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdiff.diffusion import check_prediction, extract, q_posterior, to_x0_eps
+from jaxdiff.diffusion import check_prediction, extract, learned_log_variance, q_posterior, to_x0_eps
 from jaxdiff.gaussian import discretized_gaussian_log_likelihood, normal_kl
 from jaxdiff.schedules import Schedule
 
@@ -72,10 +72,7 @@ def _model_log_variance(schedule: Schedule, spec: _Spec, t, extra, shape):
   if spec.variance == "fixed_large":
     large = jnp.log(jnp.concatenate([schedule.posterior_variance[1:2], schedule.betas[1:]]))
     return extract(large, t, shape)
-  min_log = extract(schedule.posterior_log_variance_clipped, t, shape)
-  max_log = extract(jnp.log(schedule.betas), t, shape)
-  frac = (extra + 1.0) / 2.0
-  return frac * max_log + (1.0 - frac) * min_log
+  return learned_log_variance(schedule, t, extra)  # the same interpolation the hybrid loss trains
 
 
 def _p_mean_logvar(model_fn, schedule, spec: _Spec, x_t, t, cond):

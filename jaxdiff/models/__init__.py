@@ -133,7 +133,7 @@ def _check_time_input(config: Any) -> None:
   except ValueError as e:
     raise ConfigError(str(e)) from None
   process = config.diffusion.process
-  if process != "vp" and choice == "index":
+  if process != "vp" and process in TIME_INPUT_BY_PROCESS and choice == "index":
     raise ConfigError(
       f"config.model.time_input='index' feeds raw times to the embedding, but diffusion.process={process!r} "
       f"has continuous time; use 'auto' (here {TIME_INPUT_BY_PROCESS.get(process)!r})."
