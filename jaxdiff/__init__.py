@@ -3,8 +3,10 @@
 The functional core is re-exported here: processes (`jaxdiff.processes`: the discrete chain of a
 `Schedule`, VP-SDE, cosine VP, EDM, rectified flow), noise grids (`jaxdiff.grids`), the forward
 process, conversions and loss (`jaxdiff.diffusion`) and the samplers (`jaxdiff.sample`,
-`jaxdiff.samplers`).
+`jaxdiff.samplers`). `jaxdiff.load(workdir)` opens a trained run for notebooks (`jaxdiff.notebook`).
 """
+
+import importlib
 
 from jaxdiff import diffusion, grids, models, processes, samplers, schedules
 from jaxdiff.diffusion import (
@@ -27,3 +29,19 @@ from jaxdiff.samplers import SAMPLERS, Sampler, Stepper, bind, nfe, register, sa
 from jaxdiff.schedules import Schedule
 
 __version__ = "0.1.0"
+
+# The notebook path (`jaxdiff.load(workdir)`) lives in the services layer (checkpoints, configs):
+# it is imported on first use, so `import jaxdiff` stays the light functional core.
+_LAZY = {"load": "jaxdiff.notebook", "LoadedModel": "jaxdiff.notebook"}
+
+
+def __getattr__(name: str):
+  if name not in _LAZY:
+    raise AttributeError(f"module 'jaxdiff' has no attribute {name!r}")
+  value = getattr(importlib.import_module(_LAZY[name]), name)
+  globals()[name] = value
+  return value
+
+
+def __dir__():
+  return sorted(set(globals()) | set(_LAZY))

@@ -1,14 +1,175 @@
-"""Atomic file writes: every file jaxdiff writes (shards, PNGs, JSON, npz, weights) goes through
-`atomic_write`, so a reader or a crash never sees a half-written file."""
+"""Every file jaxdiff writes or reads goes through this module, for local paths and object stores alike.
+
+A path is a local path or a URL (`gs://bucket/run`, `s3://...`, `memory://...`: any protocol
+fsspec knows; gs:// needs `gcsfs`, the `gcs` extra). Local paths use plain `os` (fsync, atomic
+rename); URLs go through fsspec. Orbax checkpoints are not written here (Orbax has its own path
+layer, etils.epath + TensorStore: local paths, gs:// and s3://).
+
+"Never half a file": `atomic_write` writes a temporary file (local: in the same folder, fsynced,
+then `os.replace`; object stores: a hidden temporary object, then a server-side move, and the
+size of the result is checked before the temporary is gone), so a reader or a crash sees the old
+file or the whole new one. Temporary names start with "." and end with ".tmp": readers listing
+`*.npz` or `*.json` never see them.
+"""
 
 from __future__ import annotations
 
+import builtins
+import fnmatch
+import io
 import os
+import posixpath
+import re
 import uuid
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import IO, Any, BinaryIO
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text"]
+import fsspec
+
+__all__ = [
+  "atomic_write",
+  "atomic_write_bytes",
+  "atomic_write_text",
+  "append_text",
+  "is_url",
+  "abspath",
+  "join",
+  "exists",
+  "isdir",
+  "isfile",
+  "listdir",
+  "makedirs",
+  "remove",
+  "open",
+  "read_bytes",
+  "read_text",
+  "glob",
+  "filesystem",
+]
+
+_URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+
+
+def is_url(path: str | os.PathLike) -> bool:
+  """True for `scheme://...` paths other than file:// (those are local)."""
+  m = _URL.match(os.fspath(path))
+  return bool(m) and m.group(1).lower() != "file"
+
+
+def _local(path: str | os.PathLike) -> str:
+  p = os.fspath(path)
+  return p[len("file://") :] if p.lower().startswith("file://") else p
+
+
+def filesystem(path: str) -> tuple[Any, str]:
+  """(fsspec file system, path within it) of a URL; ImportError naming the package to install."""
+  try:
+    fs, inner = fsspec.core.url_to_fs(path)
+  except ImportError as e:
+    raise ImportError(
+      f"{path}: {e}. For gs:// paths install the gcs extra (pip install 'jaxdiff[gcs]', i.e. gcsfs); "
+      "for other stores, their fsspec package."
+    ) from None
+  return fs, inner
+
+
+def _url(fs: Any, inner: str) -> str:
+  return fs.unstrip_protocol(inner)
+
+
+def abspath(path: str | os.PathLike) -> str:
+  """An absolute local path, or the URL unchanged (`os.path.abspath` would mangle `gs://`)."""
+  if is_url(path):
+    return os.fspath(path).rstrip("/")
+  return os.path.abspath(_local(path))
+
+
+def join(path: str | os.PathLike, *parts: str) -> str:
+  """`os.path.join` for local paths, "/" for URLs."""
+  if is_url(path):
+    return posixpath.join(os.fspath(path), *parts)
+  return os.path.join(_local(path), *parts)
+
+
+def exists(path: str | os.PathLike) -> bool:
+  if is_url(path):
+    fs, inner = filesystem(os.fspath(path))
+    return bool(fs.exists(inner))
+  return os.path.exists(_local(path))
+
+
+def isdir(path: str | os.PathLike) -> bool:
+  if is_url(path):
+    fs, inner = filesystem(os.fspath(path))
+    return bool(fs.isdir(inner))
+  return os.path.isdir(_local(path))
+
+
+def isfile(path: str | os.PathLike) -> bool:
+  if is_url(path):
+    fs, inner = filesystem(os.fspath(path))
+    return bool(fs.isfile(inner))
+  return os.path.isfile(_local(path))
+
+
+def listdir(path: str | os.PathLike) -> list[str]:
+  """The names (not paths) in a folder, like `os.listdir`; FileNotFoundError if there is none."""
+  if is_url(path):
+    fs, inner = filesystem(os.fspath(path))
+    if not fs.isdir(inner):
+      raise FileNotFoundError(f"no such folder: {path}")
+    return [posixpath.basename(p.rstrip("/")) for p in fs.ls(inner, detail=False)]
+  return os.listdir(_local(path))
+
+
+def makedirs(path: str | os.PathLike, exist_ok: bool = True) -> None:
+  """Create a folder and its parents (object stores: a no-op where folders are implicit)."""
+  if is_url(path):
+    fs, inner = filesystem(os.fspath(path))
+    fs.makedirs(inner, exist_ok=exist_ok)
+    return
+  os.makedirs(_local(path), exist_ok=exist_ok)
+
+
+def remove(path: str | os.PathLike) -> None:
+  """Delete one file; FileNotFoundError if it does not exist."""
+  if is_url(path):
+    fs, inner = filesystem(os.fspath(path))
+    if not fs.isfile(inner):
+      raise FileNotFoundError(f"no such file: {path}")
+    fs.rm_file(inner)
+    return
+  os.remove(_local(path))
+
+
+def open(path: str | os.PathLike, mode: str = "r", encoding: str | None = None) -> IO:
+  """Open a file for reading ("r", "rb") or for a plain (non-atomic) write; writes of whole files
+  should use `atomic_write`."""
+  if is_url(path):
+    fs, inner = filesystem(os.fspath(path))
+    if "b" in mode:
+      return fs.open(inner, mode)
+    return fs.open(inner, mode, encoding=encoding or "utf-8")
+  return builtins.open(_local(path), mode, encoding=None if "b" in mode else (encoding or "utf-8"))
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+  with open(path, "rb") as f:
+    return f.read()
+
+
+def read_text(path: str | os.PathLike) -> str:
+  return read_bytes(path).decode("utf-8")
+
+
+def glob(folder: str | os.PathLike, pattern: str) -> list[str]:
+  """Sorted paths (URLs for URLs) of the entries of `folder` matching the shell `pattern`."""
+  names = [n for n in listdir(folder) if _fnmatch(n, pattern)] if isdir(folder) else []
+  return sorted(join(folder, n) for n in names)
+
+
+def _fnmatch(name: str, pattern: str) -> bool:
+  return fnmatch.fnmatchcase(name, pattern)
 
 
 def _fsync_dir(directory: str) -> None:
@@ -24,17 +185,16 @@ def _fsync_dir(directory: str) -> None:
     os.close(fd)
 
 
-def atomic_write(path: str, write: Callable[[BinaryIO], object], tmp_name: str | None = None) -> str:
-  """Call `write(file)` on a temporary file beside `path` (binary mode), fsync it and rename it
-  onto `path`: readers see the old file or the whole new one. On any error the temporary file
-  is removed and `path` is untouched. The folder is created if needed. `tmp_name` names the
-  temporary file (default: hidden and unique to this call). Returns `path`."""
-  path = os.fspath(path)
+def _temp(name: str, tmp_name: str | None) -> str:
+  return tmp_name or f".{name}.{uuid.uuid4().hex[:12]}.tmp"
+
+
+def _atomic_write_local(path: str, write: Callable[[BinaryIO], object], tmp_name: str | None) -> str:
   directory, name = os.path.split(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  tmp = os.path.join(directory, tmp_name or f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+  tmp = os.path.join(directory, _temp(name, tmp_name))
   try:
-    with open(tmp, "wb") as f:
+    with builtins.open(tmp, "wb") as f:
       write(f)
       f.flush()
       os.fsync(f.fileno())
@@ -47,6 +207,46 @@ def atomic_write(path: str, write: Callable[[BinaryIO], object], tmp_name: str |
   return path
 
 
+def _atomic_write_url(path: str, write: Callable[[BinaryIO], object], tmp_name: str | None) -> str:
+  fs, inner = filesystem(path)
+  directory, name = posixpath.split(inner.rstrip("/"))
+  buf = io.BytesIO()
+  buf.name = _temp(name, tmp_name)  # what a writer asking f.name sees, as for local files
+  write(buf)  # a failing writer leaves the store untouched
+  data = buf.getvalue()
+  tmp = posixpath.join(directory, buf.name)
+  fs.makedirs(directory, exist_ok=True)
+  try:
+    with fs.open(tmp, "wb") as f:
+      f.write(data)
+    # rename where the store has one; object stores copy server-side (the new object appears
+    # whole) and delete the temporary
+    fs.mv(tmp, inner)
+    fs.invalidate_cache(directory)
+    size = fs.size(inner)
+    if size != len(data):
+      raise OSError(f"{path}: {size} bytes after the move instead of {len(data)}")
+  except BaseException:
+    try:
+      if fs.exists(tmp):
+        fs.rm_file(tmp)
+    except Exception:  # the original error is the one worth reporting
+      pass
+    raise
+  return path
+
+
+def atomic_write(path: str, write: Callable[[BinaryIO], object], tmp_name: str | None = None) -> str:
+  """Call `write(file)` on a temporary file beside `path` (binary mode) and move the finished
+  file onto `path`: readers see the old file or the whole new one. On any error the temporary
+  file is removed and `path` is untouched. The folder is created if needed. `tmp_name` names the
+  temporary file (default: hidden and unique to this call). Local paths and URLs. Returns `path`."""
+  path = os.fspath(path)
+  if is_url(path):
+    return _atomic_write_url(path, write, tmp_name)
+  return _atomic_write_local(_local(path), write, tmp_name)
+
+
 def atomic_write_bytes(path: str, data: bytes, tmp_name: str | None = None) -> str:
   """Write `data` to `path` atomically (see `atomic_write`)."""
   return atomic_write(path, lambda f: f.write(data), tmp_name)
@@ -55,3 +255,17 @@ def atomic_write_bytes(path: str, data: bytes, tmp_name: str | None = None) -> s
 def atomic_write_text(path: str, text: str) -> str:
   """Write UTF-8 `text` to `path` atomically (see `atomic_write`)."""
   return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def append_text(path: str, text: str) -> str:
+  """Append `text` to a log file (metrics.jsonl). Local: an ordinary append, flushed. Object stores
+  cannot append: the object is read and written again whole (atomically), so a reader never sees
+  a torn line; this costs the file's size per call, so call it at log intervals, not per step."""
+  path = os.fspath(path)
+  if not is_url(path):
+    with builtins.open(_local(path), "a", encoding="utf-8") as f:
+      f.write(text)
+      f.flush()
+    return path
+  old = read_bytes(path) if exists(path) else b""
+  return atomic_write_bytes(path, old + text.encode("utf-8"))

@@ -85,6 +85,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
       "jaxdiff.generation",
       "jaxdiff.config_utils",
       "jaxdiff.interop",
+      "jaxdiff.notebook",
     ),
   ),
   (
