@@ -14,7 +14,7 @@ from jaxdiff import images
 from jaxdiff.data import sample_toy2d
 from jaxdiff.fileio import atomic_write_bytes
 
-__all__ = ["grid_order", "save_grid", "save_points", "save_trajectory"]
+__all__ = ["grid_order", "save_grid", "save_points", "save_trajectory", "scatter_limits", "count_outside"]
 
 
 def grid_order(
@@ -41,37 +41,51 @@ def save_grid(
   return path
 
 
+def scatter_limits(
+  points: np.ndarray, reference: np.ndarray | None = None, margin: float = 1.3, coverage: float = 0.99
+) -> tuple[float, float, float, float] | None:
+  """(xmin, xmax, ymin, ymax) of a square view that a few outliers cannot blow up.
+
+  Fitted to the reference data's range when there is one (fresh draws of the true distribution),
+  else to the central `coverage` share of the finite samples (per axis quantiles), widened by
+  `margin` around the centre. None when there is nothing finite to fit.
+  """
+  basis = np.asarray(points if reference is None else reference, np.float64)[:, :2]
+  basis = basis[np.all(np.isfinite(basis), axis=1)]
+  if not len(basis):
+    return None
+  if reference is not None:
+    lo, hi = basis.min(axis=0), basis.max(axis=0)
+  else:
+    tail = 100.0 * (1.0 - coverage) / 2
+    lo, hi = np.percentile(basis, tail, axis=0), np.percentile(basis, 100.0 - tail, axis=0)
+  centre, half = (lo + hi) / 2, max(float((hi - lo).max()) / 2, 1e-3) * margin
+  return (centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half)
+
+
+def count_outside(points: np.ndarray, limits: tuple[float, float, float, float]) -> int:
+  """How many points (non-finite ones included) fall outside `limits`."""
+  pts = np.asarray(points, np.float64)[:, :2]
+  x0, x1, y0, y1 = limits
+  inside = (pts[:, 0] >= x0) & (pts[:, 0] <= x1) & (pts[:, 1] >= y0) & (pts[:, 1] <= y1)
+  return int(np.sum(~inside))
+
+
 def save_points(points: np.ndarray, path: str, data_name: str, title: str) -> str:
   """Scatter of the samples over fresh draws of the true distribution (for toy2d data).
 
-  The view is fitted to the reference data (else to the central 99% of the samples) with a margin,
-  so a few far-away samples of a poorly trained model do not shrink the picture to a dot; how
-  many fall outside is said in the title.
+  The view is `scatter_limits`: fitted to the reference data (else to the central 99% of the
+  samples) with a margin, so a few far-away samples of a poorly trained model do not shrink the
+  picture to a dot; how many fall outside is said in the title. The training run's periodic
+  scatter plots and sample.py's both come through here.
   """
   pts = np.asarray(points, np.float64)[:, :2]
   reference = None
   if data_name.startswith("toy2d/"):
     reference = np.asarray(sample_toy2d(data_name.split("/", 1)[1], min(max(len(pts), 1000), 5000), 0))
-  finite = pts[np.all(np.isfinite(pts), axis=1)]
-  basis = reference if reference is not None else finite
-  limits = None
-  if len(basis):
-    if reference is not None:
-      lo, hi = basis.min(axis=0), basis.max(axis=0)
-    else:
-      lo, hi = np.percentile(basis, 0.5, axis=0), np.percentile(basis, 99.5, axis=0)
-    centre, half = (lo + hi) / 2, max(float((hi - lo).max()) / 2, 1e-3) * 1.3
-    limits = (centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half)
-    outside = int(
-      np.sum(
-        ~(
-          (pts[:, 0] >= limits[0])
-          & (pts[:, 0] <= limits[1])
-          & (pts[:, 1] >= limits[2])
-          & (pts[:, 1] <= limits[3])
-        )
-      )
-    )
+  limits = scatter_limits(pts, reference)
+  if limits is not None:
+    outside = count_outside(pts, limits)
     if outside:
       title = f"{title} ({outside} outside the view)"
   images.save_scatter(pts, path, reference=reference, title=title, limits=limits)
