@@ -11,7 +11,7 @@ DEMO_CONFIG ?= configs/digits_edm.py
 # from a local wheel when the machine has one (no multi-GB CUDA download).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo toy2d test test-slow lint format bench clean
+.PHONY: setup demo toy2d test test-slow lint format docs bench clean
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# the API reference (pdoc) from the docstrings into build/docs/api; fails on pdoc warnings and
+# on docstring references to jaxdiff names that do not exist (jaxdiff/tools/docs.py)
+docs: setup
+	$(PY) -m jaxdiff.tools.docs --out build/docs/api
+
 test-slow: setup
 	$(PY) -m pytest -q -m slow tests
 
@@ -54,4 +59,4 @@ bench: setup
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache build/docs

@@ -67,8 +67,8 @@ SKIPS = [
     "needs the FID Inception weights (a download) and TFDS CIFAR-10; --help is checked",
   ),
   (
-    r"^make (bench|lint|format|clean|setup)$",
-    "not a demo: benchmarks take hours; lint/format/clean are tooling",
+    r"^make (bench|lint|format|clean|setup|docs)$",
+    "not a demo: benchmarks take hours; lint/format/clean/docs are tooling (CI runs make docs: .ci/run)",
   ),
   (
     r"configs/(cifar10|celeba64|mnist)\.py",
