@@ -20,8 +20,9 @@ import io
 import os
 import posixpath
 import re
+import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import IO, Any, BinaryIO
 
 import fsspec
@@ -40,6 +41,9 @@ __all__ = [
   "listdir",
   "makedirs",
   "remove",
+  "rmtree",
+  "getsize",
+  "walk",
   "open",
   "read_bytes",
   "read_text",
@@ -71,10 +75,6 @@ def filesystem(path: str) -> tuple[Any, str]:
       "for other stores, their fsspec package."
     ) from None
   return fs, inner
-
-
-def _url(fs: Any, inner: str) -> str:
-  return fs.unstrip_protocol(inner)
 
 
 def abspath(path: str | os.PathLike) -> str:
@@ -140,6 +140,38 @@ def remove(path: str | os.PathLike) -> None:
     fs.rm_file(inner)
     return
   os.remove(_local(path))
+
+
+def rmtree(path: str | os.PathLike) -> None:
+  """Delete a folder and everything in it (nothing if it does not exist)."""
+  if is_url(path):
+    fs, inner = filesystem(os.fspath(path))
+    if fs.exists(inner):
+      fs.rm(inner, recursive=True)
+    return
+  shutil.rmtree(_local(path), ignore_errors=True)
+
+
+def getsize(path: str | os.PathLike) -> int:
+  """A file's size in bytes."""
+  if is_url(path):
+    fs, inner = filesystem(os.fspath(path))
+    return int(fs.size(inner))
+  return os.path.getsize(_local(path))
+
+
+def walk(top: str | os.PathLike) -> Iterator[tuple[str, list[str], list[str]]]:
+  """(folder, subfolder names, file names) for `top` and every folder below it, as `os.walk`;
+  folders are URLs under a URL."""
+  if not is_url(top):
+    yield from os.walk(_local(top))
+    return
+  top = os.fspath(top).rstrip("/")
+  fs, inner = filesystem(top)
+  base = fs._strip_protocol(inner).rstrip("/")
+  for root, dirs, files in fs.walk(inner):
+    rel = posixpath.relpath(fs._strip_protocol(root).rstrip("/"), base)
+    yield (top if rel == "." else posixpath.join(top, rel)), sorted(dirs), sorted(files)
 
 
 def open(path: str | os.PathLike, mode: str = "r", encoding: str | None = None) -> IO:
@@ -260,9 +292,11 @@ def atomic_write_text(path: str, text: str) -> str:
 def append_text(path: str, text: str) -> str:
   """Append `text` to a log file (metrics.jsonl). Local: an ordinary append, flushed. Object stores
   cannot append: the object is read and written again whole (atomically), so a reader never sees
-  a torn line; this costs the file's size per call, so call it at log intervals, not per step."""
+  a torn line; this costs the file's size per call, so call it at log intervals, not per step.
+  The folder is created if needed."""
   path = os.fspath(path)
   if not is_url(path):
+    os.makedirs(os.path.dirname(os.path.abspath(_local(path))), exist_ok=True)
     with builtins.open(_local(path), "a", encoding="utf-8") as f:
       f.write(text)
       f.flush()
