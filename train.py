@@ -10,6 +10,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxdiff import parallel
+from jaxdiff.config_utils import parse_flags
 from jaxdiff.errors import LEGACY_USER_ERRORS, run_cli
 from jaxdiff.parallel import define_process_flags
 from jaxdiff.training import train
@@ -38,4 +39,4 @@ def main(argv) -> int:
 
 if __name__ == "__main__":
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)  # a bad --config / --config.<field>: one line, status 2

@@ -17,6 +17,7 @@ installed with the `tfds` extra) to read the trace.
 from __future__ import annotations
 
 import argparse
+import ast
 import collections
 import glob
 import os
@@ -79,6 +80,15 @@ def phases_of(hlo_text: str) -> dict[str, str]:
   return out
 
 
+def parse_override(text: str):
+  """A --set value: a Python literal (number, bool, None, tuple, list, string in quotes) read with
+  ast.literal_eval, else the text itself (relu, silu, ...). Never evaluated as code."""
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+    return text
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument("--row", default="tiny", choices=sorted(common.NETWORKS))
@@ -96,7 +106,7 @@ def main(argv=None):
   overrides = {}
   for item in args.set:
     k, v = item.split("=", 1)
-    overrides[k] = eval(v, {}) if v[:1].isdigit() or v[:1] in "([-" or v in ("True", "False") else v
+    overrides[k] = parse_override(v)
   if args.what == "train":
     run_one, info = common.jax_train(net, args.batch or net.train_batch, model_overrides=overrides)
   else:

@@ -7,6 +7,7 @@ only records with a given --tag), for pasting into BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import sys
@@ -34,6 +35,19 @@ def f(x, nd=3):
   if x is None or x != x:
     return "–"
   return f"{x:.{nd}g}" if abs(x) < 1000 else f"{x:.0f}"
+
+
+def first_load(text: str) -> str:
+  """The 1-minute load of a recorded loadavg ("['0.52', '0.40', '0.31']", as common.load_average
+  writes it, or a plain value): parsed as a literal, never evaluated (a results file is data)."""
+  if not text.startswith("["):
+    return text
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+    return "?"
+  ok = isinstance(value, (list, tuple)) and value and isinstance(value[0], (str, int, float))
+  return str(value[0]) if ok else "?"
 
 
 def main(argv=None):
@@ -83,7 +97,7 @@ def main(argv=None):
     else:
       cells += ["–", "–"]
     loads = [r["env"]["loadavg"] for r in (t, s) if r] + ([c["loadavg"]] if c else [])
-    cells.append(", ".join(str(eval(x)[0]) if x.startswith("[") else x for x in loads))
+    cells.append(", ".join(first_load(str(x)) for x in loads))
     print("| " + " | ".join(cells) + " |")
   if "default" in comp:
     c = comp["default"]

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import os
 import pathlib
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import ml_collections
+from absl import flags
 
 from jaxdiff import diffusion, grids, models, processes, samplers, schedules
 from jaxdiff.conditioning import Conditioning
@@ -26,6 +29,8 @@ __all__ = [
   "with_defaults",
   "from_json",
   "load_config_file",
+  "parse_flags",
+  "config_flag_error",
   "validate_config",
   "check_training_conditioning",
   "schedule_from_config",
@@ -40,14 +45,113 @@ LR_SCHEDULES = ("constant", "cosine")
 
 
 def load_config_file(path: str) -> ml_collections.ConfigDict:
-  """`get_config()` of a config file loaded by path, as `--config=<file>` loads it."""
+  """`get_config()` of a config file loaded by path, as `--config=<file>` loads it; ConfigError for a
+  missing file, one that fails to run, or one without get_config()."""
   path = pathlib.Path(path)
-  if not path.exists():
-    raise ConfigError(f"Config file {path} does not exist.")
+  if not path.is_file():
+    raise ConfigError(_missing_config_message(str(path)))
   spec = importlib.util.spec_from_file_location(f"jaxdiff_config_{path.stem}", path)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  try:
+    spec.loader.exec_module(module)
+  except Exception as e:  # the user's file: a syntax error, a failing import, ...
+    raise ConfigError(f"Config file {path} fails to load: {type(e).__name__}: {_first_line(e)}") from None
+  if not callable(getattr(module, "get_config", None)):
+    raise ConfigError(_no_get_config_message(str(path)))
   return module.get_config()
+
+
+def _first_line(e: BaseException) -> str:
+  text = str(e).strip()
+  if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":  # a KeyError's repr
+    text = text[1:-1]
+  return text.splitlines()[0] if text else type(e).__name__
+
+
+def _missing_config_message(path: str) -> str:
+  here = pathlib.Path("configs")
+  names = sorted(p.name for p in here.glob("*.py")) if here.is_dir() else []
+  known = f" (configs/ holds {', '.join(names[:8])}{', ...' if len(names) > 8 else ''})" if names else ""
+  return f"Config file {path} does not exist{known}; pass --config=<path of a .py file with get_config()>."
+
+
+def _no_get_config_message(path: str) -> str:
+  return (
+    f"Config file {path} has no get_config(); a config file defines get_config() returning an "
+    "ml_collections.ConfigDict (see configs/digits.py)."
+  )
+
+
+def _unknown_override(config: ml_collections.ConfigDict, dotted: str) -> str | None:
+  """The message for `--config.<dotted>` when it names no field of `config`, else None."""
+  node, done = config, []
+  for part in dotted.split("."):
+    keys = list(node.keys()) if isinstance(node, (ml_collections.ConfigDict, Mapping)) else []
+    if part not in keys:
+      near = difflib.get_close_matches(part, keys, n=1)
+      rest = dotted.split(".")[len(done) + 1 :]
+      hint = f"; did you mean --config.{'.'.join(done + [near[0]] + rest)}?" if near else ""
+      if keys:
+        what = f"config.{'.'.join(done + [part])} is not a {'section' if rest else 'field'} jaxdiff reads"
+      else:
+        what = f"config.{'.'.join(done)} is a value, not a section"
+      return f"--config.{dotted}: {what}{hint} (every field is listed in jaxdiff/configs/default.py)"
+    node = node[part]
+    done.append(part)
+  return None
+
+
+def config_flag_error(error: BaseException, argv: Sequence[str], flag: str = "config") -> str:
+  """A one-line message for an exception raised while absl parsed `--<flag>=FILE` and its
+  `--<flag>.field=value` overrides (ml_collections raises plain errors with a long trace)."""
+  path = next((a.split("=", 1)[1] for a in argv if a.startswith(f"--{flag}=")), None)
+  if path is not None:
+    file = path.split(":", 1)[0]  # config_flags' FILE:ARGUMENT form
+    if not os.path.isfile(file):
+      return _missing_config_message(file)
+    try:
+      config = load_config_file(file)
+    except ConfigError as e:
+      return str(e)
+    except Exception as e:  # get_config() itself failed
+      return f"Config file {file}: get_config() fails: {type(e).__name__}: {_first_line(e)}"
+    for arg in argv:
+      if arg.startswith(f"--{flag}."):
+        dotted = arg[len(flag) + 3 :].split("=", 1)[0]
+        message = _unknown_override(config, dotted)
+        if message:
+          return message
+  return f"--{flag}: {type(error).__name__}: {_first_line(error)}"
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+  """absl's flag parsing for a CLI with a config flag (`app.run(main, flags_parser=parse_flags)`):
+  a missing config file, one without get_config(), an unknown --config.<field> or a bad flag value
+  prints one line naming the problem and the fix and exits with status 2, instead of a trace."""
+  prog = os.path.basename(argv[0]) if argv else "jaxdiff"
+  try:
+    rest = flags.FLAGS(list(argv))
+    failed = _failed_config_load()  # ml_collections defers a file that fails to load to first use
+    if failed is None:
+      return rest
+    message = config_flag_error(failed, argv)
+  except flags.Error as e:  # absl's own: an unknown flag, a value of the wrong type, a missing flag
+    message = f"{_first_line(e)} (--help lists the flags)"
+  except Exception as e:  # raised by ml_collections while loading the config file or an override
+    message = config_flag_error(e, argv)
+  print(f"{prog}: error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _failed_config_load() -> BaseException | None:
+  """The load error ml_collections keeps in a config flag whose file failed to load (it raises it
+  only when the config is first read, deep inside the program)."""
+  for name in ("config",):
+    if name in flags.FLAGS and flags.FLAGS[name].value is not None:
+      value = flags.FLAGS[name].value
+      if type(value).__name__ == "_ErrorConfig":
+        return object.__getattribute__(value, "_error")
+  return None
 
 
 def sibling_config(config_file: str, name: str = "default") -> ml_collections.ConfigDict:
@@ -155,6 +259,7 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   _number(config, "train.steps_per_dispatch", 1, integer=True)
   _number(config, "train.grad_accum_steps", 1, integer=True)
   _choice(config, "train.nan_policy", NAN_POLICIES)
+  _number(config, "train.max_skipped_steps", 0, integer=True)
   _choice(config, "optim.optimizer", OPTIMIZERS)
   _choice(config, "optim.schedule", LR_SCHEDULES)
   _number(config, "optim.learning_rate", 0, lo_open=True)

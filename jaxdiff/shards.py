@@ -8,21 +8,27 @@ Shard j of a run with shard size S holds samples [j S, min((j + 1) S, N)) in one
   "images" uint8 [n, H, W, C] (or "points" float32 [n, D] for 2-D data)
   "labels" int32 [n]   the requested class of each sample, -1 for none
   "index"  int64 [n]   the global sample numbers start .. end - 1
+  "run"    str (0-d)   JSON of the run the samples belong to: what decides sample i (seed, sampler
+                       settings, labels, conditioning, checkpoint step, parameter digest). Shards
+                       written by older jaxdiff lack it; readers that do not check it ignore it.
 
 A shard is written to a hidden temporary file in the same folder (`.samples_....npz.p<k>.tmp`,
 which never matches `*.npz`, so readers globbing for shards cannot see it), flushed, fsynced and
 renamed into place: a crash leaves either the old state or the complete shard. On resume every
 existing shard is opened and checked (`check_shard`): keys, dtypes, shapes, index range, labels
 and the zip CRC-32 of every array (read in full), so a truncated or damaged file is regenerated
-instead of trusted.
+instead of trusted; a shard of another run (copied in, or left by a run with other settings) is
+told apart by its "run" record. Shards are read with `allow_pickle=False`, and a file that is not
+a zip archive is reported as "not an .npz sample shard" before numpy gets to guess at it.
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,6 +48,8 @@ __all__ = [
   "KINDS",
   "shard_paths",
   "read_samples",
+  "run_of",
+  "run_differences",
 ]
 
 KINDS = ("images", "points")  # the sample array of a shard: uint8 NHWC images or float32 points
@@ -68,32 +76,84 @@ def temp_name(name: str, tag: str) -> str:
 
 
 def write_shard(
-  directory: str, start: int, end: int, kind: str, data: np.ndarray, labels: np.ndarray, tag: str = "p0"
+  directory: str,
+  start: int,
+  end: int,
+  kind: str,
+  data: np.ndarray,
+  labels: np.ndarray,
+  tag: str = "p0",
+  run: Mapping[str, Any] | None = None,
 ) -> str:
-  """Atomically write shard [start, end) (`kind` is "images" or "points"); returns its path."""
+  """Atomically write shard [start, end) (`kind` is "images" or "points"); returns its path. `run`:
+  the identity of the run the samples belong to, stored as the "run" array (JSON)."""
   n = end - start
   if len(data) != n or len(labels) != n:
     raise ValueError(f"shard [{start}, {end}) needs {n} samples, got {len(data)} and {len(labels)} labels")
   data = np.ascontiguousarray(data, np.uint8 if kind == "images" else np.float32)
   index = np.arange(start, end, dtype=np.int64)
+  arrays = {kind: data, "labels": np.asarray(labels, np.int32), "index": index}
+  if run is not None:
+    arrays["run"] = np.array(json.dumps(dict(run), sort_keys=True))  # a 0-d unicode array: no pickle
   name = shard_name(start, end)
   return atomic_write(
-    os.path.join(directory, name),
-    lambda f: np.savez(f, **{kind: data, "labels": np.asarray(labels, np.int32), "index": index}),
-    tmp_name=temp_name(name, tag),
+    os.path.join(directory, name), lambda f: np.savez(f, **arrays), tmp_name=temp_name(name, tag)
   )
 
 
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or an empty zip
+
+
 def read_shard(path: str) -> dict[str, np.ndarray]:
-  """All arrays of a shard, read in full (so the zip CRC-32 of each is verified)."""
+  """All arrays of a shard, read in full (so the zip CRC-32 of each is verified). DataError for a
+  file that is not an .npz archive (numpy would otherwise suggest unpickling it)."""
+  with open(path, "rb") as f:
+    head = f.read(4)
+  if head not in _ZIP_MAGIC:
+    raise DataError(
+      f"{path} is not an .npz sample shard (not a zip archive); give the .npz files sample.py writes "
+      "or a folder of them."
+    )
   with np.load(path, allow_pickle=False) as f:
     return {k: np.asarray(f[k]) for k in f.files}
 
 
+def run_of(arrays: Mapping[str, np.ndarray]) -> dict[str, Any] | None:
+  """The run record of a shard's arrays (`read_shard`), None if it has none (older shards)."""
+  if "run" not in arrays:
+    return None
+  try:
+    run = json.loads(str(arrays["run"][()]))
+  except (ValueError, TypeError, IndexError):
+    return {"run": "unreadable"}
+  return run if isinstance(run, dict) else {"run": "unreadable"}
+
+
+def _show(v: Any) -> str:
+  return json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else repr(v)
+
+
+def run_differences(shard: Mapping[str, Any], run: Mapping[str, Any]) -> list[str]:
+  """'seed 1 (shard) vs 0 (this run)' for every field where two run records differ."""
+  return [
+    f"{k} {_show(shard.get(k))} (shard) vs {_show(run.get(k))} (this run)"
+    for k in sorted(set(shard) | set(run))
+    if shard.get(k) != run.get(k)
+  ]
+
+
 def check_shard(
-  path: str, start: int, end: int, kind: str, data_shape: Sequence[int], expected_labels: np.ndarray
+  path: str,
+  start: int,
+  end: int,
+  kind: str,
+  data_shape: Sequence[int],
+  expected_labels: np.ndarray,
+  run: Mapping[str, Any] | None = None,
 ) -> str | None:
-  """None if `path` is a complete, correct shard [start, end); else what is wrong with it."""
+  """None if `path` is a complete, correct shard [start, end); else what is wrong with it. With
+  `run` (the identity `write_shard` stored), a shard of another run, or one without a record, is
+  not complete either."""
   try:
     arrays = read_shard(path)
   except FileNotFoundError:
@@ -101,7 +161,7 @@ def check_shard(
   except Exception as e:  # truncated zip, bad CRC, bad header, not a zip at all
     return f"unreadable ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})"
   want = {kind, "labels", "index"}
-  if set(arrays) != want:
+  if set(arrays) - {"run"} != want:
     return f"keys {sorted(arrays)} instead of {sorted(want)}"
   n = end - start
   data, labels, index = arrays[kind], arrays["labels"], arrays["index"]
@@ -112,6 +172,13 @@ def check_shard(
     return f"index is not {start}..{end - 1}"
   if labels.dtype != np.int32 or not np.array_equal(labels, expected_labels):
     return "labels differ from the run's labels"
+  if run is not None:
+    recorded = run_of(arrays)
+    if recorded is None:
+      return "it records no run (written by an older jaxdiff), so it cannot be shown to belong to this one"
+    diffs = run_differences(recorded, run)
+    if diffs:
+      return "it belongs to another run: " + "; ".join(diffs)
   return None
 
 
@@ -137,6 +204,7 @@ def read_samples(path: str) -> dict[str, Any]:
   """
   parts: dict[str, list] = {}
   kind = None
+  first_run: tuple[str, dict] | None = None
   paths = shard_paths(path)
   for p in paths:
     arrays = read_shard(p)
@@ -146,6 +214,16 @@ def read_samples(path: str) -> dict[str, Any]:
     if kind is not None and here != kind:
       raise DataError(f"{p} holds '{here}' but earlier shards hold '{kind}'")
     kind = here
+    run = run_of(arrays)
+    if run is not None:
+      if first_run is None:
+        first_run = (p, run)
+      elif run != first_run[1]:
+        diffs = "; ".join(run_differences(run, first_run[1])).replace("(this run)", f"({first_run[0]})")
+        raise DataError(
+          f"{p} belongs to another sampling run than {first_run[0]} ({diffs}); evaluate one run's "
+          "shards at a time."
+        )
     n = len(arrays[kind])
     parts.setdefault(kind, []).append(arrays[kind])
     for key in ("labels", "index"):

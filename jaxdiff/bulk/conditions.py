@@ -79,7 +79,7 @@ def _load_mask(spec: str, shape: tuple[int, int, int]) -> np.ndarray:
   if not spec.endswith(".npy"):
     raise SamplingError(f"--inpaint_mask={spec!r}: use one of {', '.join(MASKS)} or a .npy file.")
   try:
-    m = np.asarray(np.load(spec), np.float32)
+    m = np.asarray(np.load(spec, allow_pickle=False), np.float32)
   except (OSError, ValueError) as e:
     raise SamplingError(f"--inpaint_mask={spec}: cannot read it ({e}).") from None
   if m.ndim == 2:
@@ -110,7 +110,7 @@ def load_source(spec: str, shape: tuple[int, int, int], flag: str = "--inpaint_s
       f"{flag}={spec!r}: use {' or '.join(SOURCES)} or a .npz file with 'images' (uint8) or 'x'."
     )
   try:
-    with np.load(spec) as f:
+    with np.load(spec, allow_pickle=False) as f:
       arrays = {k: np.asarray(f[k]) for k in f.files}
   except (OSError, ValueError) as e:
     raise SamplingError(f"{flag}={spec}: cannot read it ({e}).") from None
@@ -150,7 +150,7 @@ def _load_context(spec: str, config) -> tuple[str, np.ndarray | None]:
     return "uniform", all_captions()
   if text.endswith(".npy"):
     try:
-      table = np.load(text)
+      table = np.load(text, allow_pickle=False)
     except (OSError, ValueError) as e:
       raise SamplingError(f"--context={text}: cannot read it ({e}).") from None
     if vocab > 0:

@@ -17,8 +17,12 @@ lockstep), so on a shared file system every shard is written exactly once, and w
 disks each host holds its own shards. One barrier at the end gathers the counts for the summary.
 
 Resume. The output folder's `run.json` records the run (settings, checkpoint step, a digest of
-the parameters). Running again checks every existing shard (`shards.check_shard`) and generates
-only the missing or damaged ones; a different run into the same folder is an error. A larger
+the parameters), and every shard records the part of it that decides its samples (`shard_run`:
+seed, sampler settings, labels, conditioning, checkpoint step, parameter digest). Running again
+checks every existing shard (`shards.check_shard`) and generates only the missing or damaged ones,
+and the ones of another run (a shard copied in from a --seed=1 run is not a seed-0 shard); a
+different run into the same folder is an error. Samples with NaN or Inf (a diverged model) are
+never written: the run stops with a SamplingError before the shard that would hold them. A larger
 --num_samples extends a run (its partial last shard is replaced by a full one); a smaller one is
 an error.
 """
@@ -45,6 +49,7 @@ from jaxdiff.bulk import figures
 from jaxdiff.bulk.conditions import Conditions
 from jaxdiff.bulk.restore import load_run_config, params_digest, restore_model
 from jaxdiff.bulk.settings import (
+  IDENTITY_KEYS,
   MANIFEST_FORMAT,
   RunSettings,
   SamplingError,
@@ -65,7 +70,7 @@ from jaxdiff.shards import (
   write_shard,
 )
 
-__all__ = ["generate", "plan_run", "RunPlan", "make_batch_fn", "default_output"]
+__all__ = ["generate", "plan_run", "RunPlan", "make_batch_fn", "default_output", "shard_run"]
 
 log = logging.getLogger("jaxdiff.sample")
 
@@ -78,6 +83,18 @@ TRAJECTORY_SAMPLES = {"images": 8, "points": 1000}  # samples in trajectory.png,
 
 def default_output(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), "generated")
+
+
+# The manifest fields a shard records beyond IDENTITY_KEYS; shard_size is left out (the index check
+# covers where a shard sits), as is num_samples (a run can be extended).
+_SHARD_RUN_EXTRA = ("checkpoint_step", "params_digest")
+
+
+def shard_run(manifest: dict) -> dict:
+  """What each shard records of its run (`shards.write_shard(run=...)`): the fields that decide
+  sample i, so a shard from any other run is told apart when a folder is resumed."""
+  keys = [k for k in IDENTITY_KEYS if k != "shard_size"] + list(_SHARD_RUN_EXTRA)
+  return {k: manifest.get(k) for k in keys}
 
 
 def make_batch_fn(config, model, schedule, settings: RunSettings | dict, trajectory: bool = False):
@@ -211,8 +228,11 @@ def _round_up(n: int, k: int) -> int:
 class _ShardWriter:
   """Collects samples in work order and writes each shard as soon as it is complete."""
 
-  def __init__(self, output: str, todo: list[tuple[int, int]], kind: str, labels_of, tag: str, on_shard):
+  def __init__(
+    self, output: str, todo: list[tuple[int, int]], kind: str, labels_of, tag: str, on_shard, run: dict
+  ):
     self.output, self.kind, self.labels_of, self.tag, self.on_shard = output, kind, labels_of, tag, on_shard
+    self.run = run
     self.queue = collections.deque(todo)
     self.buf: list[np.ndarray] = []
     self.count = 0
@@ -228,7 +248,14 @@ class _ShardWriter:
       self.buf = [allx[n:]] if len(allx) > n else []
       self.count -= n
       write_shard(
-        self.output, start, end, self.kind, allx[:n], self.labels_of(np.arange(start, end)), tag=self.tag
+        self.output,
+        start,
+        end,
+        self.kind,
+        allx[:n],
+        self.labels_of(np.arange(start, end)),
+        tag=self.tag,
+        run=self.run,
       )
       self.written.append(shard_name(start, end))
       self.on_shard(start, end)
@@ -374,8 +401,9 @@ class _Survey(NamedTuple):
     return sum(e - s for s, e in self.todo)
 
 
-def _survey(plan: RunPlan, process: int, processes: int, progress: bool) -> _Survey:
-  """Which of this process's shards are complete (checked, not assumed) and which to generate."""
+def _survey(plan: RunPlan, process: int, processes: int, progress: bool, run: dict) -> _Survey:
+  """Which of this process's shards are complete (checked, not assumed, and of this `run`) and which
+  to generate."""
   s_ = plan.settings
   mine = [sh for j, sh in enumerate(plan.shards) if j % processes == process]
   _remove_temps(plan.output, set(mine))
@@ -383,14 +411,16 @@ def _survey(plan: RunPlan, process: int, processes: int, progress: bool) -> _Sur
   for s, e in mine:
     path = os.path.join(plan.output, shard_name(s, e))
     if os.path.exists(path):
-      problem = check_shard(path, s, e, s_.kind, s_.data_shape, s_.labels_of(np.arange(s, e)))
+      problem = check_shard(path, s, e, s_.kind, s_.data_shape, s_.labels_of(np.arange(s, e)), run=run)
       if problem is None:
         reused += e - s
         _remove_superseded(plan.output, s, e)
         continue
-      log.warning("Shard %s is incomplete or damaged (%s): generating it again.", path, problem)
+      log.warning("Shard %s cannot be reused (%s): generating it again.", path, problem)
       if process == 0 and progress:
-        print(f"jaxdiff sample: {shard_name(s, e)} is damaged ({problem}); generating it again", flush=True)
+        print(
+          f"jaxdiff sample: {shard_name(s, e)} cannot be reused ({problem}); generating it again", flush=True
+        )
       regenerated.append(shard_name(s, e))
     todo.append((s, e))
   return _Survey(mine, todo, reused, regenerated)
@@ -469,14 +499,28 @@ def _generate_shards(
     desc="sampling",
   )
   writer = _ShardWriter(
-    plan.output, survey.todo, s.kind, s.labels_of, tag, lambda a, b: _remove_superseded(plan.output, a, b)
+    plan.output,
+    survey.todo,
+    s.kind,
+    s.labels_of,
+    tag,
+    lambda a, b: _remove_superseded(plan.output, a, b),
+    shard_run(restored.manifest),
   )
   generated = nonfinite = 0
 
-  def consume(valid: int, out) -> None:
+  def consume(valid: int, idx: np.ndarray, out) -> None:
     nonlocal generated, nonfinite
     x = np.asarray(out)[:valid]
-    nonfinite += int((~np.isfinite(x.reshape(valid, -1)).all(axis=1)).sum())
+    bad = int((~np.isfinite(x.reshape(valid, -1)).all(axis=1)).sum())
+    if bad:  # a diverged model: refuse to store NaN (as black images or NaN points) as samples
+      raise SamplingError(
+        f"{bad} of the samples {int(idx[0])}..{int(idx[valid - 1])} from checkpoint step {restored.step} are "
+        f"NaN or Inf: the model has diverged. No shard holding them was written ({len(writer.written)} "
+        "complete shard(s) were). Sample another checkpoint (--checkpoint_step), or retrain (lower "
+        "config.optim.learning_rate; config.train.nan_policy='stop' stops at the first NaN)."
+      )
+    nonfinite += bad
     writer.add(images.to_uint8(x) if s.kind == "images" else x.astype(np.float32))
     generated += valid
     pbar.update(valid)
@@ -491,7 +535,7 @@ def _generate_shards(
         else [{k: jax.device_put(v, data) for k, v in plan.conditions.arrays(idx).items()}]
       )
       inflight.append(
-        (valid, compiled(dev_params, jax.device_put(idx, data), jax.device_put(lab, data), *extra))
+        (valid, idx, compiled(dev_params, jax.device_put(idx, data), jax.device_put(lab, data), *extra))
       )
       if len(inflight) > 1:  # keep one batch queued on the devices while the host writes
         consume(*inflight.popleft())
@@ -643,7 +687,7 @@ def generate(
   if plan.previous is None or plan.previous.get("num_samples") != restored.manifest["num_samples"]:
     _write_json(os.path.join(plan.output, MANIFEST), restored.manifest, tag)
 
-  survey = _survey(plan, process, processes, progress)
+  survey = _survey(plan, process, processes, progress, shard_run(restored.manifest))
   batch = _round_up(
     max(1, min(math.ceil(plan.batch_size / processes), survey.work)), jax.local_device_count()
   )

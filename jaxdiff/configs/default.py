@@ -115,6 +115,8 @@ def get_config() -> ml_collections.ConfigDict:
   t.steps_per_dispatch = 1  # train steps scanned in one compiled call
   t.grad_accum_steps = 1  # optax.MultiSteps accumulation
   t.nan_policy = "stop"  # "stop" | "skip" on a non-finite loss
+  t.max_skipped_steps = 20  # nan_policy "skip": stop (naming the step) once more updates than this were
+  #   skipped since the run started or resumed; a run that skips that many is diverging, not unlucky
   t.compilation_cache_dir = ""  # "" = ~/.cache/jaxdiff/xla; "none" disables
 
   # ---- optimizer (optax) ----

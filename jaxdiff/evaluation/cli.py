@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxdiff import fileio
 from jaxdiff.errors import DataError, run_cli
 from jaxdiff.evaluation.digits import evaluate_digits
 from jaxdiff.evaluation.digits_judge import DigitsJudge
@@ -29,9 +30,44 @@ from jaxdiff.evaluation.report import format_table, write_json
 from jaxdiff.evaluation.toy2d import evaluate_toy2d
 from jaxdiff.shards import read_samples
 
-__all__ = ["load_samples", "evaluate_samples", "main", "run_cli"]
+__all__ = ["load_samples", "evaluate_samples", "check_image_range", "main", "run_cli"]
 
 PROG = "python -m jaxdiff.evaluation"
+
+# Float images are jaxdiff's [-1, 1]; a model's unclipped samples may overshoot a little, so only
+# values beyond this bound are refused (0..255 or 0..1-scaled-by-255 pixels are far outside it).
+FLOAT_IMAGE_BOUND = 1.5
+
+
+def check_image_range(images: np.ndarray, where: str = "samples") -> None:
+  """DataError unless `images` are uint8 (0..255) or floats in [-1, 1] (within FLOAT_IMAGE_BOUND):
+  floats in 0..255 would otherwise be scored as images thousands of times too bright."""
+  arr = np.asarray(images)
+  if arr.dtype == np.uint8 or not np.issubdtype(arr.dtype, np.floating) or arr.size == 0:
+    return
+  finite = arr[np.isfinite(arr)]
+  if finite.size == 0:
+    return  # all NaN: the metrics' own finiteness checks name that
+  lo, hi = float(finite.min()), float(finite.max())
+  if lo < -FLOAT_IMAGE_BOUND or hi > FLOAT_IMAGE_BOUND:
+    hint = " (0..255 pixel values?)" if hi > 2.0 and lo >= -FLOAT_IMAGE_BOUND else ""
+    raise DataError(
+      f"{where}: float images must be in [-1, 1] (jaxdiff's convention), these span {lo:g}..{hi:g}{hint}; "
+      "store uint8 0..255 images (as sample.py does) or map floats v in 0..255 to v / 127.5 - 1."
+    )
+
+
+def _check_writable(path: str) -> None:
+  """Fail before minutes of evaluation when --out cannot be written (read-only, missing rights, a
+  folder): write and remove a probe file beside where the report will go."""
+  if fileio.isdir(path):
+    raise DataError(f"--out={path} is a folder; give a file name for the JSON report (e.g. report.json).")
+  probe = f"{path}.probe"
+  try:
+    fileio.atomic_write_text(probe, "")
+    fileio.remove(probe)
+  except OSError as e:
+    raise DataError(f"--out={path} cannot be written ({e.strerror or e}); choose a writable path.") from None
 
 
 def load_samples(path: str) -> dict[str, Any]:
@@ -54,6 +90,7 @@ def evaluate_samples(
   if dataset == "digits":
     if "images" not in samples:
       raise DataError("--dataset=digits needs image samples (shards with an 'images' array)")
+    check_image_range(samples["images"])
     labels = samples.get("labels")
     if labels is not None and not np.any(labels >= 0):
       labels = None
@@ -66,6 +103,7 @@ def evaluate_samples(
   elif dataset == "fid":
     if "images" not in samples:
       raise DataError("--dataset=fid needs image samples (shards with an 'images' array)")
+    check_image_range(samples["images"])
     stats = load_statistics(fid_stats)  # fail on a missing file before loading the network
     features = InceptionFeatures.from_file(inception_weights, batch_size=batch_size)
     report = evaluate_fid(samples["images"], stats, features)
@@ -99,6 +137,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parser().parse_args(argv)
+  if args.out:
+    _check_writable(args.out)
   samples = load_samples(args.samples)
   report = evaluate_samples(
     samples,
@@ -111,7 +151,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   )
   print(format_table(report))
   if args.out:
-    write_json(report, args.out)
+    try:
+      write_json(report, args.out)
+    except OSError as e:  # e.g. the disk filled up while evaluating
+      raise DataError(
+        f"--out={args.out} cannot be written ({e.strerror or e}); choose a writable path."
+      ) from None
     print(f"wrote {args.out}")
   return 0
 

@@ -65,7 +65,7 @@ def load_statistics(path: str | None, flag: str = "--fid_stats") -> dict[str, An
       f"jaxdiff.evaluation.fid_stats --config=YOUR_CONFIG.py --inception_weights=... --out=stats.npz` "
       f"and pass {flag}=stats.npz"
     )
-  with np.load(path) as f:
+  with np.load(path, allow_pickle=False) as f:
     out = {k: f[k] for k in f.files}
   if "mu" not in out or "sigma" not in out:
     raise DataError(f"{path} holds no FID statistics (keys 'mu' and 'sigma'); it has {sorted(out)}")

@@ -386,7 +386,7 @@ def load_inception_variables(path: str | None, flag: str = "--inception_weights"
   if not path or not os.path.exists(path):
     raise missing_weights_error(path, flag)
   if path.endswith(".npz"):
-    with np.load(path) as f:
+    with np.load(path, allow_pickle=False) as f:
       state = {k: f[k] for k in f.files}
   else:
     state = _read_pth(path)

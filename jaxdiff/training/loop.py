@@ -131,9 +131,18 @@ class _MetricsWindow:
   """The per-step metrics of the steps since the last read-back, still on the device, and the
   throughput of the window. `flush` is the only device->host sync of the metrics."""
 
-  def __init__(self, global_batch: int, nan_policy: str, ckpt: Checkpointer, last_saved: int | None):
+  def __init__(
+    self,
+    global_batch: int,
+    nan_policy: str,
+    ckpt: Checkpointer,
+    last_saved: int | None,
+    max_skipped: int | None = None,
+  ):
     self.global_batch = global_batch
     self.stop_on_nonfinite = nan_policy == "stop"
+    self.max_skipped = max_skipped  # nan_policy "skip": stop once more updates than this were skipped
+    self.skipped = 0  # updates skipped for a non-finite loss since this run started or resumed
     self.ckpt = ckpt
     self.last_saved = last_saved  # the last good checkpoint, named when the loss goes non-finite
     self.pending: list[tuple[int, dict]] = []
@@ -169,9 +178,26 @@ class _MetricsWindow:
             f"{self.ckpt.directory} is intact. Lower config.optim.learning_rate, check the data, or set "
             "--config.train.nan_policy=skip to skip such updates."
           )
+    elif self.max_skipped is not None:
+      self._count_skipped(rows)
     mean = {k: float(np.mean([r[k] for _, r in rows])) for k in rows[-1][1]}
     mean["nonfinite"] = float(sum(r["nonfinite"] for _, r in rows))
     return mean
+
+  def _count_skipped(self, rows: list[tuple[int, dict[str, float]]]) -> None:
+    """NonFiniteLossError at the step where the skipped updates exceed max_skipped: a run that skips
+    that many is diverging, and would otherwise report success with a broken model."""
+    for s, row in rows:
+      if row.get("nonfinite", 0.0) > 0:
+        self.skipped += 1
+        if self.skipped > self.max_skipped:
+          raise NonFiniteLossError(
+            f"{self.skipped} updates were skipped for a non-finite loss by step {s + 1} (this one included), "
+            f"more than config.train.max_skipped_steps={self.max_skipped}: training is diverging. Stopped; "
+            f"the last checkpoint ({'none yet' if self.last_saved is None else f'step {self.last_saved}'}) "
+            f"in {self.ckpt.directory} is kept. Lower config.optim.learning_rate (or set optim.grad_clip), "
+            "or raise --config.train.max_skipped_steps if rare bad batches are expected."
+          )
 
   def summary(self) -> dict[str, float]:
     """flush() plus the window's steps and images per second; starts a new window."""
@@ -326,7 +352,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
   state, step = run.state, run.step
   num_steps = int(t_cfg.num_steps)
   end_step = num_steps if stop_at_step is None else min(num_steps, int(stop_at_step))
-  window = _MetricsWindow(int(t_cfg.batch_size), t_cfg.nan_policy, ckpt, run.restored_step)
+  window = _MetricsWindow(
+    int(t_cfg.batch_size), t_cfg.nan_policy, ckpt, run.restored_step, int(t_cfg.max_skipped_steps)
+  )
   pbar = tqdm(
     total=num_steps, initial=step, disable=not run.main, unit="step", dynamic_ncols=True, mininterval=1.0
   )
