@@ -45,6 +45,7 @@ __all__ = [
   "getsize",
   "walk",
   "open",
+  "readable",
   "read_bytes",
   "read_text",
   "glob",
@@ -183,6 +184,14 @@ def open(path: str | os.PathLike, mode: str = "r", encoding: str | None = None) 
       return fs.open(inner, mode)
     return fs.open(inner, mode, encoding=encoding or "utf-8")
   return builtins.open(_local(path), mode, encoding=None if "b" in mode else (encoding or "utf-8"))
+
+
+def readable(path: str | os.PathLike) -> str | io.BytesIO:
+  """What `np.load` / `PIL.Image.open` should be given: a local path itself, or a URL's bytes in
+  memory (one download instead of a zip reader's many small seeks on an object store)."""
+  if is_url(path):
+    return io.BytesIO(read_bytes(path))
+  return _local(path)
 
 
 def read_bytes(path: str | os.PathLike) -> bytes:

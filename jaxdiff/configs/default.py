@@ -108,6 +108,9 @@ def get_config() -> ml_collections.ConfigDict:
   t.log_every = 100
   t.checkpoint_every = 1000
   t.keep_checkpoints = 3
+  # "": WORKDIR/checkpoints. Else where Orbax keeps the checkpoints (a local folder or gs://), for a
+  # workdir on a store Orbax cannot write (s3://, memory://: jaxdiff's own files go anywhere fsspec does)
+  t.checkpoint_dir = ""
   t.sample_every = 1000  # 0 disables periodic sample grids
   t.num_sample_images = 64  # images in each periodic grid
   t.label_dropout = 0.1  # classifier-free guidance: share of labels replaced by the null class
