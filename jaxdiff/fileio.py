@@ -9,7 +9,7 @@ layer, etils.epath + TensorStore: local paths, gs:// and s3://).
 then `os.replace`; object stores: a hidden temporary object, then a server-side move, and the
 size of the result is checked before the temporary is gone), so a reader or a crash sees the old
 file or the whole new one. Temporary names start with "." and end with ".tmp": readers listing
-`*.npz` or `*.json` never see them.
+`*.npz` or `*.json` never see them. `StoreLock` is a lock file for stores without flock.
 """
 
 from __future__ import annotations
@@ -17,10 +17,13 @@ from __future__ import annotations
 import builtins
 import fnmatch
 import io
+import json
 import os
 import posixpath
 import re
 import shutil
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import IO, Any, BinaryIO
@@ -50,6 +53,8 @@ __all__ = [
   "read_text",
   "glob",
   "filesystem",
+  "StoreLock",
+  "LockBusy",
 ]
 
 _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
@@ -312,3 +317,96 @@ def append_text(path: str, text: str) -> str:
     return path
   old = read_bytes(path) if exists(path) else b""
   return atomic_write_bytes(path, old + text.encode("utf-8"))
+
+
+class LockBusy(Exception):
+  """Raised by `StoreLock.acquire` when another live holder has the lock: `.holder` (its JSON) and
+  `.age` (seconds since its last heartbeat)."""
+
+  def __init__(self, holder: dict, age: float):
+    super().__init__(f"held by {holder} (heartbeat {age:.0f}s ago)")
+    self.holder, self.age = holder, age
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return pid > 0
+
+
+class StoreLock:
+  """A lock file on an object store (no flock, no O_EXCL there): `path` holds JSON with the holder's
+  host, pid and `beat` (the time of its last heartbeat, rewritten every `heartbeat_s` by a thread).
+  A lock is stale, and taken over, when its beat is older than `stale_s`, or when its holder is a
+  process of this host that is gone. Best effort: a store without conditional writes cannot make
+  "create if absent" atomic, so the lock is read back after it is written (two runs starting in
+  the same instant are told apart by who wrote last)."""
+
+  def __init__(self, path: str, heartbeat_s: float = 30.0, stale_s: float = 600.0):
+    self.path, self.heartbeat_s, self.stale_s = os.fspath(path), float(heartbeat_s), float(stale_s)
+    self.info: dict | None = None
+    self._stop = threading.Event()
+    self._thread: threading.Thread | None = None
+
+  def holder(self) -> tuple[dict, float] | None:
+    """(the holder's JSON, seconds since its heartbeat), or None when there is no lock file."""
+    try:
+      holder = json.loads(read_text(self.path) or "{}")
+    except FileNotFoundError:
+      return None
+    except ValueError:
+      holder = {}
+    return holder, time.time() - float(holder.get("beat", 0.0))
+
+  def _mine(self, holder: dict) -> bool:
+    return self.info is not None and all(holder.get(k) == self.info[k] for k in ("host", "pid", "token"))
+
+  def acquire(self, info: dict) -> StoreLock:
+    """Take the lock with `info` (JSON-able: host, pid, ...); LockBusy when a live run holds it."""
+    current = self.holder()
+    if current is not None:
+      holder, age = current
+      same_host_dead = holder.get("host") == info.get("host") and not _pid_alive(int(holder.get("pid", 0)))
+      if holder.get("pid") != info.get("pid") or holder.get("host") != info.get("host"):
+        if age < self.stale_s and not same_host_dead:
+          raise LockBusy(holder, age)
+    self.info = {**info, "token": uuid.uuid4().hex}
+    self._write()
+    time.sleep(0.05)
+    back = self.holder()
+    if back is None or not self._mine(back[0]):
+      self.info = None
+      raise LockBusy(back[0] if back else {}, back[1] if back else 0.0)
+    self._stop.clear()
+    self._thread = threading.Thread(target=self._beat, name="jaxdiff-store-lock", daemon=True)
+    self._thread.start()
+    return self
+
+  def _write(self) -> None:
+    atomic_write_text(self.path, json.dumps({**self.info, "beat": time.time()}) + "\n")
+
+  def _beat(self) -> None:
+    while not self._stop.wait(self.heartbeat_s):
+      try:
+        self._write()
+      except Exception:  # a missed heartbeat is not worth stopping the run
+        pass
+
+  def release(self) -> None:
+    """Stop the heartbeat and delete the lock file if it is still ours (safe to call twice)."""
+    if self.info is None:
+      return
+    self._stop.set()
+    if self._thread is not None:
+      self._thread.join(timeout=5)
+    try:
+      current = self.holder()
+      if current is not None and self._mine(current[0]):
+        remove(self.path)
+    except OSError:
+      pass
+    self.info = None
