@@ -16,7 +16,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---- network (jaxdiff.models.create_model) ----
   m = config.model = ml_collections.ConfigDict()
-  m.name = "unet"  # "unet" | "mlp"
+  m.name = "unet"  # "unet" | "mlp" | "dit"
   m.base_channels = 64  # channels of the first level
   m.channel_mult = (1, 2, 2)  # channels per level = base_channels * mult
   m.num_res_blocks = 2  # residual blocks per level (decoder uses num_res_blocks + 1)
@@ -54,6 +54,14 @@ def get_config() -> ml_collections.ConfigDict:
   # vpsde / cosine / flow -> "unit" (1000 t), edm -> "log_sigma" (EDM's c_noise = ln(sigma)/4))
   m.time_input = "auto"
   m.fourier_scale = 16.0  # std of the fixed frequencies of time_embedding="fourier"
+  # DiT (name="dit", jaxdiff.models.dit; also reads num_heads, num_classes, learn_sigma, context_*,
+  # attention_impl, dtype, remat, time_input / time_embedding)
+  m.dit_variant = ""  # "S/2" ... "XL/8" (sizes S, B, L, XL x patch 2, 4, 8): sets patch_size,
+  #   hidden_size, depth, num_heads (fields left at their defaults); "" = those fields as given
+  m.patch_size = 2  # p x p patches (must divide data.image_size): (image_size / p)^2 tokens
+  m.hidden_size = 384  # token width (divisible by num_heads and by 4)
+  m.depth = 12  # adaLN-Zero transformer blocks
+  m.mlp_ratio = 4.0  # MLP width = mlp_ratio x hidden_size
 
   # ---- data (jaxdiff.data) ----
   d = config.data = ml_collections.ConfigDict()

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from jaxdiff.conditioning import Conditioning
 from jaxdiff.configs import with_defaults
 from jaxdiff.errors import ConfigError
+from jaxdiff.models.dit import DIT_VARIANTS, DiT, dit_variant
 from jaxdiff.models.layers import (
   CONTEXT_NULLS,
   FIXED_TIME_EMBEDDINGS,
@@ -32,6 +33,8 @@ from jaxdiff.models.unet import UNet
 __all__ = [
   "UNet",
   "MLP",
+  "DiT",
+  "DIT_VARIANTS",
   "MODELS",
   "MODEL_NAMES",
   "ATTENTION_IMPLS",
@@ -47,7 +50,7 @@ __all__ = [
 # config.model.time_input="auto": how each process's time enters the network (docs/noise_core.md)
 TIME_INPUT_BY_PROCESS = {"vp": "index", "vpsde": "unit", "cosine": "unit", "flow": "unit", "edm": "log_sigma"}
 
-MODELS: dict[str, type[nn.Module]] = {"unet": UNet, "mlp": MLP}  # config.model.name -> network
+MODELS: dict[str, type[nn.Module]] = {"unet": UNet, "mlp": MLP, "dit": DiT}  # config.model.name -> network
 MODEL_NAMES = tuple(MODELS)
 ATTENTION_IMPLS = ("auto", "xla", "cudnn")
 
@@ -112,7 +115,44 @@ def check_model_config(config: Any) -> None:
     if field in _CHOICES and value not in _CHOICES[field]:
       raise ConfigError(f"config.model.{field} must be one of {_CHOICES[field]}, got {value!r}")
   _check_time_input(config)
+  if m.name == "dit":
+    _check_dit(config)
   Conditioning.from_config(config).validate()
+
+
+_DIT_SIZE_FIELDS = ("patch_size", "hidden_size", "depth", "num_heads")  # what model.dit_variant sets
+
+
+def _dit_sizes(m: Any) -> dict[str, int]:
+  """patch_size, hidden_size, depth, num_heads: from model.dit_variant when it names one (a field
+  left at its default takes the variant's value; one set to another value is a conflict), else
+  the fields themselves."""
+  if not m.dit_variant:
+    return {f: m[f] for f in _DIT_SIZE_FIELDS}
+  sizes = dit_variant(m.dit_variant)
+  defaults = with_defaults({}).model
+  for field, value in sizes.items():
+    if m[field] not in (value, defaults[field]):
+      raise ConfigError(
+        f"config.model.{field}={m[field]!r} conflicts with config.model.dit_variant={m.dit_variant!r} "
+        f"({field}={value}); drop one of them (dit_variant='' uses the fields)"
+      )
+  return sizes
+
+
+def _check_dit(config: Any) -> None:
+  m = config.model
+  sizes = _dit_sizes(m)
+  if isinstance(m.mlp_ratio, bool) or not isinstance(m.mlp_ratio, (int, float)) or not m.mlp_ratio > 0:
+    raise ConfigError(f"config.model.mlp_ratio must be a positive number, got {m.mlp_ratio!r}")
+  DiT(**sizes, mlp_ratio=float(m.mlp_ratio)).check_sizes()
+  p = sizes["patch_size"]
+  if config.data.image_size % p:
+    via = f" (from config.model.dit_variant={m.dit_variant!r})" if m.dit_variant else ""
+    raise ConfigError(
+      f"config.model.patch_size={p}{via} does not divide config.data.image_size={config.data.image_size}; "
+      "pick a patch size that divides the image size"
+    )
 
 
 def time_input(config: Any) -> str:
@@ -128,7 +168,7 @@ def _check_time_input(config: Any) -> None:
   choice = time_input(config)
   try:
     check_time_embedding(
-      choice, m.time_embedding, FIXED_TIME_EMBEDDINGS if m.name == "unet" else TIME_EMBEDDINGS
+      choice, m.time_embedding, FIXED_TIME_EMBEDDINGS if m.name in ("unet", "dit") else TIME_EMBEDDINGS
     )
   except ValueError as e:
     raise ConfigError(str(e)) from None
@@ -156,6 +196,8 @@ def create_model(config: Any) -> nn.Module:
   kwargs.update(dtype=jnp.dtype(m.dtype), param_dtype=jnp.dtype(m.param_dtype))
   if "time_input" in kwargs:
     kwargs["time_input"] = time_input(config)
+  if cls is DiT:
+    kwargs.update(_dit_sizes(m), mlp_ratio=float(m.mlp_ratio))
   if cls is MLP:
     kwargs.update(in_channels=m.data_dim, num_timesteps=config.diffusion.num_timesteps)
   elif m.in_channels <= 0:

@@ -363,18 +363,28 @@ class MultiHeadAttention(nn.Module):
     return dense(self.channels, "out", kernel_init=out_init)(out)
 
   def _attend(self, q: Array, k: Array, v: Array, mask: Array | None = None) -> Array:
-    impl = self.implementation
-    if impl not in ("auto", "xla", "cudnn"):
-      raise ValueError(f"attention implementation must be auto, xla or cudnn, got {impl!r}")
-    if impl == "auto":
-      half = q.dtype in (jnp.bfloat16, jnp.float16)
-      if jax.default_backend() == "gpu" and half and q.shape[-1] % 8 == 0 and q.shape[-1] <= 128:
-        try:
-          return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="cudnn")
-        except (RuntimeError, ValueError, NotImplementedError):
-          pass  # this GPU / cuDNN / shape combination has no fused kernel: use XLA
-      impl = "xla"
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
+    return dot_product_attention(q, k, v, mask, self.implementation)
+
+
+def dot_product_attention(
+  q: Array, k: Array, v: Array, mask: Array | None = None, implementation: str = "auto"
+) -> Array:
+  """``jax.nn.dot_product_attention`` over ``[B, L, heads, dim]`` queries and ``[B, S, heads, dim]``
+  keys / values (``mask`` broadcastable to ``[B, heads, L, S]``, True = attend). ``"auto"`` asks
+  for cuDNN's fused (flash) kernel on GPUs for half-precision inputs with head dims it takes and
+  falls back to XLA whenever cuDNN refuses; ``"xla"`` or ``"cudnn"`` force one."""
+  impl = implementation
+  if impl not in ("auto", "xla", "cudnn"):
+    raise ValueError(f"attention implementation must be auto, xla or cudnn, got {impl!r}")
+  if impl == "auto":
+    half = q.dtype in (jnp.bfloat16, jnp.float16)
+    if jax.default_backend() == "gpu" and half and q.shape[-1] % 8 == 0 and q.shape[-1] <= 128:
+      try:
+        return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="cudnn")
+      except (RuntimeError, ValueError, NotImplementedError):
+        pass  # this GPU / cuDNN / shape combination has no fused kernel: use XLA
+    impl = "xla"
+  return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
 
 
 class AttentionBlock(nn.Module):
