@@ -62,6 +62,15 @@ def get_config() -> ml_collections.ConfigDict:
   m.hidden_size = 384  # token width (divisible by num_heads and by 4)
   m.depth = 12  # adaLN-Zero transformer blocks
   m.mlp_ratio = 4.0  # MLP width = mlp_ratio x hidden_size
+  # UNet layout options of diffusers' UNet2DModel (jaxdiff.interop); the defaults are jaxdiff's own
+  m.attention_levels = ()  # levels (0-based) whose blocks get self-attention, besides attention_resolutions
+  m.mid_attention = True  # attention in the middle block (diffusers' add_attention)
+  m.mid_attention_norm = True  # GroupNorm before it (diffusers has none with resnet_time_scale_shift="scale_shift")
+  m.norm_eps = 1e-6  # epsilon of every GroupNorm (diffusers' norm_eps)
+  m.flip_sin_to_cos = False  # sinusoidal time embedding: [cos, sin] instead of [sin, cos]
+  m.freq_shift = 1.0  # sinusoid frequencies exp(-ln(10^4) i / (dim/2 - freq_shift)); DDPM: 1
+  m.downsample_padding = 1  # strided-conv downsampling: 1 = pad 1 all round | 0 = bottom/right only (DDPM)
+  m.time_embed_dim = -1  # width of the time-embedding MLP; -1: 4 * base_channels
 
   # ---- data (jaxdiff.data) ----
   d = config.data = ml_collections.ConfigDict()

@@ -68,8 +68,8 @@ _INTS = {
   "hidden_dim": 1,
   "num_layers": 0,
 }
-_INT_TUPLES = ("channel_mult", "attention_resolutions", "linear_attention_resolutions")
-_CHOICES = {"attention_impl": ATTENTION_IMPLS, "context_null": CONTEXT_NULLS}
+_INT_TUPLES = ("channel_mult", "attention_resolutions", "linear_attention_resolutions", "attention_levels")
+_CHOICES = {"attention_impl": ATTENTION_IMPLS, "context_null": CONTEXT_NULLS, "downsample_padding": (0, 1)}
 _NOT_FROM_CONFIG = ("name", "parent")  # flax Module fields that are not hyperparameters
 
 
@@ -104,12 +104,13 @@ def check_model_config(config: Any) -> None:
       raise ConfigError(f"config.model.{field} must be an integer >= {_INTS[field]}, got {value!r}")
     if field in _INT_TUPLES:
       try:
-        ok = all(int(v) >= 1 for v in value)
+        ok = all(int(v) >= (0 if field == "attention_levels" else 1) for v in value)
       except (TypeError, ValueError):
         ok = False
       if not ok or (field == "channel_mult" and not value):
         raise ConfigError(
-          f"config.model.{field} must be a sequence of positive integers "
+          f"config.model.{field} must be a sequence of {'non-negative' if field == 'attention_levels' else 'positive'} "
+          "integers "
           f"{'(at least one level)' if field == 'channel_mult' else ''}, got {value!r}"
         )
     if field in _CHOICES and value not in _CHOICES[field]:

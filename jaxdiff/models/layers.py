@@ -25,13 +25,16 @@ Array = jax.Array
 zeros_init = nn.initializers.zeros
 
 
-def timestep_embedding(t: Array, dim: int, max_period: float = 10000.0) -> Array:
+def timestep_embedding(
+  t: Array, dim: int, max_period: float = 10000.0, *, flip_sin_to_cos: bool = False, freq_shift: float = 1.0
+) -> Array:
   """Sinusoidal embedding of (possibly fractional) timesteps, ``[B] -> [B, dim]`` float32.
 
   The Fairseq/tensor2tensor variant used by DDPM, ADM and the JAX anchors: with
-  ``half = dim // 2`` the frequencies are ``exp(-log(max_period) * i / (half - 1))`` for
-  ``i = 0..half-1``; the output is ``sin(t * f)`` then ``cos(t * f)``, zero-padded by one column
-  when ``dim`` is odd. Pure: it jits, vmaps and differentiates.
+  ``half = dim // 2`` the frequencies are ``exp(-log(max_period) * i / (half - freq_shift))``
+  for ``i = 0..half-1`` (``freq_shift=1``: DDPM); the output is ``sin(t * f)`` then
+  ``cos(t * f)`` (cos first with ``flip_sin_to_cos``, diffusers' ``Timesteps`` options),
+  zero-padded by one column when ``dim`` is odd. Pure: it jits, vmaps and differentiates.
   """
   if dim < 4:
     raise ValueError(f"timestep_embedding needs dim >= 4 (two frequencies), got {dim}")
@@ -39,9 +42,10 @@ def timestep_embedding(t: Array, dim: int, max_period: float = 10000.0) -> Array
   if t.ndim != 1:
     raise ValueError(f"timestep_embedding expects t of shape [batch], got {t.shape}")
   half = dim // 2
-  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / (half - 1))
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / (half - freq_shift))
   args = t[:, None] * freqs[None, :]
-  emb = jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
+  parts = [jnp.cos(args), jnp.sin(args)] if flip_sin_to_cos else [jnp.sin(args), jnp.cos(args)]
+  emb = jnp.concatenate(parts, axis=-1)
   if dim % 2:
     emb = jnp.pad(emb, ((0, 0), (0, 1)))
   return emb
@@ -115,6 +119,9 @@ def time_features(
   time_input: str = "index",
   time_embedding: str = "sinusoidal",
   fourier_scale: float = FOURIER_SCALE,
+  *,
+  flip_sin_to_cos: bool = False,
+  freq_shift: float = 1.0,
 ) -> Array:
   """The fixed (parameter-free) embedding of the process time ``t`` ``[B]``: ``[B, dim]`` float32.
 
@@ -142,7 +149,9 @@ def time_features(
   if time_input == "log_sigma":
     t = jnp.log(jnp.maximum(t, SIGMA_FLOOR)) / 4  # EDM's c_noise
   if time_embedding == "sinusoidal":
-    return timestep_embedding(t if time_input == "index" else t * UNIT_SCALE, dim)
+    return timestep_embedding(
+      t if time_input == "index" else t * UNIT_SCALE, dim, flip_sin_to_cos=flip_sin_to_cos, freq_shift=freq_shift
+    )
   return fourier_embedding(t / UNIT_SCALE if time_input == "index" else t, dim, fourier_scale)
 
 
@@ -179,6 +188,7 @@ class TimeEmbedding(nn.Module):
   ``time_input`` ("index" | "unit" | "log_sigma") and ``time_embedding`` ("sinusoidal" |
   "fourier") choose the fixed embedding (``time_features``); the defaults are DDPM's sinusoid of
   the timestep. Every choice has the same parameters (``dense_0``, ``dense_1``).
+  ``flip_sin_to_cos`` / ``freq_shift`` are the sinusoid's layout options (``timestep_embedding``).
   """
 
   sinusoidal_dim: int
@@ -188,6 +198,8 @@ class TimeEmbedding(nn.Module):
   time_input: str = "index"
   time_embedding: str = "sinusoidal"
   fourier_scale: float = FOURIER_SCALE
+  flip_sin_to_cos: bool = False
+  freq_shift: float = 1.0
 
   def __post_init__(self) -> None:
     check_time_embedding(self.time_input, self.time_embedding, FIXED_TIME_EMBEDDINGS)
@@ -195,7 +207,15 @@ class TimeEmbedding(nn.Module):
 
   @nn.compact
   def __call__(self, t: Array) -> Array:
-    emb = time_features(t, self.sinusoidal_dim, self.time_input, self.time_embedding, self.fourier_scale)
+    emb = time_features(
+      t,
+      self.sinusoidal_dim,
+      self.time_input,
+      self.time_embedding,
+      self.fourier_scale,
+      flip_sin_to_cos=self.flip_sin_to_cos,
+      freq_shift=self.freq_shift,
+    )
     emb = nn.Dense(self.features, dtype=self.dtype, param_dtype=self.param_dtype, name="dense_0")(emb)
     emb = nn.silu(emb)
     return nn.Dense(self.features, dtype=self.dtype, param_dtype=self.param_dtype, name="dense_1")(emb)
@@ -221,13 +241,14 @@ def conv3x3(
   *,
   strides: int = 1,
   kernel_init: Any = nn.initializers.lecun_normal(),
+  padding: Any = ((1, 1), (1, 1)),
 ) -> nn.Conv:
   """3x3 convolution with symmetric padding 1 (so stride 2 halves even sizes exactly)."""
   return nn.Conv(
     features,
     (3, 3),
     strides=(strides, strides),
-    padding=((1, 1), (1, 1)),
+    padding=padding,
     dtype=dtype,
     param_dtype=param_dtype,
     kernel_init=kernel_init,
@@ -236,17 +257,25 @@ def conv3x3(
 
 
 class Downsample(nn.Module):
-  """Halve the resolution: strided 3x3 conv (DDPM) or 2x2 average pooling."""
+  """Halve the resolution: strided 3x3 conv (DDPM) or 2x2 average pooling.
+
+  ``padding`` of the conv: 1 on every side, or 0: one row / column of zeros after the bottom and
+  right edges only (the original DDPM TensorFlow code, diffusers' ``downsample_padding=0``).
+  """
 
   channels: int
   use_conv: bool = True
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  padding: int = 1
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     if self.use_conv:
-      return conv3x3(self.channels, self.dtype, self.param_dtype, "conv", strides=2)(x)
+      if self.padding not in (0, 1):
+        raise ValueError(f"model.downsample_padding must be 0 or 1, got {self.padding!r}")
+      pad = ((1, 1), (1, 1)) if self.padding == 1 else ((0, 1), (0, 1))
+      return conv3x3(self.channels, self.dtype, self.param_dtype, "conv", strides=2, padding=pad)(x)
     return avg_pool2(x)
 
 
@@ -274,6 +303,7 @@ class ResBlock(nn.Module):
   ``use_scale_shift_norm``, FiLM on the second norm, ``norm(h) * (1 + scale) + shift``
   (improved DDPM / ADM). ``resample="down"|"up"`` makes it a BigGAN-style resampling block
   (ADM's ``resblock_updown``): the input is resampled inside the block, after the first norm.
+  ``epsilon`` is the GroupNorms' (diffusers' ``norm_eps``).
   """
 
   out_channels: int
@@ -283,11 +313,14 @@ class ResBlock(nn.Module):
   num_groups: int = 32
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  epsilon: float = 1e-6
 
   @nn.compact
   def __call__(self, x: Array, emb: Array, train: bool = False) -> Array:
     dense = lambda n, name, **kw: nn.Dense(n, dtype=self.dtype, param_dtype=self.param_dtype, name=name, **kw)
-    norm = lambda name: GroupNorm(self.num_groups, dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+    norm = lambda name: GroupNorm(
+      self.num_groups, self.epsilon, dtype=self.dtype, param_dtype=self.param_dtype, name=name
+    )
     h = nn.silu(norm("norm_1")(x))
     if self.resample == "down":
       h, x = avg_pool2(h), avg_pool2(x)
@@ -389,7 +422,8 @@ def dot_product_attention(
 
 class AttentionBlock(nn.Module):
   """Residual self-attention over the spatial positions of an NHWC map (pre-GroupNorm,
-  zero-initialised output). DDPM's block is ``num_heads=1``."""
+  zero-initialised output). DDPM's block is ``num_heads=1``. ``norm=False`` leaves the GroupNorm
+  out (diffusers' middle attention with ``resnet_time_scale_shift="scale_shift"``)."""
 
   num_heads: int = 1
   head_dim: int = -1
@@ -397,13 +431,18 @@ class AttentionBlock(nn.Module):
   implementation: Literal["auto", "xla", "cudnn"] = "auto"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  epsilon: float = 1e-6
+  norm: bool = True
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     b, h, w, c = x.shape
-    tokens = GroupNorm(self.num_groups, dtype=self.dtype, param_dtype=self.param_dtype, name="norm")(
-      x
-    ).reshape(b, h * w, c)
+    tokens = x
+    if self.norm:
+      tokens = GroupNorm(
+        self.num_groups, self.epsilon, dtype=self.dtype, param_dtype=self.param_dtype, name="norm"
+      )(x)
+    tokens = tokens.reshape(b, h * w, c)
     out = MultiHeadAttention(
       c,
       self.num_heads,

@@ -69,6 +69,14 @@ class UNet(nn.Module):
   ``"sinusoidal"`` (default) or ``"fourier"`` (fixed Gaussian random Fourier features of std
   ``fourier_scale``), followed by the same two-layer MLP (``layers.TimeEmbedding``, whose
   parameters do not depend on the choice; the math is in ``layers.time_features``).
+
+  Layout options that express diffusers' ``UNet2DModel`` (``jaxdiff.interop``), each off by
+  default: ``attention_levels`` (levels, 0-based, whose blocks attend, besides
+  ``attention_resolutions``), ``mid_attention`` / ``mid_attention_norm`` (the middle block's
+  attention and its GroupNorm), ``norm_eps`` (every GroupNorm's epsilon), ``flip_sin_to_cos`` /
+  ``freq_shift`` (the sinusoid's layout, ``layers.timestep_embedding``), ``downsample_padding``
+  (0: DDPM's bottom/right-only padding of the strided conv) and ``time_embed_dim`` (the time
+  MLP's width; -1: 4 x ``base_channels``).
   """
 
   base_channels: int = 64
@@ -101,6 +109,14 @@ class UNet(nn.Module):
   time_input: str = "index"  # layers.TIME_INPUTS: "index" | "unit" | "log_sigma"
   time_embedding: str = "sinusoidal"  # layers.FIXED_TIME_EMBEDDINGS (a learned table is the MLP's only)
   fourier_scale: float = FOURIER_SCALE
+  attention_levels: Sequence[int] = ()  # levels (0-based) with self-attention, besides attention_resolutions
+  mid_attention: bool = True  # the middle block's attention (diffusers' add_attention)
+  mid_attention_norm: bool = True  # its GroupNorm (diffusers leaves it out with scale_shift)
+  norm_eps: float = 1e-6  # every GroupNorm's epsilon
+  flip_sin_to_cos: bool = False  # sinusoidal time embedding: cos half first
+  freq_shift: float = 1.0  # sinusoid frequencies exp(-ln(1e4) i / (half - freq_shift))
+  downsample_padding: int = 1  # strided conv padding: 1 all round | 0: bottom/right only (DDPM)
+  time_embed_dim: int = -1  # width of the time embedding MLP; -1: 4 * base_channels
 
   def __post_init__(self) -> None:
     check_time_embedding(self.time_input, self.time_embedding, FIXED_TIME_EMBEDDINGS)
@@ -155,12 +171,19 @@ class UNet(nn.Module):
     xf_cls = nn.remat(SpatialTransformer) if self.remat else SpatialTransformer
 
     def res(h, ch, name, resample=None):
-      return res_cls(ch, self.dropout, self.use_scale_shift_norm, resample, self.num_groups, name=name, **kw)(
-        h, emb, train
-      )
+      return res_cls(
+        ch,
+        self.dropout,
+        self.use_scale_shift_norm,
+        resample,
+        self.num_groups,
+        name=name,
+        epsilon=self.norm_eps,
+        **kw,
+      )(h, emb, train)
 
-    def attend(h, name, force=False):
-      if force or h.shape[1] in self.attention_resolutions:
+    def attend(h, name, force=False, level=None, norm=True):
+      if force or h.shape[1] in self.attention_resolutions or level in self.attention_levels:
         if ctx is not None:
           return xf_cls(
             self.num_heads,
@@ -171,15 +194,22 @@ class UNet(nn.Module):
             name=name,
             **kw,
           )(h, ctx, ctx_mask)
-        return attn_cls(self.num_heads, self.head_dim, self.num_groups, self.attention_impl, name=name, **kw)(
-          h
-        )
+        return attn_cls(
+          self.num_heads,
+          self.head_dim,
+          self.num_groups,
+          self.attention_impl,
+          name=name,
+          epsilon=self.norm_eps,
+          norm=norm,
+          **kw,
+        )(h)
       if h.shape[1] in self.linear_attention_resolutions:
         return lin_cls(self.num_heads, self.head_dim, self.num_groups, name=name, **kw)(h)
       return h
 
     # Conditioning: time embedding (+ class embedding, null class = num_classes).
-    emb_dim = 4 * self.base_channels
+    emb_dim = self.time_embed_dim if self.time_embed_dim > 0 else 4 * self.base_channels
     t = broadcast_timesteps(t, batch)
     emb = TimeEmbedding(
       self.base_channels,
@@ -187,6 +217,8 @@ class UNet(nn.Module):
       time_input=self.time_input,
       time_embedding=self.time_embedding,
       fourier_scale=self.fourier_scale,
+      flip_sin_to_cos=self.flip_sin_to_cos,
+      freq_shift=self.freq_shift,
       name="time_embed",
       **kw,
     )(t)
@@ -217,18 +249,21 @@ class UNet(nn.Module):
       ch = self.base_channels * mult
       for i in range(self.num_res_blocks):
         h = res(h, ch, f"down_{level}_res_{i}")
-        h = attend(h, f"down_{level}_attn_{i}")
+        h = attend(h, f"down_{level}_attn_{i}", level=level)
         skips.append(h)
       if level != last:
         if self.resblock_updown:
           h = res(h, ch, f"down_{level}_downsample", resample="down")
         else:
-          h = Downsample(ch, self.conv_resample, name=f"down_{level}_downsample", **kw)(h)
+          h = Downsample(
+            ch, self.conv_resample, name=f"down_{level}_downsample", padding=self.downsample_padding, **kw
+          )(h)
         skips.append(h)
 
     # Middle.
     h = res(h, h.shape[-1], "mid_res_0")
-    h = attend(h, "mid_attn", force=True)
+    if self.mid_attention:
+      h = attend(h, "mid_attn", force=True, norm=self.mid_attention_norm)
     h = res(h, h.shape[-1], "mid_res_1")
 
     # Decoder.
@@ -237,13 +272,13 @@ class UNet(nn.Module):
       for i in range(self.num_res_blocks + 1):
         h = jnp.concatenate([h, skips.pop()], axis=-1)
         h = res(h, ch, f"up_{level}_res_{i}")
-        h = attend(h, f"up_{level}_attn_{i}")
+        h = attend(h, f"up_{level}_attn_{i}", level=level)
       if level != 0:
         if self.resblock_updown:
           h = res(h, ch, f"up_{level}_upsample", resample="up")
         else:
           h = Upsample(ch, self.conv_resample, name=f"up_{level}_upsample", **kw)(h)
 
-    h = nn.silu(GroupNorm(self.num_groups, name="norm_out", **kw)(h))
+    h = nn.silu(GroupNorm(self.num_groups, self.norm_eps, name="norm_out", **kw)(h))
     h = conv3x3(out_channels, self.dtype, self.param_dtype, "conv_out", kernel_init=zeros_init)(h)
     return h.astype(jnp.float32)

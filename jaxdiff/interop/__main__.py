@@ -1,0 +1,58 @@
+"""diffusers folders <-> jaxdiff workdirs from the command line.
+
+    python -m jaxdiff.interop import DIFFUSERS_DIR WORKDIR [--data=tfds/cifar10] [--image_size=N]
+    python -m jaxdiff.interop export WORKDIR OUT_DIR [--params=ema|raw] [--step=N]
+
+`import` makes a workdir that `sample.py --workdir=WORKDIR` samples and
+`train.py --config=WORKDIR/config.py --workdir=WORKDIR` fine-tunes (resuming from step 0);
+`export` writes a DDPMPipeline / DDIMPipeline folder diffusers' `from_pretrained` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from jaxdiff.errors import run_cli
+from jaxdiff.interop.workdir import export_workdir, import_diffusers
+
+
+def _parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="python -m jaxdiff.interop", description=__doc__.split("\n\n")[0])
+  sub = p.add_subparsers(dest="command", required=True)
+  imp = sub.add_parser("import", help="a diffusers pipeline / UNet2DModel folder -> a jaxdiff workdir")
+  imp.add_argument("src", help="diffusers folder: a pipeline (unet/, scheduler/) or a bare unet folder")
+  imp.add_argument("workdir", help="the new jaxdiff workdir")
+  imp.add_argument("--data", default=None, help="config.data.name for fine-tuning (e.g. tfds/cifar10)")
+  imp.add_argument(
+    "--image_size", type=int, default=None, help="image size when the config has no sample_size"
+  )
+  imp.add_argument("--seed", type=int, default=0, help="config.seed of the workdir")
+  exp = sub.add_parser("export", help="a jaxdiff workdir -> a diffusers pipeline folder")
+  exp.add_argument("workdir")
+  exp.add_argument("out", help="the diffusers folder to write (model_index.json, unet/, scheduler/)")
+  exp.add_argument("--params", default="ema", choices=("ema", "raw"))
+  exp.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
+  return p
+
+
+def _main(argv: Sequence[str] | None) -> int:
+  args = _parser().parse_args(argv)
+  if args.command == "import":
+    import_diffusers(args.src, args.workdir, data=args.data, image_size=args.image_size, seed=args.seed)
+    print(f"wrote {os.path.join(args.workdir, 'config.json')} and checkpoint 0")
+  else:
+    export_workdir(args.workdir, args.out, params=args.params, step=args.step)
+    print(f"wrote {args.out} (model_index.json, unet/, scheduler/)")
+  return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  return run_cli(_main, argv, prog="jaxdiff.interop")
+
+
+if __name__ == "__main__":
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  sys.exit(main())

@@ -1,0 +1,73 @@
+"""Reading and writing diffusers model folders: ``config.json`` + ``diffusion_pytorch_model.safetensors``.
+
+Tensors go through the ``safetensors`` package's numpy API (no torch); files through
+``jaxdiff.fileio`` (local paths and object stores; a file is written whole or not at all).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import safetensors.numpy
+
+from jaxdiff import fileio
+from jaxdiff.errors import CheckpointError
+
+__all__ = [
+  "CONFIG_NAME",
+  "WEIGHTS_NAME",
+  "read_model_folder",
+  "write_model_folder",
+  "read_json",
+  "write_json",
+]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+DIFFUSERS_VERSION = "0.30.0"  # written as `_diffusers_version`: the oldest diffusers these folders need
+
+
+def read_json(path: str) -> dict:
+  """A JSON object from `path`; CheckpointError when missing or malformed."""
+  if not fileio.exists(path):
+    raise CheckpointError(f"{path} not found: not a diffusers folder written by save_pretrained.")
+  try:
+    value = json.loads(fileio.read_text(path))
+  except ValueError as e:
+    raise CheckpointError(f"{path} is not valid JSON ({e}).") from None
+  if not isinstance(value, dict):
+    raise CheckpointError(f"{path} must hold a JSON object, got {type(value).__name__}.")
+  return value
+
+
+def write_json(path: str, value: dict) -> str:
+  return fileio.atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def read_model_folder(path: str) -> tuple[dict, dict[str, np.ndarray]]:
+  """(config, tensors) of a folder written by a diffusers model's ``save_pretrained``."""
+  config = read_json(fileio.join(path, CONFIG_NAME))
+  weights = fileio.join(path, WEIGHTS_NAME)
+  if not fileio.exists(weights):
+    raise CheckpointError(
+      f"{weights} not found: only safetensors weights are read (re-save the model with "
+      "save_pretrained(..., safe_serialization=True), the diffusers default)."
+    )
+  try:
+    tensors = safetensors.numpy.load(fileio.read_bytes(weights))
+  except Exception as e:  # truncated or foreign file
+    raise CheckpointError(f"{weights} cannot be read as safetensors ({type(e).__name__}: {e}).") from None
+  return config, tensors
+
+
+def write_model_folder(path: str, config: dict[str, Any], tensors: dict[str, np.ndarray]) -> str:
+  """Write ``config.json`` and the safetensors weights (float arrays as given, contiguous) into `path`."""
+  fileio.makedirs(path)
+  data = safetensors.numpy.save(
+    {k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata={"format": "pt"}
+  )
+  fileio.atomic_write_bytes(fileio.join(path, WEIGHTS_NAME), data)
+  write_json(fileio.join(path, CONFIG_NAME), config)
+  return path

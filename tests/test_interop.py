@@ -1,0 +1,450 @@
+"""jaxdiff.interop against diffusers itself: UNet2DModel folders with random weights of every supported
+layout load into jaxdiff UNets with the same outputs, save back into folders diffusers loads with the
+same weights, scheduler configs give the same chain and DDIM samples, and an imported pipeline
+samples and fine-tunes through the ordinary commands. Nothing is downloaded: the DDPM checkpoints'
+layouts are checked from their configs (jaxdiff.interop.DDPM_CONFIGS) on torch's meta device.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import ROOT
+
+torch = pytest.importorskip("torch")
+diffusers = pytest.importorskip("diffusers")
+
+from jaxdiff import schedules  # noqa: E402
+from jaxdiff.bulk.restore import restore_model  # noqa: E402
+from jaxdiff.configs import with_defaults  # noqa: E402
+from jaxdiff.errors import ConfigError, WorkdirError  # noqa: E402
+from jaxdiff.generation import sample_from_config  # noqa: E402
+from jaxdiff.interop import (  # noqa: E402
+  DDPM_CONFIGS,
+  config_to_scheduler,
+  import_diffusers,
+  load_diffusers_unet,
+  save_diffusers_unet,
+  scheduler_overrides,
+  unet_model_config,
+)
+from jaxdiff.interop.__main__ import main as interop_main  # noqa: E402
+from jaxdiff.interop.unet import unet_params_from_diffusers, unet_to_diffusers_config  # noqa: E402
+from jaxdiff.models import UNet, count_params, create_model  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("fast_compiles")
+
+TINY = dict(sample_size=8, in_channels=3, out_channels=3, norm_num_groups=8)
+LAYOUTS = {
+  # google/ddpm-*: bottom/right padding, [sin, cos] with freq_shift 1, one head, eps 1e-6
+  "ddpm": dict(
+    block_out_channels=(16, 32, 32),
+    layers_per_block=1,
+    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    downsample_padding=0,
+    flip_sin_to_cos=False,
+    freq_shift=1,
+    attention_head_dim=None,
+    norm_eps=1e-6,
+  ),
+  # UNet2DModel's own defaults (diffusers' training examples): [cos, sin], heads of 8, no middle attention
+  "defaults_heads": dict(
+    block_out_channels=(16, 32),
+    layers_per_block=2,
+    down_block_types=("AttnDownBlock2D", "AttnDownBlock2D"),
+    up_block_types=("AttnUpBlock2D", "AttnUpBlock2D"),
+    attention_head_dim=8,
+    add_attention=False,
+    dropout=0.1,
+  ),
+  # class-conditional, FiLM time conditioning: the middle attention has no GroupNorm
+  "class_scale_shift": dict(
+    block_out_channels=(16, 32),
+    layers_per_block=1,
+    down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+    up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    num_class_embeds=5,
+    resnet_time_scale_shift="scale_shift",
+    time_embedding_dim=48,
+    attention_head_dim=16,
+  ),
+  # scale_shift with the middle attention's GroupNorm (attn_norm_num_groups)
+  "scale_shift_attn_groups": dict(
+    block_out_channels=(16, 16, 32),
+    layers_per_block=1,
+    down_block_types=("AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D"),
+    resnet_time_scale_shift="scale_shift",
+    attn_norm_num_groups=8,
+    flip_sin_to_cos=False,
+    freq_shift=1,
+  ),
+}
+
+
+def _diffusers_unet(seed: int = 0, **kw):
+  """A UNet2DModel with every weight moved off its initial value (no zero or unit tensor hides a mix-up)."""
+  torch.manual_seed(seed)
+  m = diffusers.UNet2DModel(**{**TINY, **kw}).eval()
+  with torch.no_grad():
+    for p in m.parameters():
+      p.add_(0.1 * torch.randn_like(p))
+  return m
+
+
+def _inputs(m, batch: int = 3, seed: int = 1):
+  g = torch.Generator().manual_seed(seed)
+  c, s = m.config.in_channels, m.config.sample_size
+  x = torch.randn(batch, c, s, s, generator=g)
+  t = torch.tensor([0, 417, 999][:batch])
+  y = torch.arange(batch) % m.config.num_class_embeds if m.config.num_class_embeds else None
+  return x, t, y
+
+
+def _torch_out(m, x, t, y):
+  with torch.no_grad():
+    return m(x, t, class_labels=y).sample.numpy()
+
+
+def _jax_out(model, variables, x, t, y):
+  args = [jnp.asarray(x.numpy().transpose(0, 2, 3, 1)), jnp.asarray(t.numpy())]
+  if y is not None:
+    args.append(jnp.asarray(y.numpy()))
+  out = jax.jit(model.apply)(variables, *args)
+  return np.asarray(out).transpose(0, 3, 1, 2)
+
+
+def _max_diff(a, b):
+  return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_unet_round_trip_matches_diffusers(layout, tmp_path):
+  m = _diffusers_unet(**LAYOUTS[layout])
+  m.save_pretrained(tmp_path / "src")
+  model, variables = load_diffusers_unet(str(tmp_path / "src"))
+  assert isinstance(model, UNet)
+  assert count_params(variables) == sum(p.numel() for p in m.parameters()) + (
+    m.config.time_embedding_dim or 4 * m.config.block_out_channels[0]
+  ) * bool(m.config.num_class_embeds)  # + jaxdiff's null-class row
+  x, t, y = _inputs(m)
+  want = _torch_out(m, x, t, y)
+  got = _jax_out(model, variables, x, t, y)
+  assert np.abs(want).max() > 0.1
+  assert _max_diff(got, want) < 2e-5, _max_diff(got, want)
+
+  save_diffusers_unet(model, variables, str(tmp_path / "back"), sample_size=8)
+  back = diffusers.UNet2DModel.from_pretrained(str(tmp_path / "back")).eval()
+  src, dst = m.state_dict(), back.state_dict()
+  assert sorted(src) == sorted(dst)
+  for k in src:
+    np.testing.assert_array_equal(src[k].numpy(), dst[k].numpy(), err_msg=k)
+  for k, v in LAYOUTS[layout].items():
+    assert back.config[k] == (list(v) if isinstance(v, tuple) else v), k
+  np.testing.assert_array_equal(_torch_out(back, x, t, y), want)
+
+
+def test_jaxdiff_unet_saves_for_diffusers(tmp_path):
+  """A jaxdiff-native UNet (attention by resolution, two heads, learned sigma, a trained null class)
+  becomes a UNet2DModel with the same outputs; the null class is label num_classes there too."""
+  model = create_model(
+    {
+      "model": dict(
+        base_channels=16,
+        channel_mult=(1, 2),
+        num_res_blocks=1,
+        attention_resolutions=(4,),
+        num_heads=2,
+        num_groups=8,
+        in_channels=1,
+        learn_sigma=True,
+        num_classes=3,
+        use_scale_shift_norm=True,
+      )
+    }
+  )
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 8, 8, 1)), jnp.float32)
+  t = jnp.array([1, 10, 500, 999])
+  y = jnp.array([0, 1, 2, 3])  # 3 = the null class
+  abstract = jax.eval_shape(model.init, jax.random.key(0), x, t, y)
+  rng = np.random.default_rng(1)
+  params = jax.tree_util.tree_map(
+    lambda a: jnp.asarray(
+      0.2 * rng.standard_normal(a.shape) + (1.0 if a.shape == (a.shape[0],) else 0.0), a.dtype
+    ),
+    abstract,
+  )
+  save_diffusers_unet(model, params, str(tmp_path / "unet"))
+  cfg = json.loads((tmp_path / "unet" / "config.json").read_text())
+  assert cfg["num_class_embeds"] == 4 and cfg["attention_head_dim"] == 16 and cfg["out_channels"] == 2
+  assert cfg["down_block_types"] == ["DownBlock2D", "AttnDownBlock2D"]
+  m = diffusers.UNet2DModel.from_pretrained(str(tmp_path / "unet")).eval()
+  want = _torch_out(
+    m,
+    torch.tensor(np.asarray(x).transpose(0, 3, 1, 2)),
+    torch.tensor(np.asarray(t)),
+    torch.tensor(np.asarray(y)),
+  )
+  got = np.asarray(jax.jit(model.apply)(params, x, t, y)).transpose(0, 3, 1, 2)
+  assert _max_diff(got, want) < 2e-5, _max_diff(got, want)
+
+
+@pytest.mark.parametrize("name", sorted(DDPM_CONFIGS))
+def test_ddpm_checkpoint_layouts(name):
+  """The full-size DDPM networks (35.7M / 113.7M parameters, DDPM paper's Table / appendix B): every
+  tensor of diffusers' UNet2DModel (built on torch's meta device) has its place and shape in jaxdiff's UNet."""
+  cfg = DDPM_CONFIGS[name]
+  with torch.device("meta"):
+    m = diffusers.UNet2DModel(**{k: v for k, v in cfg.items() if not k.startswith("_")})
+  shapes = {k: tuple(v.shape) for k, v in m.state_dict().items()}
+  tensors = {k: np.broadcast_to(np.float32(0), s) for k, s in shapes.items()}  # no memory
+  model = create_model({"model": unet_model_config(cfg)})
+  params = unet_params_from_diffusers(model, tensors)
+  n = count_params(params)
+  assert n == sum(np.prod(s) for s in shapes.values())
+  assert round(n / 1e6, 1) == {"google/ddpm-cifar10-32": 35.7}.get(name, 113.7)
+  assert (
+    unet_to_diffusers_config(model, params, cfg["sample_size"])["down_block_types"] == cfg["down_block_types"]
+  )
+
+
+@pytest.mark.slow
+def test_ddpm_cifar10_network_matches_diffusers(tmp_path):
+  """The full DDPM CIFAR-10 network with random weights, end to end (35.7M parameters)."""
+  cfg = {k: v for k, v in DDPM_CONFIGS["google/ddpm-cifar10-32"].items() if not k.startswith("_")}
+  torch.manual_seed(0)
+  m = diffusers.UNet2DModel(**cfg).eval()
+  with torch.no_grad():
+    for p in m.parameters():
+      p.add_(0.02 * torch.randn_like(p))
+  m.save_pretrained(tmp_path)
+  model, variables = load_diffusers_unet(str(tmp_path))
+  x, t, y = _inputs(m, batch=2)
+  assert _max_diff(_jax_out(model, variables, x, t, y), _torch_out(m, x, t, y)) < 1e-4
+
+
+REFUSED = [
+  ("time_embedding_type", "fourier"),
+  ("time_embedding_type", "learned"),
+  ("center_input_sample", True),
+  ("down_block_types", ["SkipDownBlock2D", "DownBlock2D"]),
+  ("down_block_types", ["CrossAttnDownBlock2D", "DownBlock2D"]),
+  ("up_block_types", ["AttnUpBlock2D", "AttnUpBlock2D"]),  # attention only in the decoder
+  ("block_out_channels", [16, 24]),
+  ("resnet_time_scale_shift", "spatial"),
+  ("mid_block_scale_factor", 1.414),
+  ("mid_block_type", None),
+  ("class_embed_type", "timestep"),
+  ("act_fn", "gelu"),
+  ("downsample_type", "resnet"),
+  ("attention_head_dim", 12),
+  ("norm_num_groups", 6),
+  ("attn_norm_num_groups", 4),
+  ("resnet_pre_norm", False),  # a field UNet2DModel does not have
+  ("_class_name", "UNet2DConditionModel"),
+]
+
+
+@pytest.mark.parametrize("field,value", REFUSED)
+def test_unsupported_layouts_are_refused_by_name(field, value):
+  base = {**TINY, **LAYOUTS["ddpm"], "block_out_channels": [16, 32], "layers_per_block": 1}
+  base.update(
+    down_block_types=["DownBlock2D", "AttnDownBlock2D"], up_block_types=["AttnUpBlock2D", "UpBlock2D"]
+  )
+  unet_model_config(base)  # the base itself converts
+  field_name = field.split("[")[0]
+  with pytest.raises(ConfigError, match=field_name):
+    unet_model_config({**base, field: value})
+
+
+def test_jaxdiff_only_features_are_refused_on_save():
+  for fields, name in [
+    (dict(linear_attention_resolutions=(8,)), "linear_attention_resolutions"),
+    (dict(context_dim=8), "context_dim"),
+    (dict(resblock_updown=True), "resblock_updown"),
+    (dict(time_input="unit"), "time_input"),
+  ]:
+    model = UNet(base_channels=16, channel_mult=(1, 2), num_groups=8, **fields)
+    with pytest.raises(ConfigError, match=name):
+      unet_to_diffusers_config(model, {})
+
+
+# ---------------------------------------------------------------- schedulers
+
+
+@pytest.mark.parametrize(
+  "beta_schedule,start,end",
+  [("linear", 1e-4, 0.02), ("scaled_linear", 0.00085, 0.012), ("squaredcos_cap_v2", 1e-4, 0.02)],
+)
+def test_scheduler_betas_match(beta_schedule, start, end):
+  cls = diffusers.DDIMScheduler
+  sched = cls(num_train_timesteps=1000, beta_schedule=beta_schedule, beta_start=start, beta_end=end)
+  over = scheduler_overrides(dict(sched.config, _class_name="DDIMScheduler"))
+  config = with_defaults(over)
+  d = config.diffusion
+  ours = schedules.get_schedule(
+    d.schedule,
+    d.num_timesteps,
+    **({} if d.schedule == "cosine" else dict(beta_start=d.beta_start, beta_end=d.beta_end)),
+  )
+  np.testing.assert_allclose(np.asarray(ours.betas), sched.betas.numpy(), rtol=2e-6, atol=1e-9)
+  np.testing.assert_allclose(np.asarray(ours.alphas_cumprod), sched.alphas_cumprod.numpy(), rtol=2e-5)
+  assert (
+    config.sample.sampler == "ddim" and config.sample.spacing == "leading" and config.sample.clip_x0 == 1.0
+  )
+  back = cls.from_config(config_to_scheduler(config))
+  for k in (
+    "beta_schedule",
+    "beta_start",
+    "beta_end",
+    "num_train_timesteps",
+    "prediction_type",
+    "timestep_spacing",
+    "clip_sample",
+  ):
+    assert back.config[k] == sched.config[k], k
+
+
+def test_scheduler_fields_map():
+  over = scheduler_overrides(
+    {"_class_name": "DDPMScheduler", "prediction_type": "v_prediction", "timestep_spacing": "trailing",
+     "clip_sample": False, "num_train_timesteps": 500, "rescale_betas_zero_snr": True}
+  )  # fmt: skip
+  assert over["diffusion"]["prediction"] == "v" and over["diffusion"]["num_timesteps"] == 500
+  assert over["diffusion"]["rescale_zero_terminal_snr"] is True
+  assert over["sample"] == dict(
+    sampler="ddpm", num_steps=500, eta=0.0, spacing="trailing", grid="", clip_x0=0.0
+  )
+  assert (
+    scheduler_overrides({"_class_name": "DDIMScheduler", "prediction_type": "sample"})["diffusion"][
+      "prediction"
+    ]
+    == "x0"
+  )
+  for field, value in [
+    ("trained_betas", [0.1, 0.2]),
+    ("thresholding", True),
+    ("steps_offset", 1),
+    ("set_alpha_to_one", False),
+    ("beta_schedule", "exp"),
+    ("prediction_type", "flow"),
+    ("timestep_spacing", "karras"),
+    ("_class_name", "EulerDiscreteScheduler"),
+    ("use_karras_sigmas", True),
+  ]:
+    with pytest.raises(ConfigError, match=field):
+      scheduler_overrides({"_class_name": "DDIMScheduler", field: value})
+
+
+def _diffusers_ddim(unet, scheduler, x, n):
+  """DDIMPipeline's loop (eta 0) from the given starting noise."""
+  scheduler.set_timesteps(n)
+  for t in scheduler.timesteps:
+    with torch.no_grad():
+      out = unet(x, t).sample
+    x = scheduler.step(out, t, x, eta=0.0).prev_sample
+  return x.numpy()
+
+
+def _pipeline_folder(path, layout, **sched_kw):
+  unet = _diffusers_unet(**{**LAYOUTS[layout], "in_channels": 1, "out_channels": 1})
+  sched = diffusers.DDIMScheduler(num_train_timesteps=1000, **sched_kw)
+  diffusers.DDIMPipeline(unet=unet, scheduler=sched).save_pretrained(path)
+  return unet, sched
+
+
+@pytest.mark.parametrize(
+  "sched_kw",
+  [
+    dict(beta_schedule="linear", clip_sample=False),
+    pytest.param(
+      dict(
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type="v_prediction",
+        timestep_spacing="trailing",
+        clip_sample=False,
+      ),
+      marks=pytest.mark.slow,
+    ),
+  ],
+)
+def test_imported_pipeline_samples_as_diffusers(sched_kw, tmp_path):
+  unet, sched = _pipeline_folder(tmp_path / "pipe", "ddpm", **sched_kw)
+  import_diffusers(str(tmp_path / "pipe"), str(tmp_path / "wd"))
+  config, model, schedule, params, step = restore_model(str(tmp_path / "wd"))
+  assert step == 0 and config.sample.sampler == "ddim"
+  n = 8
+  x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+  want = _diffusers_ddim(unet, sched, x, n)
+  got = sample_from_config(
+    config,
+    model,
+    schedule,
+    params,
+    jax.random.key(0),
+    2,
+    num_steps=n,
+    x_init=jnp.asarray(x.numpy().transpose(0, 2, 3, 1)),
+  )
+  got = np.asarray(got).transpose(0, 3, 1, 2)
+  assert _max_diff(got, want) < 1e-4 * max(1.0, np.abs(want).max()), _max_diff(got, want)
+
+
+def _run(*args, timeout=600):
+  r = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+  assert r.returncode == 0, r.stderr[-3000:]
+  return r
+
+
+def test_import_export_commands(tmp_path, capsys):
+  """python -m jaxdiff.interop import / export (in process): the exported pipeline holds the same weights."""
+  unet, _ = _pipeline_folder(tmp_path / "pipe", "ddpm", beta_schedule="linear")
+  wd, out = str(tmp_path / "wd"), str(tmp_path / "out")
+  assert interop_main(["import", str(tmp_path / "pipe"), wd, "--data=digits"]) == 0
+  assert interop_main(["import", str(tmp_path / "pipe"), wd]) == 2  # never over an existing run
+  assert "already holds a run" in capsys.readouterr().err
+  assert os.path.exists(os.path.join(wd, "checkpoints", "0"))
+  assert interop_main(["export", wd, out]) == 0
+  pipe = diffusers.DDIMPipeline.from_pretrained(out)
+  for k, v in unet.state_dict().items():
+    np.testing.assert_array_equal(pipe.unet.state_dict()[k].numpy(), v.numpy(), err_msg=k)
+  assert pipe.scheduler.config.beta_schedule == "linear" and pipe.scheduler.config.clip_sample
+
+
+@pytest.mark.slow
+def test_imported_workdir_samples_and_fine_tunes_through_the_clis(tmp_path):
+  """import -> sample.py -> train.py (fine-tunes from step 0, 2 steps) -> export of the new step."""
+  unet, _ = _pipeline_folder(tmp_path / "pipe", "ddpm", beta_schedule="linear")
+  wd = str(tmp_path / "wd")
+  _run("-m", "jaxdiff.interop", "import", str(tmp_path / "pipe"), wd, "--data=digits")
+  _run("sample.py", f"--workdir={wd}", "--num_samples=2", "--num_steps=2", f"--output={tmp_path / 'gen'}")
+  assert any(f.endswith(".npz") for f in os.listdir(tmp_path / "gen"))
+  _run(
+    "train.py", f"--config={wd}/config.py", f"--workdir={wd}", "--config.train.num_steps=2",
+    "--config.train.batch_size=4", "--config.train.log_every=1", "--config.train.checkpoint_every=2",
+    "--config.train.sample_every=0", "--config.optim.warmup_steps=0", "--config.train.compilation_cache_dir=none",
+  )  # fmt: skip
+  assert sorted(int(s) for s in os.listdir(os.path.join(wd, "checkpoints")) if s.isdigit()) == [0, 2]
+  _run("-m", "jaxdiff.interop", "export", wd, str(tmp_path / "out"), "--params=raw")
+  tuned = diffusers.UNet2DModel.from_pretrained(str(tmp_path / "out" / "unet"))
+  changed = [k for k, v in unet.state_dict().items() if not torch.equal(tuned.state_dict()[k], v)]
+  assert changed  # step 2's weights, moved by the fine-tuning
+
+
+def test_import_refuses_existing_run_and_missing_size(tmp_path):
+  m = _diffusers_unet(**LAYOUTS["ddpm"])
+  m.save_pretrained(tmp_path / "unet")
+  cfg = json.loads((tmp_path / "unet" / "config.json").read_text())
+  cfg["sample_size"] = None
+  (tmp_path / "unet" / "config.json").write_text(json.dumps(cfg))
+  with pytest.raises(ConfigError, match="sample_size"):
+    import_diffusers(str(tmp_path / "unet"), str(tmp_path / "wd"))
+  os.makedirs(tmp_path / "wd2" / "checkpoints")
+  with pytest.raises(WorkdirError):
+    import_diffusers(str(tmp_path / "unet"), str(tmp_path / "wd2"), image_size=8)
