@@ -8,7 +8,9 @@
 A report maps each metric to {"samples": ..., "real_heldout": ...}, plus "info". Command lines:
 `python -m jaxdiff.evaluation` (score sample shards), `python -m jaxdiff.evaluation.fid_stats`
 (FID reference statistics), `python scripts/train_digits_judge.py` (the judge's weights).
-Likelihood: `bits_per_dim(model_fn, schedule, x0, key)` from DDPM's variational bound.
+Likelihood: `bits_per_dim(model_fn, schedule, x0, key)` from DDPM's variational bound;
+`ode_log_likelihood(model_fn, process, x0, key, prediction=...)` (nats) and `ode_bits_per_dim` from
+the probability-flow ODE, for every process (`python -m jaxdiff.evaluation --likelihood`).
 
 Modules are imported on first use, so `import jaxdiff.evaluation` stays light.
 """
@@ -44,6 +46,12 @@ _EXPORTS = {
   "bits_per_dim": "likelihood",
   "vlb_terms": "likelihood",
   "discretized_gaussian_log_likelihood": "likelihood",
+  "ode_log_likelihood": "ode_likelihood",
+  "ode_bits_per_dim": "ode_likelihood",
+  "ode_bits_per_dim_terms": "ode_likelihood",
+  "ODELikelihood": "ode_likelihood",
+  "dequantize": "ode_likelihood",
+  "evaluate_likelihood": "cli",
   "evaluate_for_training": "periodic",
   "check_eval_config": "periodic",
   "format_table": "report",
