@@ -1,8 +1,11 @@
 """Restore a trained model from a training workdir: its config, network, schedule and parameters.
 
-The parameters are read exactly as the training loop reads them (a replicated state on the
-1-D mesh over every device, `Checkpointer.restore` with its fallback to older readable steps),
-into an abstract target (`jax.eval_shape`), so nothing is initialised just to be overwritten.
+The parameters are read as the training loop reads them (`Checkpointer.restore` with its
+fallback to older readable steps) into an abstract target (`jax.eval_shape`), so nothing is
+initialised just to be overwritten. The target is the train state fully sharded over every
+device (`parallel.fsdp_sharding`), whatever mesh wrote the checkpoint: no device ever holds a
+whole copy of the optimizer state, so a model trained with `parallel.fsdp` restores for sampling
+on the devices that trained it, or on fewer, or on one.
 """
 
 from __future__ import annotations
@@ -73,9 +76,12 @@ def restore_model(workdir: str, params: str = "ema", step: int | None = None, *,
     )
   model = create_model(config)
   schedule = process_from_config(config)  # the Schedule of a 'vp' run, else its process
-  repl = parallel.replicated(parallel.create_mesh())
   abstract = jax.eval_shape(lambda: create_train_state(config, model, jax.random.key(0)))
-  abstract = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl), abstract)
+  mesh = parallel.create_mesh(fsdp=jax.device_count())
+  shardings = parallel.fsdp_sharding(abstract, mesh, int(config.parallel.fsdp_min_size))
+  abstract = jax.tree_util.tree_map(
+    lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), abstract, shardings
+  )
   ckpt = Checkpointer(workdir, async_save=False)
   try:
     if step is not None and int(step) not in ckpt.all_steps():

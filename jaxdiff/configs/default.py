@@ -139,6 +139,12 @@ def get_config() -> ml_collections.ConfigDict:
   #   skipped since the run started or resumed; a run that skips that many is diverging, not unlucky
   t.compilation_cache_dir = ""  # "" = ~/.cache/jaxdiff/xla; "none" disables
 
+  # ---- parallelism (jaxdiff.parallel): a ("data", "fsdp") mesh over every device ----
+  p = config.parallel = ml_collections.ConfigDict()
+  p.fsdp = 1  # devices sharing one copy of params / optimizer state / EMA (1 = pure data parallel);
+  #   must divide the device count; the data axis takes the rest
+  p.fsdp_min_size = 1024  # arrays with fewer elements stay replicated under fsdp > 1
+
   # ---- optimizer (optax) ----
   o = config.optim = ml_collections.ConfigDict()
   o.optimizer = "adam"  # "adam" | "adamw"

@@ -36,7 +36,13 @@ from jaxdiff.generation import sample_from_config
 from jaxdiff.models import count_params, create_model
 from jaxdiff.perf import setup_compilation_cache
 from jaxdiff.training.checkpoints import Checkpointer, save_config
-from jaxdiff.training.state import TrainState, create_train_state
+from jaxdiff.training.state import (
+  TrainState,
+  create_optimizer,
+  create_train_state,
+  state_bytes_per_device,
+  train_state_shardings,
+)
 from jaxdiff.training.step import make_multi_step, make_train_step
 
 __all__ = ["train", "TrainingError", "NonFiniteLossError", "WorkdirError", "setup_compilation_cache"]
@@ -274,7 +280,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[_Run, str]:
   _check_workdir(workdir)
   main = parallel.is_main_process()
   cache = setup_compilation_cache(str(config.train.compilation_cache_dir))
-  mesh = parallel.create_mesh()
+  mesh = parallel.mesh_from_config(config)  # ("data", "fsdp"); config.parallel.fsdp checked here
   global_batch = int(config.train.batch_size)
   per_device = _check_batch(global_batch, mesh)
   k = int(config.train.steps_per_dispatch)
@@ -289,10 +295,12 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[_Run, str]:
   model = create_model(config)
   schedule = process_from_config(config)  # a Schedule (process 'vp') or a jaxdiff.processes process
   seed = int(config.seed)
+  tx, _ = create_optimizer(config)  # one optimizer object: the state and its shardings share a structure
+  state_sharding = train_state_shardings(config, model, mesh, tx)  # replicated, or fsdp-sharded
   # keys are made inside jit so that they are global arrays on every process
   state = jax.jit(
-    lambda: create_train_state(config, model, jax.random.split(jax.random.key(seed))[STREAM_INIT]),
-    out_shardings=repl,
+    lambda: create_train_state(config, model, jax.random.split(jax.random.key(seed))[STREAM_INIT], tx),
+    out_shardings=state_sharding,
   )()
   step_key = jax.jit(lambda: jax.random.split(jax.random.key(seed))[STREAM_STEPS], out_shardings=repl)()
   ckpt = Checkpointer(workdir, keep=int(config.train.keep_checkpoints))
@@ -301,8 +309,8 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[_Run, str]:
     save_config(config, workdir)
   jitted = jax.jit(
     make_multi_step(make_train_step(config, model, schedule), k),
-    in_shardings=(repl, batch_sharding, repl),
-    out_shardings=(repl, repl),
+    in_shardings=(state_sharding, batch_sharding, repl),
+    out_shardings=(state_sharding, repl),
     donate_argnums=(0,),
     compiler_options=perf.compiler_options(),
   )
@@ -330,7 +338,10 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[_Run, str]:
   msg = (
     f"jaxdiff train: {jax.device_count()} device(s) ({jax.devices()[0].platform}), "
     f"{jax.process_count()} process(es), global batch {global_batch}, per-device batch {per_device}, "
-    f"{count_params(state.params):,} parameters, data {info.name} {tuple(info.shape)}, "
+    f"{count_params(state.params):,} parameters, "
+    f"mesh data {mesh.shape['data']} x fsdp {mesh.shape['fsdp']}, "
+    f"{state_bytes_per_device(state, state_sharding):,} bytes/device of params + optimizer state + EMA, "
+    f"data {info.name} {tuple(info.shape)}, "
     + (f"resumed at step {step}" if restored_step is not None else "new run")
     + f", {int(config.train.num_steps)} steps, workdir {workdir}"
   )

@@ -11,6 +11,7 @@ import ml_collections
 import optax
 from flax.training import train_state
 
+from jaxdiff import parallel
 from jaxdiff.models import dummy_inputs
 
 __all__ = [
@@ -18,6 +19,8 @@ __all__ = [
   "learning_rate_schedule",
   "create_optimizer",
   "create_train_state",
+  "train_state_shardings",
+  "state_bytes_per_device",
   "ema_decay",
   "ema_update",
 ]
@@ -68,16 +71,47 @@ def create_optimizer(
 
 
 def create_train_state(
-  config: ml_collections.ConfigDict, model: flax.linen.Module, key: jax.Array
+  config: ml_collections.ConfigDict,
+  model: flax.linen.Module,
+  key: jax.Array,
+  tx: optax.GradientTransformation | None = None,
 ) -> TrainState:
-  """Initialise parameters from the config's example inputs; EMA starts equal to them."""
+  """Initialise parameters from the config's example inputs; EMA starts equal to them.
+
+  `tx`: the optimizer (default `create_optimizer(config)`); pass one object to build states
+  whose pytree structures are equal (a TrainState's optimizer is static pytree data, and two
+  builds of the same chain are different objects), as `jax.jit`'s shardings need."""
   x, t, kwargs = dummy_inputs(config, batch_size=1)
   variables = model.init({"params": key, "dropout": key}, x, t, **kwargs)
   params = variables["params"]
-  tx, _ = create_optimizer(config)
+  if tx is None:
+    tx, _ = create_optimizer(config)
   return TrainState.create(
     apply_fn=model.apply, params=params, tx=tx, ema_params=jax.tree_util.tree_map(jnp.copy, params)
   )
+
+
+def train_state_shardings(
+  config: ml_collections.ConfigDict,
+  model: flax.linen.Module,
+  mesh: jax.sharding.Mesh,
+  tx: optax.GradientTransformation | None = None,
+) -> TrainState:
+  """The TrainState's layout on `mesh`: a TrainState (optimizer `tx`) whose leaves are NamedShardings.
+
+  Parameters, optimizer state (Adam's moments, MultiSteps' accumulators) and EMA follow
+  `parallel.fsdp_spec` along the mesh's "fsdp" axis (replicated when it has size 1); scalars such
+  as the step counter are replicated. Shapes come from `jax.eval_shape`: nothing is allocated."""
+  abstract = jax.eval_shape(lambda: create_train_state(config, model, jax.random.key(0), tx=tx))
+  return parallel.fsdp_sharding(abstract, mesh, int(config.parallel.fsdp_min_size))
+
+
+def state_bytes_per_device(state: Any, shardings: Any = None) -> int:
+  """Bytes of parameters + optimizer state + EMA one device holds (from the shardings)."""
+  parts = (state.params, state.opt_state, state.ema_params)
+  if shardings is None:
+    return parallel.bytes_per_device(parts)
+  return parallel.bytes_per_device(parts, (shardings.params, shardings.opt_state, shardings.ema_params))
 
 
 def ema_decay(step: jnp.ndarray, decay: float, warmup: bool) -> jnp.ndarray:
