@@ -62,6 +62,26 @@ _GUIDANCE = flags.DEFINE_float(
   "Classifier-free guidance scale, class- or context-conditional "
   "models (default config.sample.guidance_scale; 1 = plain conditional).",
 )
+_RESCALE = flags.DEFINE_float(
+  "guidance_rescale",
+  None,
+  "Guidance rescale phi in [0, 1] (Lin et al. 2024): the guided output keeps the conditional "
+  "one's std, in the model's output space (default config.sample.guidance_rescale; 0 = off).",
+)
+_INTERVAL = flags.DEFINE_string(
+  "guidance_interval",
+  None,
+  "Guidance only where the model time t is in [lo, hi], plain conditional elsewhere: 'lo,hi' "
+  "in the process's time (timesteps on vp chains, sigma on edm, t in [0, 1] otherwise; "
+  "default config.sample.guidance_interval; '' = every step).",
+)
+_SCHEDULE = flags.DEFINE_string(
+  "guidance_schedule",
+  None,
+  "A guidance scale per step instead of --guidance_scale: 'linear:a,b' or 'cosine:a,b' (a at "
+  "the noisiest step to b at the last) or num_steps comma-separated scales (default "
+  "config.sample.guidance_schedule; '' = the scale at every step).",
+)
 _LABELS = flags.DEFINE_string(
   "labels",
   None,
@@ -166,6 +186,11 @@ def _sample(_argv) -> None:
     checkpoint_step=_STEP.value,
     trajectory=_TRAJ.value,
     grid_size=_GRID.value,
+    guidance_options={
+      "guidance_rescale": _RESCALE.value,
+      "guidance_interval": _INTERVAL.value,
+      "guidance_schedule": _SCHEDULE.value,
+    },
     inpaint_source=_INPAINT_SOURCE.value,
     inpaint_mask=_INPAINT_MASK.value,
     repaint_resample=_RESAMPLE.value,

@@ -3,7 +3,8 @@
 The functional core is re-exported here: processes (`jaxdiff.processes`: the discrete chain of a
 `Schedule`, VP-SDE, cosine VP, EDM, rectified flow), noise grids (`jaxdiff.grids`), the forward
 process, conversions and loss (`jaxdiff.diffusion`) and the samplers (`jaxdiff.sample`,
-`jaxdiff.samplers`). `jaxdiff.load(workdir)` opens a trained run for notebooks (`jaxdiff.notebook`).
+`jaxdiff.invert`, `jaxdiff.samplers`). `jaxdiff.load(workdir)` opens a trained run for notebooks
+(`jaxdiff.notebook`).
 """
 
 import importlib
@@ -25,7 +26,7 @@ from jaxdiff.diffusion import (
   x0_from_v,
 )
 from jaxdiff.processes import EDM, VPSDE, CosineVP, DiscreteVP, RectifiedFlow
-from jaxdiff.samplers import SAMPLERS, Sampler, Stepper, bind, nfe, register, sample, timesteps
+from jaxdiff.samplers import SAMPLERS, Sampler, Stepper, bind, invert, nfe, register, sample, timesteps
 from jaxdiff.schedules import Schedule
 
 __version__ = "0.1.0"

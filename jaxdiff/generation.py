@@ -18,10 +18,22 @@ from jaxdiff import grids, samplers
 from jaxdiff.conditioning import Conditioning
 from jaxdiff.processes import as_process
 
-__all__ = ["data_shape", "is_image_config", "model_fn", "sample_from_config", "sampling_grid", "GRID_OPTIONS"]
+__all__ = [
+  "data_shape",
+  "is_image_config",
+  "model_fn",
+  "sample_from_config",
+  "sampling_grid",
+  "parse_guidance_interval",
+  "parse_guidance_schedule",
+  "GRID_OPTIONS",
+  "GUIDANCE_OPTIONS",
+]
 
 # config.sample fields that describe the grid (sample.py flags of the same names override them)
 GRID_OPTIONS = ("grid", "rho", "shift", "sigma_min", "sigma_max")
+# config.sample fields that modify classifier-free guidance (sample.py flags of the same names)
+GUIDANCE_OPTIONS = ("guidance_rescale", "guidance_interval", "guidance_schedule")
 RATIO_LIMIT = float(np.exp(grids.LOG_SNR_LIMIT))  # karras grids on processes with an infinite end
 
 
@@ -78,6 +90,71 @@ def sampling_grid(
   )
 
 
+def _floats(text: str, what: str) -> list[float]:
+  try:
+    return [float(p) for p in text.replace(" ", "").split(",") if p != ""]
+  except ValueError:
+    raise ValueError(f"{what}={text!r}: expected comma-separated numbers.") from None
+
+
+def parse_guidance_interval(spec: Any) -> tuple[float, float] | None:
+  """config.sample.guidance_interval / --guidance_interval: "lo,hi" (or a pair) in the process's
+  time, guidance only where lo <= t <= hi; "" or None: guidance at every step."""
+  if spec is None or (isinstance(spec, str) and spec.strip() == ""):
+    return None
+  vals = _floats(spec, "guidance_interval") if isinstance(spec, str) else [float(v) for v in spec]
+  if len(vals) != 2 or any(np.isnan(vals)) or vals[0] > vals[1]:
+    raise ValueError(
+      f"guidance_interval={spec!r}: give 'lo,hi' with lo <= hi in the process's time "
+      "(timesteps on a vp chain, t in [0, 1] for vpsde / cosine / flow, sigma for edm)."
+    )
+  return vals[0], vals[1]
+
+
+def parse_guidance_schedule(spec: Any, num_steps: int) -> np.ndarray | None:
+  """config.sample.guidance_schedule / --guidance_schedule: one guidance scale per step, step 0 the
+  noisiest. "linear:a,b" (a at the first step to b at the last), "cosine:a,b" (a to b along a
+  half cosine), "s1,s2,...,sn" (num_steps scales) or a sequence; "" or None: guidance_scale."""
+  if spec is None or (isinstance(spec, str) and spec.strip() == ""):
+    return None
+  n = int(num_steps)
+  if isinstance(spec, str) and ":" in spec:
+    kind, _, rest = spec.partition(":")
+    kind = kind.strip().lower()
+    ends = _floats(rest, f"guidance_schedule {kind}")
+    if kind not in ("linear", "cosine") or len(ends) != 2:
+      raise ValueError(
+        f"guidance_schedule={spec!r}: use 'linear:a,b', 'cosine:a,b' or {n} comma-separated scales."
+      )
+    ramp = np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(1)
+    if kind == "cosine":
+      ramp = 0.5 - 0.5 * np.cos(np.pi * ramp)
+    out = ends[0] + ramp * (ends[1] - ends[0])
+  else:
+    out = np.asarray(_floats(spec, "guidance_schedule") if isinstance(spec, str) else spec, np.float64)
+    if out.ndim != 1 or out.shape[0] != n:
+      raise ValueError(
+        f"guidance_schedule={spec!r} has {out.size} scale(s) but the run has {n} steps: give {n} "
+        "comma-separated scales, or 'linear:a,b' / 'cosine:a,b'."
+      )
+  if not np.all(np.isfinite(out)):
+    raise ValueError(f"guidance_schedule={spec!r} contains NaN or Inf.")
+  return np.asarray(out, np.float32)
+
+
+def _guidance_settings(s: ml_collections.ConfigDict, opts: dict) -> tuple[float, Any, Any]:
+  """(rescale phi, interval, schedule array) from overrides in `opts` (popped), else config.sample."""
+  rescale = opts.pop("guidance_rescale", None)
+  interval = opts.pop("guidance_interval", None)
+  schedule = opts.pop("guidance_schedule", None)
+  rescale = float(s.get("guidance_rescale", 0.0) if rescale is None else rescale)
+  interval = parse_guidance_interval(s.get("guidance_interval", "") if interval is None else interval)
+  schedule = parse_guidance_schedule(
+    s.get("guidance_schedule", "") if schedule is None else schedule, opts["num_steps"]
+  )
+  return rescale, interval, schedule
+
+
 def is_image_config(config: ml_collections.ConfigDict) -> bool:
   return config.model.name != "mlp"
 
@@ -116,7 +193,10 @@ def sample_from_config(
   None is the null context. A guidance_scale other than 1 uses classifier-free guidance when
   labels or a context are given: the unconditional branch has the null class and the null
   context (an all-False context mask). Image-conditioned models (`model.cond_channels > 0`)
-  need `x_cond` [num, H, W, cond_channels], shared by both branches. Other keywords go to
+  need `x_cond` [num, H, W, cond_channels], shared by both branches. config.sample's
+  guidance_rescale (phi; 0 = off), guidance_interval ("lo,hi") and guidance_schedule (a scale per
+  step, replacing guidance_scale) modify guidance (keywords of the same names override them; at
+  guidance scale 1 without a schedule they change nothing and are left out). Other keywords go to
   `jaxdiff.sample` (e.g. `inpaint_mask`, `inpaint_known`, `repaint_resample`, `return_trajectory`).
   """
   s = config.sample
@@ -141,11 +221,16 @@ def sample_from_config(
   grid_kw = {k: opts.pop(k, None) for k in GRID_OPTIONS}
   opts.update(sampling_grid(config, schedule, opts["num_steps"], spacing=opts.pop("spacing"), **grid_kw))
   scale = opts.pop("guidance_scale")
+  rescale, interval, scales = _guidance_settings(s, opts)
   cond, uncond = Conditioning.from_config(config).sample_kwargs(
     num, labels, context=context, context_mask=context_mask, x_cond=x_cond
   )
-  if not uncond or scale == 1.0:
+  if not uncond or (scale == 1.0 and scales is None):
     scale, uncond = None, None
+  else:  # unused options stay None: the compiled program is plain guidance's
+    opts.update(guidance_rescale=rescale if rescale > 0 else None, guidance_interval=interval)
+    if scales is not None:
+      scale, opts["guidance_schedule"] = None, scales
   return samplers.sample(
     model_fn(model, params),
     schedule,

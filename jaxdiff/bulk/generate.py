@@ -620,6 +620,7 @@ def generate(
   context: str | None = None,
   cond_source: str | None = None,
   grid_options: dict | None = None,
+  guidance_options: dict | None = None,
 ) -> dict:
   """Generate `num_samples` samples of the model trained in `workdir` into `output` (resumable).
 
@@ -646,6 +647,8 @@ def generate(
     grid_options: the sampling grid and sampler options that override config.sample's: grid
       ("karras" | "logsnr" | "uniform" | "flow" | a chain's spacing), rho, shift, sigma_min,
       sigma_max, order (unipc), s_churn (euler / heun); None values are the config's.
+    guidance_options: guidance_rescale (phi), guidance_interval ("lo,hi" in the process's time) and
+      guidance_schedule ("linear:a,b", "cosine:a,b" or a scale per step); None values the config's.
     cond_source: image-conditioned models: the source images ("digits_test" by default for
       digits) whose config.data.cond transform is the conditioning image (or a .npz of "x_cond").
 
@@ -678,6 +681,7 @@ def generate(
     context=context,
     cond_source=cond_source,
     grid_options=grid_options,
+    guidance_options=guidance_options,
   )
   setup_compilation_cache(str(plan.config.train.compilation_cache_dir))
   restored = _restore(plan)

@@ -21,7 +21,13 @@ from jaxdiff import samplers
 from jaxdiff.bulk.conditions import resolve_conditions
 from jaxdiff.config_utils import GRIDS
 from jaxdiff.errors import SamplingError
-from jaxdiff.generation import data_shape, is_image_config
+from jaxdiff.generation import (
+  GUIDANCE_OPTIONS,
+  data_shape,
+  is_image_config,
+  parse_guidance_interval,
+  parse_guidance_schedule,
+)
 
 __all__ = [
   "SamplingError",
@@ -58,6 +64,7 @@ IDENTITY_KEYS = (
   "context",
   "cond_source",
   "grid",
+  "guidance",
 )
 
 # sample.py's grid and sampler-option flags (None: the config's): generation.GRID_OPTIONS + options
@@ -93,6 +100,7 @@ class RunSettings:
   context: Any = None
   cond_source: dict | None = None
   grid: dict | None = None  # the GRID_FLAGS given (None: all from config.sample)
+  guidance: dict | None = None  # guidance_rescale / _interval / _schedule in use (None: plain guidance)
 
   @classmethod
   def from_manifest(cls, manifest: dict) -> RunSettings:
@@ -121,7 +129,7 @@ class RunSettings:
 
   @property
   def guided(self) -> bool:
-    return self.guidance_scale != 1.0
+    return self.guidance_scale != 1.0 or "guidance_schedule" in (self.guidance or {})
 
   @property
   def method(self) -> str:
@@ -145,6 +153,13 @@ class RunSettings:
     if self.inpaint:
       opts.update({k: self.inpaint[k] for k in ("repaint_resample", "repaint_jump", "paste_known")})
     opts.update(self.grid or {})
+    g = self.guidance or {}
+    # explicit values (the config's are resolved into the manifest): 0 / "" switch a feature off
+    opts.update(
+      guidance_rescale=float(g.get("guidance_rescale", 0.0)),
+      guidance_interval=tuple(g["guidance_interval"]) if "guidance_interval" in g else "",
+      guidance_schedule=np.asarray(g["guidance_schedule"], np.float32) if "guidance_schedule" in g else "",
+    )
     return opts
 
 
@@ -247,6 +262,7 @@ def resolve_run(
   context: str | None = None,
   cond_source: str | None = None,
   grid_options: dict | None = None,
+  guidance_options: dict | None = None,
 ):
   """(RunSettings, Conditions): the run's settings and the per-sample conditioning tables
   (`jaxdiff.bulk.conditions.Conditions`) they describe; SamplingError naming the fix.
@@ -254,7 +270,9 @@ def resolve_run(
   Every None is filled from config.sample; eta defaults to config.sample.eta when the sampler is
   the config's, else to the sampler's own default (1 for euler_ancestral, 0 otherwise). The
   guidance scale applies to conditional sampling only, by class labels or by a context (1 =
-  plain conditional). inpaint_*, repaint_*, paste_known, context and cond_source: the
+  plain conditional). guidance_options: guidance_rescale, guidance_interval ("lo,hi") and
+  guidance_schedule ("linear:a,b", "cosine:a,b" or one scale per step; replaces the scale), None
+  values the config's. inpaint_*, repaint_*, paste_known, context and cond_source: the
   conditioning of `jaxdiff.bulk.conditions.resolve_conditions`.
   """
   s = config.sample
@@ -289,25 +307,35 @@ def resolve_run(
     sampler=sampler,
   )
   with_context = entries["context"] not in (None, "none")
+  given = {k: v for k, v in (guidance_options or {}).items() if v is not None}
+  unknown = sorted(set(given) - set(GUIDANCE_OPTIONS))
+  if unknown:
+    raise SamplingError(f"unknown guidance option(s) {unknown}; choose from {GUIDANCE_OPTIONS}.")
   if (num_classes == 0 or label_spec == "none") and not with_context:
+    why = "the model is unconditional" if num_classes == 0 else "--labels=none samples the null class"
     if guidance_scale is not None and float(guidance_scale) != 1.0:
-      why = "the model is unconditional" if num_classes == 0 else "--labels=none samples the null class"
       raise SamplingError(
         f"--guidance_scale={guidance_scale}: classifier-free guidance needs class labels or a "
         f"context, but {why}."
       )
-    guidance = 1.0
+    if given:
+      raise SamplingError(
+        f"--{sorted(given)[0]}: it modifies classifier-free guidance, which needs class labels or a "
+        f"context, but {why}."
+      )
+    guidance, guide = 1.0, None
   else:
     guidance = float(s.guidance_scale if guidance_scale is None else guidance_scale)
     if not math.isfinite(guidance):
       raise SamplingError(f"--guidance_scale={guidance} must be finite.")
+    guide = _guidance_options(s, given, num_steps, guidance, guidance_scale is not None)
   if params not in ("ema", "raw"):
     raise SamplingError(f"--params={params!r}: use 'ema' (the averaged weights) or 'raw' (the trained ones).")
   num_samples = _positive_int("num_samples", num_samples, 1, 2**31 - 1)
   shard_size = _positive_int("shard_size", shard_size, 1)
   seed = _positive_int("seed", seed, 0, 2**32 - 1)
   kind = "images" if is_image_config(config) else "points"
-  guided = (label_spec != "none" or with_context) and guidance != 1.0
+  guided = (label_spec != "none" or with_context) and (guidance != 1.0 or guide is not None)
   inpaint = entries["inpaint"]
   if inpaint:
     nfe = len(samplers.repaint_schedule(num_steps, inpaint["repaint_resample"], inpaint["repaint_jump"])[0])
@@ -331,9 +359,46 @@ def resolve_run(
     num_samples=num_samples,
     shard_size=shard_size,
     grid=grid,
+    guidance=guide,
     **entries,
   )
   return settings, tables
+
+
+def _guidance_options(s, given: dict, num_steps: int, scale: float, scale_given: bool) -> dict | None:
+  """The guidance options in use (flags over config.sample), checked; None when plain guidance."""
+
+  def pick(k, default):
+    return given[k] if k in given else s.get(k, default)
+
+  try:
+    rescale = float(pick("guidance_rescale", 0.0))
+    interval = parse_guidance_interval(pick("guidance_interval", ""))
+    schedule = parse_guidance_schedule(pick("guidance_schedule", ""), num_steps)
+  except (TypeError, ValueError) as e:
+    raise SamplingError(f"--{e}") from None
+  if not (0.0 <= rescale <= 1.0):
+    raise SamplingError(f"--guidance_rescale={rescale} must be in [0, 1] (0 = off).")
+  if schedule is not None and scale_given:
+    raise SamplingError(
+      "--guidance_schedule gives a scale per step: leave out --guidance_scale (or the schedule)."
+    )
+  if schedule is None and scale == 1.0:
+    explicit = [k for k in ("guidance_rescale", "guidance_interval") if k in given]
+    if explicit:
+      raise SamplingError(
+        f"--{explicit[0]} modifies classifier-free guidance, but the guidance scale is 1 (plain "
+        "conditional): pass --guidance_scale (e.g. 3) or --guidance_schedule."
+      )
+    return None  # at scale 1 rescale and interval change nothing
+  out: dict[str, Any] = {}
+  if rescale > 0:
+    out["guidance_rescale"] = rescale
+  if interval is not None:
+    out["guidance_interval"] = list(interval)
+  if schedule is not None:
+    out["guidance_schedule"] = [float(v) for v in schedule]
+  return out or None
 
 
 def _grid_options(config, given: dict | None) -> dict | None:

@@ -178,6 +178,11 @@ def get_config() -> ml_collections.ConfigDict:
   s.order = 2  # unipc: 2 | 3
   s.s_churn = 0.0  # euler / heun: EDM's stochastic churn
   s.guidance_scale = 1.0  # classifier-free guidance scale (1 = plain conditional)
+  s.guidance_rescale = 0.0  # guidance rescale phi in [0, 1] (Lin et al. 2024), model-output space; 0 = off
+  s.guidance_interval = ""  # "lo,hi" in the process's time: guidance only there (Kynkaanniemi et al.
+  #   2024), plain conditional elsewhere; "" = at every step
+  s.guidance_schedule = ""  # a scale per step instead of guidance_scale: "linear:a,b" | "cosine:a,b" |
+  #   "s1,s2,...,sn" (num_steps scales, the noisiest step first); "" = guidance_scale at every step
   s.clip_x0 = 1.0  # clip predicted x0 to [-c, c]; 0 disables
   s.batch_size = 256
 

@@ -3,7 +3,8 @@
 `jaxdiff.sample(model_fn, process, shape, key, sampler=..., num_steps=..., ts=..., prediction=...)`
 is the entry point (`sampling.py`). Built in: ddpm, ddim, euler, euler_ancestral, heun
 (`single_step.py`), dpmpp_2m, dpmpp_3m, dpmpp_2m_sde, unipc (`multistep.py`). Add your own by
-subclassing `Sampler` and calling `register`. `Stepper` runs the same steps one call at a time.
+subclassing `Sampler` and calling `register`. `Stepper` runs the same steps one call at a time;
+`invert` runs a deterministic sampler backwards, from data to the first grid time.
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ from jaxdiff.samplers.base import (
   register,
 )
 from jaxdiff.samplers.inpaint import repaint_schedule
+from jaxdiff.samplers.inversion import invert
 from jaxdiff.samplers.multistep import DPMSolverPP2M, DPMSolverPP2MSDE, DPMSolverPP3M, UniPC
 from jaxdiff.samplers.sampling import (
   _SAMPLE_JITS,
   Grid,
+  Guidance,
   LoopState,
   Stepper,
   _sample_jitted,
@@ -79,6 +82,8 @@ __all__ = [
   "Grid",
   "plan_grid",
   "sample",
+  "invert",
+  "Guidance",
   "bind",
   "nfe",
   "timesteps",

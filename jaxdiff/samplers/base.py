@@ -8,6 +8,7 @@ Register a sampler (from inside or outside the package) with `register`.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
@@ -28,6 +29,8 @@ __all__ = [
   "INPAINT_SAMPLERS",
   "NOISE_STREAM_STEP",
   "NOISE_STREAM_CHURN",
+  "TRACED",
+  "is_traced",
 ]
 
 # Named random streams folded into the sampler's step key (the step index is folded in after).
@@ -66,16 +69,46 @@ class Denoised(NamedTuple):
 
 
 class Context(NamedTuple):
-  """What a step may call: the denoiser, the process, the noise source, static settings."""
+  """What a step may call: the denoiser, the process, the noise source, static settings.
+
+  `at_step` (None for most runs) makes the denoiser of one step from that step's inputs (a
+  per-step guidance scale); the loops call `for_step(inp)` before each step.
+  """
 
   denoise: Callable[..., Denoised]  # (x, t, alpha, sigma, x_self_cond) -> Denoised
   process: Any
   key: jax.Array
   integer_times: bool
+  at_step: Callable[[StepInput], Callable[..., Denoised]] | None = None
+
+  def for_step(self, inp: StepInput) -> Context:
+    """This context with the denoiser of step `inp` (itself when the denoiser is the same for all)."""
+    return self if self.at_step is None else self._replace(denoise=self.at_step(inp))
 
   def noise(self, index, shape, stream: int | None = NOISE_STREAM_STEP) -> jnp.ndarray:
     key = self.key if stream is None else jax.random.fold_in(self.key, stream)
     return jax.random.normal(jax.random.fold_in(key, index), shape, jnp.float32)
+
+
+class _Traced:
+  """Stands in a Sampler's options for a value traced under jit (the value itself goes through
+  the compiled program as an argument; the sampler object stays hashable and static)."""
+
+  def __repr__(self) -> str:
+    return "<traced>"
+
+  def __hash__(self) -> int:
+    return hash("jaxdiff.samplers.TRACED")
+
+  def __eq__(self, other) -> bool:
+    return isinstance(other, _Traced)
+
+
+TRACED = _Traced()
+
+
+def is_traced(value: Any) -> bool:
+  return isinstance(value, (_Traced, jax.core.Tracer))
 
 
 def lam(alpha, sigma):
@@ -99,6 +132,9 @@ class Sampler:
     inpaint: whether RePaint-style inpainting may drive this sampler.
     finite_top: whether the first level must have alpha > 0 (capped at 2^-12 where a process
       reaches zero SNR, as diffusers does); False for samplers that handle alpha = 0 exactly.
+    traceable: the float options that may be jax values traced under `jit` (e.g. `eta`); the
+      sampler then keeps `TRACED` in `opts` and `sample` passes the value into the program.
+    invertible: whether `jaxdiff.invert` may run it backwards (`check_invertible` refines it).
     stride_steps: DDIM's convention of stepping t -> t - T // n on leading/trailing grids.
     split_final: the last step is traced separately with `final=True` (Heun's last step is a
       plain Euler step and skips the second evaluation); otherwise every step runs in the scan
@@ -110,6 +146,8 @@ class Sampler:
   processes: ClassVar[tuple[type, ...] | None] = None  # the process classes it runs on (None: all)
   guidance: ClassVar[bool] = True  # classifier-free guidance (the denoiser does it for every sampler)
   inpaint: ClassVar[bool] = True
+  traceable: ClassVar[tuple[str, ...]] = ()
+  invertible: ClassVar[bool] = False
   finite_top: ClassVar[bool] = True
   stride_steps: ClassVar[bool] = False
   split_final: ClassVar[bool] = False
@@ -120,10 +158,41 @@ class Sampler:
       takes = ", ".join(sorted(self.options)) or "no options"
       raise ValueError(f"sampler {self.name!r} does not take {', '.join(unknown)}; it takes: {takes}.")
     self.opts = {**self.options, **options}
+    self.traced: dict[str, Any] = {}
+    for k, v in options.items():
+      if isinstance(v, jax.core.Tracer):
+        if k not in self.traceable:
+          takes = ", ".join(self.traceable) or "none"
+          raise ValueError(
+            f"sampler {self.name!r}: option {k} cannot be a traced value (under jit it must be a "
+            f"Python value); the options that can be traced: {takes}."
+          )
+        if v.shape != ():
+          raise ValueError(f"sampler {self.name!r}: option {k} must be a scalar, got shape {v.shape}.")
+        self.traced[k], self.opts[k] = v, TRACED
+      elif k in self.traceable and not isinstance(v, bool) and np.ndim(v) == 0 and hasattr(v, "dtype"):
+        self.opts[k] = float(v)  # a concrete jax / numpy scalar: a Python float, as before
     self.check_options()
 
   def check_options(self) -> None:
-    """Validate option values (override)."""
+    """Validate option values (override; values in `traceable` may be `TRACED`: skip those)."""
+
+  def with_values(self, values: Mapping[str, Any]) -> Sampler:
+    """A copy whose options hold `values` (the traced ones, inside the compiled program)."""
+    if not values:
+      return self
+    new = copy.copy(self)
+    new.opts = {**self.opts, **values}
+    new.traced = {}
+    return new
+
+  def check_invertible(self) -> None:
+    """Refuse to run backwards (`jaxdiff.invert`) where the method is stochastic or not invertible."""
+    if not self.invertible:
+      raise ValueError(
+        f"sampler {self.name!r} cannot be inverted (it is stochastic or has no reverse step); "
+        "invert with ddim (eta=0), euler or heun (s_churn=0), dpmpp_2m or dpmpp_3m."
+      )
 
   def caps_top(self, process: Any) -> bool:
     """Whether this sampler (with these options, on this process) divides by alpha or needs a

@@ -111,7 +111,7 @@ def run_inpaint(sampler, ctx, state: State, inputs, inpaint, settings):
     k, af, sf, at, st_, w, step_inp = inp
     x = _forward(st.x, af, sf, at, st_, noise(k_jump, k, st.x.shape))
     x_before = x
-    st, x0 = sampler.step(ctx, st._replace(x=x), step_inp, False)
+    st, x0 = sampler.step(ctx.for_step(step_inp), st._replace(x=x), step_inp, False)
     x = replace(st.x, step_inp.alpha_next, step_inp.sigma_next, noise(k_known, k, st.x.shape), w)
     return st._replace(x=x), (x_before, x0)
 

@@ -61,6 +61,7 @@ def _lower_order_final(num_steps: int, order: int, below: int | None) -> np.ndar
 class _DPMSolverPP(Sampler):
   order = 2
   finite_top = True
+  invertible = True  # the same update with h < 0 integrates the ODE from data towards noise
 
   def max_orders(self, num_steps):
     return _lower_order_final(num_steps, self.order, below=15)
@@ -125,6 +126,7 @@ class DPMSolverPP2MSDE(_DPMSolverPP):
 
   name = "dpmpp_2m_sde"
   order = 2
+  invertible = False
 
   def update(self, ctx, inp, x, m0, hist, order, a_n, s_n, s, lam_s, h, emh):
     one_m = 1.0 - jnp.square(emh)

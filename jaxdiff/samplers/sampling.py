@@ -32,7 +32,12 @@ __all__ = [
   "accepted_options",
   "plan_grid",
   "Grid",
+  "Guidance",
+  "GUIDANCE_SCALE_KEY",
 ]
+
+# The per-step guidance scale (`guidance_schedule`) travels with each step's inputs under this key.
+GUIDANCE_SCALE_KEY = "guidance_scale"
 
 # Where a process reaches zero SNR at the top (alpha = 0), runs that divide by alpha (eps or edm
 # predictions, the sigma frame, churn, multistep log-SNR) start from alpha = 2^-12 sigma (abar =
@@ -134,12 +139,39 @@ class _Static(NamedTuple):
   paste_known: bool = True
 
 
-def _denoiser(model_fn, st: _Static, cond, uncond, scale) -> Callable[..., Denoised]:
+class Guidance(NamedTuple):
+  """Classifier-free guidance's values, arguments of the compiled program (new values never recompile).
+
+  A field left None is a feature not used: nothing of it is traced, so a run without them is the
+  program plain guidance compiles to.
+    scale: the guidance scale s (a scalar; with `schedule`, the step's own is used).
+    rescale: phi of guidance rescale (Lin et al. 2024), in the model's output space.
+    interval: (lo, hi) in the process's time: guided where lo <= t <= hi, plain conditional elsewhere.
+    schedule: [num_steps] scales, one per step.
+  """
+
+  scale: Any
+  rescale: Any = None
+  interval: Any = None
+  schedule: Any = None
+
+
+def _rescaled(guided, cond_out, phi):
+  """Lin et al. 2024: guided x std(cond) / std(guided), per sample over all non-batch axes, mixed by phi."""
+  axes = tuple(range(1, guided.ndim))
+  std_c = jnp.std(cond_out, axis=axes, keepdims=True)
+  std_g = jnp.std(guided, axis=axes, keepdims=True)
+  ratio = jnp.where(std_g > 0, std_c / jnp.where(std_g > 0, std_g, 1.0), 1.0)
+  return phi * (guided * ratio) + (1.0 - phi) * guided
+
+
+def _denoiser(model_fn, st: _Static, cond, uncond, guide: Guidance) -> Callable[..., Denoised]:
   """(x, t scalar, alpha, sigma, x_self_cond) -> Denoised: guidance, parameterisation, clipping."""
   channels = st.shape[-1]
   wants_var = st.sampler.uses_variance
+  scale = guide.scale
 
-  def raw(x, tb, x_sc):
+  def raw(x, tb, x_sc, t):
     kw = dict(cond)
     if st.self_condition:
       kw["x_self_cond"] = x_sc
@@ -152,6 +184,12 @@ def _denoiser(model_fn, st: _Static, cond, uncond, scale) -> Callable[..., Denoi
     out = model_fn(jnp.concatenate([x, x], axis=0), jnp.concatenate([tb, tb], axis=0), **both)
     c, u = jnp.split(out, 2, axis=0)
     mean = u[..., :channels] + scale * (c[..., :channels] - u[..., :channels])
+    if guide.rescale is not None:
+      mean = _rescaled(mean, c[..., :channels], guide.rescale)
+    if guide.interval is not None:  # a select, not a branch: both branches' outputs exist anyway
+      tf = jnp.asarray(t, jnp.float32)
+      inside = (tf >= guide.interval[0]) & (tf <= guide.interval[1])
+      mean = jnp.where(inside, mean, c[..., :channels])
     return jnp.concatenate([mean, c[..., channels:]], axis=-1)
 
   def denoise(x, t, alpha, sigma, x_sc):
@@ -159,7 +197,12 @@ def _denoiser(model_fn, st: _Static, cond, uncond, scale) -> Callable[..., Denoi
     net_in = x
     if st.prediction == "edm":
       net_in = edm_scalings(sigma / alpha, st.sigma_data)[2] * x / alpha
-    out = raw(net_in, tb, x_sc).astype(jnp.float32)
+    out = raw(net_in, tb, x_sc, t).astype(jnp.float32)
+    if out.shape[:-1] != x.shape[:-1] or out.shape[-1] not in (channels, 2 * channels):
+      raise ValueError(
+        f"model_fn returned shape {tuple(out.shape)} for an input of shape {tuple(x.shape)}: it must "
+        "return the input's shape (batch first; twice the channels with a learned variance)."
+      )
     if wants_var and out.shape[-1] != 2 * channels:
       raise ValueError(
         f"variance='learned_range' needs a model output with 2 x {channels} channels "
@@ -175,16 +218,20 @@ def _denoiser(model_fn, st: _Static, cond, uncond, scale) -> Callable[..., Denoi
   return denoise
 
 
-def _step_inputs(st: _Static, process, ts, prev, clean, max_orders) -> StepInput:
-  """Every step's levels as arrays (the scan's inputs), from the grid's times."""
+def _step_inputs(st: _Static, process, ts, prev, clean, max_orders, smp=None, schedule=None) -> StepInput:
+  """Every step's levels as arrays (the scan's inputs), from the grid's times (`smp`: the sampler
+  holding traced option values, default st.sampler; `schedule`: per-step guidance scales)."""
   proc = as_process(process)
+  smp = st.sampler if smp is None else smp
   a, s = proc.alpha_sigma(ts)
   a_n, s_n = proc.alpha_sigma(prev)
   a_n, s_n = jnp.where(clean, 1.0, a_n), jnp.where(clean, 0.0, s_n)
   if st.sampler.caps_top(proc) or st.prediction in ("eps", "edm"):  # both divide by alpha
     a = jnp.where(a > 0, a, TOP_ALPHA_FLOOR * s)  # only where alpha is exactly 0 (zero terminal SNR)
   n = ts.shape[0]
-  extra = st.sampler.prepare(a, s, a_n, s_n)
+  extra = smp.prepare(a, s, a_n, s_n)
+  if schedule is not None:
+    extra = {**extra, GUIDANCE_SCALE_KEY: jnp.asarray(schedule, jnp.float32)}
   return StepInput(
     index=jnp.arange(n),
     t=ts,
@@ -204,16 +251,27 @@ def _take(inputs: StepInput, i) -> StepInput:
   return jax.tree_util.tree_map(lambda a: a[i], inputs)
 
 
-def _sample_body(st: _Static, model_fn, process, ts, prev, clean, max_orders, key, x_init, cond, uncond, scale,
-                 inpaint):  # fmt: skip
+def _context(model_fn, st: _Static, proc, key, cond, uncond, guide: Guidance) -> Context:
+  """The steps' context; with a guidance schedule, each step's denoiser takes that step's scale."""
+  at_step = None
+  if guide.schedule is not None:
+
+    def at_step(inp: StepInput):
+      return _denoiser(model_fn, st, cond, uncond, guide._replace(scale=inp.extra[GUIDANCE_SCALE_KEY]))
+
+  return Context(_denoiser(model_fn, st, cond, uncond, guide), proc, key, st.integer, at_step)
+
+
+def _sample_body(st: _Static, model_fn, process, ts, prev, clean, max_orders, key, x_init, cond, uncond, guide,
+                 inpaint, values):  # fmt: skip
   proc = as_process(process)
   k_init, k_steps = jax.random.split(key)
   if x_init is None:
     x_init = proc.prior_std(ts[0].astype(jnp.float32)) * jax.random.normal(k_init, st.shape, jnp.float32)
   x = jnp.broadcast_to(jnp.asarray(x_init, jnp.float32), st.shape)
-  ctx = Context(_denoiser(model_fn, st, cond, uncond, scale), proc, k_steps, st.integer)
-  inputs = _step_inputs(st, proc, ts, prev, clean, max_orders)
-  smp = st.sampler
+  ctx = _context(model_fn, st, proc, k_steps, cond, uncond, guide)
+  smp = st.sampler.with_values(values)
+  inputs = _step_inputs(st, proc, ts, prev, clean, max_orders, smp, guide.schedule)
   state = State(x, jnp.zeros_like(x), smp.init(x))
   if inpaint is not None:
     state, ys, steps = run_inpaint(smp, ctx, state, inputs, inpaint, st)
@@ -221,7 +279,7 @@ def _sample_body(st: _Static, model_fn, process, ts, prev, clean, max_orders, ke
 
   def body(carry, inp):
     x_before = carry.x
-    carry, x0 = smp.step(ctx, carry, inp, False)
+    carry, x0 = smp.step(ctx.for_step(inp), carry, inp, False)
     return carry, ((x_before, x0) if st.return_trajectory else None)
 
   if not smp.split_final:
@@ -230,7 +288,8 @@ def _sample_body(st: _Static, model_fn, process, ts, prev, clean, max_orders, ke
   n = ts.shape[0]
   state, ys = jax.lax.scan(body, state, _take(inputs, slice(0, n - 1)))
   x_before = state.x
-  state, x0 = smp.step(ctx, state, _take(inputs, n - 1), True)
+  last = _take(inputs, n - 1)
+  state, x0 = smp.step(ctx.for_step(last), state, last, True)
   if st.return_trajectory:
     ys = (jnp.concatenate([ys[0], x_before[None]]), jnp.concatenate([ys[1], x0[None]]))
   return _finish(st, state.x, ys, ts)
@@ -261,20 +320,102 @@ def _as_pytree_fn(model_fn):
   return jax.tree_util.Partial(model_fn)
 
 
-def _check_cond(guidance_scale, cond, uncond):
-  guided = guidance_scale is not None
+def _check_shape(shape) -> tuple[int, ...]:
+  shape = tuple(int(s) for s in shape)
+  if len(shape) < 2 or shape[0] < 1:
+    raise ValueError(
+      f"shape must be (batch, *example_shape), e.g. (16, 2) for 2-D points or (16, 28, 28, 1) for "
+      f"images; got {shape}. For one example use batch 1: (1, *example_shape)."
+    )
+  return shape
+
+
+def _check_batch(name: str, kwargs: Mapping[str, Any], batch: int, guided: bool) -> None:
+  """Every conditioning array has the sample batch first (one entry per sample)."""
+  for path, leaf in jax.tree_util.tree_flatten_with_path(kwargs)[0]:
+    where = f"{name}{jax.tree_util.keystr(path)}"
+    shape = tuple(np.shape(leaf))
+    if not shape:
+      if guided:
+        raise ValueError(
+          f"{where} is a scalar; with guidance every conditioning entry needs the batch axis "
+          f"first (length {batch}, one per sample), so that [cond; uncond] can be stacked."
+        )
+      continue
+    if shape[0] != batch:
+      raise ValueError(
+        f"{where} has shape {shape}, but the sample batch (shape[0]) is {batch}: conditioning "
+        f"arrays need one entry per sample along axis 0 (e.g. labels of shape ({batch},))."
+      )
+
+
+def _scalar(name: str, value, lo: float | None = None, hi: float | None = None):
+  """A float32 scalar argument of the program, its concrete value checked (traced ones pass)."""
+  if np.shape(value) != ():
+    raise ValueError(f"{name} must be a scalar, got shape {np.shape(value)}.")
+  if not isinstance(value, jax.core.Tracer):
+    v = float(np.asarray(value, np.float64))
+    if not np.isfinite(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
+      rng = "" if lo is None else f" in [{lo}, {hi}]" if hi is not None else f" >= {lo}"
+      raise ValueError(f"{name} must be a finite number{rng}, got {value!r}.")
+  return jnp.asarray(value, jnp.float32)
+
+
+def _check_cond(
+  guidance_scale, cond, uncond, shape=None, *, rescale=None, interval=None, schedule=None, num_steps=None
+):
+  """(guided, cond, uncond, Guidance): the conditioning and guidance arguments, checked before tracing."""
+  if guidance_scale is not None and schedule is not None:
+    raise ValueError("give either guidance_scale or guidance_schedule (a scale per step), not both.")
+  guided = guidance_scale is not None or schedule is not None
+  what = "guidance_scale" if schedule is None else "guidance_schedule"
   if guided and uncond is None:
     raise ValueError(
-      "guidance_scale needs `uncond`: the model kwargs of the unconditional branch "
+      f"{what} needs `uncond`: the model kwargs of the unconditional branch "
       "(for class-conditional models {'y': full(batch, num_classes)})."
     )
+  if not guided:
+    for name, v in (("guidance_rescale", rescale), ("guidance_interval", interval)):
+      if v is not None:
+        raise ValueError(
+          f"{name} modifies classifier-free guidance: also pass guidance_scale (or guidance_schedule) and uncond."
+        )
   cond, uncond = dict(cond or {}), dict(uncond or {})
   if guided and set(uncond) - set(cond):
     raise ValueError(
       f"uncond has entries {sorted(set(uncond) - set(cond))} that cond lacks; give both "
       "branches the same keyword arguments (entries only in cond are shared)."
     )
-  return guided, cond, uncond
+  if shape is not None:
+    _check_batch("cond", cond, shape[0], guided)
+    _check_batch("uncond", uncond, shape[0], guided)
+  scale = _scalar("guidance_scale", guidance_scale) if guidance_scale is not None else jnp.float32(1.0)
+  guide = Guidance(scale)
+  if rescale is not None:
+    guide = guide._replace(rescale=_scalar("guidance_rescale", rescale, 0.0, 1.0))
+  if interval is not None:
+    pair = (
+      isinstance(interval, (tuple, list)) and len(interval) == 2 and all(np.shape(v) == () for v in interval)
+    )
+    if not (pair or np.shape(interval) == (2,)):
+      raise ValueError(f"guidance_interval must be a pair (lo, hi) in the process's time, got {interval!r}.")
+    if not isinstance(interval, jax.core.Tracer) and not any(
+      isinstance(v, jax.core.Tracer) for v in interval
+    ):
+      lo, hi = (float(np.asarray(v, np.float64)) for v in interval)
+      if np.isnan(lo) or np.isnan(hi) or lo > hi:
+        raise ValueError(f"guidance_interval=(lo, hi) needs lo <= hi, got {tuple(interval)!r}.")
+    guide = guide._replace(interval=jnp.stack([jnp.asarray(v, jnp.float32) for v in interval]))
+  if schedule is not None:
+    shp = np.shape(schedule)
+    if len(shp) != 1 or (num_steps is not None and shp[0] != num_steps):
+      raise ValueError(f"guidance_schedule must hold one scale per step ({num_steps}), got shape {shp}.")
+    if not isinstance(schedule, jax.core.Tracer) and not np.all(
+      np.isfinite(np.asarray(schedule, np.float64))
+    ):
+      raise ValueError("guidance_schedule contains NaN or Inf.")
+    guide = guide._replace(schedule=jnp.asarray(schedule, jnp.float32))
+  return guided, cond, uncond, guide
 
 
 def _static(
@@ -311,6 +452,9 @@ def sample(
   guidance_scale: float | None = None,
   cond: Mapping[str, Any] | None = None,
   uncond: Mapping[str, Any] | None = None,
+  guidance_rescale: float | None = None,
+  guidance_interval: tuple[float, float] | None = None,
+  guidance_schedule: Any = None,
   return_trajectory: bool = False,
   self_condition: bool = False,
   sigma_data: float | None = None,
@@ -343,7 +487,17 @@ def sample(
       batched call on [cond; uncond]. Needs `uncond` (e.g. {"y": null labels}).
     cond / uncond: keyword arguments of model_fn for the conditional / unconditional branch. An
       entry of `cond` that `uncond` leaves out is shared by both branches (e.g. `x_cond`);
-      arrays of any rank are stacked along the batch axis.
+      arrays of any rank, batch first (shape[0] entries), are stacked along the batch axis.
+    guidance_rescale: phi in [0, 1] (Lin et al. 2024): the guided output g is rescaled to the
+      conditional output's std per sample, g' = phi g std(cond)/std(g) + (1 - phi) g, in the
+      model's output space (`prediction`: eps, v, x0, flow velocity or EDM's F), as diffusers'
+      rescale_noise_cfg does. None: off (0 gives plain guidance at the cost of two reductions).
+    guidance_interval: (lo, hi) in the process's time (Kynkaenniemi et al. 2024): guidance only at
+      model evaluations with lo <= t <= hi, the plain conditional output elsewhere (a select,
+      no branch: the batched call is the same).
+    guidance_schedule: one scale per step ([num_steps], step 0 the noisiest), instead of
+      guidance_scale. All three are arguments of the compiled program (new values do not
+      recompile, and may be traced); unused, they add nothing to it.
     self_condition: feed the previous step's x0 prediction as `x_self_cond`.
     sigma_data: EDM's sigma_data for prediction="edm" (default: the process's, else 0.5).
     return_trajectory: also return {"x": x before each step and the final sample, "x0": x0
@@ -359,11 +513,14 @@ def sample(
   """
   smp = make_sampler(sampler, **options)
   proc = as_process(process)
-  shape = tuple(int(s) for s in shape)
+  shape = _check_shape(shape)
   if x_init is not None and tuple(jnp.shape(x_init)) != shape:
     raise ValueError(f"x_init has shape {tuple(jnp.shape(x_init))}, expected {shape}.")
-  guided, cond, uncond = _check_cond(guidance_scale, cond, uncond)
   grid = plan_grid(proc, smp, num_steps, ts, spacing)
+  guided, cond, uncond, guide = _check_cond(
+    guidance_scale, cond, uncond, shape, rescale=guidance_rescale, interval=guidance_interval,
+    schedule=guidance_schedule, num_steps=len(grid.ts),
+  )  # fmt: skip
   name = sampler if isinstance(sampler, str) else smp.name
   inpaint = inpaint_arrays(inpaint_mask, inpaint_known, shape, name)
   for label, v in (("repaint_resample", repaint_resample), ("repaint_jump", repaint_jump)):
@@ -379,11 +536,11 @@ def sample(
     smp, proc, shape, prediction, sigma_data, clip_x0, guided, self_condition, return_trajectory, grid,
     repaint_resample=int(repaint_resample), repaint_jump=int(repaint_jump), paste_known=bool(paste_known),
   )  # fmt: skip
-  scale = jnp.asarray(guidance_scale if guided else 1.0, jnp.float32)
   t_arr, prev, clean, orders = _grid_arrays(grid)
   return _SAMPLE(
-    st, _as_pytree_fn(model_fn), proc, t_arr, prev, clean, orders, key, x_init, cond, uncond, scale, inpaint
-  )
+    st, _as_pytree_fn(model_fn), proc, t_arr, prev, clean, orders, key, x_init, cond, uncond, guide, inpaint,
+    smp.traced,
+  )  # fmt: skip
 
 
 class LoopState(NamedTuple):
@@ -423,23 +580,29 @@ class Stepper:
     guidance_scale: float | None = None,
     cond: Mapping[str, Any] | None = None,
     uncond: Mapping[str, Any] | None = None,
+    guidance_rescale: float | None = None,
+    guidance_interval: tuple[float, float] | None = None,
+    guidance_schedule: Any = None,
     self_condition: bool = False,
     sigma_data: float | None = None,
     **options: Any,
   ):
     self.sampler = make_sampler(sampler, **options)
     self.process = as_process(process)
-    self.shape = tuple(int(s) for s in shape)
-    guided, cond, uncond = _check_cond(guidance_scale, cond, uncond)
+    self.shape = _check_shape(shape)
     self.grid = plan_grid(self.process, self.sampler, num_steps, ts, spacing)
+    guided, cond, uncond, guide = _check_cond(
+      guidance_scale, cond, uncond, self.shape, rescale=guidance_rescale, interval=guidance_interval,
+      schedule=guidance_schedule, num_steps=len(self.grid.ts),
+    )  # fmt: skip
     self._st = _static(
       self.sampler, self.process, self.shape, prediction, sigma_data, clip_x0, guided, self_condition, False,
       self.grid,
     )  # fmt: skip
-    scale = jnp.asarray(guidance_scale if guided else 1.0, jnp.float32)
-    self._denoise = _denoiser(model_fn, self._st, cond, uncond, scale)
+    self._smp = self.sampler.with_values(self.sampler.traced)
+    self._ctx = _context(_as_pytree_fn(model_fn), self._st, self.process, None, cond, uncond, guide)
     t_arr, prev, clean, orders = _grid_arrays(self.grid)
-    self._inputs = _step_inputs(self._st, self.process, t_arr, prev, clean, orders)
+    self._inputs = _step_inputs(self._st, self.process, t_arr, prev, clean, orders, self._smp, guide.schedule)
 
   @property
   def num_steps(self) -> int:
@@ -455,14 +618,15 @@ class Stepper:
       t0 = jnp.asarray(self.grid.ts[0], jnp.float32)
       x_init = self.process.prior_std(t0) * jax.random.normal(k_init, self.shape, jnp.float32)
     x = jnp.asarray(x_init, jnp.float32)
-    return LoopState(x, jnp.zeros_like(x), self.sampler.init(x), k_steps)
+    return LoopState(x, jnp.zeros_like(x), self._smp.init(x), k_steps)
 
   def step(self, state: LoopState, i: int) -> LoopState:
     """Step i (0-based) of the grid: from its level to the next (the last lands on clean data)."""
     i = int(i)
     if not 0 <= i < self.num_steps:
       raise IndexError(f"step {i} is outside 0..{self.num_steps - 1}.")
-    ctx = Context(self._denoise, self.process, state.key, self._st.integer)
+    inp = _take(self._inputs, i)
+    ctx = self._ctx._replace(key=state.key).for_step(inp)
     final = self.sampler.split_final and i == self.num_steps - 1
-    new, _ = self.sampler.step(ctx, State(state.x, state.x0, state.aux), _take(self._inputs, i), final)
+    new, _ = self._smp.step(ctx, State(state.x, state.x0, state.aux), inp, final)
     return LoopState(new.x, new.x0, new.aux, state.key)

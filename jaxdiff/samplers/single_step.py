@@ -14,11 +14,13 @@ import jax.numpy as jnp
 from jaxdiff.processes import FRAMES
 from jaxdiff.samplers.base import (
   NOISE_STREAM_CHURN,
+  TRACED,
   Context,
   Sampler,
   State,
   StepInput,
   ddim_update,
+  is_traced,
   register,
 )
 
@@ -92,18 +94,29 @@ class DDIM(Sampler):
 
   name = "ddim"
   options = {"eta": 0.0}
+  traceable = ("eta",)
+  invertible = True
   finite_top = False
   stride_steps = True
 
   def check_options(self):
     eta = self.opts["eta"]
+    if eta is TRACED:
+      return
     if not (isinstance(eta, (int, float)) and eta >= 0 and math.isfinite(eta)):
       raise ValueError(f"eta must be a finite number >= 0, got {eta!r}.")
 
+  def check_invertible(self):
+    if is_traced(self.opts["eta"]) or self.opts["eta"] != 0:
+      raise ValueError(
+        f"ddim with eta={self.opts['eta']!r} is stochastic and cannot be inverted; invert with eta=0 "
+        "(a Python number)."
+      )
+
   def step(self, ctx, state, inp, final):
     d = ctx.denoise(state.x, inp.t, inp.alpha, inp.sigma, state.x0)
-    eta = float(self.opts["eta"])
-    if eta == 0:
+    eta = self.opts["eta"]  # a Python number, or a traced value inside the compiled program
+    if not is_traced(eta) and eta == 0:
       return State(ddim_update(inp.alpha_next, inp.sigma_next, d.x0, d.eps), d.x0, state.aux), d.x0
     shrink = inp.alpha * inp.sigma_next / (inp.alpha_next * inp.sigma)
     noise_std = eta * inp.sigma_next * jnp.sqrt(jnp.maximum(1.0 - jnp.square(shrink), 0.0))
@@ -118,9 +131,24 @@ class _Churn(Sampler):
   integer grid the raised level snaps to the nearest timestep (in log sigma) at or above t."""
 
   churn_options = {"s_churn": 0.0, "s_tmin": 0.0, "s_tmax": float("inf"), "s_noise": 1.0}
+  traceable = ("s_churn", "s_tmin", "s_tmax", "s_noise")
+  invertible = True
+
+  def _no_churn(self) -> bool:
+    """Whether the churn is statically off (s_churn a Python 0)."""
+    return not is_traced(self.opts["s_churn"]) and self.opts["s_churn"] <= 0
+
+  def check_invertible(self):
+    if not self._no_churn():
+      raise ValueError(
+        f"{self.name} with s_churn={self.opts['s_churn']!r} is stochastic and cannot be inverted; "
+        "invert with s_churn=0."
+      )
 
   def check_options(self):
     for k in ("s_churn", "s_tmin", "s_noise"):
+      if self.opts[k] is TRACED:
+        continue
       if not self.opts[k] >= 0:
         raise ValueError(f"{k} must be >= 0, got {self.opts[k]!r}.")
     frame = self.opts.get("frame")
@@ -129,14 +157,19 @@ class _Churn(Sampler):
 
   def prepare(self, alpha, sigma, alpha_next, sigma_next):
     n = alpha.shape[0]
-    return {"gamma": jnp.full((n,), min(self.opts["s_churn"] / n, math.sqrt(2.0) - 1.0), jnp.float32)}
+    s_churn = self.opts["s_churn"]
+    if is_traced(s_churn):
+      gamma = jnp.minimum(s_churn / n, math.sqrt(2.0) - 1.0)
+    else:
+      gamma = min(s_churn / n, math.sqrt(2.0) - 1.0)
+    return {"gamma": jnp.full((n,), gamma, jnp.float32)}
 
   def caps_top(self, process):
-    return self.opts["s_churn"] > 0  # the churn raises sigma/alpha
+    return not self._no_churn()  # the churn raises sigma/alpha
 
   def churn(self, ctx: Context, x, inp: StepInput):
     """(x_hat, t_hat, alpha_hat, sigma_hat): the state re-noised to the raised level."""
-    if self.opts["s_churn"] <= 0:
+    if self._no_churn():
       return x, inp.t, inp.alpha, inp.sigma
     ratio = inp.sigma / inp.alpha
     inside = (ratio >= self.opts["s_tmin"]) & (ratio <= self.opts["s_tmax"])
@@ -221,9 +254,12 @@ class EulerAncestral(Sampler):
 
   name = "euler_ancestral"
   options = {"eta": 1.0, "s_noise": 1.0}
+  traceable = ("eta", "s_noise")
 
   def check_options(self):
     for k in ("eta", "s_noise"):
+      if self.opts[k] is TRACED:
+        continue
       if not (isinstance(self.opts[k], (int, float)) and self.opts[k] >= 0):
         raise ValueError(f"{k} must be a number >= 0, got {self.opts[k]!r}.")
 
