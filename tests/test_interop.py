@@ -22,13 +22,17 @@ diffusers = pytest.importorskip("diffusers")
 from jaxdiff import schedules  # noqa: E402
 from jaxdiff.bulk.restore import restore_model  # noqa: E402
 from jaxdiff.configs import with_defaults  # noqa: E402
-from jaxdiff.errors import ConfigError, WorkdirError  # noqa: E402
+from jaxdiff.errors import CheckpointError, ConfigError, WorkdirError  # noqa: E402
 from jaxdiff.generation import sample_from_config  # noqa: E402
 from jaxdiff.interop import (  # noqa: E402
   DDPM_CONFIGS,
   config_to_scheduler,
+  dit_model_config,
+  export_workdir,
   import_diffusers,
+  load_diffusers_dit,
   load_diffusers_unet,
+  save_diffusers_dit,
   save_diffusers_unet,
   scheduler_overrides,
   unet_model_config,
@@ -193,6 +197,10 @@ def test_jaxdiff_unet_saves_for_diffusers(tmp_path):
   )
   got = np.asarray(jax.jit(model.apply)(params, x, t, y)).transpose(0, 3, 1, 2)
   assert _max_diff(got, want) < 2e-5, _max_diff(got, want)
+  # and back: the same jaxdiff UNet, its trained null class (label 3) in place
+  again, variables = load_diffusers_unet(str(tmp_path / "unet"))
+  assert again.num_classes == 3 and again.attention_levels == (1,) and again.head_dim == 16
+  jax.tree_util.tree_map(np.testing.assert_array_equal, variables["params"], jax.device_get(params["params"]))
 
 
 @pytest.mark.parametrize("name", sorted(DDPM_CONFIGS))
@@ -448,3 +456,123 @@ def test_import_refuses_existing_run_and_missing_size(tmp_path):
   os.makedirs(tmp_path / "wd2" / "checkpoints")
   with pytest.raises(WorkdirError):
     import_diffusers(str(tmp_path / "unet"), str(tmp_path / "wd2"), image_size=8)
+
+
+# ---------------------------------------------------------------- DiT
+
+DIT_TINY = dict(
+  num_attention_heads=2,
+  attention_head_dim=16,
+  in_channels=3,
+  out_channels=6,
+  num_layers=2,
+  sample_size=8,
+  patch_size=2,
+  num_embeds_ada_norm=5,
+)
+
+
+def _diffusers_dit(seed: int = 0, tie: bool = True, **kw):
+  """A DiTTransformer2DModel with perturbed weights; `tie` gives every block block 0's time / class
+  embedders, as in every converted DiT checkpoint."""
+  torch.manual_seed(seed)
+  m = diffusers.DiTTransformer2DModel(**{**DIT_TINY, **kw}).eval()
+  with torch.no_grad():
+    for p in m.parameters():
+      p.add_(0.1 * torch.randn_like(p))
+    if tie:
+      sd = m.state_dict()
+      for k in sd:
+        if ".norm1.emb." in k and not k.startswith("transformer_blocks.0."):
+          sd[k].copy_(sd["transformer_blocks.0." + k.split(".", 2)[2]])
+  return m
+
+
+def _dit_inputs(m, batch: int = 3):
+  g = torch.Generator().manual_seed(1)
+  x = torch.randn(batch, m.config.in_channels, m.config.sample_size, m.config.sample_size, generator=g)
+  return x, torch.tensor([0, 417, 999][:batch]), torch.arange(batch) % (m.config.num_embeds_ada_norm + 1)
+
+
+# The DiT's 256 sinusoid frequencies, computed by XLA's and torch's float32 exp, differ by an ulp here
+# and there; times up to 999 turn that into ~1e-5 relative at the output (see jaxdiff.interop.dit).
+DIT_RTOL = 3e-5
+
+
+@pytest.mark.parametrize("norm_eps", [1e-5, 1e-6])
+def test_dit_round_trip_matches_diffusers(norm_eps, tmp_path):
+  m = _diffusers_dit(norm_eps=norm_eps)
+  m.save_pretrained(tmp_path / "src")
+  model, variables = load_diffusers_dit(str(tmp_path / "src"))
+  assert model.learn_sigma and model.num_classes == 5 and model.hidden_size == 32
+  x, t, y = _dit_inputs(m)  # y includes the null class 5
+  want = _torch_out(m, x, t, y)
+  got = _jax_out(model, variables, x, t, y)
+  assert _max_diff(got, want) < DIT_RTOL * np.abs(want).max(), (_max_diff(got, want), np.abs(want).max())
+  save_diffusers_dit(model, variables, str(tmp_path / "back"), sample_size=8)
+  back = diffusers.DiTTransformer2DModel.from_pretrained(str(tmp_path / "back")).eval()
+  src, dst = m.state_dict(), back.state_dict()
+  assert sorted(src) == sorted(dst)
+  for k in src:
+    np.testing.assert_array_equal(src[k].numpy(), dst[k].numpy(), err_msg=k)
+  assert back.config.norm_eps == 1e-6  # jaxdiff's LayerNorm epsilon
+  # the saved model and jaxdiff's now agree as closely as the embedding's float32 noise allows
+  assert _max_diff(_torch_out(back, x, t, y), got) < DIT_RTOL * np.abs(want).max()
+
+
+def test_jaxdiff_dit_saves_for_diffusers(tmp_path):
+  """An unconditional jaxdiff DiT becomes a DiTTransformer2DModel with a zero class table."""
+  model = create_model(
+    {
+      "model": dict(
+        name="dit", patch_size=2, hidden_size=32, depth=2, num_heads=4, in_channels=2, learn_sigma=True
+      )
+    }
+  )
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 4, 4, 2)), jnp.float32)
+  t = jnp.array([5, 900])
+  rng = np.random.default_rng(1)
+  abstract = jax.eval_shape(model.init, jax.random.key(0), x, t)
+  params = jax.tree_util.tree_map(
+    lambda a: jnp.asarray(0.2 * rng.standard_normal(a.shape), a.dtype), abstract
+  )
+  save_diffusers_dit(model, params, str(tmp_path / "dit"), sample_size=4)
+  m = diffusers.DiTTransformer2DModel.from_pretrained(str(tmp_path / "dit")).eval()
+  assert m.config.num_embeds_ada_norm == 1 and m.config.out_channels == 4
+  xt = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2))
+  want = _torch_out(m, xt, torch.tensor(np.asarray(t)), torch.zeros(2, dtype=torch.long))
+  got = np.asarray(jax.jit(model.apply)(params, x, t)).transpose(0, 3, 1, 2)
+  assert _max_diff(got, want) < DIT_RTOL * np.abs(want).max()
+
+
+def test_dit_refusals(tmp_path):
+  m = _diffusers_dit(tie=False)
+  m.save_pretrained(tmp_path)
+  with pytest.raises(CheckpointError, match="norm1.emb"):
+    load_diffusers_dit(str(tmp_path))
+  for field, value in [
+    ("activation_fn", "geglu"),
+    ("norm_type", "ada_norm"),
+    ("norm_elementwise_affine", True),
+    ("attention_bias", False),
+    ("num_embeds_ada_norm", None),
+    ("caption_channels", 4096),
+  ]:
+    with pytest.raises(ConfigError, match=field):
+      dit_model_config({**DIT_TINY, field: value})
+  dit = create_model(
+    {"model": dict(name="dit", patch_size=2, hidden_size=32, depth=1, num_heads=2, mlp_ratio=2.0)}
+  )
+  with pytest.raises(ConfigError, match="mlp_ratio"):
+    save_diffusers_dit(dit, {"params": {}}, str(tmp_path / "x"))
+
+
+def test_dit_folder_imports_and_exports(tmp_path):
+  m = _diffusers_dit()
+  m.save_pretrained(tmp_path / "dit")
+  config = import_diffusers(str(tmp_path / "dit"), str(tmp_path / "wd"))
+  assert config.model.name == "dit" and config.data.image_size == 8 and config.data.channels == 3
+  export_workdir(str(tmp_path / "wd"), str(tmp_path / "out"))
+  back = diffusers.DiTTransformer2DModel.from_pretrained(str(tmp_path / "out" / "transformer"))
+  for k, v in m.state_dict().items():
+    np.testing.assert_array_equal(back.state_dict()[k].numpy(), v.numpy(), err_msg=k)

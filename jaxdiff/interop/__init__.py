@@ -7,6 +7,7 @@ models, diffusers scheduler configs <-> jaxdiff config fields, whole pipelines <
     python -m jaxdiff.interop export WORKDIR OUT_DIR                   # a DDPMPipeline / DDIMPipeline folder
 """
 
+from jaxdiff.interop.dit import dit_model_config, load_diffusers_dit, save_diffusers_dit
 from jaxdiff.interop.scheduler import config_to_scheduler, scheduler_overrides
 from jaxdiff.interop.unet import DDPM_CONFIGS, load_diffusers_unet, save_diffusers_unet, unet_model_config
 from jaxdiff.interop.workdir import export_workdir, import_diffusers
@@ -16,6 +17,9 @@ __all__ = [
   "load_diffusers_unet",
   "save_diffusers_unet",
   "unet_model_config",
+  "load_diffusers_dit",
+  "save_diffusers_dit",
+  "dit_model_config",
   "scheduler_overrides",
   "config_to_scheduler",
   "import_diffusers",

@@ -19,7 +19,8 @@ Class labels: jaxdiff reserves the label ``num_classes`` for the null class of c
 guidance. A diffusers table of ``num_class_embeds`` rows loads as ``num_classes =
 num_class_embeds`` plus a zero null row (the null label adds nothing to the time embedding);
 saving drops a null row that is zero and otherwise keeps it as label ``num_classes`` (then
-``num_class_embeds = num_classes + 1``).
+``num_class_embeds = num_classes + 1``, and the private config key ``_jaxdiff_null_class``, which
+diffusers ignores, tells ``load_diffusers_unet`` that the last row is the null class again).
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ DDPM_CONFIGS: dict[str, dict[str, Any]] = {
   "google/ddpm-church-256": _DDPM_256,
 }
 
+NULL_CLASS_KEY = "_jaxdiff_null_class"  # config.json: the class table's last row is the null class
 _DOWN = {"DownBlock2D": False, "AttnDownBlock2D": True}  # block type -> has attention
 _UP = {"UpBlock2D": False, "AttnUpBlock2D": True}
 # Every UNet2DModel config key this module reads; any other key with a value is refused.
@@ -229,6 +231,8 @@ def unet_model_config(config: dict[str, Any]) -> dict[str, Any]:
         raise _refuse("attention_head_dim", head_dim, f"must divide the {w} channels of an attention block")
   emb_dim = c["time_embedding_dim"]
   num_classes = c["num_class_embeds"]
+  if num_classes is not None and config.get(NULL_CLASS_KEY):
+    num_classes = int(num_classes) - 1  # the last row is jaxdiff's (trained) null class
   padding = int(c["downsample_padding"])
   if padding not in (0, 1):
     raise _refuse("downsample_padding", padding, "supported: 0 (bottom/right only) or 1")
@@ -395,7 +399,7 @@ def unet_params_from_diffusers(model: UNet, tensors: dict[str, np.ndarray]) -> d
     if key not in tensors:
       raise CheckpointError(f"the diffusers weights have no {key} (needed for jaxdiff's {'/'.join(path)})")
     value = _to_jax(key, tensors[key], leaf.shape)
-    if path[0] == "label_embed":  # + the null class's row: zeros (no class embedding)
+    if path[0] == "label_embed" and value.shape[0] == leaf.shape[0] - 1:  # + a zero null-class row
       value = np.concatenate([value, np.zeros((1, value.shape[1]), np.float32)], axis=0)
     if value.shape != leaf.shape:
       raise CheckpointError(
@@ -476,9 +480,13 @@ def unet_to_diffusers_config(model: UNet, params: dict, sample_size: int | None 
   if label is not None:
     num_class_embeds = model.num_classes + (0 if not np.any(np.asarray(label)[-1]) else 1)
   emb_width = int(np.shape(params["time_embed"]["dense_0"]["kernel"])[1])
+  extra = (
+    {NULL_CLASS_KEY: True} if num_class_embeds is not None and num_class_embeds > model.num_classes else {}
+  )
   return {
     "_class_name": "UNet2DModel",
     "_diffusers_version": DIFFUSERS_VERSION,
+    **extra,
     "sample_size": sample_size,
     "in_channels": int(np.shape(params["conv_in"]["kernel"])[2]),
     "out_channels": int(np.shape(params["conv_out"]["kernel"])[3]),

@@ -24,10 +24,11 @@ from jaxdiff.bulk.restore import restore_model
 from jaxdiff.config_utils import validate_config
 from jaxdiff.configs import default
 from jaxdiff.errors import ConfigError, WorkdirError
+from jaxdiff.interop.dit import dit_model_config, dit_params_from_diffusers, save_diffusers_dit
 from jaxdiff.interop.files import CONFIG_NAME, DIFFUSERS_VERSION, read_json, read_model_folder, write_json
 from jaxdiff.interop.scheduler import config_to_scheduler, scheduler_overrides
 from jaxdiff.interop.unet import save_diffusers_unet, unet_model_config, unet_params_from_diffusers
-from jaxdiff.models import UNet, create_model
+from jaxdiff.models import DiT, UNet, create_model
 from jaxdiff.training.checkpoints import Checkpointer, save_config
 from jaxdiff.training.state import TrainState, create_optimizer
 
@@ -81,12 +82,16 @@ def import_diffusers(
   and ``scheduler/``, or a bare ``UNet2DModel`` folder); returns its config. ``data`` names the
   training data set for fine-tuning (``config.data.name``; default: the package default), and
   ``image_size`` is needed when the model's config has no ``sample_size``. Without a scheduler the
-  chain is the package default (DDPM's linear betas). Refuses a workdir that already holds a run."""
+  chain is the package default (DDPM's linear betas). A ``DiTTransformer2DModel`` folder (or a
+  pipeline's ``transformer/``) becomes a DiT workdir in its latent space (jaxdiff has no VAE).
+  Refuses a workdir that already holds a run."""
   if fileio.exists(fileio.join(workdir, "config.json")) or fileio.exists(fileio.join(workdir, "checkpoints")):
     raise WorkdirError(f"{workdir} already holds a run (config.json / checkpoints); give a new WORKDIR.")
   model_dir, sched_path = _find_parts(src)
   model_cfg, tensors = read_model_folder(model_dir)
-  fields = unet_model_config(model_cfg)
+  is_dit = model_cfg.get("_class_name") in ("DiTTransformer2DModel", "Transformer2DModel")
+  fields = dit_model_config(model_cfg) if is_dit else unet_model_config(model_cfg)
+  from_diffusers = dit_params_from_diffusers if is_dit else unet_params_from_diffusers
   size = image_size or model_cfg.get("sample_size")
   if isinstance(size, (list, tuple)):
     if len(set(size)) != 1:
@@ -111,7 +116,7 @@ def import_diffusers(
   validate_config(config)
 
   model = create_model(config)
-  params = jax.tree_util.tree_map(jnp.asarray, unet_params_from_diffusers(model, tensors))
+  params = jax.tree_util.tree_map(jnp.asarray, from_diffusers(model, tensors))
   tx, _ = create_optimizer(config)
   state = TrainState.create(
     apply_fn=model.apply, params=params, tx=tx, ema_params=jax.tree_util.tree_map(jnp.copy, params)
@@ -130,16 +135,22 @@ def import_diffusers(
 def export_workdir(workdir: str, out: str, *, params: str = "ema", step: int | None = None) -> str:
   """Write the model of a jaxdiff workdir (newest checkpoint, or `step`; EMA or raw `params`) as a
   diffusers pipeline folder `out`: ``unet/`` (UNet2DModel), ``scheduler/`` (DDPMScheduler for the
-  ddpm sampler, else DDIMScheduler) and ``model_index.json`` (``DDPMPipeline`` / ``DDIMPipeline``)."""
+  ddpm sampler, else DDIMScheduler) and ``model_index.json`` (``DDPMPipeline`` / ``DDIMPipeline``).
+  A DiT workdir gives ``transformer/`` (DiTTransformer2DModel) and ``scheduler/`` only (a
+  DiTPipeline also needs its VAE)."""
   config, model, _, weights, _ = restore_model(workdir, params=params, step=step)
-  if not isinstance(model, UNet):
-    raise ConfigError(f"config.model.name={config.model.name!r}: only UNets export as a diffusers pipeline")
+  if not isinstance(model, (UNet, DiT)):
+    raise ConfigError(f"config.model.name={config.model.name!r}: only UNets and DiTs export to diffusers")
   scheduler = config_to_scheduler(config)
-  save_diffusers_unet(
-    model, {"params": weights}, fileio.join(out, "unet"), sample_size=int(config.data.image_size)
-  )
+  size = int(config.data.image_size)
+  if isinstance(model, DiT):  # a latent-space transformer: no pipeline without a VAE
+    save_diffusers_dit(model, {"params": weights}, fileio.join(out, "transformer"), sample_size=size)
+  else:
+    save_diffusers_unet(model, {"params": weights}, fileio.join(out, "unet"), sample_size=size)
   fileio.makedirs(fileio.join(out, "scheduler"))
   write_json(fileio.join(out, "scheduler", SCHEDULER_NAME), scheduler)
+  if isinstance(model, DiT):
+    return os.fspath(out)
   pipeline = "DDPMPipeline" if scheduler["_class_name"] == "DDPMScheduler" else "DDIMPipeline"
   index: dict[str, Any] = {
     "_class_name": pipeline,
