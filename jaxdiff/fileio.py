@@ -148,14 +148,19 @@ def remove(path: str | os.PathLike) -> None:
   os.remove(_local(path))
 
 
-def rmtree(path: str | os.PathLike) -> None:
-  """Delete a folder and everything in it (nothing if it does not exist)."""
+def rmtree(path: str | os.PathLike, ignore_errors: bool = True) -> None:
+  """Delete a folder and everything in it (nothing if it does not exist); errors are ignored
+  unless `ignore_errors=False`, as `shutil.rmtree`."""
   if is_url(path):
     fs, inner = filesystem(os.fspath(path))
-    if fs.exists(inner):
-      fs.rm(inner, recursive=True)
+    try:
+      if fs.exists(inner):
+        fs.rm(inner, recursive=True)
+    except OSError:
+      if not ignore_errors:
+        raise
     return
-  shutil.rmtree(_local(path), ignore_errors=True)
+  shutil.rmtree(_local(path), ignore_errors=ignore_errors)
 
 
 def getsize(path: str | os.PathLike) -> int:
