@@ -576,3 +576,14 @@ def test_dit_folder_imports_and_exports(tmp_path):
   back = diffusers.DiTTransformer2DModel.from_pretrained(str(tmp_path / "out" / "transformer"))
   for k, v in m.state_dict().items():
     np.testing.assert_array_equal(back.state_dict()[k].numpy(), v.numpy(), err_msg=k)
+
+
+def test_sigmoid_chain_exports_only_as_ddpm():
+  config = with_defaults({"diffusion": {"schedule": "sigmoid"}})
+  with pytest.raises(ConfigError, match="sigmoid"):
+    config_to_scheduler(config)
+  config.sample.sampler = "ddpm"
+  sched = diffusers.DDPMScheduler.from_config(config_to_scheduler(config))
+  d = config.diffusion
+  ours = schedules.get_schedule("sigmoid", d.num_timesteps, beta_start=d.beta_start, beta_end=d.beta_end)
+  np.testing.assert_allclose(np.asarray(ours.betas), sched.betas.numpy(), rtol=2e-6, atol=1e-9)

@@ -140,6 +140,11 @@ def config_to_scheduler(config: Any) -> dict[str, Any]:
   if d.prediction not in preds:
     raise ConfigError(f"config.diffusion.prediction={d.prediction!r} has no diffusers prediction_type")
   ddpm = s.sampler == "ddpm"
+  if d.schedule == "sigmoid" and not ddpm:
+    raise ConfigError(
+      "config.diffusion.schedule='sigmoid' exists only in diffusers' DDPMScheduler, which needs "
+      f"config.sample.sampler='ddpm' (got {s.sampler!r})"
+    )
   if s.spacing not in _SPACINGS:
     raise ConfigError(f"config.sample.spacing={s.spacing!r} has no diffusers timestep_spacing")
   out = {
