@@ -4,14 +4,16 @@ Only flags here; the work is `jaxdiff.training.train(config, workdir)`. Override
 field with --config.<section>.<field>=value. Running again with the same workdir resumes.
 """
 
+import errno
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxdiff import parallel
 from jaxdiff.config_utils import parse_flags
-from jaxdiff.errors import LEGACY_USER_ERRORS, run_cli
+from jaxdiff.errors import LEGACY_USER_ERRORS, WorkdirError, run_cli
 from jaxdiff.parallel import define_process_flags
 from jaxdiff.training import train
 
@@ -28,13 +30,36 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def _train(_argv) -> None:
   _INIT_PROCESSES()
-  train(_CONFIG.value, _WORKDIR.value)
+  try:
+    train(_CONFIG.value, _WORKDIR.value)
+  except OSError as e:
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+      raise
+    raise WorkdirError(
+      f"{e.filename or _WORKDIR.value}: {e.strerror or 'no space left'} (the disk is full). Free space "
+      "there (or give a --workdir on a larger disk) and rerun the same command: it resumes from the "
+      "newest complete checkpoint."
+    ) from None
 
 
 def main(argv) -> int:
-  del argv
+  if len(argv) > 1:  # absl leaves unparsed words here: a flag without "--", or a stray value
+    print(
+      f"train.py: error: unexpected arguments {argv[1:]}; every option is a flag "
+      "(--config=..., --workdir=..., --config.<section>.<field>=...).",
+      file=sys.stderr,
+    )
+    return 2
   logging.set_verbosity(logging.WARNING)
-  return run_cli(_train, prog="train.py", also=LEGACY_USER_ERRORS)  # one line, status 2, no trace
+  try:
+    return run_cli(_train, prog="train.py", also=LEGACY_USER_ERRORS)  # one line, status 2, no trace
+  except KeyboardInterrupt:  # Ctrl-C before the loop (or twice): the loop itself saves on the first
+    print(
+      "train.py: interrupted; nothing more was saved. The newest complete checkpoint is kept: rerun the "
+      "same command to resume.",
+      file=sys.stderr,
+    )
+    return 130
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from jaxdiff.evaluation.periodic import check_eval_config, evaluate_for_training
 from jaxdiff.generation import sample_from_config
 from jaxdiff.models import count_params, create_model
 from jaxdiff.perf import setup_compilation_cache
-from jaxdiff.training.checkpoints import Checkpointer, save_config
+from jaxdiff.training.checkpoints import Checkpointer, WorkdirLock, remove_if_empty, save_config
 from jaxdiff.training.state import (
   TrainState,
   create_optimizer,
@@ -57,6 +57,11 @@ GRID_SEED_OFFSET = 1
 
 
 def _check_workdir(workdir: str) -> None:
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise WorkdirError(
+      f"--workdir={workdir} is a file, not a folder. Pass a folder (it is created if missing; a run "
+      "there resumes), e.g. a new name next to that file."
+    )
   try:
     os.makedirs(workdir, exist_ok=True)
     probe = os.path.join(workdir, f".write_test_{os.getpid()}")
@@ -68,6 +73,23 @@ def _check_workdir(workdir: str) -> None:
       f"Cannot write to workdir {workdir!r} ({e.strerror or e}). Pass a --workdir you can "
       "write to (a local folder or a gs:// path on TPU VMs)."
     ) from None
+
+
+def _claim_workdir(workdir: str) -> tuple[WorkdirLock, bool]:
+  """Create the workdir if needed and take its lock (process 0: one run per workdir; WorkdirError
+  naming the other run otherwise). Returns the lock and whether the folder was made here."""
+  workdir = os.path.abspath(workdir)
+  created = not os.path.exists(workdir)
+  _check_workdir(workdir)
+  lock = WorkdirLock(workdir)
+  if parallel.is_main_process():
+    try:
+      lock.acquire()
+    except BaseException:
+      if created:
+        remove_if_empty(workdir)
+      raise
+  return lock, created
 
 
 class _MetricWriter:
@@ -109,24 +131,35 @@ class _MetricWriter:
 
 
 class _Preemption:
-  """SIGTERM sets a flag; the loop finishes the current step, saves and exits 0."""
+  """SIGTERM or SIGINT (Ctrl-C) sets a flag; the loop finishes the current step, saves and exits 0.
+  A second Ctrl-C stops at once, without saving (KeyboardInterrupt)."""
 
   def __init__(self):
     self.requested = False
-    self._old = None
+    self.signal_name = "SIGTERM"
+    self._old: dict = {}
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
-      self._old = signal.signal(signal.SIGTERM, self._handle)
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._old[sig] = signal.signal(sig, self._handle)
     return self
 
   def _handle(self, signum, frame):
+    if self.requested and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    if not self.requested:
+      self.signal_name = signal.Signals(signum).name
     self.requested = True
-    log.warning("SIGTERM received: finishing the current step, saving a checkpoint, then exiting.")
+    log.warning(
+      "%s received: finishing the current step, saving a checkpoint, then exiting%s.",
+      signal.Signals(signum).name,
+      " (Ctrl-C again stops at once, without saving)" if signum == signal.SIGINT else "",
+    )
 
   def __exit__(self, *exc):
-    if self._old is not None:
-      signal.signal(signal.SIGTERM, self._old)
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
 
 
 def _stack(batches: list[dict]) -> dict:
@@ -303,7 +336,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[_Run, str]:
     out_shardings=state_sharding,
   )()
   step_key = jax.jit(lambda: jax.random.split(jax.random.key(seed))[STREAM_STEPS], out_shardings=repl)()
-  ckpt = Checkpointer(workdir, keep=int(config.train.keep_checkpoints))
+  ckpt = Checkpointer(workdir, keep=int(config.train.keep_checkpoints), config=config)
   state, restored_step = ckpt.restore(state)
   if main:
     save_config(config, workdir)
@@ -353,9 +386,17 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
 
   Resumes from the newest readable checkpoint in workdir/checkpoints. Stops at
   config.train.num_steps (or earlier at `stop_at_step`, as a test of interruption), on SIGTERM
-  (after saving), or with NonFiniteLossError. Returns the final TrainState.
+  or Ctrl-C (after saving), or with NonFiniteLossError. Holds workdir/train.lock meanwhile (a
+  second run on the workdir is refused). Returns the final TrainState.
   """
-  run, msg = _setup(config, workdir)
+  lock, created = _claim_workdir(workdir)
+  try:
+    run, msg = _setup(config, workdir)
+  except BaseException:  # a start-up error leaves no lock, and no workdir if this call made it empty
+    lock.release()
+    if created:
+      remove_if_empty(os.path.abspath(workdir))
+    raise
   t_cfg, ckpt, writer, k = config.train, run.ckpt, run.writer, run.steps_per_call
   if run.main:
     print(msg, flush=True)
@@ -404,10 +445,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
           batch = next(run.batches)
   finally:
     pbar.close()
-    ckpt.close()
-    writer.close()
+    try:
+      ckpt.close()  # the last save completes (or its failure is reported) before the lock goes
+    finally:
+      writer.close()
+      lock.release()
   if run.main:
-    how = "stopped by SIGTERM" if stopped_by_signal else "done"
+    how = f"stopped by {preempt.signal_name}" if stopped_by_signal else "done"
     print(
       f"jaxdiff train: {how} at step {step} in {time.perf_counter() - t_start:.1f}s"
       + (f" (first-step compile {compile_s:.1f}s)" if compile_s is not None else "")

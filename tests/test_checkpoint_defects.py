@@ -1,0 +1,301 @@
+"""Issue 18's checkpoint defects, each reproduced small (toy 2-D MLP, 10-20 steps): an optimizer
+change is not damage, redone steps replace damaged ones, bit rot is caught by checksums, a changed
+set-up is refused, one run per workdir, a full disk and Ctrl-C give a message and leave nothing
+half-written, train.py refuses positional arguments, start-up errors leave no empty workdir."""
+
+import glob
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from helpers import ROOT, tiny_points_config
+
+from jaxdiff.bulk.restore import restore_model
+from jaxdiff.errors import CheckpointError, DataError, WorkdirError
+from jaxdiff.models import create_model
+from jaxdiff.training import Checkpointer, create_train_state, loop, train
+from jaxdiff.training.checkpoints import LOCK_NAME, MANIFEST_NAME, WorkdirLock
+
+
+def _leaves(tree):
+  return [np.asarray(x) for x in jax.tree_util.tree_leaves(jax.device_get(tree))]
+
+
+def _target(c):
+  return create_train_state(c, create_model(c), jax.random.key(0))
+
+
+def _largest_data_file(wd, step):
+  files = glob.glob(os.path.join(str(wd), "checkpoints", str(step), "state", "**", "d", "*"), recursive=True)
+  return max(files, key=os.path.getsize)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A healthy 20-step run (checkpoints 10 and 20), copied by each test that changes it."""
+  wd = tmp_path_factory.mktemp("trained") / "w"
+  train(tiny_points_config(num_steps=20), str(wd))
+  return wd
+
+
+def _copy(trained, tmp_path):
+  wd = tmp_path / "w"
+  shutil.copytree(trained, wd)
+  return wd
+
+
+def test_checksums_written_after_each_save_and_verified(trained):
+  ck = Checkpointer(str(trained))
+  for s in ck.all_steps():
+    with open(os.path.join(ck.directory, str(s), MANIFEST_NAME)) as f:
+      files = json.load(f)["files"]
+    assert any(k.startswith("state/") for k in files)
+    assert ck.verify(s) is True  # nothing Orbax writes later changes a complete step
+  assert not os.path.exists(trained / LOCK_NAME)  # released on exit
+
+
+# 1: an optimizer change on resume is not damage
+
+
+@pytest.mark.parametrize(
+  "field,value,named",
+  [
+    ("optim.grad_clip", 0.0, "optim.grad_clip"),
+    ("train.grad_accum_steps", 2, "train.grad_accum_steps"),
+    ("optim.optimizer", "adamw", "optim.optimizer"),
+  ],
+)
+def test_optimizer_change_restores_params_with_fresh_optimizer(trained, field, value, named, caplog):
+  c = tiny_points_config(num_steps=20)
+  sec, name = field.split(".")
+  c[sec][name] = value
+  want = Checkpointer(str(trained)).restore(_target(tiny_points_config(num_steps=20)))[0]
+  with caplog.at_level(logging.WARNING):
+    state, s = Checkpointer(str(trained), config=c).restore(_target(c))
+  assert s == 20 and int(state.step) == 20  # the newest step: nothing was called damaged
+  for a, b in zip(
+    _leaves(want.params) + _leaves(want.ema_params), _leaves(state.params) + _leaves(state.ema_params)
+  ):
+    np.testing.assert_array_equal(a, b)
+  assert jax.tree_util.tree_structure(state.opt_state) == jax.tree_util.tree_structure(_target(c).opt_state)
+  text = caplog.text
+  assert "optimizer changed" in text and named in text and "damaged" not in text
+
+
+def test_optimizer_change_resumes_training(trained, tmp_path):
+  wd = _copy(trained, tmp_path)
+  c = tiny_points_config(num_steps=30)
+  c.optim.grad_clip = 0.0
+  out = train(c, str(wd))
+  assert int(out.step) == 30 and Checkpointer(str(wd)).all_steps()[-1] == 30
+
+
+# 2 and 3: a damaged newest step falls back, and the redone step replaces it; bit rot is damage
+
+
+def test_bit_rot_falls_back_and_the_redone_step_replaces_it(trained, tmp_path, caplog):
+  wd = _copy(trained, tmp_path)
+  path = _largest_data_file(wd, 20)
+  data = bytearray(open(path, "rb").read())
+  for i in (len(data) // 2, len(data) // 2 + 7):  # two flipped bytes, same size
+    data[i] ^= 0xFF
+  with open(path, "wb") as f:
+    f.write(data)
+  with caplog.at_level(logging.WARNING):
+    state, s = Checkpointer(str(wd)).restore(_target(tiny_points_config()))
+  assert s == 10 and int(state.step) == 10
+  assert "checksum mismatch" in caplog.text and "pybind11" not in caplog.text
+  assert restore_model(str(wd))[4] == 10  # sample.py's restore falls back too
+  train(tiny_points_config(num_steps=20), str(wd))  # resumes at 10, redoes 20
+  ck = Checkpointer(str(wd))
+  assert ck.verify(20) is True
+  assert ck.restore(_target(tiny_points_config()))[1] == 20 and not ck.damaged
+
+
+def test_truncated_newest_step_reason_is_readable(trained, tmp_path, caplog):
+  wd = _copy(trained, tmp_path)
+  manifest = os.path.join(wd, "checkpoints", "20", MANIFEST_NAME)
+  if os.path.exists(manifest):
+    os.remove(manifest)  # as a step saved before checksums: Orbax's own error is what is reported
+  path = _largest_data_file(wd, 20)
+  with open(path, "r+b") as f:
+    f.truncate(os.path.getsize(path) // 3)
+  with caplog.at_level(logging.WARNING):
+    assert Checkpointer(str(wd)).restore(_target(tiny_points_config()))[1] == 10
+  assert "pybind11" not in caplog.text and "<bound method" not in caplog.text
+
+
+# 4: fields that change what the checkpoint means must match config.json
+
+
+def test_changed_setup_is_refused_naming_the_fields(trained, tmp_path):
+  wd = _copy(trained, tmp_path)
+  before = (wd / "config.json").read_text()
+  c = tiny_points_config(num_steps=30)
+  c.diffusion.prediction = "v"
+  c.diffusion.schedule = "cosine"
+  with pytest.raises(CheckpointError, match="diffusion.prediction 'eps' there, 'v' now") as e:
+    train(c, str(wd))
+  assert "diffusion.schedule" in str(e.value)
+  assert (wd / "config.json").read_text() == before and not os.path.exists(wd / LOCK_NAME)
+
+
+# 6: one run per workdir
+
+
+def _hold_lock(wd):
+  code = (
+    "import sys, time\nfrom jaxdiff.training.checkpoints import WorkdirLock\n"
+    f"WorkdirLock({str(wd)!r}).acquire()\nprint('held', flush=True)\ntime.sleep(600)\n"
+  )
+  proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+  assert proc.stdout.readline().strip() == "held"
+  return proc
+
+
+def test_second_run_is_refused_and_a_dead_runs_lock_does_not_block(tmp_path):
+  wd = tmp_path / "w"
+  wd.mkdir()
+  holder = _hold_lock(wd)
+  try:
+    with pytest.raises(WorkdirError, match=f"host {socket.gethostname()}, pid {holder.pid}"):
+      train(tiny_points_config(num_steps=10), str(wd))
+    assert not os.path.exists(wd / "checkpoints")  # refused before anything was written
+  finally:
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+  assert os.path.exists(wd / LOCK_NAME)  # left behind by the killed run: stale
+  assert int(train(tiny_points_config(num_steps=10), str(wd)).step) == 10
+  assert not os.path.exists(wd / LOCK_NAME)
+
+
+def test_lock_of_another_host_blocks_until_its_heartbeat_is_old(tmp_path):
+  path = tmp_path / LOCK_NAME
+  path.write_text(json.dumps({"host": "tpu-vm-7", "pid": 4242, "started": "earlier"}))
+  with pytest.raises(WorkdirError, match="host tpu-vm-7, pid 4242"):
+    WorkdirLock(str(tmp_path), stale_s=600).acquire()
+  old = time.time() - 3600
+  os.utime(path, (old, old))
+  lock = WorkdirLock(str(tmp_path), stale_s=600).acquire()
+  assert json.loads(path.read_text())["pid"] == os.getpid()
+  lock.release()
+  assert not path.exists()
+
+
+# 10: a full disk; Ctrl-C
+
+
+def test_failed_checkpoint_write_is_one_message_and_leaves_nothing_half_written(tmp_path, monkeypatch):
+  c = tiny_points_config(num_steps=20)
+  ck = Checkpointer(str(tmp_path), config=c)
+  state = _target(c)
+  partial = os.path.join(ck.directory, "10.orbax-checkpoint-tmp")
+
+  def full(*a, **k):  # what Orbax raises when TensorStore cannot write (the text of a real ENOSPC)
+    os.makedirs(os.path.join(partial, "state.orbax-checkpoint-tmp"), exist_ok=True)
+    raise ValueError(
+      'RESOURCE_EXHAUSTED: Error writing "params.x/0" in OCDBT database at local file "...": Failed to '
+      "write 478046 bytes to file 17: No space left on device [os_error_code='28']"
+    )
+
+  monkeypatch.setattr(ck.manager, "save", full)
+  with pytest.raises(CheckpointError, match="step 10.*no space left on device.*no checkpoint is complete"):
+    ck.save(state.replace(step=10))
+  assert not os.path.exists(partial)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+  not sys.platform.startswith("linux") or os.geteuid() != 0, reason="mounts a small tmpfs (root only)"
+)
+def test_full_disk_during_training_cli(tmp_path):
+  mnt = tmp_path / "small"
+  mnt.mkdir()
+  if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(mnt)]).returncode:
+    pytest.skip("cannot mount a tmpfs here")
+  try:
+    r = subprocess.run(_train_cmd(mnt / "w", "--config.train.num_steps=20"), capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and "no space left on device" in r.stderr
+    assert not glob.glob(str(mnt / "w" / "checkpoints" / "*tmp*"))
+  finally:
+    subprocess.run(["umount", str(mnt)])
+
+
+def _train_cmd(workdir, *extra):
+  return [
+    sys.executable,
+    os.path.join(ROOT, "train.py"),
+    f"--config={ROOT}/configs/default.py",
+    f"--workdir={workdir}",
+    "--config.model.name=mlp",
+    "--config.model.hidden_dim=32",
+    "--config.model.num_layers=2",
+    "--config.model.num_classes=0",
+    "--config.data.name=toy2d/s_curve",
+    "--config.data.num_classes=0",
+    "--config.train.batch_size=16",
+    "--config.train.sample_every=0",
+    "--config.train.compilation_cache_dir=none",
+    "--config.train.checkpoint_every=10",
+    "--config.train.log_every=10",
+    "--config.optim.warmup_steps=0",
+    *extra,
+  ]
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_and_exits_cleanly(tmp_path):
+  wd = tmp_path / "w"
+  proc = subprocess.Popen(
+    _train_cmd(wd, "--config.train.num_steps=1000000", "--config.train.checkpoint_every=100000"),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  deadline = time.time() + 120
+  while time.time() < deadline and not (wd / "metrics.jsonl").exists():
+    time.sleep(0.3)
+  while time.time() < deadline and sum(1 for _ in open(wd / "metrics.jsonl")) < 3:
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGINT)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err[-3000:]
+  assert "stopped by SIGINT" in out and "Traceback" not in err
+  steps = Checkpointer(str(wd)).all_steps()
+  assert len(steps) == 1 and steps[0] > 0 and not os.path.exists(wd / LOCK_NAME)
+
+
+# 11 and the start-up messages
+
+
+def test_train_py_rejects_positional_arguments_and_a_file_workdir(tmp_path):
+  r = subprocess.run(_train_cmd(tmp_path / "w", "stray"), capture_output=True, text=True)
+  assert r.returncode == 2 and "unexpected arguments ['stray']" in r.stderr and not (tmp_path / "w").exists()
+  f = tmp_path / "file"
+  f.write_text("x")
+  with pytest.raises(WorkdirError, match="is a file, not a folder"):
+    train(tiny_points_config(), str(f))
+
+
+def test_start_up_error_leaves_no_empty_workdir(tmp_path, monkeypatch):
+  def missing(config):  # a data set that turns out to be missing once the workdir exists
+    raise DataError("config.data.name='tfds/x': not prepared")
+
+  monkeypatch.setattr(loop.data_lib, "dataset_info", missing)
+  with pytest.raises(DataError):
+    train(tiny_points_config(), str(tmp_path / "new"))
+  assert not (tmp_path / "new").exists()
+  (tmp_path / "old").mkdir()
+  with pytest.raises(DataError):  # a folder that was there before stays
+    train(tiny_points_config(), str(tmp_path / "old"))
+  assert (tmp_path / "old").is_dir() and not os.listdir(tmp_path / "old")
