@@ -7,16 +7,22 @@ conditional, a constant schedule = a scalar scale), a closed form of the rescale
 known outputs, and a run that uses none of them compiling to the program plain guidance compiles to.
 """
 
+import json
+import os
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import random_params, tiny_image_config
+from helpers import ROOT, random_params, tiny_image_config, tiny_points_config
 
 import jaxdiff
 from jaxdiff import generation, processes, samplers, schedules
+from jaxdiff.bulk import generate, read_shard
 from jaxdiff.bulk.settings import SamplingError, resolve_run
 from jaxdiff.models import create_model
+from jaxdiff.training import Checkpointer, create_train_state, save_config
 
 SCHED = schedules.linear(1000)
 B = 6
@@ -52,7 +58,12 @@ def _close(a, b, tol=1e-5):
   np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("sampler", ALL_SAMPLERS)
+FAST = ("ddim", "heun", "dpmpp_2m")  # one-step, two evaluations per step, multistep; the rest: -m slow
+
+
+@pytest.mark.parametrize(
+  "sampler", [s if s in FAST else pytest.param(s, marks=pytest.mark.slow) for s in ALL_SAMPLERS]
+)
 def test_identities_on_every_sampler(sampler):
   """scale 1 = conditional (with rescale too); phi = 0 = plain guidance; an interval holding no grid
   time = conditional, one holding all = plain guidance; a constant schedule = that scalar scale."""
@@ -372,3 +383,45 @@ def test_sample_from_config_passes_the_options():
     guidance_rescale=0.5, guidance_interval=(100.0, 700.0),
   )  # fmt: skip
   _close(np.asarray(sched), np.asarray(want))
+
+
+def test_readme_guidance_snippet_runs():
+  text = open(f"{ROOT}/README.md").read()
+  block = re.search(r"<!-- guidance snippet -->\s*```python\n(.*?)```", text, re.S).group(1)
+  scope: dict = {}
+  exec(compile(block, "README.md", "exec"), scope)
+  assert scope["x"].shape == (16, 8, 8, 1) and np.all(np.isfinite(np.asarray(scope["x"])))
+
+
+@pytest.fixture(scope="module")
+def labelled_points_workdir(tmp_path_factory):
+  """A tiny class-conditional MLP on 2-D points, its checkpoint holding random weights (no training)."""
+  wd = str(tmp_path_factory.mktemp("guided") / "run")
+  c = tiny_points_config()
+  c.model.num_classes = 3
+  c.sample.num_steps = 6
+  model = create_model(c)
+  abstract = jax.eval_shape(lambda: create_train_state(c, model, jax.random.key(0)))
+  params = random_params(model, jnp.zeros((1, 2)), jnp.zeros((1,)), jnp.zeros((1,), jnp.int32))["params"]
+  state = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), abstract)
+  state = state.replace(params=params, ema_params=params)
+  ck = Checkpointer(wd, async_save=False)
+  ck.save(state)
+  ck.close()
+  save_config(c, wd)
+  return wd
+
+
+def test_generate_records_the_options_and_refuses_a_changed_run(labelled_points_workdir, tmp_path):
+  out = str(tmp_path / "g")
+  kw = dict(num_samples=6, guidance_scale=3.0, progress=False, shard_size=6)
+  opts = {"guidance_rescale": 0.7, "guidance_interval": "100,700"}
+  summary = generate(labelled_points_workdir, out, guidance_options=opts, **kw)
+  manifest = json.load(open(f"{out}/run.json"))
+  assert manifest["guidance"] == {"guidance_rescale": 0.7, "guidance_interval": [100.0, 700.0]}
+  got = read_shard(os.path.join(out, summary["files"][0]))["points"]
+  plain = generate(labelled_points_workdir, str(tmp_path / "p"), **kw)
+  assert not np.allclose(got, read_shard(os.path.join(str(tmp_path / "p"), plain["files"][0]))["points"])
+  with pytest.raises(SamplingError, match="belongs to a different run.*guidance"):
+    generate(labelled_points_workdir, out, guidance_options={"guidance_rescale": 0.5}, **kw)
+  generate(labelled_points_workdir, out, guidance_options=opts, **kw)  # the same run: resumes
