@@ -251,7 +251,7 @@ def test_sample_from_fsdp_workdir_on_one_device(runs, tmp_path):
   sample.py generates from it."""
   wd = os.path.join(runs["dir"], "fsdp")
   _, _, _, ema, step = restore_model(wd)
-  want = np.load(os.path.join(runs["dir"], "fsdp_ema.npz"))
+  want = np.load(os.path.join(runs["dir"], "fsdp_ema.npz"), allow_pickle=False)
   got = jax.tree_util.tree_leaves(ema)
   assert step == 4 and len(got) == len(want.files)
   assert all(np.array_equal(g, want[f"arr_{i}"]) for i, g in enumerate(got))
