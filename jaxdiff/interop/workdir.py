@@ -124,7 +124,7 @@ def import_diffusers(
   fileio.makedirs(workdir)
   save_config(config, workdir)
   fileio.atomic_write_text(fileio.join(workdir, "config.py"), WORKDIR_CONFIG_PY)
-  ckpt = Checkpointer(workdir, keep=int(config.train.keep_checkpoints), async_save=False)
+  ckpt = Checkpointer(workdir, keep=int(config.train.keep_checkpoints), async_save=False, config=config)
   try:
     ckpt.save(state)
   finally:
