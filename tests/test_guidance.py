@@ -329,6 +329,7 @@ def test_bulk_settings_record_and_check_the_options():
   assert opts["guidance_rescale"] == 0.7 and opts["guidance_interval"] == (82.0, 579.0)
   s, _ = resolve_run(c, num_samples=10, guidance_options={"guidance_schedule": "linear:4,1"})
   assert s.guidance == {"guidance_schedule": [4.0, 3.25, 2.5, 1.75, 1.0]} and s.guided
+  hash(tuple(sorted(s.sampler_options().items())))  # generate's compiled-sampler cache keys on them
   s, _ = resolve_run(c, num_samples=10, guidance_scale=2.0)
   assert s.guidance is None  # plain guidance: the manifest of earlier runs
   c.sample.guidance_rescale = 0.5  # from the config alone, at scale 1: changes nothing, recorded as nothing

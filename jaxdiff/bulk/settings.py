@@ -154,11 +154,12 @@ class RunSettings:
       opts.update({k: self.inpaint[k] for k in ("repaint_resample", "repaint_jump", "paste_known")})
     opts.update(self.grid or {})
     g = self.guidance or {}
-    # explicit values (the config's are resolved into the manifest): 0 / "" switch a feature off
+    # explicit values (the config's are resolved into the manifest): 0 / "" switch a feature off;
+    # hashable (the compiled-sampler cache keys on these options)
     opts.update(
       guidance_rescale=float(g.get("guidance_rescale", 0.0)),
       guidance_interval=tuple(g["guidance_interval"]) if "guidance_interval" in g else "",
-      guidance_schedule=np.asarray(g["guidance_schedule"], np.float32) if "guidance_schedule" in g else "",
+      guidance_schedule=tuple(g["guidance_schedule"]) if "guidance_schedule" in g else "",
     )
     return opts
 
