@@ -24,7 +24,6 @@ a zip archive is reported as "not an .npz sample shard" before numpy gets to gue
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
@@ -33,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxdiff import fileio
 from jaxdiff.errors import DataError
 from jaxdiff.fileio import atomic_write
 
@@ -107,14 +107,14 @@ _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or an empty 
 def read_shard(path: str) -> dict[str, np.ndarray]:
   """All arrays of a shard, read in full (so the zip CRC-32 of each is verified). DataError for a
   file that is not an .npz archive (numpy would otherwise suggest unpickling it)."""
-  with open(path, "rb") as f:
+  with fileio.open(path, "rb") as f:
     head = f.read(4)
   if head not in _ZIP_MAGIC:
     raise DataError(
       f"{path} is not an .npz sample shard (not a zip archive); give the .npz files sample.py writes "
       "or a folder of them."
     )
-  with np.load(path, allow_pickle=False) as f:
+  with np.load(fileio.readable(path), allow_pickle=False) as f:
     return {k: np.asarray(f[k]) for k in f.files}
 
 
@@ -184,12 +184,12 @@ def check_shard(
 
 def shard_paths(path: str) -> list[str]:
   """A shard file, or every `*.npz` in a folder (sorted); FileNotFoundError saying what to give."""
-  if os.path.isdir(path):
-    paths = sorted(glob.glob(os.path.join(path, "*.npz")))
+  if fileio.isdir(path):
+    paths = fileio.glob(path, "*.npz")
     if not paths:
       raise FileNotFoundError(f"no .npz sample shards in {path}")
     return paths
-  if not os.path.exists(path):
+  if not fileio.exists(path):
     raise FileNotFoundError(f"--samples={path} does not exist (give a .npz file or a directory of them)")
   return [path]
 

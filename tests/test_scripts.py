@@ -61,6 +61,7 @@ SKIPS = [
   (r"(^|/)pip |-m venv", "installs packages (network); the tests run inside the installed venv"),
   (r"^tfds ", "downloads a TFDS data set (network)"),
   (r"^gcloud ", "needs a Cloud TPU VM / bucket"),
+  (r"gs://", "needs a Cloud Storage bucket (tests/test_paths.py runs a workdir on fsspec's in-memory store)"),
   (r"-m pytest|^make (test|test-slow)$", "the test suite itself"),
   (
     r"--dataset=fid|jaxdiff\.evaluation\.inception|jaxdiff\.evaluation\.fid_stats",

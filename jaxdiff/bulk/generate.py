@@ -44,7 +44,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
-from jaxdiff import images, parallel, perf, samplers
+from jaxdiff import fileio, images, parallel, perf, samplers
 from jaxdiff.bulk import figures
 from jaxdiff.bulk.conditions import Conditions
 from jaxdiff.bulk.restore import load_run_config, params_digest, restore_model
@@ -82,7 +82,7 @@ TRAJECTORY_SAMPLES = {"images": 8, "points": 1000}  # samples in trajectory.png,
 
 
 def default_output(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), "generated")
+  return os.path.join(fileio.abspath(workdir), "generated")
 
 
 # The manifest fields a shard records beyond IDENTITY_KEYS; shard_size is left out (the index check
@@ -186,7 +186,7 @@ def _compiled(config, model, schedule, settings: RunSettings, batch: int, mesh, 
 
 
 def _read_json(path: str) -> dict:
-  with open(path) as f:
+  with fileio.open(path) as f:
     return json.load(f)
 
 
@@ -200,13 +200,13 @@ def _write_json(path: str, obj: dict, tag: str) -> None:
 
 def _existing_manifest(output: str) -> dict | None:
   """The folder's manifest, None for a new or empty folder; SamplingError for anything else."""
-  if os.path.exists(output) and not os.path.isdir(output):
+  if fileio.exists(output) and not fileio.isdir(output):
     raise SamplingError(f"--output={output} is a file, not a folder.")
-  if not os.path.isdir(output):
+  if not fileio.isdir(output):
     return None
   path = os.path.join(output, MANIFEST)
-  if not os.path.exists(path):
-    foreign = [e for e in os.listdir(output) if not (e.startswith(".") and e.endswith(".tmp"))]
+  if not fileio.exists(path):
+    foreign = [e for e in fileio.listdir(output) if not (e.startswith(".") and e.endswith(".tmp"))]
     if foreign:
       raise SamplingError(
         f"--output={output} already holds files ({', '.join(sorted(foreign)[:5])}) but no "
@@ -265,21 +265,21 @@ def _remove_superseded(output: str, start: int, end: int) -> list[str]:
   """Delete shards that start where the complete shard [start, end) starts but end elsewhere (the
   partial last shard of a run that was later extended)."""
   removed = []
-  for name in os.listdir(output):
+  for name in fileio.listdir(output):
     r = parse_shard_name(name)
     if r is not None and r[0] == start and r[1] != end:
-      os.remove(os.path.join(output, name))
+      fileio.remove(os.path.join(output, name))
       removed.append(name)
   return removed
 
 
 def _remove_temps(output: str, mine: set[tuple[int, int]]) -> None:
   """Leftover temporary files of shards this process owns (a run killed while writing)."""
-  for name in os.listdir(output):
+  for name in fileio.listdir(output):
     if name.startswith(".samples_") and name.endswith(".tmp"):
       r = parse_shard_name(name[1:].rsplit(".", 2)[0])
       if r is not None and r in mine:
-        os.remove(os.path.join(output, name))
+        fileio.remove(os.path.join(output, name))
 
 
 def _first_samples(output: str, shards: list[tuple[int, int]], kind: str, limit: int):
@@ -289,7 +289,7 @@ def _first_samples(output: str, shards: list[tuple[int, int]], kind: str, limit:
     path = os.path.join(output, shard_name(s, e))
     if got >= limit:
       break
-    if not os.path.exists(path):
+    if not fileio.exists(path):
       continue
     arrays = read_shard(path)
     xs.append(arrays[kind][: limit - got])
@@ -333,10 +333,10 @@ def plan_run(
 ) -> RunPlan:
   """The RunPlan of `generate(workdir, output, batch_size=..., checkpoint_step=..., grid_size=...,
   **choices)` (choices: `resolve_run`'s keywords); SamplingError before anything is touched."""
-  workdir = os.path.abspath(workdir)
+  workdir = fileio.abspath(workdir)
   config = load_run_config(workdir)
   settings, conditions = resolve_run(config, **choices)
-  output = os.path.abspath(output) if output else default_output(workdir)
+  output = fileio.abspath(output) if output else default_output(workdir)
   if grid_size < 1:
     raise SamplingError(f"grid_size={grid_size} must be >= 1.")
   previous = _existing_manifest(output)
@@ -410,7 +410,7 @@ def _survey(plan: RunPlan, process: int, processes: int, progress: bool, run: di
   todo, regenerated, reused = [], [], 0
   for s, e in mine:
     path = os.path.join(plan.output, shard_name(s, e))
-    if os.path.exists(path):
+    if fileio.exists(path):
       problem = check_shard(path, s, e, s_.kind, s_.data_shape, s_.labels_of(np.arange(s, e)), run=run)
       if problem is None:
         reused += e - s
@@ -584,7 +584,7 @@ def _save_figures(plan: RunPlan, restored: _Restored) -> dict:
 
 def _previous_runs(path: str) -> list[dict]:
   """The invocations recorded in an earlier summary.json (resumed or re-verified runs)."""
-  if not os.path.exists(path):
+  if not fileio.exists(path):
     return []
   try:
     return list(_read_json(path).get("runs", []))
@@ -687,7 +687,7 @@ def generate(
   restored = _restore(plan)
   processes, process = jax.process_count(), jax.process_index()
   main, tag = process == 0, f"p{process}"
-  os.makedirs(plan.output, exist_ok=True)
+  fileio.makedirs(plan.output, exist_ok=True)
   if plan.previous is None or plan.previous.get("num_samples") != restored.manifest["num_samples"]:
     _write_json(os.path.join(plan.output, MANIFEST), restored.manifest, tag)
 
@@ -747,7 +747,7 @@ def _run_record(totals: dict, compile_s: float, batch: int | None) -> dict:
 def _summary(plan: RunPlan, restored: _Restored) -> dict:
   """The run's manifest with the folder's state: files, how many are present, complete."""
   files = [shard_name(s, e) for s, e in plan.shards]
-  present = sum(os.path.exists(os.path.join(plan.output, f)) for f in files)
+  present = sum(fileio.exists(os.path.join(plan.output, f)) for f in files)
   summary = {k: v for k, v in restored.manifest.items() if k != "format"}
   summary.update(
     format=MANIFEST_FORMAT,

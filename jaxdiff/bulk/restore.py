@@ -11,17 +11,16 @@ on the devices that trained it, or on fewer, or on one.
 from __future__ import annotations
 
 import hashlib
-import os
 from typing import Any
 
 import jax
 import numpy as np
 
-from jaxdiff import parallel
+from jaxdiff import fileio, parallel
 from jaxdiff.config_utils import ConfigError, process_from_config, validate_config
 from jaxdiff.errors import SamplingError
 from jaxdiff.models import create_model
-from jaxdiff.training.checkpoints import Checkpointer, CheckpointError, load_config
+from jaxdiff.training.checkpoints import Checkpointer, CheckpointError, checkpoint_dir, load_config
 from jaxdiff.training.state import create_train_state
 
 __all__ = ["restore_model", "params_digest", "load_run_config"]
@@ -39,7 +38,7 @@ def params_digest(params: Any) -> str:
 
 def load_run_config(workdir: str):
   """The validated config of the training run in `workdir`; SamplingError naming the fix if none."""
-  if not os.path.isdir(workdir):
+  if not fileio.isdir(workdir):
     raise SamplingError(
       f"--workdir={workdir} does not exist; give the folder a training run wrote "
       "(python train.py --config=... --workdir=DIR)."
@@ -64,11 +63,14 @@ def restore_model(workdir: str, params: str = "ema", step: int | None = None, *,
   """
   if params not in ("ema", "raw"):
     raise SamplingError(f"params={params!r}: use 'ema' or 'raw'.")
-  workdir = os.path.abspath(workdir)
+  workdir = fileio.abspath(workdir)
   config = load_run_config(workdir) if config is None else config
-  ckpt_dir = os.path.join(workdir, "checkpoints")
+  try:
+    ckpt_dir = checkpoint_dir(workdir, config)  # config.train.checkpoint_dir, else WORKDIR/checkpoints
+  except CheckpointError as e:
+    raise SamplingError(str(e)) from None
   # look before Checkpointer, which would create the folder
-  entries = os.listdir(ckpt_dir) if os.path.isdir(ckpt_dir) else []
+  entries = fileio.listdir(ckpt_dir) if fileio.isdir(ckpt_dir) else []
   if not any(e.isdigit() for e in entries):
     raise SamplingError(
       f"No checkpoints in {ckpt_dir}: the run in {workdir} has not saved one yet. "
@@ -82,7 +84,7 @@ def restore_model(workdir: str, params: str = "ema", step: int | None = None, *,
   abstract = jax.tree_util.tree_map(
     lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), abstract, shardings
   )
-  ckpt = Checkpointer(workdir, async_save=False)
+  ckpt = Checkpointer(workdir, async_save=False, directory=ckpt_dir)
   try:
     if step is not None and int(step) not in ckpt.all_steps():
       raise SamplingError(

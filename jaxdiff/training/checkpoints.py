@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import socket
 import threading
 import time
@@ -36,7 +35,7 @@ import optax
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 
-from jaxdiff import config_utils
+from jaxdiff import config_utils, fileio
 from jaxdiff.errors import CheckpointError, WorkdirError
 from jaxdiff.fileio import atomic_write_text
 from jaxdiff.parallel import fetch
@@ -44,6 +43,7 @@ from jaxdiff.parallel import fetch
 __all__ = [
   "CheckpointError",
   "Checkpointer",
+  "checkpoint_dir",
   "WorkdirLock",
   "MANIFEST_NAME",
   "LOCK_NAME",
@@ -217,16 +217,16 @@ _QUIET = _QuietOrbaxTraces()
 def _file_digests(folder: str) -> dict[str, list]:
   """{relative path: [size, sha256 hex]} of every file under `folder` but the manifest."""
   out = {}
-  for root, _, files in os.walk(folder):
+  for root, _, files in fileio.walk(folder):
     for name in sorted(files):
       rel = os.path.relpath(os.path.join(root, name), folder)
       if rel == MANIFEST_NAME or (name.startswith(".") and name.endswith(".tmp")):
         continue
       h = hashlib.sha256()
-      with open(os.path.join(root, name), "rb") as f:
+      with fileio.open(os.path.join(root, name), "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
           h.update(block)
-      out[rel.replace(os.sep, "/")] = [os.path.getsize(os.path.join(root, name)), h.hexdigest()]
+      out[rel.replace(os.sep, "/")] = [fileio.getsize(os.path.join(root, name)), h.hexdigest()]
   return out
 
 
@@ -256,6 +256,26 @@ def _continue_schedule(opt_state: Any, step: int, accum: int) -> Any:
   return walk(opt_state)
 
 
+# Where Orbax (etils.epath + TensorStore) writes: local paths and Google Cloud Storage.
+ORBAX_URLS = ("gs://",)
+
+
+def checkpoint_dir(
+  workdir: str, config: ml_collections.ConfigDict | None = None, directory: str | None = None
+) -> str:
+  """Where a run's Orbax checkpoints live: `directory`, else config.train.checkpoint_dir, else
+  WORKDIR/checkpoints. CheckpointError for a URL Orbax cannot write (it writes local paths and
+  gs:// only; jaxdiff's other files go to any fsspec store)."""
+  custom = directory or (str(config.train.get("checkpoint_dir", "") or "") if config is not None else "")
+  path = fileio.abspath(custom) if custom else fileio.join(fileio.abspath(workdir), "checkpoints")
+  if fileio.is_url(path) and not path.startswith(ORBAX_URLS):
+    raise CheckpointError(
+      f"Checkpoints cannot go to {path}: Orbax writes local paths and gs:// only. Keep the workdir "
+      "there and set --config.train.checkpoint_dir to a local folder or a gs:// path."
+    )
+  return path
+
+
 class Checkpointer:
   """Save / restore TrainStates in `workdir/checkpoints`, keeping the newest `keep`.
 
@@ -269,9 +289,10 @@ class Checkpointer:
     keep: int = 3,
     async_save: bool = True,
     config: ml_collections.ConfigDict | None = None,
+    directory: str | None = None,
   ):
-    self.workdir = os.path.abspath(workdir)
-    self.directory = os.path.join(self.workdir, "checkpoints")
+    self.workdir = fileio.abspath(workdir)
+    self.directory = checkpoint_dir(self.workdir, config, directory)
     self.config = config
     self.damaged: dict[int, str] = {}  # steps restore found unreadable or corrupt: a save replaces them
     self._in_flight: int | None = None  # the step of the save not yet known to be complete
@@ -330,7 +351,7 @@ class Checkpointer:
     if jax.process_index() != 0:
       return
     folder = self._step_dir(step)
-    if not os.path.isdir(folder):
+    if not fileio.isdir(folder):
       return  # deleted already (keep=N)
     manifest = {"step": step, "algorithm": "sha256", "files": _file_digests(folder)}
     if self.config is not None:
@@ -343,19 +364,19 @@ class Checkpointer:
       log.warning("Could not write the checksums of checkpoint %d (%s): it stays unverified.", step, e)
 
   def _remove_partial(self) -> None:
-    if jax.process_index() != 0 or not os.path.isdir(self.directory):
+    if jax.process_index() != 0 or not fileio.isdir(self.directory):
       return
-    for name in os.listdir(self.directory):
+    for name in fileio.listdir(self.directory):
       if ".orbax-checkpoint-tmp" in name:
-        shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+        fileio.rmtree(os.path.join(self.directory, name), ignore_errors=True)
 
   def _write_failed(self, step: int | None, e: BaseException, complete: bool = False) -> CheckpointError:
     """The one-line error of a failed save; the incomplete step's files are removed."""
     self._remove_partial()
     why = _disk_full(e) or _reason(e)
     steps = (
-      sorted(int(n) for n in os.listdir(self.directory) if n.isdigit())
-      if os.path.isdir(self.directory)
+      sorted(int(n) for n in fileio.listdir(self.directory) if n.isdigit())
+      if fileio.isdir(self.directory)
       else []
     )
     newest = [s for s in steps if complete or s != step]
@@ -445,23 +466,23 @@ class Checkpointer:
     killed between completing the step and writing them), True when every file matches."""
     folder = self._step_dir(step)
     path = os.path.join(folder, MANIFEST_NAME)
-    if not os.path.exists(path):
+    if not fileio.exists(path):
       return False
     try:
-      with open(path) as f:
+      with fileio.open(path) as f:
         files = json.load(f)["files"]
     except (OSError, ValueError, KeyError, TypeError) as e:
       raise CheckpointError(f"step {step}: its checksum file {MANIFEST_NAME} is unreadable ({e})") from None
     for rel, (size, digest) in sorted(files.items()):
       p = os.path.join(folder, rel)
-      if not os.path.isfile(p):
+      if not fileio.isfile(p):
         raise CheckpointError(f"step {step}: {rel} is missing")
-      if os.path.getsize(p) != size:
+      if fileio.getsize(p) != size:
         raise CheckpointError(
-          f"step {step}: {rel} has {os.path.getsize(p)} bytes, {size} when saved (truncated?)"
+          f"step {step}: {rel} has {fileio.getsize(p)} bytes, {size} when saved (truncated?)"
         )
       h = hashlib.sha256()
-      with open(p, "rb") as f:
+      with fileio.open(p, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
           h.update(block)
       if h.hexdigest() != digest:
@@ -471,7 +492,7 @@ class Checkpointer:
   def _saved_optimizer(self, step: int) -> dict | None:
     """The optimizer fields a step was saved with: its checksum file's record, else config.json's."""
     try:
-      with open(os.path.join(self._step_dir(step), MANIFEST_NAME)) as f:
+      with fileio.open(os.path.join(self._step_dir(step), MANIFEST_NAME)) as f:
         return json.load(f)["optimizer"]
     except (OSError, ValueError, KeyError, TypeError):
       pass
@@ -532,7 +553,7 @@ class Checkpointer:
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=getattr(a, "sharding", None)), target
     )
     self.check_compatible(candidates[0], target)  # a different network: its parameters listed
-    if self.config is not None and os.path.exists(os.path.join(self.workdir, "config.json")):
+    if self.config is not None and fileio.exists(os.path.join(self.workdir, "config.json")):
       try:
         saved = load_config(self.workdir)
       except (OSError, ValueError) as e:  # unreadable config.json: train.py writes it again
@@ -613,11 +634,12 @@ class WorkdirLock:
   """
 
   def __init__(self, workdir: str, heartbeat_s: float = 30.0, stale_s: float = 600.0):
-    self.workdir = os.path.abspath(workdir)
+    self.workdir = fileio.abspath(workdir)
     self.path = os.path.join(self.workdir, LOCK_NAME)
     self.heartbeat_s, self.stale_s = float(heartbeat_s), float(stale_s)
     self.host = socket.gethostname()
     self._fd: int | None = None
+    self._store: fileio.StoreLock | None = None  # on object stores (no flock there)
     self._stop = threading.Event()
     self._thread: threading.Thread | None = None
 
@@ -640,6 +662,8 @@ class WorkdirLock:
 
   def acquire(self) -> WorkdirLock:
     """Take the lock; WorkdirError naming the holder when another live run has it."""
+    if fileio.is_url(self.path):
+      return self._acquire_store()
     for _ in range(5):
       fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
       flocked = True
@@ -685,6 +709,16 @@ class WorkdirLock:
       f"Could not take the lock {self.path}: it keeps changing. Is another run starting there?"
     )
 
+  def _acquire_store(self) -> WorkdirLock:
+    """A workdir on an object store: a heartbeat lock object (`fileio.StoreLock`) instead of flock."""
+    store = fileio.StoreLock(self.path, self.heartbeat_s, self.stale_s)
+    info = {"host": self.host, "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    try:
+      self._store = store.acquire(info)
+    except fileio.LockBusy as e:
+      raise self._busy(e.holder, e.age) from None
+    return self
+
   def _beat(self) -> None:
     while not self._stop.wait(self.heartbeat_s):
       try:
@@ -694,6 +728,10 @@ class WorkdirLock:
 
   def release(self) -> None:
     """Delete the lock file and drop the flock (safe to call twice)."""
+    store, self._store = self._store, None
+    if store is not None:
+      store.release()
+      return
     fd, self._fd = self._fd, None
     if fd is None:
       return
@@ -717,12 +755,12 @@ class WorkdirLock:
 def remove_if_empty(folder: str) -> bool:
   """Delete `folder` if it holds no file at all (only empty folders): what a run that failed at
   start-up made. True if removed."""
-  if not os.path.isdir(folder):
+  if not fileio.isdir(folder):
     return False
-  for _, _, files in os.walk(folder):
+  for _, _, files in fileio.walk(folder):
     if files:
       return False
-  shutil.rmtree(folder, ignore_errors=True)
+  fileio.rmtree(folder, ignore_errors=True)
   return True
 
 
@@ -737,10 +775,10 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The config saved by train.py in workdir/config.json, overlaid on the package defaults
   (`config_utils.from_json`: lists come back as tuples; an older run's missing fields are noted)."""
   path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
+  if not fileio.exists(path):
     raise CheckpointError(
       f"{path} not found: {workdir} is not a jaxdiff training workdir "
       "(train.py writes config.json there when it starts)."
     )
-  with open(path) as f:
+  with fileio.open(path) as f:
     return config_utils.from_json(json.load(f), source=path)

@@ -25,7 +25,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from jaxdiff import data as data_lib
-from jaxdiff import images, parallel, perf
+from jaxdiff import fileio, images, parallel, perf
+from jaxdiff.bulk import figures
 from jaxdiff.conditioning import Conditioning
 from jaxdiff.config_utils import check_training_conditioning, process_from_config, validate_config
 from jaxdiff.data.captions import all_captions
@@ -53,21 +54,22 @@ log = logging.getLogger("jaxdiff.train")
 # (STREAM_INIT) and the train steps' base key (STREAM_STEPS; step i folds in i). The periodic
 # sample grids draw from key(config.seed + GRID_SEED_OFFSET), the same noise at every grid.
 STREAM_INIT, STREAM_STEPS = 0, 1
+# URLs tensorboardX writes itself (elsewhere on an object store, metrics.jsonl is the only record)
+TENSORBOARD_URLS = ("gs://", "s3://")
 GRID_SEED_OFFSET = 1
 
 
 def _check_workdir(workdir: str) -> None:
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
+  if fileio.exists(workdir) and not fileio.isdir(workdir):
     raise WorkdirError(
       f"--workdir={workdir} is a file, not a folder. Pass a folder (it is created if missing; a run "
       "there resumes), e.g. a new name next to that file."
     )
   try:
-    os.makedirs(workdir, exist_ok=True)
+    fileio.makedirs(workdir, exist_ok=True)
     probe = os.path.join(workdir, f".write_test_{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
+    fileio.atomic_write_text(probe, "ok")
+    fileio.remove(probe)
   except OSError as e:
     raise WorkdirError(
       f"Cannot write to workdir {workdir!r} ({e.strerror or e}). Pass a --workdir you can "
@@ -78,8 +80,8 @@ def _check_workdir(workdir: str) -> None:
 def _claim_workdir(workdir: str) -> tuple[WorkdirLock, bool]:
   """Create the workdir if needed and take its lock (process 0: one run per workdir; WorkdirError
   naming the other run otherwise). Returns the lock and whether the folder was made here."""
-  workdir = os.path.abspath(workdir)
-  created = not os.path.exists(workdir)
+  workdir = fileio.abspath(workdir)
+  created = not fileio.exists(workdir)
   _check_workdir(workdir)
   lock = WorkdirLock(workdir)
   if parallel.is_main_process():
@@ -103,6 +105,8 @@ class _MetricWriter:
       try:
         from tensorboardX import SummaryWriter
 
+        if fileio.is_url(workdir) and not workdir.startswith(TENSORBOARD_URLS):
+          raise ValueError(f"tensorboardX writes local paths and {', '.join(TENSORBOARD_URLS)} only")
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
       except Exception as e:  # TensorBoard is a convenience; the JSON lines are the record
         log.warning("TensorBoard writer unavailable (%s); metrics go to metrics.jsonl only.", e)
@@ -110,8 +114,9 @@ class _MetricWriter:
   def write(self, step: int, scalars: dict[str, float]) -> None:
     if not self.enabled:
       return
-    with open(self._path, "a") as f:
-      f.write(json.dumps({"step": step, **{k: float(v) for k, v in scalars.items()}}) + "\n")
+    fileio.append_text(
+      self._path, json.dumps({"step": step, **{k: float(v) for k, v in scalars.items()}}) + "\n"
+    )
     if self._tb is not None:
       for k, v in scalars.items():
         self._tb.add_scalar(k, float(v), step)
@@ -120,7 +125,7 @@ class _MetricWriter:
     if self._tb is None:
       return
     try:
-      img = np.asarray(Image.open(path).convert("RGB"))
+      img = np.asarray(Image.open(fileio.readable(path)).convert("RGB"))
       self._tb.add_image(tag, img, step, dataformats="HWC")
     except Exception:
       pass
@@ -309,7 +314,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[_Run, str]:
   step's jit, the data stream, the writers; returns the run and its start-up message."""
   validate_config(config)
   check_training_conditioning(config)
-  workdir = os.path.abspath(workdir)
+  workdir = fileio.abspath(workdir)
   _check_workdir(workdir)
   main = parallel.is_main_process()
   cache = setup_compilation_cache(str(config.train.compilation_cache_dir))
@@ -395,7 +400,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
   except BaseException:  # a start-up error leaves no lock, and no workdir if this call made it empty
     lock.release()
     if created:
-      remove_if_empty(os.path.abspath(workdir))
+      remove_if_empty(fileio.abspath(workdir))
     raise
   t_cfg, ckpt, writer, k = config.train, run.ckpt, run.writer, run.steps_per_call
   if run.main:
@@ -519,15 +524,12 @@ def _make_sampler(config, model, schedule, workdir: str, info, write: bool):
   models, the held-out conditioning inputs for image-conditioned ones) or scatter plots for points."""
   out_dir = os.path.join(workdir, "samples")
   if write:
-    os.makedirs(out_dir, exist_ok=True)
+    fileio.makedirs(out_dir, exist_ok=True)
   n = int(config.train.num_sample_images)
   key = jax.random.key(int(config.seed) + GRID_SEED_OFFSET)
   points = info.kind == "points"
   cond, nrow = grid_conditioning(config, n, points=points)
   num = len(cond["labels"]) if "labels" in cond else n
-  reference = None
-  if points:
-    reference = np.asarray(data_lib.sample_toy2d(config.data.name.split("/", 1)[1], 2000, 0))
 
   def run(state, step: int) -> str | None:
     x = parallel.fetch(sample_from_config(config, model, schedule, state.ema_params, key, num, **cond))
@@ -535,7 +537,8 @@ def _make_sampler(config, model, schedule, workdir: str, info, write: bool):
       return None
     path = os.path.join(out_dir, f"step_{step:07d}.png")
     if points:
-      images.save_scatter(x, path, reference=reference, title=f"EMA samples, step {step}")
+      # the view fits the true distribution (else the central 99 %): strays of a young model stay off it
+      figures.save_points(x, path, str(config.data.name), f"EMA samples, step {step}")
     else:
       images.save_image_grid(x, path, nrow=nrow)
     return path
