@@ -185,6 +185,9 @@ mdp = run(mlp(1), "mlp_dp")
 for f, stop in ((8, 2), (1, 4), (4, 6)):
   mfs = run(mlp(f), "mlp_fsdp", stop=stop)
 res["mlp_dp_vs_resumed"] = rel(leaves(mdp), leaves(mfs))
+c = mlp(8)
+c.train.steps_per_dispatch, c.train.log_every = 2, 2  # scanned steps: the sharded state is the carry
+res["mlp_dp_vs_fsdp_scanned"] = rel(leaves(mdp), leaves(run(c, "mlp_fsdp_scanned")))
 json.dump(res, open(os.path.join(out_dir, "results.json"), "w"))
 print(json.dumps(res))
 """
@@ -233,6 +236,7 @@ def test_checkpoints_restore_onto_other_meshes(runs):
   assert "resumed at step 2" in logs["mlp_fsdp@4"] and "resumed at step 4" in logs["mlp_fsdp@6"]
   assert [_bytes_line(logs[f"mlp_fsdp@{s}"])[:2] for s in (2, 4, 6)] == [(1, 8), (8, 1), (2, 4)]
   assert runs["mlp_dp_vs_resumed"] < 1e-5, runs
+  assert runs["mlp_dp_vs_fsdp_scanned"] < 1e-5, runs  # and with train.steps_per_dispatch = 2
 
 
 def test_bytes_per_device_is_one_eighth(runs):
