@@ -314,11 +314,13 @@ def jax_train(
   model_overrides: dict | None = None,
   config=None,
   compiler_options: dict | None = None,
+  multi_step_impl: str = "auto",
 ):
   """(run_one, info): `run_one()` does `steps_per_dispatch` full train steps (forward, backward,
   Adam, EMA) and blocks until they are done. info holds params, flops per step, compile time,
   XLA's memory analysis. `compiler_options` (XLA debug options for this one executable, e.g.
-  ``{"xla_cpu_experimental_ynn_fusion_type": ""}``) lets arms be A/B'd in one process."""
+  ``{"xla_cpu_experimental_ynn_fusion_type": ""}``) lets arms be A/B'd in one process;
+  `multi_step_impl` is `make_multi_step`'s loop ("auto" | "unroll" | "scan")."""
   config = config or jax_config(net, batch, **(model_overrides or {}))
   model = create_model(config)
   schedule = schedules.linear(
@@ -327,7 +329,7 @@ def jax_train(
   state = create_train_state(config, model, jax.random.PRNGKey(0))
   step = make_train_step(config, model, schedule)
   k = max(int(steps_per_dispatch), 1)
-  fn = make_multi_step(step, k)
+  fn = make_multi_step(step, k, multi_step_impl)
   shape = (batch, net.image_size, net.image_size, net.channels)
   x = jax.random.normal(jax.random.PRNGKey(1), ((k,) if k > 1 else ()) + shape, jnp.float32)
   batch_tree = {"x": x}

@@ -10,8 +10,15 @@ Two mechanisms:
   slower than XLA's own Eigen kernels for these UNets, so jaxdiff turns them off for its
   programs. The measurements (``benchmarks/bench_options.py``, machine, versions and figures)
   are in ``benchmarks/BENCHMARKS.md`` (Levers), where they are kept up to date.
-  Override with ``set_cpu_compiler_options({...})`` (``{}``: XLA's defaults), the environment
-  variable ``JAXDIFF_CPU_COMPILER_OPTIONS=off``, or by naming the option in ``XLA_FLAGS``
+  Which of the candidate option sets (``CPU_OPTION_CANDIDATES``) is faster depends on the
+  machine (it flipped between AMD Zen 3, Zen 4 and Zen 5), so by default jaxdiff measures it
+  once per machine, like cuDNN's autotuning: ``tune_cpu_compiler_options`` times a small
+  convolution-block train step under each candidate (about 2 s) the first time a jaxdiff program
+  is compiled for the CPU, and caches the choice in ``~/.cache/jaxdiff/cpu_options.json`` keyed
+  by CPU model, instruction-set flags, core count and jaxlib version. Override with
+  ``set_cpu_compiler_options({...})`` (``{}``: XLA's defaults), the environment variable
+  ``JAXDIFF_CPU_COMPILER_OPTIONS`` (``off``: XLA's defaults; ``static``: ``CPU_COMPILER_OPTIONS``
+  without measuring; ``auto``, the default: measured), or by naming the option in ``XLA_FLAGS``
   (a user's flag always wins).
 * ``configure_performance()`` (opt-in, process-wide, call before JAX creates its backend):
   glibc malloc thresholds and optional ``XLA_FLAGS`` (e.g. ``disable_ynn_fusions=True`` for
@@ -23,11 +30,19 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import hashlib
+import json
 import logging
 import os
+import platform as _platform
+import statistics
 import sys
+import tempfile
+import time
 
 import jax
+import jax.numpy as jnp
+import jaxlib
 
 try:  # private JAX modules, probed: if they move, the functions below assume the safe answer
   from jax._src import core as _jax_core
@@ -41,7 +56,10 @@ __all__ = [
   "compiler_options",
   "jit",
   "set_cpu_compiler_options",
+  "tune_cpu_compiler_options",
+  "machine_fingerprint",
   "CPU_COMPILER_OPTIONS",
+  "CPU_OPTION_CANDIDATES",
   "CPU_XLA_FLAGS",
   "YNN_OFF_FLAGS",
   "MALLOC_MMAP_THRESHOLD",
@@ -58,6 +76,15 @@ CPU_COMPILER_OPTIONS: dict[str, str | int | bool] = {
 }
 _override: dict | None = None
 ENV_SWITCH = "JAXDIFF_CPU_COMPILER_OPTIONS"
+# The option sets tune_cpu_compiler_options chooses between (the first is the static default).
+CPU_OPTION_CANDIDATES: dict[str, dict] = {
+  "ynn_off": dict(CPU_COMPILER_OPTIONS),
+  "xla_default": {},
+}
+# A candidate replaces the static default only when its probe is this much faster (noise margin).
+TUNE_MARGIN = 0.05
+TUNE_CACHE_ENV = "JAXDIFF_CPU_TUNE_CACHE"  # the cache file ("" = ~/.cache/jaxdiff/cpu_options.json)
+_tuned: dict | None = None
 
 # flag -> value. An empty value is meaningful (an empty list of fusion types).
 CPU_XLA_FLAGS: dict[str, str] = {}
@@ -95,19 +122,193 @@ def set_cpu_compiler_options(options: dict | None) -> None:
 
 
 def cpu_compiler_options(platform: str | None = None) -> dict:
-  """The XLA options jaxdiff compiles its programs with: ``CPU_COMPILER_OPTIONS`` (or the
-  ``set_cpu_compiler_options`` override) on the CPU backend, ``{}`` on any other platform or
-  when ``JAXDIFF_CPU_COMPILER_OPTIONS=off``. Options the user names in ``XLA_FLAGS`` are left
-  out, so a user's flag always wins. ``platform`` defaults to ``jax.default_backend()``."""
-  if os.environ.get(ENV_SWITCH, "").strip().lower() in ("0", "off", "false", "no"):
+  """The XLA options jaxdiff compiles its programs with: on the CPU backend the
+  ``set_cpu_compiler_options`` override, else this machine's measured choice
+  (``tune_cpu_compiler_options``; ``CPU_COMPILER_OPTIONS`` under
+  ``JAXDIFF_CPU_COMPILER_OPTIONS=static``); ``{}`` on any other platform or when
+  ``JAXDIFF_CPU_COMPILER_OPTIONS=off``. Options the user names in ``XLA_FLAGS`` are left out, so a
+  user's flag always wins. ``platform`` defaults to ``jax.default_backend()``."""
+  mode = os.environ.get(ENV_SWITCH, "").strip().lower()
+  if mode in ("0", "off", "false", "no"):
     return {}
   if platform is None:
     platform = jax.default_backend()
   if platform != "cpu":
     return {}
-  options = dict(CPU_COMPILER_OPTIONS if _override is None else _override)
+  if _override is not None:
+    options = dict(_override)
+  elif mode in ("static", "default"):
+    options = dict(CPU_COMPILER_OPTIONS)
+  else:
+    options = dict(tune_cpu_compiler_options())
   user = {tok.split("=", 1)[0].lstrip("-") for tok in os.environ.get("XLA_FLAGS", "").split()}
   return {k: v for k, v in options.items() if k not in user}
+
+
+def machine_fingerprint() -> dict:
+  """What the tuned CPU options are keyed by: CPU model, its SIMD feature flags, core count,
+  jaxlib version and XLA_FLAGS."""
+  model, flags = "", ""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name") and not model:
+          model = line.split(":", 1)[1].strip()
+        elif line.startswith("flags") and not flags:
+          flags = " ".join(
+            sorted(t for t in line.split(":", 1)[1].split() if t.startswith(("avx", "amx", "fma")))
+          )
+        if model and flags:
+          break
+  except OSError:
+    pass
+  return dict(
+    cpu=model or _platform.processor() or _platform.machine(),
+    simd=flags,
+    cores=os.cpu_count(),
+    jaxlib=jaxlib.__version__,
+    xla_flags=os.environ.get("XLA_FLAGS", ""),
+  )
+
+
+def _cache_path() -> str:
+  return os.environ.get(TUNE_CACHE_ENV) or os.path.join(
+    os.path.expanduser("~"), ".cache", "jaxdiff", "cpu_options.json"
+  )
+
+
+def _machine_key(fp: dict) -> str:
+  return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _read_cache(path: str) -> dict:
+  try:
+    with open(path) as f:
+      data = json.load(f)
+    return data if isinstance(data, dict) else {}
+  except (OSError, ValueError):
+    return {}
+
+
+def _write_cache(path: str, data: dict) -> None:
+  try:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".cpu_options.")
+    with os.fdopen(fd, "w") as f:
+      json.dump(data, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+  except OSError as e:  # an unwritable cache only means measuring again next time
+    log.warning("Could not cache the tuned CPU options in %s (%s).", path, e)
+
+
+def _probe_program():
+  """A convolution block's forward and backward at two widths (32 channels 16x16, 128 channels
+  8x8: the first and the deep levels of the benchmark UNets) with a group-norm-like reduction
+  and SiLU: the work whose kernels the candidates change."""
+
+  def block(ws, x):
+    h = x
+    for w in ws:
+      h = jax.lax.conv_general_dilated(h, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      h = (h - h.mean(axis=(1, 2), keepdims=True)) * jax.lax.rsqrt(h.var(axis=(1, 2), keepdims=True) + 1e-5)
+      h = jax.nn.silu(h)
+    return jnp.mean(h * h)
+
+  def loss(params, xs):
+    return sum(block(ws, x) for ws, x in zip(params, xs))
+
+  key = jax.random.key(0)
+  params, xs = [], []
+  for batch, size, ch in ((8, 16, 32), (8, 8, 128)):
+    k1, k2, k3, key = jax.random.split(key, 4)
+    params.append([0.05 * jax.random.normal(k, (3, 3, ch, ch)) for k in (k1, k2)])
+    xs.append(jax.random.normal(k3, (batch, size, size, ch)))
+  return jax.value_and_grad(loss), (params, xs)
+
+
+def _probe(candidates: dict[str, dict], rounds: int) -> dict[str, float]:
+  """Median seconds of the probe under each candidate, interleaved rounds (alternating order)."""
+  fn, args = _probe_program()
+  lowered = jax.jit(fn).lower(*args)
+  compiled = {name: lowered.compile(compiler_options=opts or None) for name, opts in candidates.items()}
+  for c in compiled.values():  # warm-up
+    jax.block_until_ready(c(*args))
+  times: dict[str, list[float]] = {name: [] for name in compiled}
+  names = list(compiled)
+  for r in range(rounds):
+    for name in names if r % 2 == 0 else names[::-1]:
+      t0 = time.perf_counter()
+      jax.block_until_ready(compiled[name](*args))
+      times[name].append(time.perf_counter() - t0)
+  return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _can_tune() -> bool:
+  if _inside_trace():
+    return False
+  try:
+    if jax.config.read("jax_disable_most_optimizations"):  # test settings: timings mean nothing
+      return False
+    return jax.process_count() == 1  # every process of a multi-host run must compile the same
+  except Exception:
+    return False
+
+
+def tune_cpu_compiler_options(force: bool = False, rounds: int = 7) -> dict:
+  """This machine's fastest candidate of ``CPU_OPTION_CANDIDATES`` for jaxdiff's CPU programs.
+
+  Measured once per machine (``machine_fingerprint``) and cached in
+  ``~/.cache/jaxdiff/cpu_options.json`` (``$JAXDIFF_CPU_TUNE_CACHE``); later calls read the
+  cache. The first candidate (``CPU_COMPILER_OPTIONS``) is kept unless another is faster by more
+  than ``TUNE_MARGIN`` on the probe. Where measuring makes no sense (inside a trace, tests'
+  ``jax_disable_most_optimizations``, several processes) the static default is returned and
+  nothing is cached. ``force=True`` measures again and replaces the cached entry.
+  """
+  global _tuned
+  if _tuned is not None and not force:
+    return dict(_tuned["options"])
+  if not _can_tune():
+    return dict(CPU_COMPILER_OPTIONS)
+  fp = machine_fingerprint()
+  key, path = _machine_key(fp), _cache_path()
+  cache = _read_cache(path)
+  entry = cache.get(key)
+  if not force and isinstance(entry, dict) and isinstance(entry.get("options"), dict):
+    _tuned = entry
+    return dict(entry["options"])
+  try:
+    t0 = time.perf_counter()
+    times = _probe(CPU_OPTION_CANDIDATES, rounds)
+    spent = time.perf_counter() - t0
+  except Exception as e:  # the probe must never stop a program: keep the static default
+    log.warning("CPU option probe failed (%s); using %s.", e, CPU_COMPILER_OPTIONS)
+    return dict(CPU_COMPILER_OPTIONS)
+  first = next(iter(CPU_OPTION_CANDIDATES))
+  best = min(times, key=times.get)
+  if times[best] > (1.0 - TUNE_MARGIN) * times[first]:
+    best = first
+  entry = dict(
+    choice=best,
+    options=dict(CPU_OPTION_CANDIDATES[best]),
+    probe_s=times,
+    probe_wall_s=spent,
+    machine=fp,
+    date=time.strftime("%Y-%m-%dT%H:%M:%S"),
+    loadavg=_loadavg(),
+  )
+  log.info("jaxdiff CPU options for this machine: %s (probe %s)", best, times)
+  cache[key] = entry
+  _write_cache(path, cache)
+  _tuned = entry
+  return dict(entry["options"])
+
+
+def _loadavg() -> str:
+  try:
+    with open("/proc/loadavg") as f:
+      return " ".join(f.read().split()[:3])
+  except OSError:
+    return ""
 
 
 def compiler_options() -> dict | None:

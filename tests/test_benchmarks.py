@@ -71,3 +71,64 @@ def test_profile_trace_reader_sees_the_compiled_ops():
   assert any("conv" in n or "ynn" in n for n in ops), sorted(ops)
   assert profile_step.kind_of("ynn_fusion.3") == "ynn fusion (conv/dot)"
   assert profile_step.kind_of("transpose_copy_fusion.1") == "copy / transpose"
+
+
+def test_accelerator_dry_run_on_cpu(tmp_path):
+  """benchmarks/accelerator.py --dry-run: every section runs at tiny sizes on the CPU (two
+  host devices, so the sharding check runs), records JSON lines and prints the summary."""
+  env = {
+    **os.environ,
+    "JAXDIFF_BENCH_RESULTS": str(tmp_path),
+    "PYTHONPATH": str(ROOT),
+    "JAX_PLATFORMS": "cpu",
+    "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+  }
+  out = subprocess.run(
+    [sys.executable, str(BENCH / "accelerator.py"), "--dry-run", "--tag=smoke"],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+  recs = [json.loads(line) for line in open(tmp_path / "accelerator.jsonl")]
+  checks = {r["name"]: r for r in recs if r["section"] == "checks"}
+  assert checks["bf16 compute"]["ok"] and 0 < checks["bf16 compute"]["rel_diff_vs_f32"] < 0.1
+  assert checks["attention auto"]["ok"] and checks["attention auto"]["kernel"] == "xla"  # no cuDNN on CPU
+  assert checks["sharding"]["ok"] and checks["sharding"]["devices"] == 2
+  (unet,) = [r for r in recs if r["section"] == "unet"]
+  assert unet["images_per_s"] > 0 and unet["flops_per_step"] > 0 and unet["mfu"] is None
+  assert unet["env"]["platform"] == "cpu" and unet["dry_run"] and unet["tag"] == "smoke"
+  dit = [r for r in recs if r["section"] == "dit"]
+  assert dit and all("images_per_s" in r or r.get("skipped") for r in dit)
+  (ddim,) = [r for r in recs if r["section"] == "ddim"]
+  assert ddim["finite"] and ddim["images_per_s"] > 0
+  assert "| model | dtype | batch |" in out.stdout
+
+
+def test_accelerator_peak_table():
+  sys.path.insert(0, str(BENCH))
+  try:
+    import accelerator
+  finally:
+    sys.path.remove(str(BENCH))
+  peak = accelerator.peak_bf16_tflops
+  assert peak("NVIDIA H100 80GB HBM3") == 989 and peak("NVIDIA H200") == 989
+  assert peak("NVIDIA H100 PCIe") == 756 and peak("NVIDIA A100-SXM4-80GB") == 312
+  assert peak("NVIDIA H20") == 148
+  assert peak("TPU v4") == 275 and peak("TPU v5 lite") == 197 and peak("TPU v5") == 459
+  assert peak("TPU v6 lite") == 918 and peak("cpu") is None
+
+
+def test_accelerator_sh_checks_its_packages_and_starts(tmp_path):
+  """benchmarks/accelerator.sh: installs only ./wheels (if any), checks the imports it needs and
+  hands its arguments to accelerator.py (here --help: no measurement)."""
+  out = subprocess.run(
+    ["bash", str(BENCH / "accelerator.sh"), "--help"],
+    env={**os.environ, "PYTHON": sys.executable, "JAX_PLATFORMS": "cpu", "TMPDIR": str(tmp_path)},
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "# devices:" in out.stdout and "--dry-run" in out.stdout

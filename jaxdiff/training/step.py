@@ -17,11 +17,17 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+try:  # jax >= 0.7; without it the unrolled steps agree to float rounding instead of bit for bit
+  from jax.experimental.layout import Layout as _Layout
+  from jax.experimental.layout import with_layout_constraint as _with_layout_constraint
+except ImportError:  # pragma: no cover
+  _Layout = _with_layout_constraint = None
+
 from jaxdiff import diffusion
 from jaxdiff.conditioning import Conditioning
 from jaxdiff.training.state import TrainState, ema_decay, ema_update, learning_rate_schedule
 
-__all__ = ["make_train_step", "make_multi_step", "context_dropout"]
+__all__ = ["make_train_step", "make_multi_step", "multi_step_impl", "MULTI_STEP_IMPLS", "context_dropout"]
 
 
 def context_dropout(config) -> float:
@@ -92,16 +98,62 @@ def make_train_step(config: ml_collections.ConfigDict, model: Any, schedule: Any
   return step
 
 
-def make_multi_step(step: Callable, num: int) -> Callable:
-  """Scan `num` train steps in one call: batches carry a leading axis of size num (score_sde's knob)."""
+MULTI_STEP_IMPLS = ("auto", "unroll", "scan")
+
+
+def _row_major(a):
+  """`a` constrained to the default (row-major) layout where JAX can say so."""
+  if _with_layout_constraint is None or getattr(a, "ndim", 0) < 2:
+    return a
+  return _with_layout_constraint(a, _Layout(tuple(range(a.ndim))))
+
+
+def multi_step_impl(impl: str = "auto", platform: str | None = None) -> str:
+  """How `make_multi_step` loops: "auto" is "unroll" on XLA:CPU, where convolution gradients
+  inside a `lax.scan` body run 25-120x slower than at top level (benchmarks/bench_scan_conv.py),
+  and "scan" on GPU/TPU, where the loop keeps the program (and its compile time) the size of one
+  step. Figures: benchmarks/BENCHMARKS.md, "Steps per dispatch"."""
+  if impl not in MULTI_STEP_IMPLS:
+    raise ValueError(f"multi-step implementation must be one of {MULTI_STEP_IMPLS}, got {impl!r}")
+  if impl != "auto":
+    return impl
+  return "unroll" if (platform or jax.default_backend()) == "cpu" else "scan"
+
+
+def make_multi_step(step: Callable, num: int, impl: str = "auto") -> Callable:
+  """`num` train steps in one call: batches carry a leading axis of size num (score_sde's knob);
+  metrics come back with that leading axis too.
+
+  impl: "scan" (one `lax.scan`: the program is one step's size; the result agrees with `num`
+  calls of `step` up to float rounding), "unroll" (the steps written out one after the other,
+  an optimisation barrier and the row-major layout on each step's state so that XLA compiles each
+  step as it compiles a single step: bit-identical to `num` calls of `step` on XLA:CPU, tested),
+  or "auto" (`multi_step_impl`: unroll on CPU, scan elsewhere)."""
   if num <= 1:
     return step
+  impl = multi_step_impl(impl)
 
-  def multi(state, batches, key):
-    def body(s, b):
-      return step(s, b, key)
+  if impl == "scan":
 
-    state, metrics = jax.lax.scan(body, state, batches)
-    return state, metrics  # per-step metrics, leading axis num
+    def multi(state, batches, key):
+      def body(s, b):
+        return step(s, b, key)
 
-  return multi
+      return jax.lax.scan(body, state, batches)  # per-step metrics, leading axis num
+
+    return multi
+
+  def unrolled(state, batches, key):
+    per_step = []
+    for i in range(num):
+      batch = jax.tree_util.tree_map(lambda b: b[i], batches)
+      # The barrier keeps XLA from fusing across steps; the layout constraint gives each state
+      # array the row-major layout it has between two single-step calls (XLA would otherwise
+      # pick conv-friendly layouts for the params passed on, and accumulate in another order).
+      state, metrics = jax.lax.optimization_barrier(step(state, batch, key))
+      if i < num - 1:  # (the last state is the program's output: row-major already)
+        state = jax.tree_util.tree_map(_row_major, state)
+      per_step.append(metrics)
+    return state, jax.tree_util.tree_map(lambda *m: jnp.stack(m), *per_step)
+
+  return unrolled
