@@ -44,7 +44,7 @@ from jaxdiff.training.state import (
   state_bytes_per_device,
   train_state_shardings,
 )
-from jaxdiff.training.step import make_multi_step, make_train_step
+from jaxdiff.training.step import make_multi_step, make_train_step, multi_step_impl
 
 __all__ = ["train", "TrainingError", "NonFiniteLossError", "WorkdirError", "setup_compilation_cache"]
 
@@ -287,15 +287,11 @@ def _check_batch(global_batch: int, mesh) -> int:
   return per_device
 
 
-def _warn_scan_on_cpu(k: int) -> None:
-  if k > 1 and jax.default_backend() == "cpu":
-    log.warning(
-      "config.train.steps_per_dispatch=%d on CPU: XLA:CPU (jax %s) runs convolution "
-      "gradients inside a scanned loop 25-120x slower than at top level "
-      "(benchmarks/bench_scan_conv.py); steps_per_dispatch=1 is much faster here.",
-      k,
-      jax.__version__,
-    )
+def _log_multi_step(k: int) -> None:
+  """steps_per_dispatch > 1: which loop `make_multi_step` uses here (unrolled on CPU, where a
+  scanned loop ran convolution gradients 25-120x slower; benchmarks/BENCHMARKS.md)."""
+  if k > 1:
+    log.info("config.train.steps_per_dispatch=%d: %s loop", k, multi_step_impl())
 
 
 def _global_batches(config, start_step: int, k: int, sharding) -> Iterator[dict]:
@@ -322,7 +318,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[_Run, str]:
   global_batch = int(config.train.batch_size)
   per_device = _check_batch(global_batch, mesh)
   k = int(config.train.steps_per_dispatch)
-  _warn_scan_on_cpu(k)
+  _log_multi_step(k)
   repl = parallel.replicated(mesh)
   batch_sharding = parallel.data_sharding(mesh, leading_axes=1 if k > 1 else 0)
 
