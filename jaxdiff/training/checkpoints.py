@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import socket
+import sys
 import threading
 import time
 from typing import Any
@@ -214,6 +215,20 @@ class _QuietOrbaxTraces(logging.Filter):
 _QUIET = _QuietOrbaxTraces()
 
 
+def _drop_closed_loop_callbacks(hook):
+  """sys.unraisablehook that drops "Event loop is closed": after a failed save (a full disk),
+  TensorStore's other pending writes finish into the event loop Orbax has closed, and each would
+  print a trace of that; the failure itself is reported once, by `Checkpointer`."""
+
+  def quiet(unraisable):
+    if unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed":
+      return
+    hook(unraisable)
+
+  quiet.jaxdiff_quiet = True
+  return quiet
+
+
 def _file_digests(folder: str) -> dict[str, list]:
   """{relative path: [size, sha256 hex]} of every file under `folder` but the manifest."""
   out = {}
@@ -298,6 +313,8 @@ class Checkpointer:
     self._in_flight: int | None = None  # the step of the save not yet known to be complete
     self._async = async_save
     absl_logging.get_absl_logger().addFilter(_QUIET)
+    if not getattr(sys.unraisablehook, "jaxdiff_quiet", False):
+      sys.unraisablehook = _drop_closed_loop_callbacks(sys.unraisablehook)
     options = ocp.CheckpointManagerOptions(
       max_to_keep=max(int(keep), 1), create=True, enable_async_checkpointing=async_save
     )
