@@ -1,7 +1,9 @@
 """Train a diffusion model: python train.py --config=configs/digits.py --workdir=runs/digits.
 
 Only flags here; the work is `jaxdiff.training.train(config, workdir)`. Override any config
-field with --config.<section>.<field>=value. Running again with the same workdir resumes.
+field with --config.<section>.<field>=value. Running again with the same workdir resumes; for a
+workdir that already holds a run (or one made by `python -m jaxdiff.interop import`), --config may
+be left out and the workdir's config.json is used.
 """
 
 import errno
@@ -11,27 +13,44 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxdiff import parallel
+from jaxdiff import fileio, parallel
 from jaxdiff.config_utils import parse_flags
-from jaxdiff.errors import LEGACY_USER_ERRORS, WorkdirError, run_cli
+from jaxdiff.errors import LEGACY_USER_ERRORS, ConfigError, WorkdirError, run_cli
 from jaxdiff.parallel import define_process_flags
 from jaxdiff.training import train
+from jaxdiff.training.checkpoints import load_config
 
 _CONFIG = config_flags.DEFINE_config_file(
-  "config", None, "Config file (configs/<name>.py).", lock_config=True
+  "config",
+  None,
+  "Config file (configs/<name>.py). Optional for a workdir that holds a run: its config.json is used.",
+  lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string(
   "workdir", None, "Where checkpoints, logs and samples go (resumes if present)."
 )
 _INIT_PROCESSES = define_process_flags()
 flags.adopt_module_key_flags(parallel)  # listed by --help
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["workdir"])
+
+
+def _config(workdir: str):
+  """--config's config, or (without --config) the config.json of a workdir that already holds a run."""
+  if _CONFIG.value is not None:
+    return _CONFIG.value
+  if not fileio.exists(fileio.join(workdir, "config.json")):
+    raise ConfigError(
+      f"--config is missing and {workdir} holds no run (no config.json) to resume: pass "
+      "--config=configs/<name>.py to start one."
+    )
+  logging.warning("No --config: using %s", fileio.join(workdir, "config.json"))
+  return load_config(workdir)
 
 
 def _train(_argv) -> None:
   _INIT_PROCESSES()
   try:
-    train(_CONFIG.value, _WORKDIR.value)
+    train(_config(_WORKDIR.value), _WORKDIR.value)
   except OSError as e:
     if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
       raise

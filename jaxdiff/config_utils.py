@@ -137,6 +137,13 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
     message = config_flag_error(failed, argv)
   except flags.Error as e:  # absl's own: an unknown flag, a value of the wrong type, a missing flag
     message = f"{_first_line(e)} (--help lists the flags)"
+    if any(a.startswith("--config.") for a in argv) and not any(
+      a == "--config" or a.startswith("--config=") for a in argv
+    ):
+      message = (
+        "--config.<field>=... overrides need a config file to override: pass --config=configs/<name>.py "
+        "(or WORKDIR/config.py) as well; without --config a workdir's config.json is used as saved"
+      )
   except Exception as e:  # raised by ml_collections while loading the config file or an override
     message = config_flag_error(e, argv)
   print(f"{prog}: error: {message}", file=sys.stderr)

@@ -299,3 +299,18 @@ def test_start_up_error_leaves_no_empty_workdir(tmp_path, monkeypatch):
   with pytest.raises(DataError):  # a folder that was there before stays
     train(tiny_points_config(), str(tmp_path / "old"))
   assert (tmp_path / "old").is_dir() and not os.listdir(tmp_path / "old")
+
+
+def test_train_py_without_config_resumes_from_the_workdirs_config_json(trained, tmp_path):
+  wd = _copy(trained, tmp_path)
+  run = lambda *a: subprocess.run(  # noqa: E731
+    [sys.executable, os.path.join(ROOT, "train.py"), *a], capture_output=True, text=True, cwd=ROOT
+  )
+  r = run(f"--workdir={wd}")
+  assert r.returncode == 0, r.stderr
+  out = r.stdout + r.stderr
+  assert "No --config: using" in out and "resumed at step 20" in out and "done at step 20" in out
+  r = run(f"--workdir={tmp_path / 'empty'}")  # nothing to resume: --config is required
+  assert r.returncode == 2 and "--config is missing" in r.stderr and not (tmp_path / "empty").exists()
+  r = run(f"--workdir={wd}", "--config.train.num_steps=30")  # overrides need a file to override
+  assert r.returncode == 2 and "overrides need a config file" in r.stderr
