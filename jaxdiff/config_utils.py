@@ -18,7 +18,7 @@ import jax
 import ml_collections
 from absl import flags
 
-from jaxdiff import diffusion, grids, models, processes, samplers, schedules
+from jaxdiff import diffusion, generation, grids, models, processes, samplers, schedules
 from jaxdiff.conditioning import Conditioning
 from jaxdiff.configs import default, with_defaults
 from jaxdiff.data import conditioning as data_conditioning
@@ -122,6 +122,18 @@ def config_flag_error(error: BaseException, argv: Sequence[str], flag: str = "co
         if message:
           return message
   return f"--{flag}: {type(error).__name__}: {_first_line(error)}"
+
+
+def _check_guidance(config: ml_collections.ConfigDict) -> None:
+  """config.sample.guidance_rescale / guidance_interval / guidance_schedule, checked at start-up
+  (training's periodic grids use them too)."""
+  s = config.sample
+  _number(config, "sample.guidance_rescale", 0, 1)
+  try:
+    generation.parse_guidance_interval(s.guidance_interval)
+    generation.parse_guidance_schedule(s.guidance_schedule, s.num_steps)
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"config.sample.{e}") from None
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:
@@ -283,6 +295,7 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   _number(config, "sample.s_churn", 0)
   _validate_process(config)
   _number(config, "sample.eta", 0)
+  _check_guidance(config)
   _check_schedule(config)
   if (
     config.model.num_classes

@@ -21,6 +21,9 @@ import jaxdiff
 from jaxdiff import generation, processes, samplers, schedules
 from jaxdiff.bulk import generate, read_shard
 from jaxdiff.bulk.settings import SamplingError, resolve_run
+from jaxdiff.config_utils import validate_config
+from jaxdiff.configs import default
+from jaxdiff.errors import ConfigError
 from jaxdiff.models import create_model
 from jaxdiff.training import Checkpointer, create_train_state, save_config
 
@@ -426,3 +429,21 @@ def test_generate_records_the_options_and_refuses_a_changed_run(labelled_points_
   with pytest.raises(SamplingError, match="belongs to a different run.*guidance"):
     generate(labelled_points_workdir, out, guidance_options={"guidance_rescale": 0.5}, **kw)
   generate(labelled_points_workdir, out, guidance_options=opts, **kw)  # the same run: resumes
+
+
+@pytest.mark.parametrize(
+  "field,value,named",
+  [
+    ("guidance_rescale", 1.5, "sample.guidance_rescale"),
+    ("guidance_interval", "5,1", "guidance_interval"),
+    ("guidance_schedule", "1,2,3", "guidance_schedule"),
+    ("guidance_schedule", "square:1,2", "guidance_schedule"),
+  ],
+)
+def test_bad_guidance_config_is_refused_at_start_up(field, value, named):
+  c = default.get_config()
+  c.sample[field] = value
+  with pytest.raises(ConfigError, match=named):
+    validate_config(c)
+  c.sample[field] = default.get_config().sample[field]
+  validate_config(c)  # the default passes

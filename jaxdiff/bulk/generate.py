@@ -426,10 +426,23 @@ def _survey(plan: RunPlan, process: int, processes: int, progress: bool, run: di
   return _Survey(mine, todo, reused, regenerated)
 
 
+def _guidance_summary(s) -> str:
+  """The guidance of a run in a few words: the scale (or the schedule's ends), rescale, interval."""
+  g = s.guidance or {}
+  sched = g.get("guidance_schedule")
+  text = f"{sched[0]:g}..{sched[-1]:g} per step" if sched else f"{s.guidance_scale:g}"
+  if g.get("guidance_rescale"):
+    text += f", rescale {g['guidance_rescale']:g}"
+  if g.get("guidance_interval"):
+    lo, hi = g["guidance_interval"]
+    text += f" in [{lo:g}, {hi:g}]"
+  return text
+
+
 def _describe(plan: RunPlan, step: int, survey: _Survey, batch: int) -> str:
   """The line announcing the run."""
   s = plan.settings
-  parts = [f"{s.method} (NFE {s.nfe}" + (f", guidance {s.guidance_scale:g}" if s.guided else "") + ")"]
+  parts = [f"{s.method} (NFE {s.nfe}" + (f", guidance {_guidance_summary(s)}" if s.guided else "") + ")"]
   parts.append(f"labels {labels_summary(s.labels)}")
   if s.context:
     parts.append(f"context {s.context}")
