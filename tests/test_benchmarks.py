@@ -98,6 +98,7 @@ def test_accelerator_dry_run_on_cpu(tmp_path):
   assert checks["sharding"]["ok"] and checks["sharding"]["devices"] == 2
   (unet,) = [r for r in recs if r["section"] == "unet"]
   assert unet["images_per_s"] > 0 and unet["flops_per_step"] > 0 and unet["mfu"] is None
+  assert unet["dtype"] == "bfloat16" and 0 < unet["loss"] < 10  # a finite bf16 train step
   assert unet["env"]["platform"] == "cpu" and unet["dry_run"] and unet["tag"] == "smoke"
   dit = [r for r in recs if r["section"] == "dit"]
   assert dit and all("images_per_s" in r or r.get("skipped") for r in dit)
