@@ -21,7 +21,7 @@ from helpers import ROOT, tiny_points_config
 from jax.sharding import PartitionSpec as P
 
 from jaxdiff import parallel
-from jaxdiff.bulk import restore_model
+from jaxdiff.bulk import generate, read_shard, restore_model
 from jaxdiff.config_utils import ConfigError
 from jaxdiff.models import create_model
 from jaxdiff.training import Checkpointer, create_train_state, train
@@ -270,6 +270,27 @@ def test_sample_from_fsdp_workdir_on_one_device(runs, tmp_path):
   assert r.returncode == 0, r.stderr[-3000:]
   summary = json.load(open(tmp_path / "gen" / "summary.json"))
   assert summary["checkpoint_step"] == 4 and summary["num_samples"] == 4
+  # on 8 devices the parameters are sharded as in training (fsdp 8): the same samples
+  r = subprocess.run(
+    [sys.executable, os.path.join(ROOT, "sample.py"), f"--workdir={wd}", f"--output={tmp_path / 'gen8'}"]
+    + ["--num_samples=8", "--num_steps=3", "--batch_size=8"],
+    env=_env(8),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert r.returncode == 0, r.stderr[-3000:]
+  one = [read_shard(str(p))["images"] for p in sorted((tmp_path / "gen").glob("*.npz"))]
+  eight = [read_shard(str(p))["images"] for p in sorted((tmp_path / "gen8").glob("*.npz"))]
+  assert one and eight  # deterministic per sample (uint8: at most one level from summation order)
+  assert np.abs(eight[0][:4].astype(int) - one[0][:4].astype(int)).max() <= 1
+
+
+def test_sampling_shares_parameters_as_training_did():
+  c = tiny_points_config()
+  for fsdp, local, want in ((1, 8, 1), (8, 8, 8), (8, 4, 4), (4, 6, 2)):
+    c.parallel.fsdp = fsdp
+    assert generate._sampling_fsdp(c, local) == want
 
 
 @pytest.mark.slow

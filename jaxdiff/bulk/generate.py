@@ -10,9 +10,9 @@ batch shape or device count, so a uint8 pixel can differ by 1 where a value sits
 boundary (tests/test_sample_cli.py bounds the difference).
 
 Parallelism. Shards are the unit of work and of output: shard j (samples [j S, (j + 1) S)) belongs
-to process j % process_count, which generates it on its own devices (a 1-D "data" mesh over
-`jax.local_devices()`, batches split `P("data")`, parameters replicated: the training layout)
-and writes it itself. Processes share nothing while they sample (no collective per batch, no
+to process j % process_count, which generates it on its own devices (a ("data", "fsdp") mesh
+over `jax.local_devices()`, batches split over it, parameters replicated or, for a run trained
+with `parallel.fsdp`, sharded the same way: the training layout) and writes it itself. Processes share nothing while they sample (no collective per batch, no
 lockstep), so on a shared file system every shard is written exactly once, and with per-host
 disks each host holds its own shards. One barrier at the end gathers the counts for the summary.
 
@@ -156,6 +156,7 @@ def _compiled(config, model, schedule, settings: RunSettings, batch: int, mesh, 
     settings.conditional,
     batch,
     tuple(d.id for d in mesh.devices.flat),
+    mesh.devices.shape,
     jax.tree_util.tree_structure(dev_params),
     extra_key,
     tuple(sorted(perf.cpu_compiler_options().items())),
@@ -163,7 +164,8 @@ def _compiled(config, model, schedule, settings: RunSettings, batch: int, mesh, 
   if key in _COMPILED:
     _COMPILED.move_to_end(key)
     return _COMPILED[key]
-  repl, data = parallel.replicated(mesh), parallel.data_sharding(mesh)
+  data = parallel.data_sharding(mesh)
+  param_shardings = jax.tree_util.tree_map(lambda a: a.sharding, dev_params)  # replicated or fsdp
   arg = jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=data)
   args = [dev_params, arg, arg]
   if extra_spec:
@@ -175,7 +177,7 @@ def _compiled(config, model, schedule, settings: RunSettings, batch: int, mesh, 
     )
   fn = jax.jit(
     make_batch_fn(config, model, schedule, settings),
-    in_shardings=(repl,) + (data,) * (len(args) - 1),
+    in_shardings=(param_shardings,) + (data,) * (len(args) - 1),
     out_shardings=data,
   )
   compiled = fn.lower(*args).compile(compiler_options=perf.compiler_options())
@@ -480,6 +482,13 @@ def _padded_batches(index: np.ndarray, labels: np.ndarray, batch: int):
     yield valid, idx, lab
 
 
+def _sampling_fsdp(config, local_devices: int) -> int:
+  """How many of this process's devices share one copy of the parameters when sampling: the
+  training run's `parallel.fsdp` where it divides the local devices (else their largest common
+  divisor), so a model that only fits sharded also samples sharded; 1 = replicated."""
+  return math.gcd(max(int(config.parallel.fsdp), 1), local_devices)
+
+
 def _generate_shards(
   plan: RunPlan, restored: _Restored, survey: _Survey, batch: int, tag: str, progress: bool
 ):
@@ -490,9 +499,12 @@ def _generate_shards(
   if not plan.conditions.empty:
     probe = plan.conditions.arrays(np.zeros(1, np.int64))
     extra_spec = {k: (v.shape[1:], v.dtype) for k, v in probe.items()}
-  mesh = parallel.create_mesh(devices)
+  mesh = parallel.create_mesh(devices, _sampling_fsdp(restored.config, len(devices)))
   data = parallel.data_sharding(mesh)
-  dev_params = jax.device_put(restored.params, parallel.replicated(mesh))
+  dev_params = jax.device_put(
+    restored.params,
+    parallel.fsdp_sharding(restored.params, mesh, int(restored.config.parallel.fsdp_min_size)),
+  )
   index_all = np.concatenate([np.arange(a, b, dtype=np.int32) for a, b in survey.todo])
   t0 = time.perf_counter()
   compiled = _compiled(
