@@ -21,7 +21,8 @@ from helpers import ROOT, tiny_points_config
 from jax.sharding import PartitionSpec as P
 
 from jaxdiff import parallel
-from jaxdiff.bulk import generate, read_shard, restore_model
+from jaxdiff.bulk import read_shard, restore_model
+from jaxdiff.bulk.generate import _sampling_fsdp
 from jaxdiff.config_utils import ConfigError
 from jaxdiff.models import create_model
 from jaxdiff.training import Checkpointer, create_train_state, train
@@ -290,7 +291,7 @@ def test_sampling_shares_parameters_as_training_did():
   c = tiny_points_config()
   for fsdp, local, want in ((1, 8, 1), (8, 8, 8), (8, 4, 4), (4, 6, 2)):
     c.parallel.fsdp = fsdp
-    assert generate._sampling_fsdp(c, local) == want
+    assert _sampling_fsdp(c, local) == want
 
 
 @pytest.mark.slow
