@@ -54,6 +54,7 @@ __all__ = [
   "glob",
   "filesystem",
   "StoreLock",
+  "pid_alive",
   "LockBusy",
 ]
 
@@ -333,7 +334,8 @@ class LockBusy(Exception):
     self.holder, self.age = holder, age
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+  """Whether a process with this id runs on this host (0 or negative: no process named)."""
   try:
     os.kill(pid, 0)
   except ProcessLookupError:
@@ -375,7 +377,7 @@ class StoreLock:
     current = self.holder()
     if current is not None:
       holder, age = current
-      same_host_dead = holder.get("host") == info.get("host") and not _pid_alive(int(holder.get("pid", 0)))
+      same_host_dead = holder.get("host") == info.get("host") and not pid_alive(int(holder.get("pid", 0)))
       if holder.get("pid") != info.get("pid") or holder.get("host") != info.get("host"):
         if age < self.stale_s and not same_host_dead:
           raise LockBusy(holder, age)

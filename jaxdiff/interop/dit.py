@@ -34,7 +34,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdiff.errors import CheckpointError, ConfigError
-from jaxdiff.interop.files import DIFFUSERS_VERSION, read_model_folder, write_model_folder
+from jaxdiff.interop.files import (
+  DIFFUSERS_VERSION,
+  flatten_params,
+  read_model_folder,
+  unflatten_params,
+  write_model_folder,
+)
 from jaxdiff.models import DiT, create_model
 
 __all__ = [
@@ -187,20 +193,6 @@ def _to_torch(value: np.ndarray, key: str) -> np.ndarray:
   return value
 
 
-def _flat(tree: Any) -> dict[tuple[str, ...], Any]:
-  return {tuple(k.key for k in path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def _unflat(flat: dict[tuple[str, ...], Any]) -> dict:
-  tree: dict = {}
-  for path, leaf in flat.items():
-    node = tree
-    for p in path[:-1]:
-      node = node.setdefault(p, {})
-    node[path[-1]] = leaf
-  return tree
-
-
 def _abstract(model: DiT) -> dict:
   size = model.patch_size
   args = [jnp.zeros((1, size, size, model.in_channels), jnp.float32), jnp.zeros((1,), jnp.float32)]
@@ -212,7 +204,7 @@ def _abstract(model: DiT) -> dict:
 def dit_params_from_diffusers(model: DiT, tensors: dict[str, np.ndarray]) -> dict:
   """The jaxdiff DiT parameters from a DiTTransformer2DModel state dict (numpy arrays)."""
   out, used = {}, set()
-  for path, leaf in _flat(_abstract(model)).items():
+  for path, leaf in flatten_params(_abstract(model)).items():
     key = _key(path)
     if key not in tensors:
       raise CheckpointError(f"the diffusers weights have no {key} (needed for jaxdiff's {'/'.join(path)})")
@@ -237,7 +229,7 @@ def dit_params_from_diffusers(model: DiT, tensors: dict[str, np.ndarray]) -> dic
   extra = sorted(k for k in set(tensors) - used if k != "pos_embed.pos_embed")  # the fixed table, if saved
   if extra:
     raise CheckpointError(f"the diffusers weights hold tensors jaxdiff's DiT does not use: {extra[:5]}")
-  return _unflat(out)
+  return unflatten_params(out)
 
 
 def load_diffusers_dit(path: str) -> tuple[DiT, dict]:
@@ -298,7 +290,7 @@ def save_diffusers_dit(model: DiT, variables: dict, path: str, *, sample_size: i
   params = jax.device_get(params)
   config = dit_to_diffusers_config(model, sample_size)
   tensors = {}
-  for path_, leaf in _flat(params).items():
+  for path_, leaf in flatten_params(params).items():
     for block in range(model.depth) if path_[0] in ("time_embed_0", "time_embed_1", "label_embed") else [0]:
       key = _key(path_, block)
       tensors[key] = _to_torch(np.asarray(leaf), key)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import jax
 import numpy as np
 import safetensors.numpy
 
@@ -16,6 +17,8 @@ from jaxdiff import fileio
 from jaxdiff.errors import CheckpointError
 
 __all__ = [
+  "flatten_params",
+  "unflatten_params",
   "CONFIG_NAME",
   "WEIGHTS_NAME",
   "read_model_folder",
@@ -71,3 +74,19 @@ def write_model_folder(path: str, config: dict[str, Any], tensors: dict[str, np.
   fileio.atomic_write_bytes(fileio.join(path, WEIGHTS_NAME), data)
   write_json(fileio.join(path, CONFIG_NAME), config)
   return path
+
+
+def flatten_params(tree: Any) -> dict[tuple[str, ...], Any]:
+  """A nested parameter dict as {path of names: leaf}, for renaming to and from diffusers keys."""
+  return {tuple(k.key for k in path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def unflatten_params(flat: dict[tuple[str, ...], Any]) -> dict:
+  """The inverse of `flatten_params`: {path: leaf} back to a nested dict."""
+  tree: dict = {}
+  for path, leaf in flat.items():
+    node = tree
+    for p in path[:-1]:
+      node = node.setdefault(p, {})
+    node[path[-1]] = leaf
+  return tree

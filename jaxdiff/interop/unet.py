@@ -33,7 +33,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdiff.errors import CheckpointError, ConfigError
-from jaxdiff.interop.files import DIFFUSERS_VERSION, read_model_folder, write_model_folder
+from jaxdiff.interop.files import (
+  DIFFUSERS_VERSION,
+  flatten_params,
+  read_model_folder,
+  unflatten_params,
+  write_model_folder,
+)
 from jaxdiff.models import UNet, create_model
 
 __all__ = [
@@ -364,20 +370,6 @@ def _to_torch(key: str, value: np.ndarray) -> np.ndarray:
   return value
 
 
-def _flat(tree: Any) -> dict[tuple[str, ...], Any]:
-  return {tuple(k.key for k in path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def _unflat(flat: dict[tuple[str, ...], Any]) -> dict:
-  tree: dict = {}
-  for path, leaf in flat.items():
-    node = tree
-    for p in path[:-1]:
-      node = node.setdefault(p, {})
-    node[path[-1]] = leaf
-  return tree
-
-
 def unet_params_from_diffusers(model: UNet, tensors: dict[str, np.ndarray]) -> dict:
   """The jaxdiff parameters of `model` from a UNet2DModel state dict (numpy arrays); every
   tensor must be used and every shape must match (CheckpointError naming the first that does not)."""
@@ -394,7 +386,7 @@ def unet_params_from_diffusers(model: UNet, tensors: dict[str, np.ndarray]) -> d
     args.append(jnp.zeros((1,), jnp.int32))
   abstract = jax.eval_shape(model.init, jax.random.key(0), *args)["params"]
   out, used = {}, set()
-  for path, leaf in _flat(abstract).items():
+  for path, leaf in flatten_params(abstract).items():
     key = _diffusers_key(path, len(model.channel_mult))
     if key not in tensors:
       raise CheckpointError(f"the diffusers weights have no {key} (needed for jaxdiff's {'/'.join(path)})")
@@ -410,7 +402,7 @@ def unet_params_from_diffusers(model: UNet, tensors: dict[str, np.ndarray]) -> d
   extra = sorted(set(tensors) - used)
   if extra:
     raise CheckpointError(f"the diffusers weights hold tensors the config's layout does not use: {extra[:5]}")
-  return _unflat(out)
+  return unflatten_params(out)
 
 
 def load_diffusers_unet(path: str) -> tuple[UNet, dict]:
@@ -457,7 +449,7 @@ def unet_to_diffusers_config(model: UNet, params: dict, sample_size: int | None 
   attn = [f"up_{level}_attn_0" in params for level in range(levels)]
   mid = params.get("mid_attn")
   groups = int(model.num_groups)
-  for path, leaf in _flat(params).items():
+  for path, leaf in flatten_params(params).items():
     if path[-1] == "scale" and leaf.shape[0] % groups:
       raise ConfigError(
         f"config.model.num_groups={groups} does not divide the {leaf.shape[0]} channels of {'/'.join(path)} "
@@ -523,7 +515,7 @@ def unet_params_to_diffusers(
 ) -> dict[str, np.ndarray]:
   """The UNet2DModel state dict (numpy float32) of jaxdiff UNet parameters."""
   out = {}
-  for path, leaf in _flat(params).items():
+  for path, leaf in flatten_params(params).items():
     key = _diffusers_key(path, len(model.channel_mult))
     value = _to_torch(key, np.asarray(jax.device_get(leaf)))
     if path[0] == "label_embed" and num_class_embeds is not None:

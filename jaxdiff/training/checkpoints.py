@@ -630,16 +630,6 @@ def _validate_finite(tree: dict, step: int) -> None:
     raise CheckpointError(f"step {step}: parameters contain NaN/Inf")
 
 
-def _pid_alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  return True
-
-
 class WorkdirLock:
   """`workdir/train.lock` while a training run writes there: one run per workdir.
 
@@ -703,7 +693,7 @@ class WorkdirLock:
       age = time.time() - os.fstat(fd).st_mtime
       if holder and holder.get("pid") != os.getpid():
         if holder.get("host") == self.host:
-          live = not flocked and _pid_alive(int(holder.get("pid", 0)))
+          live = not flocked and fileio.pid_alive(int(holder.get("pid", 0)))
         else:
           live = age < self.stale_s
         if live:
