@@ -56,7 +56,8 @@ def main(argv=None):
   args = p.parse_args(argv)
   train = latest(load("train", args.tag), "network")
   ddim = latest(load("sample", args.tag), "network")
-  comp = latest(load("compile", args.tag), "row")
+  # cold/warm first-step records (bench_compile.py's other benches, e.g. compile_overlap, have their own shape)
+  comp = latest([r for r in load("compile", args.tag) if "cold" in r and "warm" in r], "row")
   mlp = latest(load("mlp", args.tag), "batch")
 
   print(
