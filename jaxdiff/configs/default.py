@@ -65,7 +65,7 @@ def get_config() -> ml_collections.ConfigDict:
   # UNet layout options of diffusers' UNet2DModel (jaxdiff.interop); the defaults are jaxdiff's own
   m.attention_levels = ()  # levels (0-based) whose blocks get self-attention, besides attention_resolutions
   m.mid_attention = True  # attention in the middle block (diffusers' add_attention)
-  m.mid_attention_norm = True  # GroupNorm before it (diffusers has none with resnet_time_scale_shift="scale_shift")
+  m.mid_attention_norm = True  # GroupNorm before it (diffusers: none with time scale_shift)
   m.norm_eps = 1e-6  # epsilon of every GroupNorm (diffusers' norm_eps)
   m.flip_sin_to_cos = False  # sinusoidal time embedding: [cos, sin] instead of [sin, cos]
   m.freq_shift = 1.0  # sinusoid frequencies exp(-ln(10^4) i / (dim/2 - freq_shift)); DDPM: 1

@@ -150,7 +150,10 @@ def time_features(
     t = jnp.log(jnp.maximum(t, SIGMA_FLOOR)) / 4  # EDM's c_noise
   if time_embedding == "sinusoidal":
     return timestep_embedding(
-      t if time_input == "index" else t * UNIT_SCALE, dim, flip_sin_to_cos=flip_sin_to_cos, freq_shift=freq_shift
+      t if time_input == "index" else t * UNIT_SCALE,
+      dim,
+      flip_sin_to_cos=flip_sin_to_cos,
+      freq_shift=freq_shift,
     )
   return fourier_embedding(t / UNIT_SCALE if time_input == "index" else t, dim, fourier_scale)
 
