@@ -2,6 +2,7 @@
 
 import math
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -80,3 +81,25 @@ def random_params(model, *args, seed=0, **kwargs):
     return jnp.asarray(z, leaf.dtype)
 
   return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+def tiny_train_cmd(workdir, *extra) -> list[str]:
+  """`train.py` on the 2-D S-curve with a tiny MLP (batch 16, no sample grids, no compilation
+  cache, no warm-up), for tests that run the CLI in a subprocess; `extra` flags are appended."""
+  return [
+    sys.executable,
+    os.path.join(ROOT, "train.py"),
+    f"--config={ROOT}/configs/default.py",
+    f"--workdir={workdir}",
+    "--config.model.name=mlp",
+    "--config.model.hidden_dim=32",
+    "--config.model.num_layers=2",
+    "--config.model.num_classes=0",
+    "--config.data.name=toy2d/s_curve",
+    "--config.data.num_classes=0",
+    "--config.train.batch_size=16",
+    "--config.train.sample_every=0",
+    "--config.train.compilation_cache_dir=none",
+    "--config.optim.warmup_steps=0",
+    *extra,
+  ]

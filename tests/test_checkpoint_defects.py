@@ -17,7 +17,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from helpers import ROOT, tiny_points_config
+from helpers import ROOT, tiny_points_config, tiny_train_cmd
 
 from jaxdiff.bulk.restore import restore_model
 from jaxdiff.errors import CheckpointError, DataError, WorkdirError
@@ -232,25 +232,7 @@ def test_full_disk_during_training_cli(tmp_path):
 
 
 def _train_cmd(workdir, *extra):
-  return [
-    sys.executable,
-    os.path.join(ROOT, "train.py"),
-    f"--config={ROOT}/configs/default.py",
-    f"--workdir={workdir}",
-    "--config.model.name=mlp",
-    "--config.model.hidden_dim=32",
-    "--config.model.num_layers=2",
-    "--config.model.num_classes=0",
-    "--config.data.name=toy2d/s_curve",
-    "--config.data.num_classes=0",
-    "--config.train.batch_size=16",
-    "--config.train.sample_every=0",
-    "--config.train.compilation_cache_dir=none",
-    "--config.train.checkpoint_every=10",
-    "--config.train.log_every=10",
-    "--config.optim.warmup_steps=0",
-    *extra,
-  ]
+  return tiny_train_cmd(workdir, "--config.train.checkpoint_every=10", "--config.train.log_every=10", *extra)
 
 
 @pytest.mark.slow

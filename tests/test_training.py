@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import ROOT, tiny_image_config, tiny_points_config
+from helpers import ROOT, tiny_image_config, tiny_points_config, tiny_train_cmd
 
 from jaxdiff import parallel
 from jaxdiff.config_utils import ConfigError, schedule_from_config
@@ -259,24 +259,7 @@ def test_batch_not_divisible_by_devices_message():
     parallel.check_global_batch(jax.device_count() * 4 + 1 if jax.device_count() > 1 else 0, mesh)
 
 
-def _train_cmd(workdir, *extra):
-  return [
-    sys.executable,
-    os.path.join(ROOT, "train.py"),
-    f"--config={ROOT}/configs/default.py",
-    f"--workdir={workdir}",
-    "--config.model.name=mlp",
-    "--config.model.hidden_dim=32",
-    "--config.model.num_layers=2",
-    "--config.model.num_classes=0",
-    "--config.data.name=toy2d/s_curve",
-    "--config.data.num_classes=0",
-    "--config.train.batch_size=16",
-    "--config.train.sample_every=0",
-    "--config.train.compilation_cache_dir=none",
-    "--config.optim.warmup_steps=0",
-    *extra,
-  ]
+_train_cmd = tiny_train_cmd
 
 
 def test_sigterm_saves_a_loadable_checkpoint(tmp_path):
