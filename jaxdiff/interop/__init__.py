@@ -10,6 +10,7 @@ models, diffusers scheduler configs <-> jaxdiff config fields, whole pipelines <
 from jaxdiff.interop.dit import dit_model_config, load_diffusers_dit, save_diffusers_dit
 from jaxdiff.interop.scheduler import config_to_scheduler, scheduler_overrides
 from jaxdiff.interop.unet import DDPM_CONFIGS, load_diffusers_unet, save_diffusers_unet, unet_model_config
+from jaxdiff.interop.vae import load_diffusers_vae, save_diffusers_vae
 from jaxdiff.interop.workdir import export_workdir, import_diffusers
 
 __all__ = [
@@ -19,6 +20,8 @@ __all__ = [
   "unet_model_config",
   "load_diffusers_dit",
   "save_diffusers_dit",
+  "load_diffusers_vae",
+  "save_diffusers_vae",
   "dit_model_config",
   "scheduler_overrides",
   "config_to_scheduler",

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from jaxdiff.conditioning import Conditioning
 from jaxdiff.configs import with_defaults
 from jaxdiff.errors import ConfigError
+from jaxdiff.models.autoencoder import AutoencoderKL
 from jaxdiff.models.dit import DIT_VARIANTS, DiT, dit_variant
 from jaxdiff.models.layers import (
   CONTEXT_NULLS,
@@ -31,6 +32,7 @@ from jaxdiff.models.mlp import MLP
 from jaxdiff.models.unet import UNet
 
 __all__ = [
+  "AutoencoderKL",
   "UNet",
   "MLP",
   "DiT",
