@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 from helpers import ROOT, tiny_image_config, tiny_points_config
 
+from jaxdiff import grids
 from jaxdiff.bulk import SamplingError, check_shard, generate, labels_for, layout, parse_labels, read_shard
 from jaxdiff.bulk.figures import grid_order
+from jaxdiff.bulk.settings import grid_times, resolve_run
 from jaxdiff.bulk.shards import write_shard
 from jaxdiff.generation import sample_from_config
 
@@ -408,3 +410,118 @@ def test_two_processes_write_their_own_shards_and_match_one_process(points_workd
   A, B = _load(out), _load(tmp_path / "single")
   assert A["names"] == B["names"]
   np.testing.assert_allclose(A["x"], B["x"], rtol=1e-5, atol=1e-5)
+
+
+# ---- sampler options, grids and guidance intervals are applied or refused, never dropped ----
+
+
+def _process_config(process: str):
+  c = tiny_points_config()
+  c.diffusion.process = process
+  return c
+
+
+@pytest.mark.parametrize(
+  "kw, match",
+  [
+    (dict(sampler="dpmpp_2m", eta=0.5), "dpmpp_2m sampler does not take eta.*ddim, euler_ancestral"),
+    (
+      dict(sampler="unipc", grid_options={"s_churn": 10.0}),
+      "unipc sampler does not take s_churn.*euler, heun",
+    ),
+    (dict(sampler="ddim", grid_options={"order": 3}), "ddim sampler does not take order.*unipc"),
+  ],
+)
+def test_an_option_the_sampler_does_not_take_is_refused(kw, match):
+  with pytest.raises(SamplingError, match=match):
+    resolve_run(tiny_points_config(), num_samples=4, **kw)
+
+
+def test_an_option_the_sampler_does_not_take_is_one_line_from_sample_py(points_workdir, tmp_path):
+  r = _cli(
+    f"--workdir={points_workdir}",
+    "--num_samples=4",
+    "--sampler=dpmpp_2m",
+    "--eta=0.5",
+    f"--output={tmp_path / 'o'}",
+  )
+  assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+  assert "dpmpp_2m sampler does not take eta" in r.stderr.strip().splitlines()[-1]
+  assert not (tmp_path / "o").exists()
+
+
+def test_karras_flags_apply_to_the_own_grid_of_an_edm_model():
+  c = _process_config("edm")
+  s, _ = resolve_run(c, num_samples=4, num_steps=12, grid_options={"rho": 3.0, "sigma_max": 40.0})
+  want = grids.karras(12, float(c.diffusion.sigma_min), 40.0, 3.0)  # EDM's own grid with those values
+  np.testing.assert_allclose(grid_times(c, s), want, rtol=1e-6)
+  plain, _ = resolve_run(c, num_samples=4, num_steps=12)
+  np.testing.assert_allclose(grid_times(c, plain), grids.karras(12, 0.002, 80.0, 7.0), rtol=1e-6)
+
+
+def test_shift_applies_to_the_own_grid_of_a_flow_model():
+  c = _process_config("flow")
+  s, _ = resolve_run(c, num_samples=4, num_steps=9, grid_options={"shift": 3.0})
+  # --grid=flow reads SD3's levels as sigma/alpha ratios and back (kept finite at t=1): ~5e-5 apart
+  np.testing.assert_allclose(grid_times(c, s), grids.flow(9, 3.0), rtol=1e-4)
+  assert not np.allclose(grids.flow(9, 3.0), grids.flow(9, float(c.diffusion.flow_shift)))
+
+
+@pytest.mark.parametrize(
+  "process, kw, match",
+  [
+    ("edm", dict(spacing="trailing"), "--spacing=trailing applies to discrete \\(vp\\) chains"),
+    ("flow", dict(spacing="leading"), "--spacing=leading applies to discrete"),
+    ("vp", dict(grid_options={"rho": 3.0}), "--rho is a setting of --grid=karras"),
+    ("edm", dict(grid_options={"shift": 3.0}), "--shift is a setting of .*--grid=flow"),
+    ("flow", dict(grid_options={"grid": "logsnr", "rho": 5.0}), "--grid=logsnr does not take it"),
+    ("edm", dict(grid_options={"sigma_max": -1.0}), "--sigma_max=-1.0 must be a finite number > 0"),
+  ],
+)
+def test_grid_flags_that_would_be_ignored_are_refused(process, kw, match):
+  with pytest.raises(SamplingError, match=match):
+    resolve_run(_process_config(process), num_samples=4, **kw)
+
+
+def test_a_grid_leaving_the_trained_noise_range_is_refused():
+  c = _process_config("edm")  # trained for sigma in [0.002, 80]
+  with pytest.raises(SamplingError, match=r"--grid=flow reaches sigma 22026.*sigma in \[0.002, 80\]"):
+    resolve_run(c, num_samples=4, grid_options={"grid": "flow"})
+  with pytest.raises(SamplingError, match=r"sigma 500 .*outside the range"):
+    resolve_run(c, num_samples=4, grid_options={"grid": "karras", "sigma_max": 500.0})
+  for grid in ("karras", "logsnr", "uniform"):  # the grids that stay inside it are taken
+    resolve_run(c, num_samples=4, grid_options={"grid": grid})
+
+
+def test_num_steps_is_capped_by_the_chain_only():
+  resolve_run(_process_config("edm"), num_samples=4, num_steps=2000)
+  resolve_run(_process_config("flow"), num_samples=4, num_steps=5000)
+  with pytest.raises(SamplingError, match="--num_steps=2000 must be between 1 and 1000"):
+    resolve_run(_process_config("vp"), num_samples=4, num_steps=2000)
+
+
+def test_a_guidance_interval_outside_the_time_range_is_refused():
+  c = tiny_image_config()
+  c.diffusion.process = "edm"
+  with pytest.raises(
+    SamplingError, match=r"82,579 lies outside this 'edm' model's time range, sigma in \[0.002, 80\]"
+  ):
+    resolve_run(c, num_samples=4, guidance_scale=3.0, guidance_options={"guidance_interval": "82,579"})
+  c.diffusion.process = "vp"  # 5 leading steps: 800, 600, 400, 200, 0
+  with pytest.raises(SamplingError, match="holds none of the run's 5 step times"):
+    resolve_run(c, num_samples=4, guidance_scale=3.0, guidance_options={"guidance_interval": "410,590"})
+  s, _ = resolve_run(c, num_samples=4, guidance_scale=3.0, guidance_options={"guidance_interval": "82,579"})
+  assert s.guidance == {"guidance_interval": [82.0, 579.0]}
+
+
+def test_trajectory_columns_name_continuous_times():
+  from jaxdiff.bulk.figures import _column_titles
+
+  assert _column_titles(np.array([0.97, 0.5, 0.0123]), np.arange(4)) == [
+    "t=0.97",
+    "t=0.5",
+    "t=0.0123",
+    "x0 (final)",
+  ]
+  assert _column_titles(np.array([999.0, 499.0, 0.0]), np.arange(3)) == ["t=999", "t=499", "t=0"]
+  assert _column_titles(np.array([80.0, 2.5, 0.002]), np.arange(3)) == ["t=80", "t=2.5", "t=0.002"]

@@ -97,8 +97,15 @@ def _pick_columns(num_states: int, count: int) -> np.ndarray:
   return np.unique(np.round(np.linspace(0, num_states - 1, min(count, num_states))).astype(int))
 
 
+def time_label(t: float) -> str:
+  """A model time as a column title: whole timesteps as integers ("t=999"), continuous times and
+  noise levels with four significant digits ("t=0.4321", "t=80")."""
+  t = float(t)
+  return f"t={int(t)}" if t == round(t) and abs(t) < 1e7 else f"t={t:.4g}"
+
+
 def _column_titles(ts: np.ndarray, cols: np.ndarray) -> list[str]:
-  return [f"t={int(ts[c])}" if c < len(ts) else "x0 (final)" for c in cols]
+  return [time_label(ts[c]) if c < len(ts) else "x0 (final)" for c in cols]
 
 
 def save_trajectory(

@@ -44,7 +44,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
-from jaxdiff import fileio, images, parallel, perf, samplers
+from jaxdiff import fileio, images, parallel, perf
 from jaxdiff.bulk import figures
 from jaxdiff.bulk.conditions import Conditions
 from jaxdiff.bulk.restore import load_run_config, params_digest, restore_model
@@ -54,11 +54,12 @@ from jaxdiff.bulk.settings import (
   RunSettings,
   SamplingError,
   compare_manifest,
+  grid_times,
   labels_summary,
   resolve_run,
 )
 from jaxdiff.fileio import atomic_write_bytes
-from jaxdiff.generation import GRID_OPTIONS, sample_from_config, sampling_grid
+from jaxdiff.generation import sample_from_config
 from jaxdiff.perf import setup_compilation_cache
 from jaxdiff.shards import (
   check_shard,
@@ -817,18 +818,6 @@ def _done_line(summary: dict, record: dict, totals: dict, compile_s: float) -> s
   )
 
 
-def _sampling_times(config, process, settings: RunSettings) -> np.ndarray:
-  """The model times of the run's steps (the trajectory's row labels), as the sampler plans them."""
-  opts = settings.sampler_options()
-  name = opts["sampler"]
-  smp = samplers.make_sampler(
-    name, **samplers.accepted_options(name, eta=opts.get("eta"), order=opts.get("order"))
-  )
-  grid_kw = {k: opts.get(k) for k in GRID_OPTIONS}
-  where = sampling_grid(config, process, settings.num_steps, spacing=settings.spacing, **grid_kw)
-  return samplers.plan_grid(process, smp, settings.num_steps, **where).ts
-
-
 def _save_trajectory(
   config,
   model,
@@ -844,7 +833,7 @@ def _save_trajectory(
   idx = np.arange(n, dtype=np.int32)
   extra = conditions.arrays(idx) if conditions is not None and not conditions.empty else None
   _, xs, x0s = fn(host_params, idx, settings.labels_of(idx), extra)
-  ts = _sampling_times(config, schedule, settings)
+  ts = grid_times(config, settings)
   title = f"reverse process, {settings.method}, seed {settings.seed}" + (
     f", labels {labels_summary(settings.labels)}" if settings.conditional else ""
   )
