@@ -186,6 +186,24 @@ def get_config() -> ml_collections.ConfigDict:
   s.clip_x0 = 1.0  # clip predicted x0 to [-c, c]; 0 disables
   s.batch_size = 256
 
+  # ---- autoencoders (model.name "autoencoder_kl") and latent diffusion (jaxdiff.latents) ----
+  ae = config.autoencoder = ml_collections.ConfigDict()
+  ae.block_out_channels = (64, 128)  # one entry per level; 2^(levels - 1) x smaller latents
+  ae.layers_per_block = 1
+  ae.latent_channels = 4
+  ae.norm_num_groups = 32
+  ae.mid_block_add_attention = True
+  ae.recon_loss = "l1"  # "l1" | "l2"
+  ae.kl_weight = 1e-6  # beta of beta * KL(q(z|x) || N(0, I)), the KL summed over the latent
+  ae.perceptual = ""  # a name in jaxdiff.training.autoencoder_step.PERCEPTUAL_LOSSES (e.g. your LPIPS)
+  ae.perceptual_weight = 0.0
+  ae.scaling_factor = 0.0  # 0: 1 / std of the training latents, measured when training ends
+  ae.shift_factor = 0.0
+  lt = config.latent = ml_collections.ConfigDict()
+  lt.vae = ""  # diffusion in this autoencoder's latents: a diffusers AutoencoderKL folder or an
+  #   autoencoder workdir ("" = pixel space); data: an encoded set (data.name "latents")
+  lt.decode_batch_size = 64  # latents decoded per call (memory bound for large batches)
+
   # ---- evaluation ----
   v = config.eval = ml_collections.ConfigDict()
   v.every = 0  # 0 disables periodic evaluation (figures go to TensorBoard / metrics.jsonl)

@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 
 from jaxdiff.configs import default, with_defaults
+from jaxdiff.errors import DataError
 from jaxdiff.errors import DatasetNotFoundError as DatasetNotFoundError
 
 # Tags that keep the random streams of different uses apart (same config.seed, other purpose).
@@ -48,14 +49,20 @@ def parse_name(name: str) -> tuple[str, str]:
   """Splits config.data.name into (family, sub-name): "digits" -> ("digits", "")."""
   if not isinstance(name, str) or not name:
     raise ValueError(f"config.data.name must be a non-empty string, got {name!r}")
-  if name == "digits":
-    return "digits", ""
+  if name in ("digits", "latents"):
+    return name, ""
+  if name == "none":  # a model imported without a training set (python -m jaxdiff.interop import)
+    raise DataError(
+      "config.data.name='none': this run has no training data (a model imported from diffusers without "
+      "--data). To fine-tune it, name a data set of its image size and channels, e.g. "
+      "--config.data.name=tfds/cifar10 (or import again with --data)."
+    )
   for family in ("toy2d", "tfds"):
     prefix = family + "/"
     if name.startswith(prefix) and len(name) > len(prefix):
       return family, name[len(prefix) :]
   raise ValueError(
-    f"config.data.name={name!r} is not a known data set. Use 'digits', "
+    f"config.data.name={name!r} is not a known data set. Use 'digits', 'latents' (an encoded set in data_dir), "
     "'toy2d/<s_curve|swiss_roll|moons|8gaussians|checkerboard>' or 'tfds/<name>' "
     "(e.g. tfds/mnist, tfds/cifar10), e.g. --config.data.name=digits"
   )

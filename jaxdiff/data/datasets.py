@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from jaxdiff import images
-from jaxdiff.data import base, conditioning, embedded, tfds_pipeline, toy2d
+from jaxdiff.data import base, conditioning, embedded, encoded, tfds_pipeline, toy2d
 from jaxdiff.errors import ConfigError, DataError
 
 Batch = dict[str, np.ndarray]
@@ -59,6 +59,8 @@ def _info(config, split: str | None) -> base.DatasetInfo:
     num_classes = toy2d.validate_toy2d(sub, config.data)
     num_points = int(config.data.toy2d_num_points)
     return base.DatasetInfo(name, "points", (2,), num_classes, num_points or None)
+  if family == "latents":
+    return encoded.encoded_info(config.data)
   return tfds_pipeline.tfds_info(sub, config.data, split, name)
 
 
@@ -137,6 +139,17 @@ def _create_stream(
     x, y = toy2d.fixed_set(sub, num_points, seed)
     return embedded.fixed_set_stream(
       x, y if num_classes else None, seed, global_batch, local_batch, process_index, int(start_step)
+    )
+  if family == "latents":
+    encoded.encoded_info(config.data)
+    return encoded.latent_stream(
+      config.data.data_dir,
+      seed=seed,
+      local_batch=local_batch,
+      process_index=process_index,
+      process_count=process_count,
+      start_step=start_step,
+      with_labels=int(config.data.num_classes) > 0,
     )
   return tfds_pipeline.tfds_stream(
     sub,

@@ -86,6 +86,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
       "jaxdiff.config_utils",
       "jaxdiff.interop",
       "jaxdiff.interop.*",
+      "jaxdiff.latents",
       "jaxdiff.notebook",
     ),
   ),
@@ -107,6 +108,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 LAZY_MODULES: dict[str, str] = {
   "tensorflow": "heavy, optional (the tfds extra); only TFDS data sets need it",
   "tensorflow_datasets": "optional (the tfds extra); only TFDS data sets need it",
+  "array_record": "optional (comes with the tfds extra); only encoded latent sets need it",
   "torch": "optional; only reading pytorch-fid's .pth weights needs it",
   "tensorboardX": "slow to import; only a training run's TensorBoard writer needs it",
   "matplotlib": "optional (dev / bench extras, not a core dependency); only the plots need it",

@@ -1,0 +1,231 @@
+"""Encoded latent sets: python -m jaxdiff.latents encode, resuming after a kill, and config.data.name="latents"."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from jaxdiff import data, latents
+from jaxdiff.data import encoded
+from jaxdiff.data.embedded import load_digits_split
+from jaxdiff.errors import ConfigError, DataError
+from jaxdiff.interop import save_diffusers_vae
+from jaxdiff.models import AutoencoderKL
+
+LAYOUT = dict(
+  in_channels=1,
+  out_channels=1,
+  block_out_channels=(8, 16),
+  latent_channels=4,
+  norm_num_groups=4,
+  scaling_factor=0.5,
+  shift_factor=0.25,
+  sample_size=8,
+)
+DIGITS = {"data": {"name": "digits", "image_size": 8, "channels": 1, "num_classes": 10, "split": "test"}}
+
+
+@pytest.fixture(scope="module")
+def vae_dir(tmp_path_factory):
+  model = AutoencoderKL(**LAYOUT)
+  variables = model.init({"params": jax.random.key(0)}, np.zeros((1, 8, 8, 1), np.float32))
+  path = str(tmp_path_factory.mktemp("vae"))
+  save_diffusers_vae(model, variables, path)
+  return path, model, variables
+
+
+def _records(out: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  manifest = encoded.read_manifest(out)
+  layout = encoded.RecordLayout(
+    manifest["latent_shape"], manifest["dtype"], 2 if manifest["preprocessing"]["flip"] else 1
+  )
+  source = encoded.open_source(out, manifest)
+  return layout.unpack(source.__getitems__(list(range(len(source)))))
+
+
+def test_encoded_set_holds_every_image_posterior_and_label_in_order(vae_dir, tmp_path):
+  path, model, variables = vae_dir
+  out = str(tmp_path / "enc")
+  rc = latents.main(
+    ["jaxdiff.latents", "encode", f"--vae={path}", "--config=configs/digits.py", f"--out={out}",
+     "--config.data.split=test", "--examples_per_shard=100", "--dtype=float32", "--flip"]
+  )  # fmt: skip
+  assert rc == 0
+  manifest = json.loads(open(os.path.join(out, "manifest.json")).read())
+  x, y = load_digits_split("test")
+  assert manifest["num_examples"] == len(x) == sum(s["count"] for s in manifest["shards"])
+  assert manifest["latent_shape"] == [4, 4, 4] and manifest["vae"]["scaling"]["shift_factor"] == 0.25
+  assert len(manifest["vae"]["digest"]) == 16
+  labels, means, stds = _records(out)
+  np.testing.assert_array_equal(labels, y)
+  mean, logvar = model.apply(variables, x, method=model.encode)  # the reference: the module itself
+  np.testing.assert_allclose(means[:, 0], mean, atol=1e-5)
+  np.testing.assert_allclose(stds[:, 0], np.exp(0.5 * np.asarray(logvar)), rtol=1e-5)
+  flipped, _ = model.apply(variables, x[:, :, ::-1], method=model.encode)
+  np.testing.assert_allclose(means[:, 1], flipped, atol=1e-5)
+
+
+def test_encode_resumes_after_a_kill_without_duplicates_or_missing_examples(vae_dir, tmp_path, monkeypatch):
+  path, _, _ = vae_dir
+  kwargs = dict(examples_per_shard=50, batch_size=16, log=lambda s: None)
+  whole = str(tmp_path / "whole")
+  latents.encode_dataset(path, DIGITS, whole, **kwargs)
+
+  out = str(tmp_path / "killed")
+  write = latents._write_shard
+  written = []
+
+  def dies_in_the_fourth_shard(target, records):
+    if len(written) == 3:  # killed while writing: a temporary file with half the bytes is left behind
+      with open(os.path.join(out, ".partial.tmp"), "wb") as f:
+        f.write(records[0][: len(records[0]) // 2])
+      raise KeyboardInterrupt
+    written.append(target)
+    write(target, records)
+
+  monkeypatch.setattr(latents, "_write_shard", dies_in_the_fourth_shard)
+  with pytest.raises(KeyboardInterrupt):
+    latents.encode_dataset(path, DIGITS, out, **kwargs)
+  assert not os.path.exists(os.path.join(out, "manifest.json"))
+  with pytest.raises(DataError, match="manifest"):
+    encoded.read_manifest(out)
+  assert len([f for f in os.listdir(out) if f.endswith(".array_record")]) == 3
+  monkeypatch.setattr(latents, "_write_shard", write)
+  latents.encode_dataset(path, DIGITS, out, **kwargs)  # the same command again
+  for got, want in zip(_records(out), _records(whole)):
+    np.testing.assert_array_equal(got, want)
+  assert len(_records(out)[0]) == len(load_digits_split("test")[1])
+
+
+def test_resuming_with_other_options_is_refused_naming_what_differs(vae_dir, tmp_path):
+  path, _, _ = vae_dir
+  out = str(tmp_path / "enc")
+  latents.encode_dataset(path, DIGITS, out, examples_per_shard=200, log=lambda s: None)
+  with pytest.raises(DataError, match="preprocessing"):
+    latents.encode_dataset(path, DIGITS, out, examples_per_shard=200, flip=True)
+
+
+def test_cli_reports_a_missing_autoencoder_in_one_line(tmp_path, capsys):
+  rc = latents.main(
+    [
+      "jaxdiff.latents",
+      "encode",
+      f"--vae={tmp_path}/none",
+      "--config=configs/digits.py",
+      f"--out={tmp_path}/o",
+    ]
+  )
+  assert rc == 2
+  err = capsys.readouterr().err.strip()
+  assert err.count("\n") == 0 and "neither a diffusers AutoencoderKL folder" in err
+
+
+def _synthetic_set(out: str, n: int, std: float, flip: bool = False, scaling=(2.0, 0.5)) -> None:
+  """A set whose example i has posterior mean i everywhere (its mirror: -i) and std `std`."""
+  shape = (2, 2, 3)
+  layout = encoded.RecordLayout(shape, "float32", 2 if flip else 1)
+  means = lambda i: [np.full(shape, i, np.float32)] + ([np.full(shape, -i, np.float32)] if flip else [])
+  records = [layout.pack(i % 3, means(i), [np.full(shape, std, np.float32)] * layout.views) for i in range(n)]
+  os.makedirs(out, exist_ok=True)
+  latents._write_shard(os.path.join(out, encoded.shard_name(0)), records)
+  manifest = {
+    "format": encoded.FORMAT,
+    "vae": {"scaling": {"scaling_factor": scaling[0], "shift_factor": scaling[1]}},
+    "data": {"num_classes": 3},
+    "preprocessing": {"flip": flip},
+    "latent_shape": list(shape),
+    "dtype": "float32",
+    "num_examples": n,
+    "shards": [{"file": encoded.shard_name(0), "start": 0, "count": n}],
+  }
+  with open(os.path.join(out, "manifest.json"), "w") as f:
+    json.dump(manifest, f)
+
+
+def _config(out: str, **train):
+  return {
+    "data": {"name": "latents", "data_dir": out, "image_size": 2, "channels": 3, "num_classes": 3},
+    "train": {"batch_size": 10, **train},
+    "seed": 7,
+  }
+
+
+def _examples(batch, std=0.01, scaling=(2.0, 0.5)):
+  """Which example each row came from (undoing the normalisation), and the row's noise."""
+  raw = batch["x"] / scaling[0] + scaling[1]
+  ids = np.round(raw.mean(axis=(1, 2, 3))).astype(int)
+  return ids, (raw - ids[:, None, None, None]) / std
+
+
+def test_latent_batches_are_normalised_fresh_draws_covering_each_epoch(tmp_path):
+  out = str(tmp_path / "set")
+  _synthetic_set(out, 20, std=0.01)
+  config = _config(out)
+  assert data.dataset_info(config) == data.DatasetInfo("latents", "image", (2, 2, 3), 3, 20)
+  stream = data.create_dataset(config, process_index=0, process_count=1)
+  batches = [next(stream) for _ in range(4)]
+  ids = [_examples(b)[0] for b in batches]
+  assert sorted(np.concatenate(ids[:2])) == list(range(20))  # the first epoch: every example once
+  assert sorted(np.concatenate(ids[2:])) == list(range(20))
+  for b, i in zip(batches, ids):
+    np.testing.assert_array_equal(b["label"], i % 3)
+  noise = np.concatenate([_examples(b)[1] for b in batches]).ravel()
+  assert (
+    abs(noise.mean()) < 4 / np.sqrt(noise.size) and abs(noise.std() - 1) < 0.1
+  )  # z = mean + std * N(0, 1)
+  again = data.create_dataset(config, process_index=0, process_count=1)
+  np.testing.assert_array_equal(next(again)["x"], batches[0]["x"])  # same seed, same numbers
+  resumed = data.create_dataset(config, process_index=0, process_count=1, start_step=3)
+  np.testing.assert_array_equal(next(resumed)["x"], batches[3]["x"])
+  # the same example drawn in two epochs gets two different latents
+  first = {i: r for i, r in zip(np.concatenate(ids[:2]), np.concatenate([b["x"] for b in batches[:2]]))}
+  second = {i: r for i, r in zip(np.concatenate(ids[2:]), np.concatenate([b["x"] for b in batches[2:]]))}
+  assert all(not np.array_equal(first[i], second[i]) for i in range(20))
+
+
+def test_flipped_views_are_drawn_at_random(tmp_path):
+  out = str(tmp_path / "set")
+  _synthetic_set(out, 20, std=0.01, flip=True)
+  stream = data.create_dataset(_config(out), process_index=0, process_count=1)
+  raw = np.concatenate([next(stream)["x"] for _ in range(10)]) / 2.0 + 0.5
+  signs = np.sign(np.round(raw.mean(axis=(1, 2, 3))))
+  signs = signs[signs != 0]
+  assert 0.3 < (signs < 0).mean() < 0.7
+
+
+def test_each_process_reads_its_own_share_of_the_set(tmp_path):
+  out = str(tmp_path / "set")
+  _synthetic_set(out, 20, std=0.01)
+  seen = []
+  for p in range(2):
+    stream = data.create_dataset(_config(out), process_index=p, process_count=2)
+    seen.append(set(np.concatenate([_examples(next(stream))[0] for _ in range(4)])))
+  assert seen[0] == set(range(10)) and seen[1] == set(range(10, 20))
+
+
+def test_latent_config_that_disagrees_with_the_manifest_names_the_field(tmp_path):
+  out = str(tmp_path / "set")
+  _synthetic_set(out, 4, std=0.01)
+  config = _config(out)
+  config["data"]["image_size"] = 8
+  with pytest.raises(ConfigError, match="config.data.image_size=8"):
+    data.dataset_info(config)
+  config = _config("")
+  with pytest.raises(ConfigError, match="data_dir"):
+    data.dataset_info(config)
+  with pytest.raises(DataError, match="manifest.json"):
+    data.dataset_info(_config(str(tmp_path / "nothing")))
+
+
+def test_adm_center_crop_resizes_the_short_side_then_crops_the_centre():
+  img = np.zeros((40, 100, 3), np.uint8)
+  img[:, 40:60] = 255  # a bright band in the middle columns stays in the middle
+  out = encoded.adm_center_crop(img, 16)
+  assert out.shape == (16, 16, 3)
+  assert out[:, 5:11].min() > 200 and out[:, :2].max() < 30 and out[:, -2:].max() < 30
+  flat = encoded.adm_center_crop(np.full((300, 200, 1), 77, np.uint8), 32)
+  assert flat.shape == (32, 32, 1) and (flat == 77).all()
