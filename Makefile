@@ -47,10 +47,11 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# the API reference (pdoc) from the docstrings into build/docs/api; fails on pdoc warnings and
-# on docstring references to jaxdiff names that do not exist (jaxdiff/tools/docs.py)
+# the documentation site (mkdocs.yml: guides, notebooks executed in their tiny mode, the API
+# reference) into build/docs/site with `mkdocs build --strict`, offline; first the check that every
+# `jaxdiff.` name the docstrings, docs/ and README.md mention exists (jaxdiff/tools/docs.py)
 docs: setup
-	$(PY) -m jaxdiff.tools.docs --out build/docs/api
+	$(PY) -m jaxdiff.tools.docs --out build/docs/api --site build/docs/site
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow tests

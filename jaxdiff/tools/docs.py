@@ -1,7 +1,8 @@
-"""Build the API reference from the docstrings (pdoc) and check it.
+"""Check the docstrings' and the documentation's references, and build the documentation site.
 
-    python -m jaxdiff.tools.docs                  # HTML into build/docs/api (what `make docs` runs)
+    python -m jaxdiff.tools.docs                  # the docstring check; pdoc HTML into build/docs/api
     python -m jaxdiff.tools.docs --out DIR
+    python -m jaxdiff.tools.docs --site build/docs/site   # also the site (mkdocs --strict): `make docs`
 
 pdoc, not Sphinx: it reads the package as it is (signatures, type hints, docstrings in Markdown
 with `backticked` names linked), needs no configuration tree, no reStructuredText and no
@@ -10,7 +11,13 @@ extension set, and builds the whole package in seconds, so CI can build it on ev
 The build fails (exit 1) on every pdoc warning (an annotation it cannot resolve, a module it
 cannot import) except the known ones in `KNOWN_WARNINGS`, and on every backticked dotted name
 `jaxdiff.<...>` in a docstring that does not resolve to a module, class, function or attribute
-(a renamed or removed API that a docstring still points to).
+(a renamed or removed API that a docstring still points to). The same check runs over the
+site's Markdown pages (docs/**/*.md) and README.md.
+
+`--site DIR` then builds the documentation site (mkdocs.yml: guides, notebooks, the mkdocstrings API
+reference) with `mkdocs build --strict`, which fails on every warning: a broken link or anchor, an
+API page naming an object that does not exist, a notebook cell that raises. The notebooks run in
+their tiny mode (JAXDIFF_NOTEBOOK_TINY=1). The build time is printed.
 """
 
 from __future__ import annotations
@@ -18,9 +25,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import os
 import pathlib
 import re
+import subprocess
 import sys
+import time
 import typing
 import warnings
 from collections.abc import Iterator, Sequence
@@ -28,7 +38,15 @@ from collections.abc import Iterator, Sequence
 import pdoc
 import pdoc.doc
 
-__all__ = ["MODULES", "KNOWN_WARNINGS", "build", "broken_references", "main"]
+__all__ = [
+  "MODULES",
+  "KNOWN_WARNINGS",
+  "build",
+  "broken_references",
+  "broken_page_references",
+  "build_site",
+  "main",
+]
 
 # What is documented: the package and every public submodule (the tools are internal).
 MODULES = ("jaxdiff", "!jaxdiff.tools")
@@ -124,6 +142,33 @@ def broken_references(docs: Sequence[pdoc.doc.Doc]) -> list[str]:
   return out
 
 
+def broken_page_references(paths: Sequence[str | pathlib.Path]) -> list[str]:
+  """'file:line: `name`' for every backticked `jaxdiff.<...>` name in Markdown pages that does not resolve."""
+  out = []
+  for path in paths:
+    text = pathlib.Path(path).read_text()
+    for m in _REFERENCE.finditer(text):
+      name = m.group(1).rstrip(".")
+      if not _resolves(name):
+        out.append(f"{path}:{text.count(chr(10), 0, m.start()) + 1}: `{name}`")
+  return out
+
+
+def doc_pages(root: str | pathlib.Path = ".") -> list[pathlib.Path]:
+  """The Markdown the site and the repository show: docs/**/*.md and README.md."""
+  root = pathlib.Path(root)
+  return sorted((root / "docs").rglob("*.md")) + [root / "README.md"]
+
+
+def build_site(site: str | pathlib.Path, config: str = "mkdocs.yml") -> tuple[int, float]:
+  """`mkdocs build --strict` into `site` (notebooks executed in tiny mode); (exit status, seconds)."""
+  env = {**os.environ, "JAXDIFF_NOTEBOOK_TINY": "1", "NO_MKDOCS_2_WARNING": "1", "MPLBACKEND": "Agg"}
+  start = time.perf_counter()
+  cmd = [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", config, "-d", str(site)]
+  rc = subprocess.call(cmd, env=env)
+  return rc, time.perf_counter() - start
+
+
 def build(out: str | pathlib.Path = DEFAULT_OUT, modules: Sequence[str] = MODULES) -> list[str]:
   """Write the HTML reference to `out`; returns the problems (unexpected warnings, broken references)."""
   _import_all()
@@ -146,8 +191,9 @@ def build(out: str | pathlib.Path = DEFAULT_OUT, modules: Sequence[str] = MODULE
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+  parser.add_argument("--site", default="", help="also build the site (mkdocs.yml) into this folder")
   args = parser.parse_args(argv)
-  problems = build(args.out)
+  problems = build(args.out) + broken_page_references(doc_pages())
   for p in problems:
     print(p, file=sys.stderr)
   if problems:
@@ -156,6 +202,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     return 1
   print(f"docs: API reference in {args.out}/index.html")
+  if args.site:
+    rc, seconds = build_site(args.site)
+    if rc:
+      print(
+        f"docs: the site build failed (mkdocs --strict, exit {rc}) after {seconds:.0f} s", file=sys.stderr
+      )
+      return 1
+    print(f"docs: site in {args.site}/index.html, built in {seconds:.0f} s")
   return 0
 
 
