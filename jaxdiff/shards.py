@@ -5,7 +5,8 @@ reads them; neither knows the format beyond this module.
 Shard j of a run with shard size S holds samples [j S, min((j + 1) S, N)) in one uncompressed
 `.npz` named `samples_{start:07d}_{end:07d}.npz` with three arrays:
 
-  "images" uint8 [n, H, W, C] (or "points" float32 [n, D] for 2-D data)
+  "images" uint8 [n, H, W, C] (or float32, the model's values, for --output_format=float; "points"
+           float32 [n, D] for 2-D data)
   "labels" int32 [n]   the requested class of each sample, -1 for none
   "index"  int64 [n]   the global sample numbers start .. end - 1
   "run"    str (0-d)   JSON of the run the samples belong to: what decides sample i (seed, sampler
@@ -45,6 +46,7 @@ __all__ = [
   "check_shard",
   "read_shard",
   "temp_name",
+  "sample_dtype",
   "KINDS",
   "shard_paths",
   "read_samples",
@@ -71,6 +73,11 @@ def layout(num_samples: int, shard_size: int) -> list[tuple[int, int]]:
   return [(s, min(s + shard_size, num_samples)) for s in range(0, num_samples, shard_size)]
 
 
+def sample_dtype(kind: str) -> np.dtype:
+  """The default dtype of a shard's sample array: uint8 images, float32 points."""
+  return np.dtype(np.uint8 if kind == "images" else np.float32)
+
+
 def temp_name(name: str, tag: str) -> str:
   return f".{name}.{tag}.tmp"
 
@@ -84,13 +91,15 @@ def write_shard(
   labels: np.ndarray,
   tag: str = "p0",
   run: Mapping[str, Any] | None = None,
+  dtype: Any = None,
 ) -> str:
   """Atomically write shard [start, end) (`kind` is "images" or "points"); returns its path. `run`:
-  the identity of the run the samples belong to, stored as the "run" array (JSON)."""
+  the identity of the run the samples belong to, stored as the "run" array (JSON). `dtype`: of the
+  sample array (default `sample_dtype(kind)`; float32 stores images as the model's values)."""
   n = end - start
   if len(data) != n or len(labels) != n:
     raise ValueError(f"shard [{start}, {end}) needs {n} samples, got {len(data)} and {len(labels)} labels")
-  data = np.ascontiguousarray(data, np.uint8 if kind == "images" else np.float32)
+  data = np.ascontiguousarray(data, sample_dtype(kind) if dtype is None else dtype)
   index = np.arange(start, end, dtype=np.int64)
   arrays = {kind: data, "labels": np.asarray(labels, np.int32), "index": index}
   if run is not None:
@@ -150,10 +159,11 @@ def check_shard(
   data_shape: Sequence[int],
   expected_labels: np.ndarray,
   run: Mapping[str, Any] | None = None,
+  dtype: Any = None,
 ) -> str | None:
   """None if `path` is a complete, correct shard [start, end); else what is wrong with it. With
   `run` (the identity `write_shard` stored), a shard of another run, or one without a record, is
-  not complete either."""
+  not complete either. `dtype`: the sample array's (default `sample_dtype(kind)`)."""
   try:
     arrays = read_shard(path)
   except FileNotFoundError:
@@ -165,7 +175,7 @@ def check_shard(
     return f"keys {sorted(arrays)} instead of {sorted(want)}"
   n = end - start
   data, labels, index = arrays[kind], arrays["labels"], arrays["index"]
-  dtype = np.uint8 if kind == "images" else np.float32
+  dtype = sample_dtype(kind) if dtype is None else np.dtype(dtype)
   if data.dtype != dtype or data.shape != (n,) + tuple(data_shape):
     return f"{kind} {data.dtype}{list(data.shape)} instead of {np.dtype(dtype)}{[n] + list(data_shape)}"
   if index.dtype != np.int64 or not np.array_equal(index, np.arange(start, end)):

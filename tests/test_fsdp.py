@@ -22,7 +22,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxdiff import parallel
 from jaxdiff.bulk import read_shard, restore_model
-from jaxdiff.bulk.generate import _sampling_fsdp
+from jaxdiff.bulk.batches import _sampling_fsdp
 from jaxdiff.config_utils import ConfigError
 from jaxdiff.models import create_model
 from jaxdiff.training import Checkpointer, create_train_state, train

@@ -266,3 +266,141 @@ def test_benchmark_report_does_not_evaluate_results_files(tmp_path):
   assert profile_step.parse_override("(1, 2)") == (1, 2) and profile_step.parse_override("-3") == -3
   assert profile_step.parse_override("True") is True and profile_step.parse_override("silu") == "silu"
   assert profile_step.parse_override(crafted) == crafted and not marker.exists()
+
+
+# ---- one writer per output folder; unwritable outputs; memory that does not grow with the run ----
+
+
+def test_a_second_run_into_a_folder_being_written_is_refused(points_workdir, tmp_path):
+  from jaxdiff.bulk.folder import LOCK_NAME, OutputLock
+
+  out = str(tmp_path / "out")
+  with OutputLock(out):  # another run writing this folder (an flock, as a live sample.py holds it)
+    for seed in (0, 1):  # the same settings or others: refused either way, nothing written
+      with pytest.raises(SamplingError, match="being written by another sampling run"):
+        generate(points_workdir, out, num_samples=SHARD, shard_size=SHARD, seed=seed, progress=False)
+    assert os.listdir(out) == [LOCK_NAME]
+  generate(points_workdir, out, num_samples=SHARD, shard_size=SHARD, progress=False)
+  assert LOCK_NAME not in os.listdir(out) and "run.json" in os.listdir(out)
+
+
+def test_a_run_does_not_delete_the_temporary_shard_of_a_run_writing_the_folder(points_workdir, tmp_path):
+  from jaxdiff.bulk.folder import OutputLock
+
+  out = tmp_path / "out"
+  generate(points_workdir, str(out), num_samples=SHARD, shard_size=SHARD, progress=False)
+  with OutputLock(str(out)):  # an identical run, extending the folder, is writing its next shard
+    temp = out / ".samples_0000008_0000016.npz.p0.tmp"
+    temp.write_bytes(b"half a shard")
+    with pytest.raises(SamplingError, match="being written by another sampling run"):
+      generate(points_workdir, str(out), num_samples=2 * SHARD, shard_size=SHARD, progress=False)
+    assert temp.read_bytes() == b"half a shard"
+
+
+def test_a_lock_left_by_a_killed_run_does_not_block(points_workdir, tmp_path):
+  from jaxdiff.bulk.folder import LOCK_NAME
+
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / LOCK_NAME).write_text(json.dumps({"host": "elsewhere", "pid": 1}))  # no process holds its flock
+  s = generate(points_workdir, str(out), num_samples=SHARD, shard_size=SHARD, progress=False)
+  assert s["complete"] and LOCK_NAME not in os.listdir(out)
+
+
+def test_an_output_below_a_file_is_one_message_naming_it(points_workdir, tmp_path):
+  (tmp_path / "file").write_text("not a folder")
+  out = tmp_path / "file" / "out"
+  with pytest.raises(SamplingError, match=f"--output={out} cannot be written: Not a directory"):
+    generate(points_workdir, str(out), num_samples=SHARD, shard_size=SHARD, progress=False)
+  r = subprocess.run(
+    [sys.executable, os.path.join(ROOT, "sample.py"), f"--workdir={points_workdir}", "--num_samples=4",
+     f"--output={out}"],
+    env=_env(), capture_output=True, text=True, timeout=240,
+  )  # fmt: skip
+  assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+  assert len(r.stderr.strip().splitlines()) == 1 and f"--output={out} cannot be written" in r.stderr
+
+
+def test_a_read_only_output_is_one_message_and_leaves_nothing(points_workdir, tmp_path, monkeypatch):
+  def read_only(path, *a, **k):
+    raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+  monkeypatch.setattr(fileio, "makedirs", read_only)
+  out = tmp_path / "ro"
+  with pytest.raises(SamplingError, match=f"--output={out} cannot be written: Read-only file system"):
+    generate(points_workdir, str(out), num_samples=SHARD, shard_size=SHARD, progress=False)
+  assert not out.exists()
+
+
+def test_a_full_disk_while_writing_shards_is_one_message(points_workdir, tmp_path, monkeypatch):
+  import jaxdiff.shards
+
+  def full(path, *a, **k):
+    raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+  monkeypatch.setattr(jaxdiff.shards, "atomic_write", full)
+  out = tmp_path / "full"
+  with pytest.raises(SamplingError, match=f"--output={out} cannot be written: No space left on device"):
+    generate(points_workdir, str(out), num_samples=SHARD, shard_size=SHARD, progress=False)
+  assert not [n for n in os.listdir(out) if n.endswith(".npz")]
+
+
+class _Stop(Exception):
+  pass
+
+
+def test_memory_does_not_grow_with_num_samples(points_workdir, tmp_path, monkeypatch):
+  """A run of 2**26 samples: the sample numbers are made batch by batch, not all up front (a run
+  near 2**31 samples would otherwise allocate gigabytes before its first shard)."""
+  import importlib
+  import tracemalloc
+
+  def compiled(*a, **k):
+    def fn(*args):
+      raise _Stop
+
+    return fn
+
+  for name in ("jaxdiff.bulk.batches", "jaxdiff.bulk.generate"):  # wherever the compiled sampler is made
+    try:
+      monkeypatch.setattr(importlib.import_module(name), "_compiled", compiled, raising=False)
+    except ImportError:
+      pass
+  tracemalloc.start()
+  try:
+    with pytest.raises(_Stop):
+      generate(points_workdir, str(tmp_path / "big"), num_samples=2**26, shard_size=2**24, progress=False)
+    peak = tracemalloc.get_traced_memory()[1]
+  finally:
+    tracemalloc.stop()
+  assert peak < 32 * 2**20, peak  # the whole run's index alone would be 256 MiB
+
+
+def test_index_batches_cover_the_shards_in_order():
+  from jaxdiff.bulk.batches import index_batches
+
+  todo = [(0, 5), (10, 12), (20, 27)]
+  got = list(index_batches(todo, 4))
+  assert [len(b) for b in got] == [4, 4, 4, 2] and all(b.dtype == np.int32 for b in got)
+  assert np.concatenate(got).tolist() == [*range(0, 5), 10, 11, *range(20, 27)]
+  first = next(index_batches([(0, 2**31 - 1)], 3))  # lazy: nothing of the rest is made
+  assert first.tolist() == [0, 1, 2]
+
+
+# ---- the likelihood command refuses values it cannot use, naming the flag ----------------------
+
+
+@pytest.mark.parametrize(
+  "flag, message",
+  [
+    ("--num_steps=0", "--num_steps=0"),
+    ("--batch_size=0", "--batch_size=0"),
+    ("--num_probes=0", "--num_probes=0"),
+    ("--max_steps=0", "--max_steps=0"),
+    ("--num_examples=-1", "--num_examples=-1"),
+  ],
+)
+def test_likelihood_values_it_cannot_use_are_one_line_naming_the_flag(points_workdir, flag, message, capsys):
+  rc = run_cli(eval_cli.main, ["--likelihood", f"--workdir={points_workdir}", flag], prog=eval_cli.PROG)
+  err = capsys.readouterr().err
+  assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from helpers import ROOT, tiny_image_config, tiny_points_config
 
-from jaxdiff import grids
+from jaxdiff import grids, images
 from jaxdiff.bulk import SamplingError, check_shard, generate, labels_for, layout, parse_labels, read_shard
 from jaxdiff.bulk.figures import grid_order
 from jaxdiff.bulk.settings import grid_times, resolve_run
@@ -525,3 +525,40 @@ def test_trajectory_columns_name_continuous_times():
   ]
   assert _column_titles(np.array([999.0, 499.0, 0.0]), np.arange(3)) == ["t=999", "t=499", "t=0"]
   assert _column_titles(np.array([80.0, 2.5, 0.002]), np.arange(3)) == ["t=80", "t=2.5", "t=0.002"]
+
+
+# ---- float output ------------------------------------------------------------------------------
+
+
+def test_float_output_holds_the_values_the_uint8_pixels_round(image_workdir, tmp_path):
+  kw = dict(num_samples=6, shard_size=SHARD, progress=False, labels="3")
+  generate(image_workdir, str(tmp_path / "u8"), **kw)
+  s = generate(image_workdir, str(tmp_path / "f32"), output_format="float", **kw)
+  assert s["output_format"] == "float"
+  px, fl = _load(tmp_path / "u8")["x"], _load(tmp_path / "f32")["x"]
+  assert px.dtype == np.uint8 and fl.dtype == np.float32 and fl.shape == px.shape
+  np.testing.assert_array_equal(images.to_uint8(fl), px)  # the same samples, unquantised
+  levels = (fl.astype(np.float64) + 1.0) * 127.5
+  assert np.abs(levels - np.round(levels)).max() > 0.1  # values between the pixel levels are kept
+  with pytest.raises(SamplingError, match="output_format 'float' \\(folder\\) vs 'uint8'"):
+    generate(image_workdir, str(tmp_path / "f32"), output_format="uint8", **kw)
+  generate(image_workdir, str(tmp_path / "f32"), output_format="float", **kw)  # resumes: all reused
+
+
+def test_float_is_the_default_output_for_non_image_data():
+  from jaxdiff.bulk.settings import default_output_format
+
+  c = tiny_image_config()
+  assert default_output_format(c) == "uint8"
+  c.data.channels = 4  # e.g. the latents of an imported latent model
+  assert default_output_format(c) == "float"
+  s, _ = resolve_run(c, num_samples=4)
+  assert s.sample_format == "float" and s.manifest()["output_format"] == "float"
+  c.data.channels, c.data.name = 3, "latents"
+  assert default_output_format(c) == "float"
+  assert default_output_format(tiny_points_config()) == "float"
+  with pytest.raises(SamplingError, match="--output_format=uint8: this model's samples are 2-D points"):
+    resolve_run(tiny_points_config(), num_samples=4, output_format="uint8")
+  with pytest.raises(SamplingError, match="--output_format='half'"):
+    resolve_run(tiny_image_config(), num_samples=4, output_format="half")
+  assert "output_format" not in resolve_run(tiny_image_config(), num_samples=4)[0].manifest()  # as before

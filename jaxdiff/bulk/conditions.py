@@ -212,22 +212,28 @@ class Conditions:
 
 
 def resolve_conditions(
-  config,
-  *,
-  inpaint_source: str | None = None,
-  inpaint_mask: str | None = None,
-  repaint_resample: int = 1,
-  repaint_jump: int = 1,
-  paste_known: bool = True,
-  context: str | None = None,
-  cond_source: str | None = None,
-  sampler: str = "ddim",
+  config, request: Any = None, *, sampler: str = "ddim", **fields: Any
 ) -> tuple[dict, Conditions]:
   """(manifest entries, tables) of a run's conditioning beyond labels; SamplingError for bad specs.
 
-  Manifest entries: "inpaint" (None, or source, mask, their digests, repaint_resample,
-  repaint_jump, paste_known), "context" (None or its canonical spec) and "cond_source".
+  `request`: a `jaxdiff.bulk.SampleRequest` (or any object with its conditioning fields), or those
+  fields as keywords: inpaint_source, inpaint_mask, repaint_resample, repaint_jump, paste_known,
+  context, cond_source. Manifest entries: "inpaint" (None, or source, mask, their digests,
+  repaint_resample, repaint_jump, paste_known), "context" (None or its canonical spec) and
+  "cond_source".
   """
+  defaults = dict(
+    inpaint_source=None, inpaint_mask=None, repaint_resample=1, repaint_jump=1, paste_known=True,
+    context=None, cond_source=None,
+  )  # fmt: skip
+  unknown = sorted(set(fields) - set(defaults))
+  if unknown:
+    raise TypeError(f"resolve_conditions got unknown keyword(s) {unknown}")
+  v = {k: (getattr(request, k) if request is not None else fields.get(k, d)) for k, d in defaults.items()}
+  inpaint_source, inpaint_mask, context, cond_source = (
+    v["inpaint_source"], v["inpaint_mask"], v["context"], v["cond_source"]
+  )  # fmt: skip
+  repaint_resample, repaint_jump, paste_known = v["repaint_resample"], v["repaint_jump"], v["paste_known"]
   tables = Conditions()
   takes = Conditioning.from_config(config)
   image = is_image_config(config)

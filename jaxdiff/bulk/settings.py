@@ -19,11 +19,11 @@ import numpy as np
 
 from jaxdiff import samplers
 from jaxdiff.bulk.conditions import resolve_conditions
+from jaxdiff.bulk.request import GRID_FLAGS, OUTPUT_FORMATS, SampleRequest
 from jaxdiff.config_utils import GRIDS, process_from_config
 from jaxdiff.errors import SamplingError
 from jaxdiff.generation import (
   GRID_OPTIONS,
-  GUIDANCE_OPTIONS,
   data_shape,
   is_image_config,
   parse_guidance_interval,
@@ -42,6 +42,7 @@ __all__ = [
   "resolve_run",
   "compare_manifest",
   "grid_times",
+  "default_output_format",
   "MANIFEST_FORMAT",
   "IDENTITY_KEYS",
 ]
@@ -69,10 +70,11 @@ IDENTITY_KEYS = (
   "cond_source",
   "grid",
   "guidance",
+  "output_format",
 )
 
-# sample.py's grid and sampler-option flags (None: the config's): generation.GRID_OPTIONS + options
-GRID_FLAGS = ("grid", "rho", "shift", "sigma_min", "sigma_max", "order", "s_churn")
+# The format images were stored in before it was a setting (manifests without the field).
+LEGACY_OUTPUT_FORMAT = {"images": "uint8", "points": "float"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +107,7 @@ class RunSettings:
   cond_source: dict | None = None
   grid: dict | None = None  # the GRID_FLAGS given (None: all from config.sample)
   guidance: dict | None = None  # guidance_rescale / _interval / _schedule in use (None: plain guidance)
+  output_format: str | None = None  # "uint8" | "float" (None: the kind's legacy format, LEGACY_OUTPUT_FORMAT)
 
   @classmethod
   def from_manifest(cls, manifest: dict) -> RunSettings:
@@ -120,7 +123,18 @@ class RunSettings:
     """The settings as run.json stores them (JSON types: lists, not tuples)."""
     out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
     out.update(data_shape=list(self.data_shape), labels=self.labels_json)
+    if self.output_format is None:  # the kind's legacy format: run.json as before the setting existed
+      del out["output_format"]
     return out
+
+  @property
+  def sample_format(self) -> str:
+    """How samples are stored: "uint8" (images as pixels) or "float" (float32 values)."""
+    return self.output_format or LEGACY_OUTPUT_FORMAT[self.kind]
+
+  @property
+  def sample_dtype(self) -> np.dtype:
+    return np.dtype(np.uint8 if self.sample_format == "uint8" else np.float32)
 
   @property
   def labels_json(self) -> str | list[int]:
@@ -239,113 +253,69 @@ def _positive_int(name: str, value: Any, lo: int = 1, hi: int | None = None) -> 
   return value
 
 
-def resolve_settings(config: ml_collections.ConfigDict, **choices: Any) -> dict:
+def resolve_settings(
+  config: ml_collections.ConfigDict, request: SampleRequest | None = None, **choices: Any
+) -> dict:
   """The run's settings as a manifest dict (`RunSettings.manifest`): `resolve_run`'s first half,
-  with the same keywords, every None filled from config.sample, every value checked."""
-  return resolve_run(config, **choices)[0].manifest()
+  with the same arguments, every None filled from config.sample, every value checked."""
+  return resolve_run(config, request, **choices)[0].manifest()
 
 
-def resolve_run(
-  config: ml_collections.ConfigDict,
-  *,
-  num_samples: int,
-  sampler: str | None = None,
-  num_steps: int | None = None,
-  eta: float | None = None,
-  spacing: str | None = None,
-  clip_x0: float | None = None,
-  guidance_scale: float | None = None,
-  labels: Any = None,
-  seed: int = 0,
-  shard_size: int = 1000,
-  params: str = "ema",
-  inpaint_source: str | None = None,
-  inpaint_mask: str | None = None,
-  repaint_resample: int = 1,
-  repaint_jump: int = 1,
-  paste_known: bool = True,
-  context: str | None = None,
-  cond_source: str | None = None,
-  grid_options: dict | None = None,
-  guidance_options: dict | None = None,
-):
+def resolve_run(config: ml_collections.ConfigDict, request: SampleRequest | None = None, **choices: Any):
   """(RunSettings, Conditions): the run's settings and the per-sample conditioning tables
   (`jaxdiff.bulk.conditions.Conditions`) they describe; SamplingError naming the fix.
 
-  Every None is filled from config.sample; eta defaults to config.sample.eta when the sampler is
-  the config's, else to the sampler's own default (1 for euler_ancestral, 0 otherwise). The
-  guidance scale applies to conditional sampling only, by class labels or by a context (1 =
-  plain conditional). guidance_options: guidance_rescale, guidance_interval ("lo,hi") and
-  guidance_schedule ("linear:a,b", "cosine:a,b" or one scale per step; replaces the scale), None
-  values the config's. inpaint_*, repaint_*, paste_known, context and cond_source: the
-  conditioning of `jaxdiff.bulk.conditions.resolve_conditions`.
+  `request`: a `SampleRequest`, or its fields as keywords (`SampleRequest.from_kwargs`). Every None
+  is filled from config.sample; eta defaults to config.sample.eta when the sampler is the config's,
+  else to the sampler's own default (1 for euler_ancestral, 0 otherwise). The guidance scale
+  applies to conditional sampling only, by class labels or by a context (1 = plain conditional).
+  An option the run would not use (one the sampler or the grid does not take, a spacing on a
+  continuous process) is refused rather than dropped.
   """
-  s = config.sample
+  if request is None:
+    request = SampleRequest.from_kwargs(**choices)
+  elif choices:
+    raise TypeError("give a SampleRequest or keywords, not both")
+  r, s = request, config.sample
   process = str(config.diffusion.process)
-  sampler = s.sampler if sampler is None else str(sampler)
+  sampler = s.sampler if r.sampler is None else str(r.sampler)
   if sampler not in samplers.SAMPLERS:
     raise SamplingError(f"Unknown sampler {sampler!r}; choose one of {', '.join(samplers.SAMPLERS)}.")
   # a discrete chain has num_timesteps levels to visit; a continuous process takes any step count
   max_steps = int(config.diffusion.num_timesteps) if process == "vp" else None
-  num_steps = _positive_int("num_steps", s.num_steps if num_steps is None else num_steps, 1, max_steps)
-  spacing = _spacing(config, spacing)
-  given_grid = {k: v for k, v in (grid_options or {}).items() if v is not None}
-  _check_sampler_options(sampler, eta=eta, order=given_grid.get("order"), s_churn=given_grid.get("s_churn"))
+  num_steps = _positive_int("num_steps", s.num_steps if r.num_steps is None else r.num_steps, 1, max_steps)
+  spacing = _spacing(config, r.spacing)
+  _check_sampler_options(sampler, eta=r.eta, order=r.order, s_churn=r.s_churn)
+  eta = r.eta
   if eta is None:
     eta = float(s.eta) if sampler == s.sampler else (1.0 if sampler == "euler_ancestral" else 0.0)
   eta = float(eta)
   if not (eta >= 0 and math.isfinite(eta)):
     raise SamplingError(f"--eta={eta} must be a finite number >= 0.")
-  clip = float(s.clip_x0 if clip_x0 is None else clip_x0)
+  clip = float(s.clip_x0 if r.clip_x0 is None else r.clip_x0)
   if not (clip >= 0 and math.isfinite(clip)):
     raise SamplingError(f"--clip_x0={clip} must be >= 0 (0 disables clipping).")
-  grid = _grid_options(config, grid_options)
+  grid = _grid_options(config, r.grid_options)
   proc = as_process(process_from_config(config))
   ts = _plan_times(config, proc, sampler, num_steps, spacing, grid, eta)
   num_classes = int(config.model.num_classes)
-  label_spec = parse_labels(labels, num_classes)
-  entries, tables = resolve_conditions(
-    config,
-    inpaint_source=inpaint_source,
-    inpaint_mask=inpaint_mask,
-    repaint_resample=repaint_resample,
-    repaint_jump=repaint_jump,
-    paste_known=paste_known,
-    context=context,
-    cond_source=cond_source,
-    sampler=sampler,
-  )
+  label_spec = parse_labels(r.labels, num_classes)
+  entries, tables = resolve_conditions(config, r, sampler=sampler)
   with_context = entries["context"] not in (None, "none")
-  given = {k: v for k, v in (guidance_options or {}).items() if v is not None}
-  unknown = sorted(set(given) - set(GUIDANCE_OPTIONS))
-  if unknown:
-    raise SamplingError(f"unknown guidance option(s) {unknown}; choose from {GUIDANCE_OPTIONS}.")
-  if (num_classes == 0 or label_spec == "none") and not with_context:
-    why = "the model is unconditional" if num_classes == 0 else "--labels=none samples the null class"
-    if guidance_scale is not None and float(guidance_scale) != 1.0:
-      raise SamplingError(
-        f"--guidance_scale={guidance_scale}: classifier-free guidance needs class labels or a "
-        f"context, but {why}."
-      )
-    if given:
-      raise SamplingError(
-        f"--{sorted(given)[0]}: it modifies classifier-free guidance, which needs class labels or a "
-        f"context, but {why}."
-      )
-    guidance, guide = 1.0, None
-  else:
-    guidance = float(s.guidance_scale if guidance_scale is None else guidance_scale)
-    if not math.isfinite(guidance):
-      raise SamplingError(f"--guidance_scale={guidance} must be finite.")
-    guide = _guidance_options(s, given, num_steps, guidance, guidance_scale is not None)
-    if guide and "guidance_interval" in guide:
-      _check_interval(guide["guidance_interval"], proc, process, ts)
-  if params not in ("ema", "raw"):
-    raise SamplingError(f"--params={params!r}: use 'ema' (the averaged weights) or 'raw' (the trained ones).")
-  num_samples = _positive_int("num_samples", num_samples, 1, 2**31 - 1)
-  shard_size = _positive_int("shard_size", shard_size, 1)
-  seed = _positive_int("seed", seed, 0, 2**32 - 1)
+  guidance, guide = _guidance(config, r, label_spec, with_context, num_steps)
+  if guide and "guidance_interval" in guide:
+    _check_interval(guide["guidance_interval"], proc, process, ts)
+  if r.params not in ("ema", "raw"):
+    raise SamplingError(
+      f"--params={r.params!r}: use 'ema' (the averaged weights) or 'raw' (the trained ones)."
+    )
   kind = "images" if is_image_config(config) else "points"
+  shape = tuple(int(d) for d in data_shape(config))
+  if not all(d >= 1 for d in shape):
+    raise SamplingError(
+      f"the model's sample shape {list(shape)} has a dimension < 1: config.data.image_size / channels "
+      "(or config.model.data_dim) in the workdir's config.json must be positive."
+    )
   guided = (label_spec != "none" or with_context) and (guidance != 1.0 or guide is not None)
   inpaint = entries["inpaint"]
   if inpaint:
@@ -354,10 +324,10 @@ def resolve_run(
     nfe = samplers.nfe(sampler, num_steps, guided)
   settings = RunSettings(
     kind=kind,
-    data_shape=tuple(int(d) for d in data_shape(config)),
+    data_shape=shape,
     num_classes=num_classes,
     prediction=str(config.diffusion.prediction),
-    params=params,
+    params=r.params,
     sampler=sampler,
     num_steps=num_steps,
     nfe=nfe,
@@ -366,14 +336,58 @@ def resolve_run(
     clip_x0=clip,
     guidance_scale=guidance,
     labels=label_spec,
-    seed=seed,
-    num_samples=num_samples,
-    shard_size=shard_size,
+    seed=_positive_int("seed", r.seed, 0, 2**32 - 1),
+    num_samples=_positive_int("num_samples", r.num_samples, 1, 2**31 - 1),
+    shard_size=_positive_int("shard_size", r.shard_size, 1),
     grid=grid,
     guidance=guide,
+    output_format=_output_format(config, kind, shape, r.output_format),  # None: the legacy format
     **entries,
   )
   return settings, tables
+
+
+def _guidance(config, r: SampleRequest, label_spec, with_context: bool, num_steps: int):
+  """(guidance scale, guidance options in use or None): flags over config.sample, checked."""
+  s, num_classes = config.sample, int(config.model.num_classes)
+  given = r.guidance_options
+  if (num_classes == 0 or label_spec == "none") and not with_context:
+    why = "the model is unconditional" if num_classes == 0 else "--labels=none samples the null class"
+    if r.guidance_scale is not None and float(r.guidance_scale) != 1.0:
+      raise SamplingError(
+        f"--guidance_scale={r.guidance_scale}: classifier-free guidance needs class labels or a "
+        f"context, but {why}."
+      )
+    if given:
+      raise SamplingError(
+        f"--{sorted(given)[0]}: it modifies classifier-free guidance, which needs class labels or a "
+        f"context, but {why}."
+      )
+    return 1.0, None
+  guidance = float(s.guidance_scale if r.guidance_scale is None else r.guidance_scale)
+  if not math.isfinite(guidance):
+    raise SamplingError(f"--guidance_scale={guidance} must be finite.")
+  return guidance, _guidance_options(s, given, num_steps, guidance, r.guidance_scale is not None)
+
+
+def default_output_format(config: ml_collections.ConfigDict) -> str:
+  """How image-shaped samples are stored by default: "uint8" pixels for image data (1 or 3 channels
+  in [-1, 1]), "float" for anything else (latents, other channel counts, 2-D points)."""
+  if not is_image_config(config) or str(config.data.name) == "latents":
+    return "float"
+  return "uint8" if int(config.data.channels) in (1, 3) else "float"
+
+
+def _output_format(config, kind: str, shape: tuple[int, ...], given: str | None) -> str | None:
+  fmt = default_output_format(config) if given is None else str(given)
+  if fmt not in OUTPUT_FORMATS:
+    raise SamplingError(f"--output_format={fmt!r}: choose one of {', '.join(OUTPUT_FORMATS)}.")
+  if kind == "points" and fmt != "float":
+    raise SamplingError(
+      f"--output_format={fmt}: this model's samples are {shape[0]}-D points, stored as float32; leave "
+      "--output_format out."
+    )
+  return None if fmt == LEGACY_OUTPUT_FORMAT[kind] else fmt
 
 
 def _guidance_options(s, given: dict, num_steps: int, scale: float, scale_given: bool) -> dict | None:
@@ -556,10 +570,16 @@ def compare_manifest(old: dict, new: dict, output: str) -> None:
     raise SamplingError(
       f"{output}/run.json is not a jaxdiff sample manifest ({MANIFEST_FORMAT}); use a new --output."
     )
+
+  def value(manifest: dict, k: str) -> Any:
+    if k == "output_format":  # absent: the kind's format from before the setting existed
+      return manifest.get(k) or LEGACY_OUTPUT_FORMAT.get(manifest.get("kind"))
+    return manifest.get(k)
+
   diffs = [
-    f"{k} {_show(old.get(k))} (folder) vs {_show(new.get(k))} (now)"
+    f"{k} {_show(value(old, k))} (folder) vs {_show(value(new, k))} (now)"
     for k in IDENTITY_KEYS
-    if old.get(k) != new.get(k)
+    if value(old, k) != value(new, k)
   ]
   for k in ("checkpoint_step", "params_digest"):
     if k in old and k in new and old[k] != new[k]:

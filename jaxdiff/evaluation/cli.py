@@ -166,6 +166,16 @@ def evaluate_likelihood(
   `ode_likelihood` (exact_trace, num_probes, probe, rtol, atol, num_steps, max_steps)."""
   if labels not in ("data", "null"):
     raise DataError(f"--likelihood_labels={labels!r}: use 'data' or 'null'.")
+  for flag, value, lo in (
+    ("batch_size", batch_size, 1),
+    ("num_examples", num_examples, 0),
+    ("vlb_timesteps", vlb_timesteps, 0),
+    ("num_probes", ode_options.get("num_probes", 1), 1),
+    ("num_steps", ode_options.get("num_steps"), 1),  # None: adaptive
+    ("max_steps", ode_options.get("max_steps", 1), 1),
+  ):
+    if value is not None and int(value) < lo:
+      raise DataError(f"--{flag}={value} must be >= {lo}.")
   config, model, process, weights, step = restore_model(workdir, params, checkpoint_step)
   cond_spec = Conditioning.from_config(config)
   if config.model.self_condition or cond_spec.context or config.model.cond_channels:

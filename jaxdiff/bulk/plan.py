@@ -1,0 +1,123 @@
+"""What a bulk sampling run will do (`RunPlan`, decided and checked before anything is touched) and
+the model it samples (`Restored`, checked against the output folder's run)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+from jaxdiff import fileio
+from jaxdiff.bulk.conditions import Conditions
+from jaxdiff.bulk.folder import default_output, existing_manifest, shard_run
+from jaxdiff.bulk.request import SampleRequest
+from jaxdiff.bulk.restore import load_run_config, params_digest, restore_model
+from jaxdiff.bulk.settings import MANIFEST_FORMAT, RunSettings, SamplingError, compare_manifest, resolve_run
+from jaxdiff.shards import layout
+
+__all__ = ["RunPlan", "plan_run", "Restored", "restore_plan", "run_manifest"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+  """What a `generate` call will do, decided and checked before anything is restored or written."""
+
+  workdir: str
+  output: str
+  config: Any
+  settings: RunSettings
+  conditions: Conditions
+  previous: dict | None  # the output folder's manifest (a run to resume or extend), or None
+  checkpoint_step: int | None  # None: the newest readable checkpoint
+  batch_size: int  # samples per compiled call over all processes
+  request: SampleRequest
+
+  @property
+  def shards(self) -> list[tuple[int, int]]:
+    return layout(self.settings.num_samples, self.settings.shard_size)
+
+  @property
+  def grid_size(self) -> int:
+    return self.request.grid_size
+
+
+def plan_run(
+  workdir: str, output: str | None = None, request: SampleRequest | None = None, **choices: Any
+) -> RunPlan:
+  """The RunPlan of `generate(workdir, output, request)` (or of its keyword form); SamplingError
+  before anything is touched."""
+  if request is None:
+    request = SampleRequest.from_kwargs(**choices)
+  elif choices:
+    raise TypeError("give a SampleRequest or keywords, not both")
+  workdir = fileio.abspath(workdir)
+  config = load_run_config(workdir)
+  settings, conditions = resolve_run(config, request)
+  output = fileio.abspath(output) if output else default_output(workdir)
+  if request.grid_size < 1:
+    raise SamplingError(f"--grid_size={request.grid_size} must be >= 1.")
+  checkpoint_step = request.checkpoint_step
+  previous = check_folder(output, settings, checkpoint_step)
+  if previous is not None and checkpoint_step is None:
+    checkpoint_step = previous.get("checkpoint_step")
+  batch_size = config.sample.batch_size if request.batch_size is None else request.batch_size
+  if isinstance(batch_size, bool) or int(batch_size) != batch_size or int(batch_size) < 1:
+    raise SamplingError(f"--batch_size={batch_size} must be an integer >= 1.")
+  return RunPlan(
+    workdir, output, config, settings, conditions, previous, checkpoint_step, int(batch_size), request
+  )
+
+
+def check_folder(output: str, settings: RunSettings, checkpoint_step: int | None) -> dict | None:
+  """The output folder's manifest (None: a new folder), checked against the requested run."""
+  previous = existing_manifest(output)
+  if previous is not None:
+    requested = dict(settings.manifest(), format=MANIFEST_FORMAT)
+    if checkpoint_step is not None:
+      requested["checkpoint_step"] = int(checkpoint_step)
+    compare_manifest(previous, requested, output)  # settings first: fail before restoring anything
+  return previous
+
+
+class Restored(NamedTuple):
+  config: Any
+  model: Any
+  schedule: Any
+  params: Any  # host arrays
+  step: int
+  manifest: dict  # the run's manifest: settings, checkpoint step, parameter digest
+
+  @property
+  def shard_run(self) -> dict:
+    """What each shard of the run records of it (`folder.shard_run`)."""
+    return shard_run(self.manifest)
+
+
+def run_manifest(plan: RunPlan, step: int, params: Any) -> dict:
+  """run.json of the plan's run sampled from checkpoint `step` with `params`."""
+  return dict(
+    plan.settings.manifest(),
+    format=MANIFEST_FORMAT,
+    checkpoint_step=step,
+    params_digest=params_digest(params),
+    workdir=plan.workdir,
+  )
+
+
+def restore_plan(plan: RunPlan) -> Restored:
+  """The model of the plan's checkpoint, checked against the folder's run."""
+  previous, step = plan.previous, plan.checkpoint_step
+  try:
+    config, model, schedule, params, step = restore_model(
+      plan.workdir, plan.settings.params, step, config=plan.config
+    )
+  except SamplingError as e:
+    if previous is not None and step == previous.get("checkpoint_step"):
+      raise SamplingError(
+        f"{e}\nThe run in {plan.output} was started from checkpoint step {step}; it "
+        "cannot be resumed without it. Use a new --output."
+      ) from None
+    raise
+  manifest = run_manifest(plan, step, params)
+  if previous is not None:
+    compare_manifest(previous, manifest, plan.output)
+  return Restored(config, model, schedule, params, step, manifest)
