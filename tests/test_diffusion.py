@@ -185,17 +185,56 @@ def test_loss_timesteps_uniform_and_labels_passed():
   assert abs(mean_t - 499.5) < 25, mean_t
 
 
-def test_loss_offset_noise_and_self_condition():
-  calls = []
+def test_loss_self_conditioning_zero_first_pass_and_stop_gradient():
+  """Self-conditioning (Chen et al.): the first pass gets x_self_cond = 0; the second gets the first
+  pass's x0 estimate on about half of the examples (0 on the rest), as a constant: the gradient is
+  the one of the plain loss with that input fixed, not the one through both passes."""
+  b = 64
+  x0 = 0.5 * jax.random.normal(jax.random.key(0), (b, 4, 4, 1))
+  noise = jax.random.normal(jax.random.key(1), x0.shape)
+  t = jnp.arange(b) * 9 + 1  # 1 .. 568: x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar) stays well scaled
+  params = {"a": jnp.float32(0.3), "b": jnp.float32(0.7)}
 
-  def model(x, t, x_self_cond=None):
-    calls.append(x_self_cond is not None)
-    return jnp.zeros_like(x) if x_self_cond is None else x_self_cond * 0 + 0.1
+  def net(p, x, x_self_cond):
+    return p["a"] * x + p["b"] * x_self_cond
 
-  x0 = jnp.ones((32, 4, 4, 3))
-  loss, _ = jaxdiff.loss(model, SCHED, x0, jax.random.key(0), self_condition=True, offset_noise=0.1)
-  assert calls == [True, True] and np.isfinite(float(loss))
-  # offset noise: eps target has a per-(example, channel) constant component of variance offset^2
+  seen = []
+
+  def recording(x, t, x_self_cond=None):
+    seen.append(np.asarray(x_self_cond))
+    return net(params, x, x_self_cond)
+
+  jaxdiff.loss(recording, SCHED, x0, jax.random.key(2), self_condition=True, t=t, noise=noise)
+  first, second = seen
+  assert np.all(first == 0)
+  ab = np.cumprod(1 - np.linspace(1e-4, 0.02, 1000))[np.asarray(t)][:, None, None, None]
+  xt = np.sqrt(ab) * np.asarray(x0) + np.sqrt(1 - ab) * np.asarray(noise)
+  x0_first = (xt - np.sqrt(1 - ab) * 0.3 * xt) / np.sqrt(ab)  # from eps = a x_t, x_self_cond = 0
+  used = np.any(second != 0, axis=(1, 2, 3))
+  assert 0.25 < used.mean() < 0.75, used.mean()
+  np.testing.assert_allclose(second[used], x0_first[used], rtol=1e-4, atol=1e-4)
+  assert np.all(second[~used] == 0)
+
+  def loss_of(p):
+    model = lambda x, t, x_self_cond=None: net(p, x, x_self_cond)
+    return jaxdiff.loss(model, SCHED, x0, jax.random.key(2), self_condition=True, t=t, noise=noise)[0]
+
+  def fixed_input_loss(p):  # the plain loss with the second pass's input held fixed
+    return jnp.mean((net(p, jnp.asarray(xt, jnp.float32), jnp.asarray(second)) - noise) ** 2)
+
+  def through_both_passes(p):  # what the gradient would be without the stop-gradient
+    x0_p = (xt - np.sqrt(1 - ab) * p["a"] * xt) / np.sqrt(ab)
+    sc = jnp.where(used[:, None, None, None], x0_p, 0.0).astype(jnp.float32)
+    return jnp.mean((net(p, jnp.asarray(xt, jnp.float32), sc) - noise) ** 2)
+
+  got, want, leaky = (jax.grad(f)(params) for f in (loss_of, fixed_input_loss, through_both_passes))
+  for k in params:
+    np.testing.assert_allclose(float(got[k]), float(want[k]), rtol=1e-4, atol=1e-6)
+  assert abs(float(leaky["a"]) - float(want["a"])) > 0.05 * abs(float(want["a"]))
+
+
+def test_loss_offset_noise_is_shared_over_the_spatial_axes():
+  """offset noise: the eps target has a per-(example, channel) constant component of variance offset^2."""
   tgt = []
   jaxdiff.loss(
     lambda x, t: tgt.append(x) or jnp.zeros_like(x),

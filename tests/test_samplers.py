@@ -325,24 +325,78 @@ def test_clip_x0_bounds_predictions():
   assert float(jnp.abs(tr["x"][-1]).max()) <= 1.0 + 1e-5
 
 
-def test_learned_range_variance_and_self_condition():
-  seen = []
+# betas of SCHED in float64: the closed forms below do not go through jaxdiff's schedule code
+BETAS = np.linspace(1e-4, 0.02, 1000)
+ALPHA_BAR = np.cumprod(1 - BETAS)
 
-  def model(x, t, x_self_cond=None):
-    seen.append(x_self_cond is not None)
-    return jnp.concatenate([jnp.tanh(x), jnp.zeros_like(x)], axis=-1)  # 2x channels: mean, variance
 
-  x = jaxdiff.sample(
-    model,
+@pytest.mark.parametrize("t", [1, 3])
+def test_learned_range_variance_ends_are_posterior_variance_and_beta(t):
+  """improved DDPM's learned range: the variance output v = -1 gives the posterior variance
+  beta~_t = beta_t (1 - abar_{t-1}) / (1 - abar_t) (fixed_small), v = +1 gives beta_t (fixed_large),
+  v = 0 their geometric mean. One ancestral step t -> t - 1 from x = 0 with eps = 0, then the
+  noise-free step to clean data, leaves x = std z / sqrt(abar_{t-1}): its variance is checked."""
+  n = 40_000
+  beta, post = BETAS[t], BETAS[t] * (1 - ALPHA_BAR[t - 1]) / (1 - ALPHA_BAR[t])
+  for v, want, fixed in (
+    (-1.0, post, "fixed_small"),
+    (1.0, beta, "fixed_large"),
+    (0.0, np.sqrt(beta * post), None),
+  ):
+    model = lambda x, t, v=v: jnp.concatenate([jnp.zeros_like(x), jnp.full_like(x, v)], axis=-1)
+    runs = [("learned_range", model)] + ([(fixed, lambda x, t: jnp.zeros_like(x))] if fixed else [])
+    for variance, fn in runs:
+      x = jaxdiff.sample(
+        fn,
+        SCHED,
+        (n, 1),
+        jax.random.key(0),
+        sampler="ddpm",
+        variance=variance,
+        ts=np.array([t, t - 1]),
+        x_init=jnp.zeros((n, 1)),
+      )
+      var = float(np.var(np.asarray(x, np.float64))) * ALPHA_BAR[t - 1]
+      assert var == pytest.approx(want, rel=4 * np.sqrt(2 / n)), (v, variance, var, want)
+  assert post < 0.75 * beta  # the two ends are told apart at these t
+
+
+def test_self_conditioning_feeds_zeros_first_then_the_previous_x0_estimate():
+  """DDIM with self-conditioning against a Python loop: step i's model call receives the x0 estimate
+  of step i - 1 as x_self_cond, the first call zeros."""
+  ts = [900, 600, 300, 100]
+
+  def eps_model(x, t, x_self_cond):
+    return 0.5 * jnp.tanh(x) + 0.3 * x_self_cond
+
+  x_init = np.asarray(jax.random.normal(jax.random.key(3), (8, 2)), np.float64)
+  got = jaxdiff.sample(
+    lambda x, t, x_self_cond=None: eps_model(x, t, x_self_cond),
     SCHED,
-    (6, 2),
+    (8, 2),
     jax.random.key(0),
-    sampler="ddpm",
-    num_steps=10,
-    variance="learned_range",
+    sampler="ddim",
+    ts=np.array(ts),
+    x_init=jnp.asarray(x_init, jnp.float32),
     self_condition=True,
   )
-  assert x.shape == (6, 2) and seen == [True] and bool(jnp.all(jnp.isfinite(x)))
+  x, sc = x_init, np.zeros_like(x_init)
+  for i, t in enumerate(ts):
+    a, a_next = ALPHA_BAR[t], ALPHA_BAR[ts[i + 1]] if i + 1 < len(ts) else 1.0
+    eps = 0.5 * np.tanh(x) + 0.3 * sc
+    x0 = (x - np.sqrt(1 - a) * eps) / np.sqrt(a)
+    x, sc = np.sqrt(a_next) * x0 + np.sqrt(1 - a_next) * eps, x0
+  np.testing.assert_allclose(np.asarray(got), x, rtol=1e-4, atol=1e-4)
+  plain = jaxdiff.sample(
+    lambda x, t: eps_model(x, t, 0.0),
+    SCHED,
+    (8, 2),
+    jax.random.key(0),
+    sampler="ddim",
+    ts=np.array(ts),
+    x_init=jnp.asarray(x_init, jnp.float32),
+  )
+  assert not np.allclose(np.asarray(plain), x, atol=1e-2)  # the self-conditioning input matters here
 
 
 def test_euler_ancestral_and_churn_run_and_are_stochastic():
