@@ -7,21 +7,17 @@ PY := $(VENV)/bin/python
 WORKDIR ?= runs/digits_edm
 # the demo recipe: EDM on the digits (configs/digits.py is the DDPM-eps one; same network and steps)
 DEMO_CONFIG ?= configs/digits_edm.py
-# torch is only needed by the diffusers parity tests and the benchmarks; its CPU build is taken
-# from a local wheel when the machine has one (no multi-GB CUDA download).
-TORCH_SPEC ?= torch==2.13.0
+# Extra pip options for `make setup`. The dev extra pins torch (the diffusers parity tests' reference):
+# pip takes a local CPU wheel when PIP_FIND_LINKS names one; elsewhere
+# PIP_OPTS=--extra-index-url=https://download.pytorch.org/whl/cpu gets the CPU build, not the CUDA one.
+PIP_OPTS ?=
 
-.PHONY: setup demo toy2d test test-slow lint format docs bench clean
+.PHONY: setup demo toy2d test test-slow test-all lint format docs bench clean
 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
-	@if ! $(PY) -c "import torch" 2>/dev/null; then \
-	  if ls /opt/wheels/torch-*.whl >/dev/null 2>&1 || [ -n "$$JAXDIFF_INSTALL_TORCH" ]; then \
-	    $(PY) -m pip install -q "$(TORCH_SPEC)" || echo "torch not installed: diffusers parity tests will be skipped"; \
-	  else echo "no local CPU torch wheel: diffusers parity tests will be skipped (set JAXDIFF_INSTALL_TORCH=1 to install one)"; fi; \
-	fi
+	$(PY) -m pip install -q $(PIP_OPTS) -e ".[dev]"
 	touch $@
 
 setup: $(VENV)/.stamp
@@ -53,8 +49,12 @@ format: setup
 docs: setup
 	$(PY) -m jaxdiff.tools.docs --out build/docs/api --site build/docs/site
 
+# the slow tier (training runs, the README's walkthroughs, 2-process FSDP, ...): README "Tests"
 test-slow: setup
-	$(PY) -m pytest -q -m slow tests
+	$(PY) -m pytest -q -m slow --durations=15 tests
+
+# everything CI checks plus the slow tier: the scheduled job (`.ci/run --all`)
+test-all: lint docs test test-slow
 
 bench: setup
 	$(PY) benchmarks/run_all.py
