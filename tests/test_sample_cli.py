@@ -15,7 +15,8 @@ from helpers import ROOT, tiny_image_config, tiny_points_config
 from jaxdiff import grids, images
 from jaxdiff.bulk import SamplingError, check_shard, generate, labels_for, layout, parse_labels, read_shard
 from jaxdiff.bulk.figures import grid_order
-from jaxdiff.bulk.settings import grid_times, resolve_run
+from jaxdiff.bulk.sampler_options import grid_times
+from jaxdiff.bulk.settings import resolve_run
 from jaxdiff.bulk.shards import write_shard
 from jaxdiff.generation import sample_from_config
 

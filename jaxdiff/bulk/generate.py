@@ -61,11 +61,11 @@ from jaxdiff.bulk.folder import (
 )
 from jaxdiff.bulk.plan import Restored, RunPlan, plan_run, restore_plan
 from jaxdiff.bulk.request import SampleRequest
+from jaxdiff.bulk.sampler_options import grid_times
 from jaxdiff.bulk.settings import (
   MANIFEST_FORMAT,
   RunSettings,
   compare_manifest,
-  grid_times,
   labels_summary,
 )
 from jaxdiff.errors import USER_ERRNOS

@@ -98,6 +98,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
       "jaxdiff.evaluation.__main__",
       "jaxdiff.evaluation.cli",
       "jaxdiff.interop.__main__",
+      "jaxdiff.info",
+      "jaxdiff.commands",
       "jaxdiff.tools",
       "jaxdiff.tools.*",
     ),
