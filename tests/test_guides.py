@@ -2,8 +2,9 @@
 notebooks/ top to bottom at its tiny size (JAXDIFF_NOTEBOOK_TINY=1, as the site build runs them).
 
 A guide's blocks run in order in one namespace (a later block may use what an earlier one made),
-in a fresh folder. A block that opens a training workdir the guides name (`"runs/toy2d"`, ...) gets
-a tiny run of that recipe trained here, its path put in place of the name. The site itself is
+in a fresh folder. A block that opens a folder the guides name (a training workdir such as
+`"runs/toy2d"`, a downloaded diffusers model) gets a small stand-in made here (a tiny training run
+of that recipe, a random-weight model), its path put in place of the name. The site itself is
 built by `make docs` (CI), not here: it executes the notebooks again and takes minutes.
 """
 
@@ -24,10 +25,40 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.py"))
 NOTEBOOK_TIMEOUT_S = 900
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
-# Workdirs the guides' code opens, each made by a tiny training run of its recipe's kind.
-WORKDIRS = {
-  '"runs/toy2d"': lambda: helpers.tiny_points_config(num_steps=10),
-  '"runs/frontier/digits"': lambda: helpers.tiny_image_config(num_steps=10),
+
+# Folders the guides' code opens (training workdirs, a downloaded diffusers model), each made here
+# small: a tiny training run of the recipe's kind, a random-weight UNet in diffusers' layout.
+def _train(config):
+  def make(path: str) -> None:
+    from jaxdiff.training import train
+
+    train(config(), path)
+
+  return make
+
+
+def _diffusers_unet(path: str) -> None:
+  """A small UNet2DModel folder in the DDPM CIFAR-10 layout (32x32x3, attention at 16x16)."""
+  import jax
+  import jax.numpy as jnp
+
+  from jaxdiff.interop import save_diffusers_unet, unet_model_config
+  from jaxdiff.models import create_model
+
+  layout = {
+    "_class_name": "UNet2DModel", "sample_size": 32, "in_channels": 3, "out_channels": 3,
+    "block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 8,
+    "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+  }  # fmt: skip
+  model = create_model({"model": unet_model_config(layout)})
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), jnp.zeros(1, jnp.int32))
+  save_diffusers_unet(model, variables, path, sample_size=32)
+
+
+FOLDERS = {
+  '"runs/toy2d"': _train(lambda: helpers.tiny_points_config(num_steps=10)),
+  '"runs/frontier/digits"': _train(lambda: helpers.tiny_image_config(num_steps=10)),
+  '"ddpm-cifar10-32/unet"': _diffusers_unet,
 }
 
 
@@ -38,16 +69,14 @@ def python_blocks(path: pathlib.Path) -> list[tuple[int, str]]:
 
 
 @pytest.fixture(scope="module")
-def workdirs(tmp_path_factory):
-  """name -> path of a tiny trained run, made on first use."""
-  from jaxdiff.training import train
-
+def folders(tmp_path_factory):
+  """quoted name -> path of its stand-in, made on first use."""
   made: dict[str, str] = {}
 
   def get(name: str) -> str:
     if name not in made:
-      path = str(tmp_path_factory.mktemp("guide_run"))
-      train(WORKDIRS[name](), path)
+      path = str(tmp_path_factory.mktemp("guide_folder") / "made")
+      FOLDERS[name](path)
       made[name] = path
     return made[name]
 
@@ -67,14 +96,14 @@ def test_python_blocks_are_found_with_their_line_numbers(tmp_path):
 
 
 @pytest.mark.parametrize("guide", GUIDES, ids=lambda p: p.stem)
-def test_guide_code_blocks_run(guide, workdirs, tmp_path, monkeypatch):
+def test_guide_code_blocks_run(guide, folders, tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   monkeypatch.setenv("MPLBACKEND", "Agg")
   scope: dict = {"__name__": f"guide_{guide.stem}"}
   for line, code in python_blocks(guide):
-    for name in WORKDIRS:
+    for name in FOLDERS:
       if name in code:
-        code = code.replace(name, repr(workdirs(name)))
+        code = code.replace(name, repr(folders(name)))
     # blank lines up to the block keep tracebacks pointing at the guide's own line numbers
     exec(compile("\n" * (line - 1) + code, str(guide), "exec"), scope)
 
