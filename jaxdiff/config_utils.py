@@ -23,6 +23,7 @@ from jaxdiff.conditioning import Conditioning
 from jaxdiff.configs import default, with_defaults
 from jaxdiff.data import conditioning as data_conditioning
 from jaxdiff.errors import ConfigError
+from jaxdiff.few_step import config as few_step_config
 
 __all__ = [
   "ConfigError",
@@ -321,6 +322,9 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
         f"config.train.steps_per_dispatch={steps}."
       )
   _validate_conditioning(config)
+  problem = few_step_config.check_config(config)  # one- and two-step models (jaxdiff.few_step)
+  if problem:
+    raise ConfigError(problem)
   if config.eval.every and config.eval.every % steps:
     raise ConfigError(
       f"config.eval.every={config.eval.every} must be a multiple of config.train.steps_per_dispatch={steps}."

@@ -9,6 +9,10 @@ t in [0, 1] for VP-SDE and flows, sigma for EDM.
 Parameterisations (`prediction`): "eps", "x0", "v" = alpha eps - sigma x0, "flow" = eps - x0 (the
 velocity dx/dt of rectified flow) and "edm" (the raw network F of EDM's preconditioning: with
 x~ = x/alpha and s = sigma/alpha, D = c_skip x~ + c_out F(c_in x~, t) estimates x0).
+"mean_velocity" is a two-time network's average velocity u(x_t, r, t) of rectified flow (one
+step: x_r = x_t - (t - r) u); at r = t it is the flow velocity, and converts as "flow" does.
+`loss` trains it with MeanFlow, or a shortcut model, or any x0-implying network as a consistency
+model, through `few_step=` (`jaxdiff.few_step`).
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxdiff import few_step as _few_step
 from jaxdiff.gaussian import discretized_gaussian_log_likelihood, normal_kl
 from jaxdiff.processes import DiscreteVP, as_process
 from jaxdiff.schedules import Schedule
 
 __all__ = [
   "PREDICTIONS",
+  "FEW_STEP_METHODS",
   "LOSS_TYPES",
   "WEIGHTINGS",
   "check_prediction",
@@ -55,7 +61,8 @@ __all__ = [
   "loss",
 ]
 
-PREDICTIONS = ("eps", "x0", "v", "flow", "edm")
+PREDICTIONS = ("eps", "x0", "v", "flow", "edm", "mean_velocity")
+FEW_STEP_METHODS = _few_step.METHODS
 LOSS_TYPES = ("l2", "l1", "huber")
 WEIGHTINGS = ("none", "p2", "min_snr", "edm")
 
@@ -200,7 +207,7 @@ def split_output(prediction: str, x_t, alpha, sigma, output, sigma_data: float =
   if prediction == "v":
     n = a * a + s * s
     return (a * x_t - s * output) / n, (s * x_t + a * output) / n
-  if prediction == "flow":
+  if prediction in ("flow", "mean_velocity"):  # a mean velocity at r = t is the flow velocity
     n = a + s
     return (x_t - s * output) / n, (x_t + a * output) / n
   check_prediction(prediction)
@@ -218,7 +225,7 @@ def join_output(prediction: str, x0, eps, alpha, sigma, x_t=None, sigma_data: fl
     return x0
   if prediction == "v":
     return a * eps - s * x0
-  if prediction == "flow":
+  if prediction in ("flow", "mean_velocity"):
     return eps - x0
   check_prediction(prediction)
   x_t = a * x0 + s * eps if x_t is None else x_t
@@ -296,7 +303,7 @@ def loss_weight(
     return w_eps * r
   if prediction == "v":
     return w_eps * r * jnp.square(s / (a * a + s * s))
-  if prediction == "flow":
+  if prediction in ("flow", "mean_velocity"):
     return w_eps * jnp.square(a / (a + s))
   _, c_out, _ = edm_scalings(s / a, _sigma_data(process, sigma_data))
   return w_eps * r * jnp.square(c_out)
@@ -346,6 +353,33 @@ def _quarters(process, t):
   return jnp.clip(jnp.floor(4.0 * (u - lo) / (hi - lo)), 0, 3).astype(jnp.int32)
 
 
+def _few_step_loss(model_fn, proc, x0, key, method, opts, *, prediction, cond, t, noise, time_sampling,
+                   sigma_data):  # fmt: skip
+  """`loss` for the one- and two-step methods of `jaxdiff.few_step`."""
+  if method not in FEW_STEP_METHODS:
+    raise ValueError(f"few_step must be one of {FEW_STEP_METHODS}, got {method!r}.")
+  two_time = method in _few_step.TWO_TIME_METHODS
+  if two_time != (prediction == "mean_velocity"):
+    need = "prediction='mean_velocity'" if two_time else "a one-time prediction (e.g. 'flow', 'x0', 'edm')"
+    raise ValueError(f"few_step={method!r} trains {need}, got prediction={prediction!r}.")
+  if method == "meanflow":
+    return _few_step.meanflow_loss(model_fn, proc, x0, key, cond=cond, t=t, noise=noise, **opts)
+  if method == "shortcut":
+    opts.setdefault("logit_mean", float(getattr(proc, "logit_mean", 0.0)))
+    opts.setdefault("logit_std", float(getattr(proc, "logit_std", 1.0)))
+    return _few_step.shortcut_loss(model_fn, proc, x0, key, cond=cond, noise=noise, **opts)
+
+  def net(x, tt, **kw):
+    return model_fn(model_input(proc, x, tt, prediction, sigma_data), tt, **kw)
+
+  def to_x0(x, tt, out):
+    return to_x0_eps(proc, x, tt, out, prediction, sigma_data)[0]
+
+  return _few_step.consistency_loss(
+    net, proc, x0, key, to_x0=to_x0, cond=cond, t=t, noise=noise, time_sampling=time_sampling, **opts
+  )
+
+
 def loss(
   model_fn: Callable[..., jnp.ndarray],
   process,
@@ -367,6 +401,8 @@ def loss(
   time_sampling: str | None = None,
   vlb_weight: float = 0.001,
   sigma_data: float | None = None,
+  few_step: str | None = None,
+  few_step_options: Mapping[str, Any] | None = None,
 ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
   """The denoising training loss: draw t and noise, predict, compare. Returns (loss, metrics).
 
@@ -382,9 +418,19 @@ def loss(
   A model that outputs twice the data channels on a discrete chain has a learned variance: the
   loss adds improved DDPM's hybrid term vlb_weight * T * L_t (the mean stop-gradient in it), so
   the variance channels learn.
+
+  One- and two-step models (`few_step`, default "meanflow" for prediction="mean_velocity"):
+  "meanflow" and "shortcut" train a two-time model_fn(x_t, t, r=r, **cond) on rectified flow,
+  "consistency" any x0-implying prediction on any process (`jaxdiff.few_step`); their own
+  settings go in `few_step_options` (e.g. MeanFlow's ratio, omega, kappa, uncond).
   """
   check_prediction(prediction)
   proc = as_process(process)
+  if few_step is not None or prediction == "mean_velocity":
+    return _few_step_loss(
+      model_fn, proc, x0, key, few_step or "meanflow", dict(few_step_options or {}), prediction=prediction,
+      cond=cond, t=t, noise=noise, time_sampling=time_sampling, sigma_data=sigma_data,
+    )  # fmt: skip
   cond = dict(cond or {})
   batch = x0.shape[0]
   channels = x0.shape[-1]

@@ -54,6 +54,7 @@ def get_config() -> ml_collections.ConfigDict:
   # vpsde / cosine / flow -> "unit" (1000 t), edm -> "log_sigma" (EDM's c_noise = ln(sigma)/4))
   m.time_input = "auto"
   m.fourier_scale = 16.0  # std of the fixed frequencies of time_embedding="fourier"
+  m.second_time = False  # a two-time network model_fn(x, t, r=r) for one-step models (few_step)
   # DiT (name="dit", jaxdiff.models.dit; also reads num_heads, num_classes, learn_sigma, context_*,
   # attention_impl, dtype, remat, time_input / time_embedding)
   m.dit_variant = ""  # "S/2" ... "XL/8" (sizes S, B, L, XL x patch 2, 4, 8): sets patch_size,
@@ -185,6 +186,27 @@ def get_config() -> ml_collections.ConfigDict:
   #   "s1,s2,...,sn" (num_steps scales, the noisiest step first); "" = guidance_scale at every step
   s.clip_x0 = 1.0  # clip predicted x0 to [-c, c]; 0 disables
   s.batch_size = 256
+
+  # ---- one- and two-step models (jaxdiff.few_step) ----
+  fs = config.few_step = ml_collections.ConfigDict()
+  fs.method = ""  # "" (the diffusion loss; "meanflow" with prediction "mean_velocity") | "meanflow" |
+  #   "shortcut" (both: model.second_time, prediction "mean_velocity") | "consistency"
+  fs.ratio = 0.25  # meanflow: share of the batch with r < t (the rest r = t: flow matching)
+  fs.logit_mean = -0.4  # meanflow: (r, t) drawn logit-normal(m, s), t the larger
+  fs.logit_std = 1.0
+  fs.adaptive_p = 1.0  # meanflow: adaptive loss weight 1 / (err + c)^p (0: plain L2)
+  fs.adaptive_c = 1e-3
+  fs.velocity = "sample"  # meanflow: du/dt along "sample" (eps - x0) | "model" (its own u(x, t, t))
+  fs.omega = 1.0  # meanflow: guidance folded into training (omega, kappa; 1, 0 = none)
+  fs.kappa = 0.0
+  fs.fraction = 0.25  # shortcut: share of the batch with self-consistency targets
+  fs.max_log2 = 7  # shortcut: smallest step size 2^-max_log2
+  fs.delta_start = 0.5  # consistency: the relative noise-level gap of (t, r), annealed geometrically
+  fs.delta_end = 0.02  #   from start to end over train.num_steps (ECT)
+  fs.huber_c = 0.03  # consistency: pseudo-Huber constant
+  ds = config.distill = ml_collections.ConfigDict()
+  ds.teacher = ""  # consistency distillation: a trained run's workdir (its EMA weights, frozen)
+  ds.sampler = "euler"  # the teacher's ODE step: a deterministic sampler (euler, heun, ddim, dpmpp_2m)
 
   # ---- autoencoders (model.name "autoencoder_kl") and latent diffusion (jaxdiff.latents) ----
   ae = config.autoencoder = ml_collections.ConfigDict()

@@ -39,8 +39,10 @@ from jaxdiff.models.layers import (
   broadcast_timesteps,
   check_time_embedding,
   dot_product_attention,
+  gap_time_input,
   resolve_labels,
   time_features,
+  time_gap,
   with_image_condition,
   with_self_condition,
   zeros_init,
@@ -272,7 +274,9 @@ class DiT(nn.Module):
   Conditioning beyond labels as in the UNet: ``context_dim > 0`` adds cross-attention to the
   context (``layers.ContextWithNull``: float ``[B, L, context_dim]`` or, with ``context_vocab``,
   int tokens) in every block; ``self_condition`` / ``cond_channels`` concatenate ``x_self_cond``
-  / ``x_cond`` to the input channels before patchifying.
+  / ``x_cond`` to the input channels before patchifying. ``second_time``: a two-time network
+  (one-step models, MeanFlow's DiT), called with ``r=`` (the time the step lands on); ``t - r``
+  gets its own embedding added to the time's (``r=None``: ``r = t``).
   """
 
   patch_size: int
@@ -297,6 +301,7 @@ class DiT(nn.Module):
   time_input: str = "index"  # layers.TIME_INPUTS
   time_embedding: str = "sinusoidal"  # layers.FIXED_TIME_EMBEDDINGS
   fourier_scale: float = FOURIER_SCALE
+  second_time: bool = False  # a two-time network: also embeds t - r (one-step models, `r=`)
 
   def __post_init__(self) -> None:
     check_time_embedding(self.time_input, self.time_embedding, FIXED_TIME_EMBEDDINGS)
@@ -382,6 +387,7 @@ class DiT(nn.Module):
     context_mask: Array | None = None,
     x_cond: Array | None = None,
     x_self_cond: Array | None = None,
+    r: Array | None = None,
     train: bool = False,
   ) -> Array:
     del train  # no dropout in DiT (label dropout happens in the data: jaxdiff.conditioning)
@@ -401,6 +407,13 @@ class DiT(nn.Module):
     )  # cos first
     t_dense = lambda name: nn.Dense(d, kernel_init=_normal_002, name=name, **kw)
     c = t_dense("time_embed_1")(nn.silu(t_dense("time_embed_0")(freq)))
+    gap = time_gap(broadcast_timesteps(t, batch), r, batch, self.second_time)
+    if gap is not None:  # a two-time network: the interval t - r, embedded like the time
+      gfreq = time_features(
+        gap, FREQUENCY_DIM, gap_time_input(self.time_input), self.time_embedding, self.fourier_scale
+      )
+      gfreq = jnp.concatenate([gfreq[:, FREQUENCY_DIM // 2 :], gfreq[:, : FREQUENCY_DIM // 2]], axis=-1)
+      c = c + t_dense("second_time_embed_1")(nn.silu(t_dense("second_time_embed_0")(gfreq)))
     labels = resolve_labels(y, batch, self.num_classes)
     if labels is not None:
       c = c + nn.Embed(self.num_classes + 1, d, embedding_init=_normal_002, name="label_embed", **kw)(labels)

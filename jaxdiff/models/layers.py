@@ -652,6 +652,27 @@ def broadcast_timesteps(t: Array, batch: int) -> Array:
   return jnp.broadcast_to(t.astype(jnp.float32), (batch,))
 
 
+def gap_time_input(time_input: str) -> str:
+  """How a two-time network embeds the interval t - r: like t, but linearly where t is EDM's sigma
+  (log sigma has no value at a zero interval)."""
+  return "unit" if time_input == "log_sigma" else time_input
+
+
+def time_gap(t: Array, r: Array | None, batch: int, second_time: bool) -> Array | None:
+  """``t - r`` as float32 ``[batch]`` for a two-time network (``second_time``): the interval a
+  one-step model covers, landing on ``r``; ``r=None`` asks the instantaneous velocity (gap 0).
+  None for a one-time network, which refuses an ``r``."""
+  if not second_time:
+    if r is not None:
+      raise ValueError(
+        "r (the time a step lands on) was given to a one-time network; set model.second_time=True"
+      )
+    return None
+  if r is None:
+    return jnp.zeros((batch,), jnp.float32)
+  return t - broadcast_timesteps(r, batch)
+
+
 def resolve_labels(y: Array | None, batch: int, num_classes: int) -> Array | None:
   """Class labels as int32 ``[batch]``; ``None`` means the null class ``num_classes``
   (classifier-free guidance). Labels given to an unconditional network are an error."""

@@ -17,7 +17,9 @@ from jaxdiff.models.layers import (
   TimeEmbedding,
   broadcast_timesteps,
   check_time_embedding,
+  gap_time_input,
   resolve_labels,
+  time_gap,
   with_self_condition,
   zeros_init,
 )
@@ -58,6 +60,8 @@ class MLP(nn.Module):
   sigma, embedded through c_noise = ln(sigma) / 4). ``time_embedding``: ``"sinusoidal"``
   (default), ``"fourier"`` (fixed Gaussian random Fourier features, std ``fourier_scale``) or
   ``"learned"`` (``"index"`` only). See ``layers.time_features`` for the embedding math.
+  ``second_time``: a two-time network (one-step models), called with ``r=``, the time the step
+  lands on; ``t - r`` is embedded as well (``r=None``: ``r = t``).
   """
 
   hidden_dim: int = 128
@@ -75,6 +79,7 @@ class MLP(nn.Module):
   remat: bool = False
   time_input: str = "index"  # layers.TIME_INPUTS: "index" | "unit" | "log_sigma"
   fourier_scale: float = FOURIER_SCALE
+  second_time: bool = False  # a two-time network: also embeds t - r (one-step models, `r=`)
 
   def __post_init__(self) -> None:
     check_time_embedding(self.time_input, self.time_embedding, TIME_EMBEDDINGS)
@@ -82,7 +87,14 @@ class MLP(nn.Module):
 
   @nn.compact
   def __call__(
-    self, x: Array, t: Array, y: Array | None = None, *, x_self_cond: Array | None = None, train: bool = False
+    self,
+    x: Array,
+    t: Array,
+    y: Array | None = None,
+    *,
+    x_self_cond: Array | None = None,
+    r: Array | None = None,
+    train: bool = False,
   ) -> Array:
     x = jnp.asarray(x)
     if x.ndim != 2:
@@ -107,6 +119,17 @@ class MLP(nn.Module):
         name="time_embed",
         **kw,
       )(t)
+    gap = time_gap(t, r, batch, self.second_time)
+    if gap is not None:  # a two-time network: the interval t - r, embedded like the time
+      emb = emb + TimeEmbedding(
+        self.hidden_dim,
+        self.hidden_dim,
+        time_input=gap_time_input("unit" if self.time_input == "index" else self.time_input),
+        time_embedding="sinusoidal" if self.time_embedding == "learned" else self.time_embedding,
+        fourier_scale=self.fourier_scale,
+        name="second_time_embed",
+        **kw,
+      )(gap)
     labels = resolve_labels(y, batch, self.num_classes)
     if labels is not None:
       emb = emb + nn.Embed(self.num_classes + 1, self.hidden_dim, name="label_embed", **kw)(labels)

@@ -30,7 +30,9 @@ from jaxdiff.models.layers import (
   broadcast_timesteps,
   check_time_embedding,
   conv3x3,
+  gap_time_input,
   resolve_labels,
+  time_gap,
   with_image_condition,
   with_self_condition,
   zeros_init,
@@ -69,6 +71,9 @@ class UNet(nn.Module):
   ``"sinusoidal"`` (default) or ``"fourier"`` (fixed Gaussian random Fourier features of std
   ``fourier_scale``), followed by the same two-layer MLP (``layers.TimeEmbedding``, whose
   parameters do not depend on the choice; the math is in ``layers.time_features``).
+  ``second_time``: a two-time network for one-step models, called with ``r=`` (the time the step
+  lands on); the interval ``t - r`` gets an embedding of its own (``second_time_embed``) added to
+  the time's, and ``r=None`` means ``r = t``.
 
   Layout options that express diffusers' ``UNet2DModel`` (``jaxdiff.interop``), each off by
   default: ``attention_levels`` (levels, 0-based, whose blocks attend, besides
@@ -117,6 +122,7 @@ class UNet(nn.Module):
   freq_shift: float = 1.0  # sinusoid frequencies exp(-ln(1e4) i / (half - freq_shift))
   downsample_padding: int = 1  # strided conv padding: 1 all round | 0: bottom/right only (DDPM)
   time_embed_dim: int = -1  # width of the time embedding MLP; -1: 4 * base_channels
+  second_time: bool = False  # a two-time network: also embeds t - r (one-step models, `r=`)
 
   def __post_init__(self) -> None:
     check_time_embedding(self.time_input, self.time_embedding, FIXED_TIME_EMBEDDINGS)
@@ -156,6 +162,7 @@ class UNet(nn.Module):
     context_mask: Array | None = None,
     x_cond: Array | None = None,
     x_self_cond: Array | None = None,
+    r: Array | None = None,
     train: bool = False,
   ) -> Array:
     x = jnp.asarray(x)
@@ -222,6 +229,17 @@ class UNet(nn.Module):
       name="time_embed",
       **kw,
     )(t)
+    gap = time_gap(t, r, batch, self.second_time)
+    if gap is not None:  # a two-time network: the interval t - r, embedded like the time
+      emb = emb + TimeEmbedding(
+        self.base_channels,
+        emb_dim,
+        time_input=gap_time_input(self.time_input),
+        time_embedding=self.time_embedding,
+        fourier_scale=self.fourier_scale,
+        name="second_time_embed",
+        **kw,
+      )(gap)
     labels = resolve_labels(y, batch, self.num_classes)
     if labels is not None:
       emb = emb + nn.Embed(self.num_classes + 1, emb_dim, name="label_embed", **kw)(labels)

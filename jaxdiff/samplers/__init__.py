@@ -14,7 +14,7 @@ import numpy as np
 
 from jaxdiff import grids
 from jaxdiff.processes import as_process
-from jaxdiff.samplers import multistep, single_step
+from jaxdiff.samplers import few_step, multistep, single_step  # noqa: F401 (few_step registers its samplers)
 from jaxdiff.samplers.base import (
   INPAINT_SAMPLERS,
   SAMPLERS,

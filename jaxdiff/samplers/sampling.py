@@ -111,7 +111,9 @@ def plan_grid(process, smp: Sampler, num_steps: int | None, ts=None, spacing: st
         f"spacing={spacing!r} applies to discrete chains; for {type(proc).__name__} pass ts= "
         "(e.g. jaxdiff.grids.karras, grids.flow) or leave the process's default grid."
       )
-    grid = np.asarray(proc.default_grid(50 if num_steps is None else int(num_steps)), np.float64)
+    n = 50 if num_steps is None else int(num_steps)
+    own = getattr(smp, "default_grid", None)  # a sampler with a grid of its own (one-step samplers)
+    grid = np.asarray(proc.default_grid(n) if own is None else own(proc, n), np.float64)
     prev = np.append(grid[1:], 0.0)
   n = len(grid)
   clean = np.zeros(n, bool)
@@ -171,15 +173,19 @@ def _denoiser(model_fn, st: _Static, cond, uncond, guide: Guidance) -> Callable[
   wants_var = st.sampler.uses_variance
   scale = guide.scale
 
-  def raw(x, tb, x_sc, t):
+  def raw(x, tb, x_sc, t, rb=None):
     kw = dict(cond)
     if st.self_condition:
       kw["x_self_cond"] = x_sc
+    if rb is not None:  # a two-time network (one-step samplers): the time the step lands on
+      kw["r"] = rb
     if not st.guided:
       return model_fn(x, tb, **kw)
     ukw = {**cond, **uncond}  # entries only in cond are shared by both branches
     if st.self_condition:
       ukw["x_self_cond"] = x_sc
+    if rb is not None:
+      ukw["r"] = rb
     both = jax.tree_util.tree_map(lambda c, u: jnp.concatenate([c, u], axis=0), kw, ukw)
     out = model_fn(jnp.concatenate([x, x], axis=0), jnp.concatenate([tb, tb], axis=0), **both)
     c, u = jnp.split(out, 2, axis=0)
@@ -192,12 +198,13 @@ def _denoiser(model_fn, st: _Static, cond, uncond, guide: Guidance) -> Callable[
       mean = jnp.where(inside, mean, c[..., :channels])
     return jnp.concatenate([mean, c[..., channels:]], axis=-1)
 
-  def denoise(x, t, alpha, sigma, x_sc):
+  def denoise(x, t, alpha, sigma, x_sc, r=None):
+    rb = None if r is None else jnp.full((x.shape[0],), r, jnp.float32)
     tb = jnp.full((x.shape[0],), t, jnp.int32 if st.integer else jnp.float32)
     net_in = x
     if st.prediction == "edm":
       net_in = edm_scalings(sigma / alpha, st.sigma_data)[2] * x / alpha
-    out = raw(net_in, tb, x_sc, t).astype(jnp.float32)
+    out = raw(net_in, tb, x_sc, t, rb).astype(jnp.float32)
     if out.shape[:-1] != x.shape[:-1] or out.shape[-1] not in (channels, 2 * channels):
       raise ValueError(
         f"model_fn returned shape {tuple(out.shape)} for an input of shape {tuple(x.shape)}: it must "

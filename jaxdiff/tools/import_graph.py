@@ -70,7 +70,17 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
       "jaxdiff.shards",
     ),
   ),
-  ("core", ("jaxdiff", "jaxdiff.diffusion", "jaxdiff.samplers", "jaxdiff.samplers.*")),
+  (
+    "core",
+    (
+      "jaxdiff",
+      "jaxdiff.diffusion",
+      "jaxdiff.few_step",
+      "jaxdiff.few_step.*",
+      "jaxdiff.samplers",
+      "jaxdiff.samplers.*",
+    ),
+  ),
   (
     "services",
     (

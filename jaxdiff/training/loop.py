@@ -45,6 +45,7 @@ from jaxdiff.training.state import (
   train_state_shardings,
 )
 from jaxdiff.training.step import make_multi_step, make_train_step, multi_step_impl
+from jaxdiff.training.teacher import distill_teacher
 
 __all__ = ["train", "TrainingError", "NonFiniteLossError", "WorkdirError", "setup_compilation_cache"]
 
@@ -342,7 +343,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[_Run, str]:
   if main:
     save_config(config, workdir)
   jitted = jax.jit(
-    make_multi_step(make_train_step(config, model, schedule), k),
+    make_multi_step(make_train_step(config, model, schedule, distill_teacher(config)), k),
     in_shardings=(state_sharding, batch_sharding, repl),
     out_shardings=(state_sharding, repl),
     donate_argnums=(0,),

@@ -25,6 +25,8 @@ except ImportError:  # pragma: no cover
 
 from jaxdiff import diffusion
 from jaxdiff.conditioning import Conditioning
+from jaxdiff.few_step import config as few_step_config
+from jaxdiff.samplers.few_step import ode_step
 from jaxdiff.training.state import TrainState, ema_decay, ema_update, learning_rate_schedule
 
 __all__ = ["make_train_step", "make_multi_step", "multi_step_impl", "MULTI_STEP_IMPLS", "context_dropout"]
@@ -35,10 +37,14 @@ def context_dropout(config) -> float:
   return Conditioning.from_config(config).context_dropout
 
 
-def make_train_step(config: ml_collections.ConfigDict, model: Any, schedule: Any) -> Callable:
+def make_train_step(
+  config: ml_collections.ConfigDict, model: Any, schedule: Any, teacher: Any = None
+) -> Callable:
   """step(state, batch, key) -> (new_state, metrics); batch = {"x": ..., "label": ...}.
 
-  `schedule` is the run's process: a Schedule (the discrete chain) or a `jaxdiff.processes` process."""
+  `schedule` is the run's process: a Schedule (the discrete chain) or a `jaxdiff.processes` process.
+  `teacher`: (config, model, process, EMA params) of a frozen run whose one ODE step is the target
+  of consistency distillation (config.distill.teacher)."""
   d = config.diffusion
   lr_fn = learning_rate_schedule(config)
   skip_nonfinite = config.train.nan_policy == "skip"
@@ -49,6 +55,11 @@ def make_train_step(config: ml_collections.ConfigDict, model: Any, schedule: Any
     k_loss, k_drop, k_label = jax.random.split(jax.random.fold_in(key, state.step), 3)
     x0 = batch["x"].astype(jnp.float32)
     cond = conditioning.train_kwargs(batch, k_label)
+    # ---- one- and two-step models (jaxdiff.few_step): the method's loss arguments ----
+    uncond = conditioning.sample_kwargs(x0.shape[0], batch.get("label"))[1] if conditioning.labels else None
+    few = few_step_config.loss_arguments(config, state.step, uncond)
+    if teacher is not None:
+      few["few_step_options"]["teacher_step"] = _teacher_step(config, teacher, cond)
 
     def loss_fn(params):
       def model_fn(x_t, t, **kw):
@@ -70,6 +81,7 @@ def make_train_step(config: ml_collections.ConfigDict, model: Any, schedule: Any
         cond=cond,
         time_sampling=d.time_sampling or None,
         sigma_data=float(d.sigma_data),
+        **few,
       )
 
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -94,6 +106,23 @@ def make_train_step(config: ml_collections.ConfigDict, model: Any, schedule: Any
     metrics["ema_decay"] = decay
     metrics["nonfinite"] = (~finite).astype(jnp.int32)
     return new_state, metrics
+
+  return step
+
+
+def _teacher_step(config, teacher, cond) -> Callable:
+  """x_t at t -> x at r by one step of config.distill.sampler with the frozen teacher."""
+  t_config, t_model, t_process, t_params = teacher
+  t_params = jax.lax.stop_gradient(t_params)
+
+  def teacher_fn(x, t, **kw):
+    return t_model.apply({"params": t_params}, x, t, **kw)
+
+  def step(x_t, t, r):
+    return ode_step(
+      teacher_fn, t_process, x_t, t, r, sampler=config.distill.sampler,
+      prediction=t_config.diffusion.prediction, sigma_data=float(t_config.diffusion.sigma_data), cond=cond,
+    )  # fmt: skip
 
   return step
 
