@@ -18,6 +18,7 @@ from jaxdiff.config_utils import parse_flags
 from jaxdiff.errors import LEGACY_USER_ERRORS, ConfigError, WorkdirError, run_cli
 from jaxdiff.parallel import define_process_flags
 from jaxdiff.training import train
+from jaxdiff.training.autoencoder_step import train_autoencoder
 from jaxdiff.training.checkpoints import load_config
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -50,7 +51,11 @@ def _config(workdir: str):
 def _train(_argv) -> None:
   _INIT_PROCESSES()
   try:
-    train(_config(_WORKDIR.value), _WORKDIR.value)
+    config = _config(_WORKDIR.value)
+    if config.model.name == "autoencoder_kl":  # an autoencoder for latent diffusion
+      train_autoencoder(config, _WORKDIR.value)
+    else:
+      train(config, _WORKDIR.value)
   except OSError as e:
     if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
       raise

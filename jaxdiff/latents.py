@@ -1,6 +1,7 @@
 """Encoded data sets: every image of a data set encoded once by an autoencoder, read back by training.
 
     python -m jaxdiff.latents encode --vae=SRC --config=CFG --out=DIR [--split=train] [--flip]
+    python -m jaxdiff.latents decode --vae=SRC --samples=DIR --out=DIR   # sample.py's latents -> images
 
 SRC is a diffusers ``AutoencoderKL`` folder (or a pipeline folder with ``vae/``) or a jaxdiff
 autoencoder workdir (``config.model.name = "autoencoder_kl"``). DIR receives ArrayRecord shards of
@@ -15,47 +16,39 @@ Train on the set with ``--config.data.name=latents --config.data.data_dir=DIR``.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import jax
-import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from absl import flags
 from jax.experimental import multihost_utils
 from ml_collections import config_flags
 
-from jaxdiff import fileio
+from jaxdiff import fileio, images
 from jaxdiff.data import base, embedded, tfds_pipeline
 from jaxdiff.data.encoded import FORMAT, MANIFEST, RecordLayout, _array_record, adm_center_crop, shard_name
 from jaxdiff.errors import ConfigError, DataError, run_cli
-from jaxdiff.interop.vae import load_diffusers_vae, vae_digest, vae_folder
+from jaxdiff.interop.vae import vae_digest
 from jaxdiff.models.autoencoder import AutoencoderKL, config_fields, encode_images, latent_shape
-from jaxdiff.training.autoencoder_step import load_autoencoder_workdir
+from jaxdiff.training.autoencoder_step import latent_decoder, load_autoencoder
 
-__all__ = ["load_autoencoder", "autoencoder_identity", "encode_dataset", "image_source", "PLAN"]
+__all__ = [
+  "load_autoencoder",
+  "autoencoder_identity",
+  "encode_dataset",
+  "decode_samples",
+  "image_source",
+  "PLAN",
+]
 
 PLAN = "plan.json"  # what the shards hold; a resumed encode must ask for the same
-
-
-def load_autoencoder(src: str, *, dtype: Any = jnp.float32) -> tuple[AutoencoderKL, dict]:
-  """(model, variables) of a diffusers AutoencoderKL folder or a jaxdiff autoencoder workdir."""
-  folder = vae_folder(src)
-  config = fileio.join(folder, "config.json")
-  if fileio.exists(config) and "_class_name" in json.loads(fileio.read_text(config)):
-    return load_diffusers_vae(folder, dtype=dtype)
-  if fileio.exists(config):
-    model, variables = load_autoencoder_workdir(src)
-    return model.clone(dtype=jnp.dtype(dtype)), variables
-  raise ConfigError(
-    f"autoencoder {src!r} is neither a diffusers AutoencoderKL folder (config.json + safetensors, "
-    "or a pipeline folder with vae/) nor a jaxdiff workdir (config.json + checkpoints)"
-  )
 
 
 def autoencoder_identity(src: str, model: AutoencoderKL, variables: dict) -> dict:
@@ -273,6 +266,36 @@ def iterate_shards(out: str) -> Iterator[str]:
   )
 
 
+def decode_samples(
+  vae: str, samples: str, out: str, *, batch_size: int = 64, log: Callable[[str], None] = print
+) -> int:
+  """Decodes the float latent shards of a sample folder (sample.py on a latent model) into uint8 image
+  shards of the same names in `out` (labels and indices kept; existing shards skipped). Returns the count."""
+  decode = latent_decoder(
+    ml_collections.ConfigDict({"latent": {"vae": vae, "decode_batch_size": batch_size}})
+  )
+  names = sorted(f for f in fileio.listdir(samples) if f.startswith("samples_") and f.endswith(".npz"))
+  if not names:
+    raise DataError(f"{samples} holds no samples_*.npz shards to decode")
+  fileio.makedirs(out)
+  total = 0
+  for name in names:
+    with fileio.open(fileio.join(samples, name), "rb") as f:
+      shard = dict(np.load(f))
+    z = shard["images"]
+    if z.dtype == np.uint8:
+      raise DataError(f"{samples}/{name} holds uint8 images, not latents (sample with --output_format=float)")
+    shard["images"] = images.to_uint8(decode(z))
+    total += len(z)
+    target = fileio.join(out, name)
+    if not fileio.exists(target):
+      buf = io.BytesIO()
+      np.savez(buf, **shard)
+      fileio.atomic_write_bytes(target, buf.getvalue())
+      log(f"{name}: {len(z)} latents decoded")
+  return total
+
+
 def _flags(argv: list[str]) -> flags.FlagValues:
   fv = flags.FlagValues()  # private: importing jaxdiff.latents defines no global flags
   config_flags.DEFINE_config_file(
@@ -291,35 +314,38 @@ def _flags(argv: list[str]) -> flags.FlagValues:
     "flip", False, "also store each image's mirror (training picks one at random)", flag_values=fv
   )
   flags.DEFINE_integer("examples_per_shard", 4096, "images per ArrayRecord shard", flag_values=fv)
+  flags.DEFINE_string("samples", None, "decode: the sample folder of float latent shards", flag_values=fv)
   return fv
+
+
+_USAGE = (
+  "usage: python -m jaxdiff.latents encode --vae=SRC --config=CFG --out=DIR [--split=...] [--flip] | "
+  "decode --vae=SRC --samples=DIR --out=DIR"
+)
+_REQUIRED = {"encode": ("config", "vae", "out"), "decode": ("vae", "samples", "out")}
 
 
 def _main(argv) -> int:
   argv = list(argv)
-  if len(argv) < 2 or argv[1] != "encode":
-    raise ConfigError(
-      "usage: python -m jaxdiff.latents encode --vae=SRC --config=CFG --out=DIR [--split=...] [--flip]"
-    )
+  if len(argv) < 2 or argv[1] not in _REQUIRED:
+    raise ConfigError(_USAGE)
+  command = argv[1]
   fv = _flags([argv[0], *argv[2:]])
   try:
     fv([argv[0], *argv[2:]])
   except flags.Error as e:
     raise ConfigError(str(e)) from None
-  for name in ("config", "vae", "out"):
+  for name in _REQUIRED[command]:
     if fv[name].value is None:
-      raise ConfigError(
-        f"--{name} is required (python -m jaxdiff.latents encode --vae=SRC --config=CFG --out=DIR)"
-      )
+      raise ConfigError(f"--{name} is required ({_USAGE})")
+  if command == "decode":
+    n = decode_samples(fv.vae, fv.samples, fv.out, batch_size=fv.batch_size)
+    print(f"decoded {n} latents of {fv.samples} into {fv.out}")
+    return 0
   manifest = encode_dataset(
-    fv.vae,
-    fv.config,
-    fv.out,
-    split=fv.split,
-    batch_size=fv.batch_size,
-    dtype=fv.dtype,
-    flip=fv.flip,
+    fv.vae, fv.config, fv.out, split=fv.split, batch_size=fv.batch_size, dtype=fv.dtype, flip=fv.flip,
     examples_per_shard=fv.examples_per_shard,
-  )
+  )  # fmt: skip
   if manifest is not None:
     print(
       f"wrote {fileio.join(fv.out, MANIFEST)}: {manifest['num_examples']} examples, latents {manifest['latent_shape']}"

@@ -26,7 +26,8 @@ import optax
 from jaxdiff import data, fileio, images
 from jaxdiff.config_utils import validate_config
 from jaxdiff.errors import CheckpointError, ConfigError
-from jaxdiff.models.autoencoder import AutoencoderKL, encode_images
+from jaxdiff.interop.vae import load_diffusers_vae, vae_folder
+from jaxdiff.models.autoencoder import AutoencoderKL, decode_latents, denormalize_latents, encode_images
 from jaxdiff.training.checkpointer import Checkpointer
 from jaxdiff.training.run_records import load_config, save_config
 from jaxdiff.training.state import TrainState, create_optimizer, ema_decay, ema_update
@@ -40,6 +41,8 @@ __all__ = [
   "make_autoencoder_step",
   "train_autoencoder",
   "load_autoencoder_workdir",
+  "load_autoencoder",
+  "latent_decoder",
 ]
 
 AUTOENCODER_RECORD = "autoencoder.json"  # the measured scaling of a trained autoencoder
@@ -215,3 +218,29 @@ def load_autoencoder_workdir(workdir: str) -> tuple[AutoencoderKL, dict]:
   if step is None:
     raise CheckpointError(f"no checkpoint of the autoencoder in {workdir}")
   return model, {"params": jax.tree_util.tree_map(np.asarray, state.ema_params)}
+
+
+def load_autoencoder(src: str, *, dtype: Any = jnp.float32) -> tuple[AutoencoderKL, dict]:
+  """(model, variables) of a diffusers AutoencoderKL folder (or a pipeline's) or an autoencoder workdir."""
+  folder = vae_folder(src)
+  config = fileio.join(folder, "config.json")
+  if fileio.exists(config) and "_class_name" in json.loads(fileio.read_text(config)):
+    return load_diffusers_vae(folder, dtype=dtype)
+  if fileio.exists(config):
+    model, variables = load_autoencoder_workdir(src)
+    return model.clone(dtype=jnp.dtype(dtype)), variables
+  raise ConfigError(
+    f"autoencoder {src!r} is neither a diffusers AutoencoderKL folder (config.json + safetensors, "
+    "or a pipeline folder with vae/) nor a jaxdiff workdir (config.json + checkpoints)"
+  )
+
+
+def latent_decoder(config: ml_collections.ConfigDict) -> Callable[[Any], np.ndarray] | None:
+  """For a latent-diffusion config (config.latent.vae set): normalised latents -> decoded images in
+  [-1, 1], config.latent.decode_batch_size at a time; None in pixel space."""
+  if not config.latent.vae:
+    return None
+  model, variables = load_autoencoder(str(config.latent.vae))
+  chunk = int(config.latent.decode_batch_size)
+  fn = jax.jit(lambda v, z: decode_latents(model, v, denormalize_latents(model, z), chunk))
+  return lambda z: np.clip(np.asarray(fn(variables, jnp.asarray(z, jnp.float32))), -1.0, 1.0)

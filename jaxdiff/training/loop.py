@@ -35,6 +35,7 @@ from jaxdiff.errors import NonFiniteLossError, TrainingError, WorkdirError
 from jaxdiff.evaluation.periodic import check_eval_config, evaluate_for_training
 from jaxdiff.generation import sample_from_config
 from jaxdiff.models import count_params, create_model
+from jaxdiff.training.autoencoder_step import latent_decoder
 from jaxdiff.perf import setup_compilation_cache
 from jaxdiff.training.checkpoints import Checkpointer, WorkdirLock, remove_if_empty, save_config
 from jaxdiff.training.state import (
@@ -527,9 +528,12 @@ def _make_sampler(config, model, schedule, workdir: str, info, write: bool):
   points = info.kind == "points"
   cond, nrow = grid_conditioning(config, n, points=points)
   num = len(cond["labels"]) if "labels" in cond else n
+  decode = latent_decoder(config)  # latent diffusion (config.latent.vae): the grids show decoded images
 
   def run(state, step: int) -> str | None:
     x = parallel.fetch(sample_from_config(config, model, schedule, state.ema_params, key, num, **cond))
+    if decode is not None:
+      x = decode(x)
     if not write:
       return None
     path = os.path.join(out_dir, f"step_{step:07d}.png")
