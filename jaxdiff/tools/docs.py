@@ -162,7 +162,9 @@ def doc_pages(root: str | pathlib.Path = ".") -> list[pathlib.Path]:
 
 def build_site(site: str | pathlib.Path, config: str = "mkdocs.yml") -> tuple[int, float]:
   """`mkdocs build --strict` into `site` (notebooks executed in tiny mode); (exit status, seconds)."""
-  env = {**os.environ, "JAXDIFF_NOTEBOOK_TINY": "1", "NO_MKDOCS_2_WARNING": "1", "MPLBACKEND": "Agg"}
+  # no MPLBACKEND: the kernel draws figures inline (a set MPLBACKEND=Agg would leave the pages without them)
+  env = {**os.environ, "JAXDIFF_NOTEBOOK_TINY": "1", "NO_MKDOCS_2_WARNING": "1"}
+  env.pop("MPLBACKEND", None)
   start = time.perf_counter()
   cmd = [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", config, "-d", str(site)]
   rc = subprocess.call(cmd, env=env)
