@@ -35,8 +35,8 @@ from jaxdiff.errors import NonFiniteLossError, TrainingError, WorkdirError
 from jaxdiff.evaluation.periodic import check_eval_config, evaluate_for_training
 from jaxdiff.generation import sample_from_config
 from jaxdiff.models import count_params, create_model
-from jaxdiff.training.autoencoder_step import latent_decoder
 from jaxdiff.perf import setup_compilation_cache
+from jaxdiff.training.autoencoder_step import latent_decoder
 from jaxdiff.training.checkpoints import Checkpointer, WorkdirLock, remove_if_empty, save_config
 from jaxdiff.training.state import (
   TrainState,
