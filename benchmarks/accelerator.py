@@ -1,4 +1,4 @@
-"""One accelerator check (issue 19): the GPU-sensitive behaviour and the throughput of jaxdiff on
+"""One accelerator check: the GPU-sensitive behaviour and the throughput of jaxdiff on
 the chip it runs on, in at most ~10 minutes, with nothing fetched from the network.
 
     bash benchmarks/accelerator.sh                 # on a GPU / TPU machine (installs wheels/ first)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One accelerator check (issue 19), ready to run on a GPU (or TPU) machine with JAX for that
+# One accelerator check, ready to run on a GPU (or TPU) machine with JAX for that
 # accelerator preinstalled and no network: installs only wheels carried in ./wheels (ignored by
 # git), then runs benchmarks/accelerator.py (GPU-sensitive checks, training images/s, TFLOP/s and
 # MFU of the cifar10 UNet and DiT-B/2, DDIM-50 throughput, compile times) within ~10 minutes.

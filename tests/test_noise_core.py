@@ -1,4 +1,4 @@
-"""The noise-level core (docs/noise_core.md, issue 14) against exact mathematics.
+"""The noise-level core (docs/noise_core.md) against exact mathematics.
 
 Data x0 ~ N(MU, SD^2) per coordinate (or a two-component Gaussian mixture in 1-D) under any process
 x_t = alpha(t) x0 + sigma(t) eps has a closed-form posterior mean E[x0 | x_t], hence an exact model in
@@ -399,7 +399,7 @@ def test_spacing_and_to_times():
 # ---- 4. convergence orders on the mixture -------------------------------------------------
 
 N_CONV = 256
-FIGURES = {}  # measured errors, printed with -s (they go into the issue's closing note)
+FIGURES = {}  # measured errors, printed with -s
 
 
 _CONV_CACHE = {}
@@ -515,7 +515,7 @@ def test_vpsde_uniform_grid_convergence_orders(sampler, steps, lo, hi):
   assert np.all(ratios > lo) and np.all(ratios < hi), (errs, ratios)
 
 
-# ---- 5. issue 14's defects ----------------------------------------------------------------
+# ---- 5. defects of the samplers and the loss, each reproduced ------------------------------
 
 HIGHER_ORDER = ("heun", "dpmpp_2m", "dpmpp_3m", "unipc")
 
@@ -552,14 +552,14 @@ def _assert_as_close_as_ddim(e):
 
 
 @pytest.mark.parametrize("n", [20, 40])
-def test_issue14a_heun_on_cosine_trailing_as_close_as_ddim(n):
+def test_heun_on_cosine_trailing_as_close_as_ddim(n):
   x_init = jax.random.normal(jax.random.key(0), (256, 1))
   e = _discrete_endpoint_errors(schedules.cosine(1000), n, "eps", x_init)
   print(f"cosine(1000) trailing n={n} max err", e)
   _assert_as_close_as_ddim(e)
 
 
-def test_issue14b_zero_terminal_snr_finite_and_as_close_as_ddim():
+def test_zero_terminal_snr_finite_and_as_close_as_ddim():
   sched = schedules.rescale_zero_terminal_snr(schedules.linear(1000))
   x_init = jax.random.normal(jax.random.key(0), (256, 1))
   e = _discrete_endpoint_errors(sched, 30, "v", x_init)
@@ -581,7 +581,7 @@ def _two_headed(p, x, t):
   return jnp.concatenate([p["wm"] * x + p["bm"], jnp.zeros_like(x) + p["bv"]], axis=-1)
 
 
-def test_issue14c_learned_variance_gets_gradient_and_vlb_stops_mean_gradient():
+def test_learned_variance_gets_gradient_and_vlb_stops_mean_gradient():
   x0 = MU + SD * jax.random.normal(jax.random.key(0), (64, 3))
   p = {"wm": jnp.float32(0.2), "bm": jnp.float32(0.1), "bv": jnp.float32(0.3)}
 
@@ -645,7 +645,7 @@ def test_learned_variance_optimum_is_the_exact_reverse_variance():
   np.testing.assert_allclose(0.5 * (lo + hi), want, atol=0.04)
 
 
-def test_issue14d_float_t_in_loss_is_interpolated_or_refused():
+def test_float_t_in_loss_is_interpolated_or_refused():
   seen = {}
 
   def model(x, t):
@@ -671,14 +671,14 @@ def test_issue14d_float_t_in_loss_is_interpolated_or_refused():
 
 
 @pytest.mark.parametrize("sampler,option", [("ddim", "s_churn"), ("dpmpp_2m", "eta"), ("heun", "variance")])
-def test_issue14e_unused_options_are_errors(sampler, option):
+def test_unused_options_are_errors(sampler, option):
   value = {"s_churn": 1.0, "eta": 0.5, "variance": "fixed_large"}[option]
   with pytest.raises(ValueError, match=option) as info:
     jaxdiff.sample(exact_model(LINEAR), LINEAR, (2, 1), jax.random.key(0), sampler=sampler, **{option: value})
   assert sampler in str(info.value), str(info.value)
 
 
-def test_issue14f_user_grids_via_ts():
+def test_user_grids_via_ts():
   z = jax.random.normal(jax.random.key(2), (128, 1))
   edm = processes.EDM()
   ks = grids.karras(32, 0.002, 80.0)

@@ -1,4 +1,4 @@
-"""Diffusers parity of the noise-level core (issue 14, docs/noise_core.md), to float32 precision.
+"""Diffusers parity of the noise-level core (docs/noise_core.md), to float32 precision.
 
 The same model function on both sides (one formula, written once for jnp and once for torch, fed each
 library's own time variable) and the same starting tensor `x_init`, handed to diffusers' loop as is

@@ -1,7 +1,7 @@
-"""Issue 18's run defects, each reproduced small: skipped updates without end (5), non-finite samples
-written (5), an evaluation that advises unpickling (7), shards without run identity (8), float
-images in 0..255 scored (9), tracebacks for config / --out mistakes (10), eval() in the benchmark
-tools (12). Every test here failed before its fix."""
+"""Run defects, each reproduced small: skipped updates without end, non-finite samples written, an
+evaluation that advises unpickling, shards without run identity, float images in 0..255 scored,
+tracebacks for config / --out mistakes, eval() in the benchmark tools. Every test here failed before
+its fix."""
 
 import ast
 import errno
@@ -83,7 +83,7 @@ def test_skip_policy_stops_naming_the_step_and_the_count(tmp_path):
 
 
 def test_training_that_skips_too_many_updates_stops(tmp_path):
-  """The issue's reproduction (learning rate 1e6, no clipping, nan_policy=skip), on the tiny MLP."""
+  """The reproduction (learning rate 1e6, no clipping, nan_policy=skip), on the tiny MLP."""
   from jaxdiff.training import train
 
   c = tiny_points_config(num_steps=40)
@@ -162,7 +162,7 @@ def test_a_shard_copied_from_another_seed_is_regenerated(points_workdir, tmp_pat
   out = tmp_path / "mixed"
   shutil.copytree(tmp_path / "s0", out)
   name = "samples_0000008_0000016.npz"
-  shutil.copy(tmp_path / "s1" / name, out / name)  # the issue's reproduction: a --seed=1 shard
+  shutil.copy(tmp_path / "s1" / name, out / name)  # the reproduction: a --seed=1 shard
   s = generate(points_workdir, str(out), **kw)
   assert s["regenerated_shards"] == 1 and s["reused_samples"] == SHARD and s["generated_this_run"] == SHARD
   np.testing.assert_allclose(

@@ -1,4 +1,4 @@
-"""Tests of the networks' time input (issue 15, "networks take continuous time"): the
+"""Tests of the networks' time input (networks take continuous time): the
 ``time_input`` / ``time_embedding`` fields of UNet, MLP and ``layers.TimeEmbedding``.
 
 The defaults must be today's network bit for bit (parameter tree, embedding, outputs: golden
