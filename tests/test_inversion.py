@@ -3,6 +3,7 @@ the probability-flow ODE maps x0 to alpha_0 MU + (x0 - MU) sqrt(alpha_0^2 SD^2 +
 first grid time. Inversion must approach that map, and sampling from its result must give x0 back, with
 errors that shrink as the steps do, on every process and every invertible sampler."""
 
+import os
 import re
 
 import jax
@@ -181,3 +182,21 @@ def test_readme_inversion_snippet_runs():
   scope: dict = {}
   exec(compile(block, "README.md", "exec"), scope)
   assert float(scope["err"]) < 0.05
+
+
+def test_readme_round_trip_figures_are_what_the_exact_model_gives():
+  """The round-trip errors the README quotes for EDM's Karras grid (ddim and heun at 10 / 20 / 40 steps)
+  are `errors()`'s, to the digits shown (`-s` prints them)."""
+  text = " ".join(open(os.path.join(ROOT, "README.md")).read().split())
+  num = r"([0-9.]+(?:e-?[0-9]+)?)"
+  m = re.search(
+    rf"round-trip max error at 10 / 20 / 40 steps: ddim {num} / {num} / {num}, heun {num} / {num} / {num}",
+    text,
+  )
+  assert m, "README no longer quotes the round-trip errors: update this test with it"
+  quoted = [float(v) for v in m.groups()]
+  got = [errors("edm", sampler, n)[0] for sampler in ("ddim", "heun") for n in (10, 20, 40)]
+  ddim, heun = (" / ".join(f"{v:.2g}" for v in got[i : i + 3]) for i in (0, 3))
+  print(f"round-trip max error at 10 / 20 / 40 steps: ddim {ddim}, heun {heun}")
+  for q, g in zip(quoted, got):
+    assert g == pytest.approx(q, rel=0.06), (quoted, got)
