@@ -110,3 +110,38 @@ def test_info_command_prints_and_refuses_a_non_workdir_in_one_line(workdir, tmp_
   assert r.returncode == 2 and "Traceback" not in r.stderr
   assert len(r.stderr.strip().splitlines()) == 1 and "not a jaxdiff training workdir" in r.stderr
   assert os.listdir(tmp_path) == []
+
+
+def _console_scripts() -> dict[str, str]:
+  import tomllib
+
+  with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+    return tomllib.load(f)["project"]["scripts"]
+
+
+def test_console_scripts_cover_every_command():
+  scripts = _console_scripts()
+  for name in (
+    "jaxdiff-train",
+    "jaxdiff-sample",
+    "jaxdiff-evaluate",
+    "jaxdiff-likelihood",
+    "jaxdiff-interop",
+    "jaxdiff-info",
+  ):
+    assert name in scripts, name
+  assert (
+    scripts["jaxdiff-train"] == "jaxdiff.training.cli:run"
+    and scripts["jaxdiff-sample"] == "jaxdiff.bulk.cli:run"
+  )
+
+
+@pytest.mark.parametrize("name", sorted(_console_scripts()))
+def test_each_console_script_starts_its_command(name):
+  """Each entry point as the installed script calls it (`sys.exit(fn())`), with --help: its usage."""
+  module, _, attr = _console_scripts()[name].partition(":")
+  code = f"import sys; sys.argv = [{name!r}, '--help']; from {module} import {attr}; sys.exit({attr}())"
+  r = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=240)
+  log = r.stdout + r.stderr
+  assert r.returncode in (0, 1) and "Traceback" not in log, log[-3000:]  # argparse exits 0, absl 1
+  assert "usage:" in log or "--workdir" in log, log[-3000:]

@@ -15,6 +15,7 @@ per-sample captions or contexts, conditioning images and inpainting sources
 determinism, parallelism and resume design.
 """
 
+import jaxdiff.training  # noqa: F401  first: its distillation teacher imports jaxdiff.bulk.restore
 from jaxdiff.bulk.batches import make_batch_fn
 from jaxdiff.bulk.conditions import Conditions, named_mask, resolve_conditions
 from jaxdiff.bulk.folder import default_output
