@@ -87,7 +87,26 @@ def _import_all(root: str = "jaxdiff") -> None:
     name = ".".join([root, *parts])
     if ".tools" in name or name.endswith("__main__"):
       continue
-    importlib.import_module(name)
+    _import_cli_module(name)
+
+
+def _import_cli_module(name: str, tries: int = 16) -> None:
+  """Import `name`. Command-line modules define their absl flags when imported, and two of them may
+  define the same flag (`--workdir`, `--config`): a program imports one, the reference imports all.
+  Here the earlier definition is dropped and the import retried (documentation process only)."""
+  from absl import flags
+
+  for _ in range(tries):
+    try:
+      importlib.import_module(name)
+      return
+    except flags.DuplicateFlagError as e:
+      match = re.search(r"The flag '([^']+)' is defined twice", str(e))
+      if not match or match.group(1) not in flags.FLAGS:
+        raise
+      delattr(flags.FLAGS, match.group(1))
+      sys.modules.pop(name, None)
+  importlib.import_module(name)
 
 
 def _walk(doc: pdoc.doc.Doc) -> Iterator[pdoc.doc.Doc]:
