@@ -3,11 +3,15 @@
 Every class also derives from the builtin its callers used to catch (ValueError, RuntimeError,
 ImportError), so code written against the old per-module exceptions keeps working. `run_cli`
 is the one place a command line turns them (and the OS errors that mean a bad path) into a
-one-line message and exit status 2, never a trace.
+one-line message and exit status 2, never a trace. Any other exception is a bug: it keeps its
+traceback, under one line saying so. `run_cli` also configures the process once for a command
+line (`setup_cli_process`): library calls leave logging and interpreter state alone.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import sys
 from collections.abc import Callable, Sequence
 
@@ -23,9 +27,12 @@ __all__ = [
   "SamplingError",
   "MissingDependencyError",
   "USER_ERRORS",
-  "LEGACY_USER_ERRORS",
+  "BUG_REPORT",
+  "USER_ERRNOS",
+  "is_user_error",
   "user_message",
   "run_cli",
+  "setup_cli_process",
 ]
 
 
@@ -79,17 +86,44 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
   PermissionError,
 )
 
-# Plain ValueErrors that some config checks still raise (jaxdiff.data.base, jaxdiff.data.conditioning,
-# jaxdiff.training.loop): train.py and sample.py report them as user errors too, until those raise
-# ConfigError / DataError. Then this goes.
-LEGACY_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError,)
+# The line under the traceback of an exception that is not a user error.
+BUG_REPORT = (
+  "this is a bug in jaxdiff (or in a library it calls), not a mistake in the command: please report it "
+  "on jaxdiff's issue tracker with the command line, the traceback above and `pip freeze`."
+)
+
+
+# OS errors that mean the command named a path that cannot be used, whatever their class.
+USER_ERRNOS = frozenset(
+  {
+    errno.EROFS,
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EFBIG,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENOENT,
+    errno.ENAMETOOLONG,
+    errno.ELOOP,
+  }
+)
+
+
+def is_user_error(error: BaseException) -> bool:
+  """Whether a CLI reports `error` as one line: a JaxdiffError, or an OS error about a path the
+  user gave (missing, unwritable, read-only, full, not a folder)."""
+  if isinstance(error, USER_ERRORS):
+    return True
+  return isinstance(error, OSError) and error.errno in USER_ERRNOS and error.filename is not None
 
 
 def user_message(error: BaseException) -> str:
   """The one-line text of a user error: jaxdiff's own message, or the path an OS error is about."""
   if isinstance(error, OSError) and not isinstance(error, JaxdiffError) and error.filename is not None:
     why = error.strerror or type(error).__name__
-    return f"{error.filename}: {why}; check the path (and that it is readable / writable)."
+    return f"{error.filename}: {why}; check the path (and that it is readable / writable, with space left)."
   return str(error)
 
 
@@ -100,10 +134,56 @@ def run_cli(
   prog: str | None = None,
   also: tuple[type[BaseException], ...] = (),
 ) -> int:
-  """entry(argv)'s exit status; a user error (USER_ERRORS, and `also`) prints `[prog: ]error: message`
-  on stderr and gives exit status 2. Anything else is a bug and keeps its trace."""
+  """entry(argv)'s exit status, for a command line's entry point (it calls `setup_cli_process`
+  first). A user error (`is_user_error`, and the classes in `also`) prints `[prog: ]error:
+  message` on stderr and gives exit status 2. Anything else is a bug: it propagates with its
+  traceback, which ends with the line `[prog: ]internal error: ...` (BUG_REPORT)."""
+  setup_cli_process()
   try:
     return int(entry(argv) or 0)
-  except (*USER_ERRORS, *also) as e:
-    print(f"{prog + ': ' if prog else ''}error: {user_message(e)}", file=sys.stderr)
-    return 2
+  except Exception as e:
+    if is_user_error(e) or isinstance(e, also):
+      print(f"{prog + ': ' if prog else ''}error: {user_message(e)}", file=sys.stderr)
+      return 2
+    line = f"{prog + ': ' if prog else ''}internal error: {BUG_REPORT}"
+    if hasattr(e, "add_note"):  # printed under the traceback (Python >= 3.11)
+      e.add_note(line)
+    else:
+      print(line.replace("the traceback above", "the traceback below"), file=sys.stderr)
+    raise
+
+
+class _QuietOrbaxTraces(logging.Filter):
+  """Drops the ERROR records with tracebacks that Orbax logs for a failed background save: it is
+  raised again in the main thread, where the CLI reports it in one line."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.levelno >= logging.ERROR and record.exc_info and "orbax" in record.pathname)
+
+
+def _drop_closed_loop_callbacks(hook):
+  """sys.unraisablehook that drops "Event loop is closed": after a failed save (a full disk),
+  TensorStore's other pending writes finish into the event loop Orbax has closed, and each would
+  print a trace of that; the failure itself is reported once, by the CLI."""
+
+  def quiet(unraisable):
+    if unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed":
+      return
+    hook(unraisable)
+
+  quiet.jaxdiff_quiet = True
+  return quiet
+
+
+_QUIET = _QuietOrbaxTraces()
+
+
+def setup_cli_process() -> None:
+  """Once per command-line process (`run_cli` calls it; idempotent): Orbax's duplicate traces of a
+  failed save are filtered from absl's logger and the closed-event-loop noise after it from
+  `sys.unraisablehook`. Library functions never change this global state themselves."""
+  absl_logger = logging.getLogger("absl")
+  if _QUIET not in absl_logger.filters:
+    absl_logger.addFilter(_QUIET)
+  if not getattr(sys.unraisablehook, "jaxdiff_quiet", False):
+    sys.unraisablehook = _drop_closed_loop_callbacks(sys.unraisablehook)

@@ -5,21 +5,20 @@ Two mechanisms:
 * ``cpu_compiler_options()``: XLA options that jaxdiff passes to *its own* compiled programs
   (the train step, the samplers, bulk generation) through ``jax.jit(...,
   compiler_options=...)`` when they run on the CPU backend. Nothing global changes and other
-  JAX code in the process is untouched; on GPU/TPU it is empty. XLA:CPU's experimental
-  YNNPACK library fusions (on by default in jaxlib 0.10 for convolutions and dots) measured
-  slower than XLA's own Eigen kernels for these UNets, so jaxdiff turns them off for its
-  programs. The measurements (``benchmarks/bench_options.py``, machine, versions and figures)
-  are in ``benchmarks/BENCHMARKS.md`` (Levers), where they are kept up to date.
-  Which of the candidate option sets (``CPU_OPTION_CANDIDATES``) is faster depends on the
-  machine (it flipped between AMD Zen 3, Zen 4 and Zen 5), so by default jaxdiff measures it
-  once per machine, like cuDNN's autotuning: ``tune_cpu_compiler_options`` times a small
-  convolution-block train step under each candidate (about 2 s) the first time a jaxdiff program
-  is compiled for the CPU, and caches the choice in ``~/.cache/jaxdiff/cpu_options.json`` keyed
-  by CPU model, instruction-set flags, core count and jaxlib version. Override with
-  ``set_cpu_compiler_options({...})`` (``{}``: XLA's defaults), the environment variable
-  ``JAXDIFF_CPU_COMPILER_OPTIONS`` (``off``: XLA's defaults; ``static``: ``CPU_COMPILER_OPTIONS``
-  without measuring; ``auto``, the default: measured), or by naming the option in ``XLA_FLAGS``
-  (a user's flag always wins).
+  JAX code in the process is untouched; on GPU/TPU it is empty. The default is one fixed,
+  documented set, ``CPU_COMPILER_OPTIONS``: XLA:CPU's experimental YNNPACK library fusions (on
+  by default in jaxlib 0.10 for convolutions and dots) off, since they measured slower than
+  XLA's own Eigen kernels for these UNets (``benchmarks/BENCHMARKS.md``, Levers). The same
+  inputs give the same numbers on every machine with the same jaxlib: no measurement decides
+  the compiled program. Other sets round floats differently, so they change a run's numbers:
+  ``JAXDIFF_CPU_COMPILER_OPTIONS=off`` (XLA's defaults), ``set_cpu_compiler_options({...})``,
+  an option named in ``XLA_FLAGS`` (a user's flag always wins), or, opt-in,
+  ``JAXDIFF_CPU_COMPILER_OPTIONS=auto``: ``tune_cpu_compiler_options`` times a small
+  convolution-block train step under each of ``CPU_OPTION_CANDIDATES`` (about 2 s) at the first
+  compile and caches the faster in ``~/.cache/jaxdiff/cpu_options.json`` keyed by CPU model,
+  instruction-set flags, core count and jaxlib version (faster on some machines; which set wins
+  may depend on the load at probe time). A training run records the options it compiled with in
+  its workdir and reuses them on resume (``jaxdiff.training.run_records``).
 * ``configure_performance()`` (opt-in, process-wide, call before JAX creates its backend):
   glibc malloc thresholds and optional ``XLA_FLAGS`` (e.g. ``disable_ynn_fusions=True`` for
   code outside jaxdiff's own programs).
@@ -41,14 +40,12 @@ import tempfile
 import time
 
 import jax
+import jax.extend.backend
+import jax.extend.core
 import jax.numpy as jnp
 import jaxlib
 
-try:  # private JAX modules, probed: if they move, the functions below assume the safe answer
-  from jax._src import core as _jax_core
-  from jax._src import xla_bridge as _xla_bridge
-except ImportError:  # pragma: no cover
-  _jax_core = _xla_bridge = None
+from jaxdiff.errors import ConfigError
 
 __all__ = [
   "configure_performance",
@@ -66,6 +63,7 @@ __all__ = [
   "MALLOC_TRIM_THRESHOLD",
   "backend_initialized",
   "setup_compilation_cache",
+  "MODES",
 ]
 
 log = logging.getLogger(__name__)
@@ -76,6 +74,10 @@ CPU_COMPILER_OPTIONS: dict[str, str | int | bool] = {
 }
 _override: dict | None = None
 ENV_SWITCH = "JAXDIFF_CPU_COMPILER_OPTIONS"
+# JAXDIFF_CPU_COMPILER_OPTIONS values: unset, "static" or "default": CPU_COMPILER_OPTIONS; "off": XLA's
+# defaults; "auto": the measured choice (opt-in).
+MODES = ("static", "default", "off", "auto")
+_OFF = ("0", "off", "false", "no")
 # The option sets tune_cpu_compiler_options chooses between (the first is the static default).
 CPU_OPTION_CANDIDATES: dict[str, dict] = {
   "ynn_off": dict(CPU_COMPILER_OPTIONS),
@@ -103,12 +105,11 @@ _applied: dict | None = None
 
 
 def backend_initialized() -> bool:
-  """Whether JAX has already created a backend (then XLA_FLAGS changes have no effect)."""
-  if "jax" not in sys.modules:
-    return False
+  """Whether JAX has already been asked for a backend (then XLA_FLAGS changes have no effect):
+  ``jax.extend.backend.get_backend``, which every device query goes through, has been called."""
   try:
-    return bool(_xla_bridge.backends_are_initialized())
-  except Exception:  # private API moved: assume the worst only if devices were listed
+    return jax.extend.backend.get_backend.cache_info().currsize > 0
+  except AttributeError:  # not a cached function in this JAX: assume the backend is not there yet
     return False
 
 
@@ -121,15 +122,31 @@ def set_cpu_compiler_options(options: dict | None) -> None:
   _override = None if options is None else dict(options)
 
 
+def option_mode() -> str:
+  """``JAXDIFF_CPU_COMPILER_OPTIONS`` as one of "static" (also when unset), "off" or "auto";
+  ConfigError naming the variable for any other value."""
+  mode = os.environ.get(ENV_SWITCH, "").strip().lower()
+  if mode in ("", "static", "default"):
+    return "static"
+  if mode in _OFF:
+    return "off"
+  if mode == "auto":
+    return "auto"
+  raise ConfigError(
+    f"{ENV_SWITCH}={mode!r} is not one of static (the default: YNNPACK fusions off), off (XLA's "
+    "defaults) or auto (measure the faster set on this machine once and cache it)."
+  )
+
+
 def cpu_compiler_options(platform: str | None = None) -> dict:
   """The XLA options jaxdiff compiles its programs with: on the CPU backend the
-  ``set_cpu_compiler_options`` override, else this machine's measured choice
-  (``tune_cpu_compiler_options``; ``CPU_COMPILER_OPTIONS`` under
-  ``JAXDIFF_CPU_COMPILER_OPTIONS=static``); ``{}`` on any other platform or when
-  ``JAXDIFF_CPU_COMPILER_OPTIONS=off``. Options the user names in ``XLA_FLAGS`` are left out, so a
-  user's flag always wins. ``platform`` defaults to ``jax.default_backend()``."""
-  mode = os.environ.get(ENV_SWITCH, "").strip().lower()
-  if mode in ("0", "off", "false", "no"):
+  ``set_cpu_compiler_options`` override, else ``CPU_COMPILER_OPTIONS`` (the fixed default), ``{}``
+  under ``JAXDIFF_CPU_COMPILER_OPTIONS=off``, this machine's measured choice under ``=auto``
+  (``tune_cpu_compiler_options``); ``{}`` on any other platform. Options the user names in
+  ``XLA_FLAGS`` are left out, so a user's flag always wins. ``platform`` defaults to
+  ``jax.default_backend()``."""
+  mode = option_mode()
+  if mode == "off":
     return {}
   if platform is None:
     platform = jax.default_backend()
@@ -137,10 +154,10 @@ def cpu_compiler_options(platform: str | None = None) -> dict:
     return {}
   if _override is not None:
     options = dict(_override)
-  elif mode in ("static", "default"):
-    options = dict(CPU_COMPILER_OPTIONS)
-  else:
+  elif mode == "auto":
     options = dict(tune_cpu_compiler_options())
+  else:
+    options = dict(CPU_COMPILER_OPTIONS)
   user = {tok.split("=", 1)[0].lstrip("-") for tok in os.environ.get("XLA_FLAGS", "").split()}
   return {k: v for k, v in options.items() if k not in user}
 
@@ -262,7 +279,8 @@ def tune_cpu_compiler_options(force: bool = False, rounds: int = 7) -> dict:
   cache. The first candidate (``CPU_COMPILER_OPTIONS``) is kept unless another is faster by more
   than ``TUNE_MARGIN`` on the probe. Where measuring makes no sense (inside a trace, tests'
   ``jax_disable_most_optimizations``, several processes) the static default is returned and
-  nothing is cached. ``force=True`` measures again and replaces the cached entry.
+  nothing is cached. ``force=True`` measures again and replaces the cached entry. Only used when
+  asked for (``JAXDIFF_CPU_COMPILER_OPTIONS=auto``): a timing never decides the default program.
   """
   global _tuned
   if _tuned is not None and not force:
@@ -316,12 +334,12 @@ def compiler_options() -> dict | None:
   return cpu_compiler_options() or None
 
 
+_TOP_LEVEL = jax.extend.core.get_opaque_trace_state()  # the eval trace: no transformation active
+
+
 def _inside_trace() -> bool:
   """Whether we are being traced by an outer jit/vmap/grad (where options cannot be passed)."""
-  try:
-    return not _jax_core.trace_state_clean()
-  except AttributeError:  # private API moved: assume top level
-    return False
+  return jax.extend.core.get_opaque_trace_state() != _TOP_LEVEL
 
 
 def jit(fun, **jit_kwargs):
@@ -428,8 +446,9 @@ def configure_performance(
 
 def setup_compilation_cache(cache_dir: str) -> str | None:
   """Persistent XLA compilation cache, so a restarted run skips most of the compile: ``cache_dir``
-  ("" = ~/.cache/jaxdiff/xla, "none" disables; config.train.compilation_cache_dir). Returns the
-  folder in use, or None (an unwritable cache only costs compile time: a warning, no error)."""
+  ("" = ~/.cache/jaxdiff/xla, "none" disables; config.train.compilation_cache_dir). Process-wide
+  (``jax.config``): the CLIs call it once at start-up; library calls never do. Returns the folder
+  in use, or None (an unwritable cache only costs compile time: a warning, no error)."""
   if cache_dir == "none":
     return None
   cache_dir = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "jaxdiff", "xla")

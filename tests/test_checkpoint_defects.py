@@ -1,7 +1,10 @@
-"""Issue 18's checkpoint defects, each reproduced small (toy 2-D MLP, 10-20 steps): an optimizer
+"""Checkpoint and workdir faults, each reproduced small (toy 2-D MLP, 10-20 steps): an optimizer
 change is not damage, redone steps replace damaged ones, bit rot is caught by checksums, a changed
-set-up is refused, one run per workdir, a full disk and Ctrl-C give a message and leave nothing
-half-written, train.py refuses positional arguments, start-up errors leave no empty workdir."""
+set-up is refused (by config.json and by each step's own record), one run per workdir and per
+checkpoint folder, a checkpoint folder that moved or belongs to another run is refused, unverified
+steps are named, a full disk and Ctrl-C give a message and leave nothing half-written, train.py
+refuses positional arguments and unreadable config.json files in one line, start-up errors leave no
+empty workdir."""
 
 import glob
 import json
@@ -20,10 +23,19 @@ import pytest
 from helpers import ROOT, tiny_points_config, tiny_train_cmd
 
 from jaxdiff.bulk.restore import restore_model
-from jaxdiff.errors import CheckpointError, DataError, WorkdirError
+from jaxdiff.errors import (
+  CheckpointError,
+  ConfigError,
+  DataError,
+  NonFiniteLossError,
+  SamplingError,
+  WorkdirError,
+)
 from jaxdiff.models import create_model
 from jaxdiff.training import Checkpointer, create_train_state, loop, train
-from jaxdiff.training.checkpoints import LOCK_NAME, MANIFEST_NAME, WorkdirLock
+from jaxdiff.training.integrity import MANIFEST_NAME
+from jaxdiff.training.run_records import OWNER_NAME, RUN_RECORD_NAME, load_config
+from jaxdiff.training.workdir_lock import LOCK_NAME, WorkdirLock
 
 
 def _leaves(tree):
@@ -154,7 +166,7 @@ def test_changed_setup_is_refused_naming_the_fields(trained, tmp_path):
 
 def _hold_lock(wd):
   code = (
-    "import sys, time\nfrom jaxdiff.training.checkpoints import WorkdirLock\n"
+    "import sys, time\nfrom jaxdiff.training.workdir_lock import WorkdirLock\n"
     f"WorkdirLock({str(wd)!r}).acquire()\nprint('held', flush=True)\ntime.sleep(600)\n"
   )
   proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -296,3 +308,143 @@ def test_train_py_without_config_resumes_from_the_workdirs_config_json(trained, 
   assert r.returncode == 2 and "--config is missing" in r.stderr and not (tmp_path / "empty").exists()
   r = run(f"--workdir={wd}", "--config.train.num_steps=30")  # overrides need a file to override
   assert r.returncode == 2 and "overrides need a config file" in r.stderr
+
+
+# checkpoint folders that belong to one run
+
+
+def _custom_dir_config(folder, num_steps=10):
+  c = tiny_points_config(num_steps=num_steps)
+  c.train.checkpoint_dir = str(folder)
+  return c
+
+
+def test_relative_checkpoint_dir_is_stored_resolved_and_a_moved_one_is_refused(tmp_path, monkeypatch):
+  (tmp_path / "a").mkdir()
+  (tmp_path / "b").mkdir()
+  wd = tmp_path / "w"
+  monkeypatch.chdir(tmp_path / "a")
+  train(_custom_dir_config("ck"), str(wd))
+  stored = json.loads((wd / "config.json").read_text())["train"]["checkpoint_dir"]
+  assert stored == str(tmp_path / "a" / "ck") and (tmp_path / "a" / "ck" / "10").is_dir()
+  assert load_config(str(wd)).train.checkpoint_dir == stored  # sample.py finds it from anywhere
+  monkeypatch.chdir(tmp_path / "b")  # the same relative path from another directory
+  with pytest.raises(CheckpointError, match="keeps its checkpoints in") as e:
+    train(_custom_dir_config("ck", 20), str(wd))
+  assert str(tmp_path / "a" / "ck") in str(e.value) and str(tmp_path / "b" / "ck") in str(e.value)
+  with pytest.raises(CheckpointError, match="keeps its checkpoints in"):  # the override dropped
+    train(tiny_points_config(num_steps=20), str(wd))
+  assert not (wd / "checkpoints").exists() and not (tmp_path / "b" / "ck").exists()
+  assert not os.path.exists(wd / LOCK_NAME)
+  out = train(_custom_dir_config(tmp_path / "a" / "ck", 20), str(wd))  # the run's own folder resumes
+  assert int(out.step) == 20
+
+
+def test_second_workdir_on_a_checkpoint_folder_is_refused(tmp_path):
+  ck = tmp_path / "ck"
+  train(_custom_dir_config(ck), str(tmp_path / "w1"))
+  owner = json.loads((ck / OWNER_NAME).read_text())
+  assert owner["workdir"] == str(tmp_path / "w1")
+  assert owner["run_id"] == json.loads((tmp_path / "w1" / RUN_RECORD_NAME).read_text())["run_id"]
+  c = _custom_dir_config(ck, 20)
+  c.diffusion.prediction = "v"
+  with pytest.raises(CheckpointError, match="holds the steps of the run in") as e:
+    train(c, str(tmp_path / "w2"))
+  assert str(tmp_path / "w1") in str(e.value)
+  assert Checkpointer(str(tmp_path / "w1"), directory=str(ck)).all_steps() == [10]  # untouched
+  assert not (tmp_path / "w2").exists() and not os.path.exists(ck / LOCK_NAME)
+  # a copied workdir keeps its run id, so it resumes in its own folder
+  shutil.copytree(tmp_path / "w1", tmp_path / "w3")
+  shutil.rmtree(tmp_path / "w1")
+  assert int(train(_custom_dir_config(ck, 20), str(tmp_path / "w3")).step) == 20
+
+
+def test_checkpoint_folder_outside_the_workdir_is_locked(tmp_path):
+  ck = tmp_path / "ck"
+  ck.mkdir()
+  holder = _hold_lock(ck)
+  try:
+    with pytest.raises(WorkdirError, match="checkpoint folder"):
+      train(_custom_dir_config(ck), str(tmp_path / "w"))
+  finally:
+    holder.kill()
+    holder.wait()
+
+
+def test_each_step_records_its_setup_and_an_edited_config_json_is_refused(trained, tmp_path):
+  wd = _copy(trained, tmp_path)
+  manifest = json.loads((wd / "checkpoints" / "20" / MANIFEST_NAME).read_text())
+  assert manifest["setup"]["diffusion.prediction"] == "eps" and manifest["setup"]["model.name"] == "mlp"
+  config = json.loads((wd / "config.json").read_text())
+  config["diffusion"]["prediction"] = "v"
+  (wd / "config.json").write_text(json.dumps(config))
+  with pytest.raises(SamplingError, match="diffusion.prediction 'eps' in the checkpoint, 'v' in the config"):
+    restore_model(str(wd))  # what sample.py and jaxdiff.load restore through
+  c = tiny_points_config(num_steps=30)
+  c.diffusion.prediction = "v"  # config.json agrees with it now: the step's own record refuses
+  with pytest.raises(
+    CheckpointError, match="diffusion.prediction 'eps' in the checkpoint, 'v' in the config"
+  ):
+    train(c, str(wd))
+
+
+# unverified steps are named, and never called good
+
+
+def test_step_without_checksums_is_restored_with_a_warning_naming_it(trained, tmp_path, caplog):
+  wd = _copy(trained, tmp_path)
+  os.remove(wd / "checkpoints" / "20" / MANIFEST_NAME)
+  ck = Checkpointer(str(wd))
+  with caplog.at_level(logging.WARNING):
+    assert ck.restore(_target(tiny_points_config()))[1] == 20
+  assert any(
+    r.levelno == logging.WARNING and "Checkpoint 20 has no checksums" in r.getMessage()
+    for r in caplog.records
+  )
+  assert ck.unverified == {20}
+  window = loop._MetricsWindow(16, "stop", ck, last_saved=20)
+  window.add(20, {"loss": np.array(np.nan), "nonfinite": np.array(1.0)}, 1)
+  with pytest.raises(NonFiniteLossError) as e:
+    window.flush()
+  assert "good" not in str(e.value) and "no checksums" in str(e.value) and "checkpoint 20" in str(e.value)
+
+
+# train.py: a workdir's config.json that cannot be used is one line naming it
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", "{not json", None])
+def test_unusable_config_json_is_a_config_error_naming_the_file(tmp_path, content):
+  wd = tmp_path / "w"
+  wd.mkdir()
+  if content is None:
+    (wd / "config.json").mkdir()  # unreadable as a file
+  else:
+    (wd / "config.json").write_text(content)
+  with pytest.raises(ConfigError, match="config.json") as e:
+    load_config(str(wd))
+  assert str(wd / "config.json") in str(e.value)
+
+
+def test_train_py_reports_a_config_json_that_is_not_an_object_in_one_line(tmp_path):
+  wd = tmp_path / "w"
+  wd.mkdir()
+  (wd / "config.json").write_text("[1, 2]")
+  r = subprocess.run(
+    [sys.executable, os.path.join(ROOT, "train.py"), f"--workdir={wd}"],
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+  )
+  assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+  assert f"{wd / 'config.json'} holds a JSON list, not a config" in r.stderr
+
+
+# a run shorter than sample_every still ends with a picture
+
+
+def test_short_run_writes_a_final_sample_grid(tmp_path):
+  c = tiny_points_config(num_steps=10)
+  c.train.sample_every = 1000
+  c.train.num_sample_images = 64
+  train(c, str(tmp_path / "w"))
+  assert os.listdir(tmp_path / "w" / "samples") == ["step_0000010.png"]

@@ -134,7 +134,7 @@ def test_old_config_json_upgrades_with_a_note(tmp_path, caplog):
   import logging
 
   from jaxdiff.configs import default
-  from jaxdiff.training.checkpoints import load_config as load_workdir_config
+  from jaxdiff.training.run_records import load_config as load_workdir_config
 
   old = load_config("digits").to_dict()
   del old["model"]["context_dim"], old["train"]["context_dropout"], old["eval"]

@@ -17,7 +17,7 @@ from jaxdiff.bulk import generate
 from jaxdiff.errors import CheckpointError
 from jaxdiff.evaluation import cli as eval_cli
 from jaxdiff.training import train
-from jaxdiff.training.checkpoints import Checkpointer
+from jaxdiff.training.checkpointer import Checkpointer
 
 
 @pytest.fixture(params=["local", "memory"])

@@ -1,17 +1,20 @@
 """jaxdiff.perf: the CPU compiler options jaxdiff compiles its programs with."""
 
+import glob
 import json
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import tiny_image_config
+from helpers import ROOT, tiny_image_config
 
 import jaxdiff
 from jaxdiff import perf, schedules
 from jaxdiff.config_utils import schedule_from_config
 from jaxdiff.data import create_dataset
+from jaxdiff.errors import ConfigError
 from jaxdiff.models import UNet, create_model
 from jaxdiff.training import create_train_state, make_multi_step, make_train_step
 from jaxdiff.training.step import multi_step_impl
@@ -30,6 +33,7 @@ def _reset(monkeypatch, tmp_path):
 
 
 def test_options_on_cpu_only(monkeypatch):
+  assert perf.cpu_compiler_options("cpu") == perf.CPU_COMPILER_OPTIONS  # the default: no env needed
   monkeypatch.setenv(perf.ENV_SWITCH, "static")
   assert perf.cpu_compiler_options("cpu") == perf.CPU_COMPILER_OPTIONS
   assert perf.cpu_compiler_options("gpu") == {}
@@ -95,6 +99,7 @@ def test_options_reach_the_sampler_and_keep_results(monkeypatch):
   ],
 )
 def test_tuned_choice_is_measured_once_and_cached(monkeypatch, tmp_path, probe, choice):
+  monkeypatch.setenv(perf.ENV_SWITCH, "auto")  # the probe is opt-in
   calls = []
 
   def fake_probe(candidates, rounds):
@@ -164,3 +169,56 @@ def test_unrolled_steps_per_dispatch_are_bit_identical_to_single_steps():
     np.testing.assert_array_equal(
       np.stack([np.asarray(m[name]) for m in metrics]), np.asarray(metrics_k[name])
     )
+
+
+def _cache_choosing(path, choice):
+  """A probe cache whose entry for this machine names `choice`, as an earlier probe would leave it."""
+  fp = perf.machine_fingerprint()
+  entry = {"choice": choice, "options": perf.CPU_OPTION_CANDIDATES[choice], "machine": fp}
+  path.write_text(json.dumps({perf._machine_key(fp): entry}))
+
+
+def _train_steps(steps=3):
+  c = tiny_image_config()
+  model, sched = create_model(c), schedule_from_config(c)
+  step = jax.jit(make_train_step(c, model, sched), compiler_options=perf.compiler_options())
+  state, losses = create_train_state(c, model, jax.random.key(0)), []
+  for _, batch in zip(range(steps), create_dataset(c)):
+    state, metrics = step(state, batch, jax.random.key(1))
+    losses.append(np.asarray(metrics["loss"]))
+  return losses, [np.asarray(x) for x in jax.tree_util.tree_leaves(state.params)]
+
+
+def test_default_options_do_not_depend_on_a_probe(monkeypatch, tmp_path):
+  """Whatever an earlier probe chose for this machine, the default compiles the same program: two
+  runs of the same config give bit-identical losses and parameters."""
+  monkeypatch.setattr(perf, "_can_tune", lambda: True)
+  monkeypatch.setattr(perf, "_probe", lambda *a: pytest.fail("a timing probe ran by default"))
+  runs = []
+  for choice in ("xla_default", "ynn_off"):
+    _cache_choosing(tmp_path / "cpu_options.json", choice)
+    monkeypatch.setattr(perf, "_tuned", None)
+    assert perf.cpu_compiler_options("cpu") == perf.CPU_COMPILER_OPTIONS
+    runs.append(_train_steps())
+  for a, b in zip(runs[0][0] + runs[0][1], runs[1][0] + runs[1][1]):
+    np.testing.assert_array_equal(a, b)
+  monkeypatch.setenv(perf.ENV_SWITCH, "auto")  # asked for: the cached choice is used
+  _cache_choosing(tmp_path / "cpu_options.json", "xla_default")
+  monkeypatch.setattr(perf, "_tuned", None)
+  assert perf.cpu_compiler_options("cpu") == {}
+
+
+def test_unknown_option_mode_is_a_config_error_naming_the_variable(monkeypatch):
+  monkeypatch.setenv(perf.ENV_SWITCH, "fastest")
+  with pytest.raises(ConfigError, match=perf.ENV_SWITCH):
+    perf.cpu_compiler_options("cpu")
+
+
+def test_no_private_jax_imports_in_the_library():
+  offenders = []
+  for path in glob.glob(os.path.join(ROOT, "jaxdiff", "**", "*.py"), recursive=True):
+    with open(path) as f:
+      for i, line in enumerate(f, 1):
+        if "jax._src" in line and not line.lstrip().startswith("#"):
+          offenders.append(f"{os.path.relpath(path, ROOT)}:{i}")
+  assert not offenders, offenders

@@ -349,3 +349,56 @@ def test_metrics_window_means_throughput_and_nonfinite(tmp_path):
   w.add(0, one(float("inf")), 1)
   assert not np.isfinite(w.flush()["loss"])
   ck.close()
+
+
+def _global_state():
+  """What a library call must leave as it found it: JAX's config, the loggers, the interpreter hooks."""
+  import logging
+
+  loggers = {name: logging.getLogger(name) for name in ("", "absl", "jax", "orbax", "jaxdiff")}
+  return (
+    dict(jax.config.values),
+    {n: (lg.level, list(lg.filters), list(lg.handlers), lg.propagate) for n, lg in loggers.items()},
+    sys.unraisablehook,
+    sys.excepthook,
+  )
+
+
+def test_library_calls_leave_global_jax_and_logging_state_alone(tmp_path):
+  from jaxdiff.bulk.restore import restore_model
+  from jaxdiff.training import load_config
+
+  c = tiny_points_config(num_steps=10)
+  c.train.compilation_cache_dir = str(tmp_path / "xla")  # a library call does not switch the cache on
+  before = _global_state()
+  train(c, str(tmp_path / "w"))
+  restore_model(str(tmp_path / "w"))
+  load_config(str(tmp_path / "w"))
+  after = _global_state()
+  changed = {k: (v, after[0].get(k)) for k, v in before[0].items() if after[0].get(k) != v}
+  assert not changed
+  assert before[1:] == after[1:]
+  assert not (tmp_path / "xla").exists()
+
+
+def test_resumed_run_compiles_with_the_options_it_started_with(tmp_path, monkeypatch, caplog):
+  """A run started under JAXDIFF_CPU_COMPILER_OPTIONS=off records it; resumed without the variable,
+  it compiles with its recorded options and ends bit-identical to the uninterrupted run."""
+  import logging
+
+  from jaxdiff import perf
+  from jaxdiff.training.run_records import RUN_RECORD_NAME
+
+  monkeypatch.setenv(perf.ENV_SWITCH, "off")
+  straight = train(tiny_points_config(num_steps=20), str(tmp_path / "a"))
+  train(tiny_points_config(num_steps=20), str(tmp_path / "b"), stop_at_step=10)
+  record = json.loads((tmp_path / "b" / RUN_RECORD_NAME).read_text())
+  assert record["compiler_options"] == {} and record["compiler_options_mode"] == "off"
+  monkeypatch.delenv(perf.ENV_SWITCH)
+  assert perf.cpu_compiler_options("cpu") == perf.CPU_COMPILER_OPTIONS  # what a new run would take
+  with caplog.at_level(logging.WARNING):
+    resumed = train(tiny_points_config(num_steps=20), str(tmp_path / "b"))
+  assert "options this run started with" in caplog.text
+  assert json.loads((tmp_path / "b" / RUN_RECORD_NAME).read_text())["compiler_options"] == {}
+  for a, b in zip(_leaves(straight.params), _leaves(resumed.params)):
+    np.testing.assert_array_equal(a, b)

@@ -18,9 +18,10 @@ import numpy as np
 
 from jaxdiff import fileio, parallel
 from jaxdiff.config_utils import ConfigError, process_from_config, validate_config
-from jaxdiff.errors import SamplingError
+from jaxdiff.errors import CheckpointError, SamplingError
 from jaxdiff.models import create_model
-from jaxdiff.training.checkpoints import Checkpointer, CheckpointError, checkpoint_dir, load_config
+from jaxdiff.training.checkpointer import Checkpointer, checkpoint_dir
+from jaxdiff.training.run_records import load_config
 from jaxdiff.training.state import create_train_state
 
 __all__ = ["restore_model", "params_digest", "load_run_config"]

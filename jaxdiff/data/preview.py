@@ -18,7 +18,7 @@ from ml_collections import config_flags
 
 from jaxdiff.data.datasets import dataset_info
 from jaxdiff.data.datasets import preview as _preview
-from jaxdiff.errors import LEGACY_USER_ERRORS, USER_ERRORS, user_message
+from jaxdiff.errors import USER_ERRORS, user_message
 
 
 def _run() -> None:
@@ -35,10 +35,7 @@ def _run() -> None:
     try:
       print(dataset_info(config))
       path = _preview(config, out_flag.value, num_flag.value)
-    except (
-      *USER_ERRORS,
-      *LEGACY_USER_ERRORS,
-    ) as e:  # bad config or missing data set: the message says what to do
+    except USER_ERRORS as e:  # bad config or missing data set: the message says what to do
       sys.exit(f"error: {user_message(e)}")
     print(f"wrote {path}")
 

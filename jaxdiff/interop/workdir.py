@@ -29,7 +29,8 @@ from jaxdiff.interop.files import CONFIG_NAME, DIFFUSERS_VERSION, read_json, rea
 from jaxdiff.interop.scheduler import config_to_scheduler, scheduler_overrides
 from jaxdiff.interop.unet import save_diffusers_unet, unet_model_config, unet_params_from_diffusers
 from jaxdiff.models import DiT, UNet, create_model
-from jaxdiff.training.checkpoints import Checkpointer, save_config
+from jaxdiff.training.checkpointer import Checkpointer
+from jaxdiff.training.run_records import save_config
 from jaxdiff.training.state import TrainState, create_optimizer
 
 __all__ = ["import_diffusers", "export_workdir", "WORKDIR_CONFIG_PY"]

@@ -1,8 +1,11 @@
-"""Training: the train state with EMA, the pure step, Orbax checkpoints and the loop."""
+"""Training: the train state with EMA, the pure step, Orbax checkpoints (`checkpointer`, `integrity`,
+`workdir_lock`, `run_records`) and the loop."""
 
+from jaxdiff.errors import CheckpointError
 from jaxdiff.perf import setup_compilation_cache  # re-exported: its home is jaxdiff.perf
-from jaxdiff.training.checkpoints import Checkpointer, CheckpointError, load_config, save_config
+from jaxdiff.training.checkpointer import Checkpointer
 from jaxdiff.training.loop import NonFiniteLossError, TrainingError, WorkdirError, train
+from jaxdiff.training.run_records import load_config, save_config
 from jaxdiff.training.state import (
   TrainState,
   create_optimizer,

@@ -25,19 +25,27 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from jaxdiff import data as data_lib
-from jaxdiff import fileio, images, parallel, perf
+from jaxdiff import fileio, images, parallel
 from jaxdiff.bulk import figures
 from jaxdiff.conditioning import Conditioning
 from jaxdiff.config_utils import check_training_conditioning, process_from_config, validate_config
 from jaxdiff.data.captions import all_captions
 from jaxdiff.data.conditioning import add_conditioning
-from jaxdiff.errors import NonFiniteLossError, TrainingError, WorkdirError
+from jaxdiff.errors import ConfigError, NonFiniteLossError, TrainingError, WorkdirError
 from jaxdiff.evaluation.periodic import check_eval_config, evaluate_for_training
 from jaxdiff.generation import sample_from_config
 from jaxdiff.models import count_params, create_model
-from jaxdiff.perf import setup_compilation_cache
 from jaxdiff.training.autoencoder_step import latent_decoder
-from jaxdiff.training.checkpoints import Checkpointer, WorkdirLock, remove_if_empty, save_config
+from jaxdiff.training.checkpointer import Checkpointer, checkpoint_dir
+from jaxdiff.training.run_records import (
+  claim_checkpoint_dir,
+  read_run_record,
+  remove_if_empty,
+  run_compiler_options,
+  save_config,
+  write_owner,
+  write_run_record,
+)
 from jaxdiff.training.state import (
   TrainState,
   create_optimizer,
@@ -47,8 +55,9 @@ from jaxdiff.training.state import (
 )
 from jaxdiff.training.step import make_multi_step, make_train_step, multi_step_impl
 from jaxdiff.training.teacher import distill_teacher
+from jaxdiff.training.workdir_lock import WorkdirLock
 
-__all__ = ["train", "TrainingError", "NonFiniteLossError", "WorkdirError", "setup_compilation_cache"]
+__all__ = ["train", "TrainingError", "NonFiniteLossError", "WorkdirError"]
 
 log = logging.getLogger("jaxdiff.train")
 
@@ -79,21 +88,45 @@ def _check_workdir(workdir: str) -> None:
     ) from None
 
 
-def _claim_workdir(workdir: str) -> tuple[WorkdirLock, bool]:
+class _Locks:
+  """The locks a run holds: its workdir's and, for a checkpoint folder outside it, that folder's."""
+
+  def __init__(self):
+    self.held: list[WorkdirLock] = []
+
+  def take(self, folder: str, what: str) -> None:
+    lock = WorkdirLock(folder, what=what)
+    lock.acquire()
+    self.held.append(lock)
+
+  def release(self) -> None:
+    while self.held:
+      self.held.pop().release()
+
+
+def _claim_workdir(workdir: str, config: ml_collections.ConfigDict) -> tuple[_Locks, bool]:
   """Create the workdir if needed and take its lock (process 0: one run per workdir; WorkdirError
-  naming the other run otherwise). Returns the lock and whether the folder was made here."""
+  naming the other run otherwise); check that the config's checkpoint folder is this run's
+  (`run_records.claim_checkpoint_dir`) and lock it too when it lies outside the workdir. Returns
+  the locks and whether the workdir was made here."""
   workdir = fileio.abspath(workdir)
   created = not fileio.exists(workdir)
   _check_workdir(workdir)
-  lock = WorkdirLock(workdir)
+  locks = _Locks()
   if parallel.is_main_process():
     try:
-      lock.acquire()
+      locks.take(workdir, "workdir")
+      directory = checkpoint_dir(workdir, config)
+      claim_checkpoint_dir(workdir, directory, config)
+      if directory != fileio.join(workdir, "checkpoints"):
+        fileio.makedirs(directory, exist_ok=True)
+        locks.take(directory, "checkpoint folder")
     except BaseException:
+      locks.release()
       if created:
         remove_if_empty(workdir)
       raise
-  return lock, created
+  return locks, created
 
 
 class _MetricWriter:
@@ -104,11 +137,13 @@ class _MetricWriter:
     self._tb = None
     if enabled:
       self._path = os.path.join(workdir, "metrics.jsonl")
+      if fileio.is_url(workdir) and not workdir.startswith(TENSORBOARD_URLS):
+        why = f"tensorboardX writes local paths and {', '.join(TENSORBOARD_URLS)} only"
+        log.warning("TensorBoard writer unavailable (%s); metrics go to metrics.jsonl only.", why)
+        return
       try:
         from tensorboardX import SummaryWriter
 
-        if fileio.is_url(workdir) and not workdir.startswith(TENSORBOARD_URLS):
-          raise ValueError(f"tensorboardX writes local paths and {', '.join(TENSORBOARD_URLS)} only")
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
       except Exception as e:  # TensorBoard is a convenience; the JSON lines are the record
         log.warning("TensorBoard writer unavailable (%s); metrics go to metrics.jsonl only.", e)
@@ -219,10 +254,9 @@ class _MetricsWindow:
       for s, row in rows:
         if not math.isfinite(row["loss"]):
           raise NonFiniteLossError(
-            f"The loss became {row['loss']} at step {s + 1}. Training stopped; the last good checkpoint "
-            f"({'none yet' if self.last_saved is None else f'step {self.last_saved}'}) in "
-            f"{self.ckpt.directory} is intact. Lower config.optim.learning_rate, check the data, or set "
-            "--config.train.nan_policy=skip to skip such updates."
+            f"The loss became {row['loss']} at step {s + 1}. Training stopped; {self._last_checkpoint()}. "
+            "Lower config.optim.learning_rate, check the data, or set --config.train.nan_policy=skip to "
+            "skip such updates."
           )
     elif self.max_skipped is not None:
       self._count_skipped(rows)
@@ -240,10 +274,21 @@ class _MetricsWindow:
           raise NonFiniteLossError(
             f"{self.skipped} updates were skipped for a non-finite loss by step {s + 1} (this one included), "
             f"more than config.train.max_skipped_steps={self.max_skipped}: training is diverging. Stopped; "
-            f"the last checkpoint ({'none yet' if self.last_saved is None else f'step {self.last_saved}'}) "
-            f"in {self.ckpt.directory} is kept. Lower config.optim.learning_rate (or set optim.grad_clip), "
+            f"{self._last_checkpoint()}. Lower config.optim.learning_rate (or set optim.grad_clip), "
             "or raise --config.train.max_skipped_steps if rare bad batches are expected."
           )
+
+  def _last_checkpoint(self) -> str:
+    """What the stop message says of the newest checkpoint: 'good' only for a verified one."""
+    if self.last_saved is None:
+      return f"no checkpoint in {self.ckpt.directory} yet"
+    if self.last_saved in self.ckpt.unverified:
+      return (
+        f"checkpoint {self.last_saved} in {self.ckpt.directory} is kept, but it has no checksums (unverified): "
+        "damaged parameters give a non-finite loss too, so check it (move it aside to resume from an older "
+        "step) before changing the learning rate"
+      )
+    return f"the last good checkpoint (step {self.last_saved}) in {self.ckpt.directory} is intact"
 
   def summary(self) -> dict[str, float]:
     """flush() plus the window's steps and images per second; starts a new window."""
@@ -283,7 +328,7 @@ class _Run:
 def _check_batch(global_batch: int, mesh) -> int:
   per_device = parallel.check_global_batch(global_batch, mesh)
   if global_batch % jax.process_count():
-    raise ValueError(
+    raise ConfigError(
       f"config.train.batch_size={global_batch} must divide over {jax.process_count()} processes."
     )
   return per_device
@@ -315,7 +360,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[_Run, str]:
   workdir = fileio.abspath(workdir)
   _check_workdir(workdir)
   main = parallel.is_main_process()
-  cache = setup_compilation_cache(str(config.train.compilation_cache_dir))
+  cache = jax.config.jax_compilation_cache_dir  # set once per process by the CLI (train.py)
   mesh = parallel.mesh_from_config(config)  # ("data", "fsdp"); config.parallel.fsdp checked here
   global_batch = int(config.train.batch_size)
   per_device = _check_batch(global_batch, mesh)
@@ -341,14 +386,19 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[_Run, str]:
   step_key = jax.jit(lambda: jax.random.split(jax.random.key(seed))[STREAM_STEPS], out_shardings=repl)()
   ckpt = Checkpointer(workdir, keep=int(config.train.keep_checkpoints), config=config)
   state, restored_step = ckpt.restore(state)
+  record = read_run_record(workdir)
+  options = run_compiler_options(record)  # a resumed run compiles what it compiled before
   if main:
     save_config(config, workdir)
+    record = write_run_record(workdir, ckpt.directory, options, record)
+    if ckpt.directory != fileio.join(workdir, "checkpoints"):
+      write_owner(ckpt.directory, workdir, record["run_id"])
   jitted = jax.jit(
     make_multi_step(make_train_step(config, model, schedule, distill_teacher(config)), k),
     in_shardings=(state_sharding, batch_sharding, repl),
     out_shardings=(state_sharding, repl),
     donate_argnums=(0,),
-    compiler_options=perf.compiler_options(),
+    compiler_options=options or None,
   )
   step = int(parallel.fetch(state.step))
   run = _Run(
@@ -392,7 +442,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
   or Ctrl-C (after saving), or with NonFiniteLossError. Holds workdir/train.lock meanwhile (a
   second run on the workdir is refused). Returns the final TrainState.
   """
-  lock, created = _claim_workdir(workdir)
+  lock, created = _claim_workdir(workdir, config)
   try:
     run, msg = _setup(config, workdir)
   except BaseException:  # a start-up error leaves no lock, and no workdir if this call made it empty
@@ -446,6 +496,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
             break
         if not at_end:
           batch = next(run.batches)
+      if not stopped_by_signal and step >= num_steps:
+        _final_grid(run, state, step)
   finally:
     pbar.close()
     try:
@@ -472,6 +524,15 @@ def _periodic(run: _Run, state: TrainState, step: int) -> None:
       run.writer.write_image(step, "samples", path)
   if run.eval_every and step % run.eval_every == 0:
     run.writer.write(step, _evaluate(run.config, run.model, run.schedule, state))
+
+
+def _final_grid(run: _Run, state: TrainState, step: int) -> None:
+  """The sample grid of the finished model, unless the last step wrote one (a run shorter than
+  train.sample_every would otherwise end without any picture)."""
+  if run.sample_fn is not None and step % run.config.train.sample_every != 0:
+    path = run.sample_fn(state, step)
+    if path:
+      run.writer.write_image(step, "samples", path)
 
 
 def _evaluate(config, model, schedule, state) -> dict[str, float]:

@@ -12,6 +12,7 @@ import optax
 from flax.training import train_state
 
 from jaxdiff import parallel
+from jaxdiff.errors import ConfigError
 from jaxdiff.models import dummy_inputs
 
 __all__ = [
@@ -47,7 +48,7 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
     return optax.warmup_cosine_decay_schedule(
       0.0, o.learning_rate, max(warm, 1) if warm else 1, warm + decay, end_value=0.0
     )
-  raise ValueError(f"config.optim.schedule must be 'constant' or 'cosine', got {o.schedule!r}.")
+  raise ConfigError(f"config.optim.schedule must be 'constant' or 'cosine', got {o.schedule!r}.")
 
 
 def create_optimizer(
@@ -61,7 +62,7 @@ def create_optimizer(
   elif o.optimizer == "adamw":
     opt = optax.adamw(lr, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay)
   else:
-    raise ValueError(f"config.optim.optimizer must be 'adam' or 'adamw', got {o.optimizer!r}.")
+    raise ConfigError(f"config.optim.optimizer must be 'adam' or 'adamw', got {o.optimizer!r}.")
   parts = [optax.clip_by_global_norm(o.grad_clip)] if o.grad_clip and o.grad_clip > 0 else []
   tx = optax.chain(*parts, opt)
   k = int(config.train.grad_accum_steps)

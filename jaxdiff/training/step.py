@@ -25,6 +25,7 @@ except ImportError:  # pragma: no cover
 
 from jaxdiff import diffusion
 from jaxdiff.conditioning import Conditioning
+from jaxdiff.errors import ConfigError
 from jaxdiff.few_step import config as few_step_config
 from jaxdiff.samplers.few_step import ode_step
 from jaxdiff.training.state import TrainState, ema_decay, ema_update, learning_rate_schedule
@@ -143,7 +144,7 @@ def multi_step_impl(impl: str = "auto", platform: str | None = None) -> str:
   and "scan" on GPU/TPU, where the loop keeps the program (and its compile time) the size of one
   step. Figures: benchmarks/BENCHMARKS.md, "Steps per dispatch"."""
   if impl not in MULTI_STEP_IMPLS:
-    raise ValueError(f"multi-step implementation must be one of {MULTI_STEP_IMPLS}, got {impl!r}")
+    raise ConfigError(f"multi-step implementation must be one of {MULTI_STEP_IMPLS}, got {impl!r}")
   if impl != "auto":
     return impl
   return "unroll" if (platform or jax.default_backend()) == "cpu" else "scan"

@@ -1,32 +1,26 @@
 """Orbax checkpoints of the train state: one wrapper around `ocp.CheckpointManager`.
 
-Layout: `workdir/checkpoints/<step>/state` (Orbax, written to a temporary folder and renamed when
-complete, so a crash never leaves a half-written step behind), `workdir/checkpoints/<step>/`
-`jaxdiff_checksums.json` (the SHA-256 of every file of the step, written once the step is
-complete and checked before it is restored: bit rot counts as damage) and `workdir/config.json`.
-Restoring reads onto the current mesh, so a run may resume on a different number of devices.
+Layout: `<checkpoint folder>/<step>/state` (Orbax, written to a temporary folder and renamed when
+complete, so a crash never leaves a half-written step behind) and `<step>/jaxdiff_checksums.json`
+(`integrity`: the checksums of the step's files and the records of what it means, written once the
+step is complete and checked before it is restored). The folder is WORKDIR/checkpoints unless
+config.train.checkpoint_dir names another. Restoring reads onto the current mesh, so a run may
+resume on a different number of devices.
 
 A step that cannot be read, or whose checksums disagree, is damaged: restore falls back to the
 next older one and a later save of the same step replaces it. A checkpoint whose optimizer state
 has another structure than the config's optimizer is not damaged: its parameters, EMA and step
-are restored with a fresh optimizer state (a warning names the changed fields). Fields that change
-what the saved network means (process, prediction, noise schedule, model, data shape) must match
-the run's config.json (`check_same_setup`). `WorkdirLock` keeps a second run off a workdir.
+are restored with a fresh optimizer state (a warning names the changed fields). A step whose
+recorded set-up (process, prediction, noise levels, model, data shape) differs from the config's
+is refused, naming both (`run_records.setup_fields`).
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
-import hashlib
-import json
 import logging
 import os
 import re
-import socket
-import sys
-import threading
-import time
 from typing import Any
 
 import jax
@@ -34,46 +28,25 @@ import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-from absl import logging as absl_logging
+from etils import epath
 
-from jaxdiff import config_utils, fileio
-from jaxdiff.errors import CheckpointError, WorkdirError
-from jaxdiff.fileio import atomic_write_text
+from jaxdiff import fileio
+from jaxdiff.errors import CheckpointError
 from jaxdiff.parallel import fetch
+from jaxdiff.training import integrity
+from jaxdiff.training.run_records import (
+  CONFIG_NAME,
+  check_same_setup,
+  json_values,
+  load_config,
+  optimizer_fields,
+  setup_differences,
+  setup_fields,
+)
 
-__all__ = [
-  "CheckpointError",
-  "Checkpointer",
-  "checkpoint_dir",
-  "WorkdirLock",
-  "MANIFEST_NAME",
-  "LOCK_NAME",
-  "save_config",
-  "load_config",
-  "state_to_tree",
-  "tree_to_state",
-  "setup_fields",
-  "optimizer_fields",
-  "check_same_setup",
-  "remove_if_empty",
-]
+__all__ = ["Checkpointer", "checkpoint_dir", "state_to_tree", "tree_to_state", "ORBAX_URLS"]
 
 log = logging.getLogger(__name__)
-
-MANIFEST_NAME = "jaxdiff_checksums.json"  # in each step folder: {relative path: [size, sha256]}
-LOCK_NAME = "train.lock"  # in the workdir while train.py runs: host, pid, start time; mtime = heartbeat
-
-# Model fields that change how the network runs, not what it computes: free to change on resume.
-_RUNTIME_MODEL_FIELDS = frozenset({"dropout", "remat", "attention_impl", "dtype"})
-# The diffusion fields that define each process's noise levels (what the network's input and
-# output mean at a given time); the loss, its weighting and the sampling grids may change.
-_PROCESS_FIELDS = {
-  "vp": ("schedule", "num_timesteps", "beta_start", "beta_end", "rescale_zero_terminal_snr"),
-  "vpsde": ("vpsde_beta_min", "vpsde_beta_max"),
-  "cosine": ("cosine_shift",),
-  "edm": ("sigma_data",),
-  "flow": (),
-}
 
 
 def state_to_tree(state) -> dict:
@@ -112,56 +85,25 @@ def _plain(v: Any) -> Any:
   return tuple(_plain(x) for x in v) if isinstance(v, (list, tuple)) else v
 
 
-def setup_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The config fields that change what a checkpoint means: the process and its noise levels,
-  the prediction, the model (all but how it runs: dropout, remat, attention_impl, dtype) and the
-  data's shape and conditioning."""
-  d = config.diffusion
-  out: dict[str, Any] = {"diffusion.process": d.process, "diffusion.prediction": d.prediction}
-  for name in _PROCESS_FIELDS.get(d.process, ()):
-    out[f"diffusion.{name}"] = d[name]
-  if d.prediction == "edm":
-    out["diffusion.sigma_data"] = d.sigma_data
-  for name, value in config.model.items():
-    if name not in _RUNTIME_MODEL_FIELDS:
-      out[f"model.{name}"] = _plain(value)
-  for name in ("image_size", "channels", "cond"):
-    out[f"data.{name}"] = config.data[name]
-  if config.data.cond == "sr":
-    out["data.sr_factor"] = config.data.sr_factor
-  return out
+def _key_name(k: Any) -> str:
+  for attr in ("key", "name", "idx"):
+    if hasattr(k, attr):
+      return str(getattr(k, attr))
+  return str(k)
 
 
-def optimizer_fields(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The config fields the optimizer (and so its saved state) is built from."""
-  out = {f"optim.{k}": _plain(v) for k, v in config.optim.items()}
-  out["train.grad_accum_steps"] = config.train.grad_accum_steps
-  return out
+def _shapes(tree: Any, normalise: bool = False) -> dict[str, tuple]:
+  """{path: shape} of the leaves; `normalise` spells paths the same for Orbax's metadata tree
+  (dicts and lists) and the live tree (named tuples): '1/0/mu/dense/kernel'."""
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  if normalise:
+    return {"/".join(_key_name(k) for k in p): tuple(getattr(v, "shape", ())) for p, v in flat}
+  return {jax.tree_util.keystr(p): tuple(getattr(v, "shape", ())) for p, v in flat}
 
 
 def _differences(old: dict, new: dict, keys=None) -> list[str]:
   keys = sorted(set(old) & set(new)) if keys is None else keys
   return [f"{k}: {old[k]!r} -> {new[k]!r}" for k in keys if k in old and k in new and old[k] != new[k]]
-
-
-def check_same_setup(
-  saved: ml_collections.ConfigDict, config: ml_collections.ConfigDict, workdir: str
-) -> None:
-  """CheckpointError naming the fields that differ between a workdir's config.json (`saved`) and the
-  config of a run resuming there, among those that change what the checkpoints mean."""
-  old, new = setup_fields(saved), setup_fields(config)
-  keys = ["diffusion.process"] + sorted(set(old) & set(new) - {"diffusion.process"})
-  changed = [f"{k} {old[k]!r} there, {new[k]!r} now" for k in keys if old[k] != new[k]]
-  if not changed:
-    return
-  raise CheckpointError(
-    f"The checkpoints in {workdir} were trained with another set-up than the config gives: "
-    + "; ".join(changed[:8])
-    + (f" (and {len(changed) - 8} more)" if len(changed) > 8 else "")
-    + ". These fields change what the saved network means, so resuming would train it (and sample.py "
-    "would sample it) as something it is not. Drop those overrides to resume (the run's own settings are "
-    f"in {os.path.join(workdir, 'config.json')}), or give a new --workdir."
-  )
 
 
 def _clean(text: str) -> str:
@@ -202,47 +144,6 @@ def _disk_full(e: BaseException) -> str | None:
         return words
     x, seen = x.__cause__ or x.__context__, seen + 1
   return None
-
-
-class _QuietOrbaxTraces(logging.Filter):
-  """Orbax logs a failed background save with three tracebacks before raising it again in the
-  main thread; `Checkpointer` reports it there in one line, so those records are dropped."""
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    return not (record.levelno >= logging.ERROR and record.exc_info and "orbax" in record.pathname)
-
-
-_QUIET = _QuietOrbaxTraces()
-
-
-def _drop_closed_loop_callbacks(hook):
-  """sys.unraisablehook that drops "Event loop is closed": after a failed save (a full disk),
-  TensorStore's other pending writes finish into the event loop Orbax has closed, and each would
-  print a trace of that; the failure itself is reported once, by `Checkpointer`."""
-
-  def quiet(unraisable):
-    if unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed":
-      return
-    hook(unraisable)
-
-  quiet.jaxdiff_quiet = True
-  return quiet
-
-
-def _file_digests(folder: str) -> dict[str, list]:
-  """{relative path: [size, sha256 hex]} of every file under `folder` but the manifest."""
-  out = {}
-  for root, _, files in fileio.walk(folder):
-    for name in sorted(files):
-      rel = os.path.relpath(os.path.join(root, name), folder)
-      if rel == MANIFEST_NAME or (name.startswith(".") and name.endswith(".tmp")):
-        continue
-      h = hashlib.sha256()
-      with fileio.open(os.path.join(root, name), "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-          h.update(block)
-      out[rel.replace(os.sep, "/")] = [fileio.getsize(os.path.join(root, name)), h.hexdigest()]
-  return out
 
 
 def _continue_schedule(opt_state: Any, step: int, accum: int) -> Any:
@@ -294,8 +195,9 @@ def checkpoint_dir(
 class Checkpointer:
   """Save / restore TrainStates in `workdir/checkpoints`, keeping the newest `keep`.
 
-  `config`: the run's config (train.py passes it): recorded with each step's checksums (to name
-  what changed when the optimizer differs on resume) and checked against config.json on restore.
+  `config`: the run's config (train.py passes it): its optimizer and set-up fields are recorded
+  with each step's checksums, and on restore the step's recorded set-up is checked against it
+  (without `config`, against the workdir's config.json).
   """
 
   def __init__(
@@ -310,11 +212,9 @@ class Checkpointer:
     self.directory = checkpoint_dir(self.workdir, config, directory)
     self.config = config
     self.damaged: dict[int, str] = {}  # steps restore found unreadable or corrupt: a save replaces them
+    self.unverified: set[int] = set()  # steps restored without checksums, or saved without them
     self._in_flight: int | None = None  # the step of the save not yet known to be complete
     self._async = async_save
-    absl_logging.get_absl_logger().addFilter(_QUIET)
-    if not getattr(sys.unraisablehook, "jaxdiff_quiet", False):
-      sys.unraisablehook = _drop_closed_loop_callbacks(sys.unraisablehook)
     options = ocp.CheckpointManagerOptions(
       max_to_keep=max(int(keep), 1), create=True, enable_async_checkpointing=async_save
     )
@@ -370,14 +270,15 @@ class Checkpointer:
     folder = self._step_dir(step)
     if not fileio.isdir(folder):
       return  # deleted already (keep=N)
-    manifest = {"step": step, "algorithm": "sha256", "files": _file_digests(folder)}
+    records = {}
     if self.config is not None:
-      manifest["optimizer"] = optimizer_fields(self.config)
+      records = {"optimizer": optimizer_fields(self.config), "setup": setup_fields(self.config)}
     try:
-      atomic_write_text(os.path.join(folder, MANIFEST_NAME), json.dumps(manifest, indent=1, sort_keys=True))
+      integrity.write_manifest(folder, step, json_values(records))
     except OSError as e:
       if _disk_full(e):
         raise self._write_failed(step, e, complete=True) from None
+      self.unverified.add(step)
       log.warning("Could not write the checksums of checkpoint %d (%s): it stays unverified.", step, e)
 
   def _remove_partial(self) -> None:
@@ -435,13 +336,7 @@ class Checkpointer:
   def _metadata(self, step: int) -> dict | None:
     """Orbax's metadata tree of a step's state, or None when it cannot be read (damage)."""
     try:
-      level = absl_logging.get_verbosity()
-      absl_logging.set_verbosity(absl_logging.ERROR)  # orbax warns about items it was not asked to restore
-      try:
-        meta = self.manager.item_metadata(step)
-      finally:
-        absl_logging.set_verbosity(level)
-      meta = meta["state"] if "state" in meta else meta
+      meta = ocp.StandardCheckpointHandler().metadata(epath.Path(os.path.join(self._step_dir(step), "state")))
       meta = getattr(meta, "tree", meta)
       meta["params"]  # noqa: B018 (a damaged metadata file reads as an empty tree)
       return meta
@@ -478,41 +373,15 @@ class Checkpointer:
     )
 
   def verify(self, step: int) -> bool:
-    """Check a step's files against its checksums: CheckpointError naming the first file that is
-    missing or differs; False when the step has no checksums (written before they existed, or
-    killed between completing the step and writing them), True when every file matches."""
-    folder = self._step_dir(step)
-    path = os.path.join(folder, MANIFEST_NAME)
-    if not fileio.exists(path):
-      return False
-    try:
-      with fileio.open(path) as f:
-        files = json.load(f)["files"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-      raise CheckpointError(f"step {step}: its checksum file {MANIFEST_NAME} is unreadable ({e})") from None
-    for rel, (size, digest) in sorted(files.items()):
-      p = os.path.join(folder, rel)
-      if not fileio.isfile(p):
-        raise CheckpointError(f"step {step}: {rel} is missing")
-      if fileio.getsize(p) != size:
-        raise CheckpointError(
-          f"step {step}: {rel} has {fileio.getsize(p)} bytes, {size} when saved (truncated?)"
-        )
-      h = hashlib.sha256()
-      with fileio.open(p, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-          h.update(block)
-      if h.hexdigest() != digest:
-        raise CheckpointError(f"step {step}: content checksum mismatch in {rel} (bit rot or a bad copy)")
-    return True
+    """Check a step's files against its checksums (`integrity.verify_step`): CheckpointError naming
+    the first file that is missing or differs; False when the step has no checksums."""
+    return integrity.verify_step(self._step_dir(step), step)
 
   def _saved_optimizer(self, step: int) -> dict | None:
     """The optimizer fields a step was saved with: its checksum file's record, else config.json's."""
-    try:
-      with fileio.open(os.path.join(self._step_dir(step), MANIFEST_NAME)) as f:
-        return json.load(f)["optimizer"]
-    except (OSError, ValueError, KeyError, TypeError):
-      pass
+    recorded = (integrity.read_manifest(self._step_dir(step)) or {}).get("optimizer")
+    if isinstance(recorded, dict):
+      return recorded
     try:
       return optimizer_fields(load_config(self.workdir))
     except Exception:
@@ -545,13 +414,51 @@ class Checkpointer:
     tree["opt_state"] = _continue_schedule(target["opt_state"], int(fetch(tree["step"])), accum)
     return tree
 
+  def _live_config(self) -> ml_collections.ConfigDict | None:
+    """The config steps are checked against: the run's, compared first with the workdir's
+    config.json (`check_same_setup`); without one, config.json itself (None if unreadable)."""
+    path = os.path.join(self.workdir, CONFIG_NAME)
+    if not fileio.exists(path):
+      return self.config
+    try:
+      saved = load_config(self.workdir)
+    except (OSError, ValueError) as e:  # unreadable config.json: train.py writes it again
+      log.warning("%s cannot be read (%s); the set-up is compared with the steps' records only.", path, e)
+      return self.config
+    if self.config is None:
+      return saved
+    check_same_setup(saved, self.config, self.workdir)
+    return self.config
+
+  def _check_recorded_setup(self, step: int, config: ml_collections.ConfigDict | None) -> None:
+    """CheckpointError naming each set-up field whose value in `step`'s record differs from the
+    config's: the network would be trained or sampled as something it is not."""
+    recorded = (integrity.read_manifest(self._step_dir(step)) or {}).get("setup")
+    if config is None or not isinstance(recorded, dict):
+      return
+    changed = [
+      f"{k} {a!r} in the checkpoint, {b!r} in the config"
+      for k, a, b in setup_differences(recorded, setup_fields(config))
+    ]
+    if changed:
+      source = "the config given" if self.config is not None else os.path.join(self.workdir, CONFIG_NAME)
+      raise CheckpointError(
+        f"Checkpoint {step} in {self.directory} was saved by a network with another set-up than "
+        f"{source} describes: "
+        + "; ".join(changed[:8])
+        + ". Restoring it would train or sample the network as something it is not. Use the run's own "
+        "settings (put them back in its config.json, or drop the overrides), or a new --workdir."
+      )
+
   def restore(self, target_state, step: int | None = None):
     """Restore into the structure and shardings of `target_state`.
 
     Without `step`, the newest checkpoint; if it cannot be read, or its checksums disagree, the
     previous ones are tried in turn, with a warning (and `save` later replaces the damaged ones).
     A checkpoint whose optimizer state has another structure (the optimizer changed) gives its
-    parameters, EMA and step with the target's fresh optimizer state, and a warning. Returns
+    parameters, EMA and step with the target's fresh optimizer state, and a warning. A step whose
+    recorded set-up differs from the config (or config.json) is refused (CheckpointError); one
+    without checksums is restored with a warning naming it (and listed in `unverified`). Returns
     (state, step) or (target_state, None) when there is no checkpoint.
     """
     steps = self.all_steps()
@@ -570,16 +477,11 @@ class Checkpointer:
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=getattr(a, "sharding", None)), target
     )
     self.check_compatible(candidates[0], target)  # a different network: its parameters listed
-    if self.config is not None and fileio.exists(os.path.join(self.workdir, "config.json")):
-      try:
-        saved = load_config(self.workdir)
-      except (OSError, ValueError) as e:  # unreadable config.json: train.py writes it again
-        log.warning("%s/config.json cannot be read (%s); the set-up is not compared.", self.workdir, e)
-      else:
-        check_same_setup(saved, self.config, self.workdir)
+    config = self._live_config()
     errors = []
     for s in candidates:
       self.check_compatible(s, target)
+      self._check_recorded_setup(s, config)
       try:
         verified = self.verify(s)
         changed = self._optimizer_change(s, target)
@@ -604,7 +506,12 @@ class Checkpointer:
             "; ".join(errors),
           )
         if not verified:
-          log.info("Checkpoint %d has no checksums (older, or interrupted before they were written).", s)
+          self.unverified.add(s)
+          log.warning(
+            "Checkpoint %d has no checksums (saved before they existed, or interrupted before they were "
+            "written): it is restored unverified, so damage in it would go unnoticed.",
+            s,
+          )
         if changed is not None:
           log.warning(
             "The optimizer changed since checkpoint %d (%s): its parameters, EMA and step are restored "
@@ -628,164 +535,3 @@ def _validate_finite(tree: dict, step: int) -> None:
   leaves = jax.tree_util.tree_leaves(tree["params"])
   if not all(bool(np.all(np.isfinite(fetch(x)))) for x in leaves[:4]):
     raise CheckpointError(f"step {step}: parameters contain NaN/Inf")
-
-
-class WorkdirLock:
-  """`workdir/train.lock` while a training run writes there: one run per workdir.
-
-  The file holds the host, pid and start time of the run; its modification time is a heartbeat
-  (touched every `heartbeat_s`). The run also holds an flock on it, which the kernel drops when
-  the process dies, however it dies. A lock is stale, and taken over, when its flock is free on
-  this host (its process is gone) and, for a run on another host (a shared filesystem where
-  flock may not reach), when its heartbeat is older than `stale_s`. Released (deleted) on exit.
-  """
-
-  def __init__(self, workdir: str, heartbeat_s: float = 30.0, stale_s: float = 600.0):
-    self.workdir = fileio.abspath(workdir)
-    self.path = os.path.join(self.workdir, LOCK_NAME)
-    self.heartbeat_s, self.stale_s = float(heartbeat_s), float(stale_s)
-    self.host = socket.gethostname()
-    self._fd: int | None = None
-    self._store: fileio.StoreLock | None = None  # on object stores (no flock there)
-    self._stop = threading.Event()
-    self._thread: threading.Thread | None = None
-
-  @staticmethod
-  def _read(fd: int) -> dict:
-    try:
-      os.lseek(fd, 0, os.SEEK_SET)
-      return json.loads(os.read(fd, 65536).decode() or "{}")
-    except (OSError, ValueError):
-      return {}
-
-  def _busy(self, holder: dict, age: float) -> WorkdirError:
-    return WorkdirError(
-      f"{self.workdir} is in use by another training run: host {holder.get('host', '?')}, pid "
-      f"{holder.get('pid', '?')}, started {holder.get('started', '?')} (lock {self.path}, heartbeat "
-      f"{age:.0f}s ago). Two runs on one workdir would interleave checkpoints and metrics. Wait for it to "
-      "finish or stop it, or use another --workdir. A lock whose process is gone does not block on its "
-      f"own host, and after {self.stale_s / 60:.0f} minutes without a heartbeat on any other."
-    )
-
-  def acquire(self) -> WorkdirLock:
-    """Take the lock; WorkdirError naming the holder when another live run has it."""
-    if fileio.is_url(self.path):
-      return self._acquire_store()
-    for _ in range(5):
-      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-      flocked = True
-      try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-      except OSError as e:
-        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-          holder, age = self._read(fd), time.time() - os.fstat(fd).st_mtime
-          os.close(fd)
-          raise self._busy(holder, age) from None
-        flocked = False  # no flock on this filesystem: the heartbeat decides
-      try:
-        same_file = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-      except FileNotFoundError:
-        same_file = False
-      if not same_file:  # released (deleted) by its holder between our open and flock: retry
-        os.close(fd)
-        continue
-      holder = self._read(fd)
-      age = time.time() - os.fstat(fd).st_mtime
-      if holder and holder.get("pid") != os.getpid():
-        if holder.get("host") == self.host:
-          live = not flocked and fileio.pid_alive(int(holder.get("pid", 0)))
-        else:
-          live = age < self.stale_s
-        if live:
-          os.close(fd)
-          raise self._busy(holder, age)
-        log.warning(
-          "Taking over the stale lock %s (host %s, pid %s).", self.path, holder.get("host"), holder.get("pid")
-        )
-      info = {"host": self.host, "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-      os.ftruncate(fd, 0)
-      os.lseek(fd, 0, os.SEEK_SET)
-      os.write(fd, (json.dumps(info) + "\n").encode())
-      os.fsync(fd)
-      self._fd = fd
-      self._stop.clear()
-      self._thread = threading.Thread(target=self._beat, name="jaxdiff-workdir-lock", daemon=True)
-      self._thread.start()
-      return self
-    raise WorkdirError(
-      f"Could not take the lock {self.path}: it keeps changing. Is another run starting there?"
-    )
-
-  def _acquire_store(self) -> WorkdirLock:
-    """A workdir on an object store: a heartbeat lock object (`fileio.StoreLock`) instead of flock."""
-    store = fileio.StoreLock(self.path, self.heartbeat_s, self.stale_s)
-    info = {"host": self.host, "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    try:
-      self._store = store.acquire(info)
-    except fileio.LockBusy as e:
-      raise self._busy(e.holder, e.age) from None
-    return self
-
-  def _beat(self) -> None:
-    while not self._stop.wait(self.heartbeat_s):
-      try:
-        os.utime(self.path)
-      except OSError:
-        pass
-
-  def release(self) -> None:
-    """Delete the lock file and drop the flock (safe to call twice)."""
-    store, self._store = self._store, None
-    if store is not None:
-      store.release()
-      return
-    fd, self._fd = self._fd, None
-    if fd is None:
-      return
-    self._stop.set()
-    if self._thread is not None:
-      self._thread.join(timeout=5)
-    try:
-      if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
-        os.remove(self.path)
-    except OSError:
-      pass
-    os.close(fd)
-
-  def __enter__(self) -> WorkdirLock:
-    return self.acquire()
-
-  def __exit__(self, *exc) -> None:
-    self.release()
-
-
-def remove_if_empty(folder: str) -> bool:
-  """Delete `folder` if it holds no file at all (only empty folders): what a run that failed at
-  start-up made. True if removed."""
-  if not fileio.isdir(folder):
-    return False
-  for _, _, files in fileio.walk(folder):
-    if files:
-      return False
-  fileio.rmtree(folder, ignore_errors=True)
-  return True
-
-
-def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """workdir/config.json, written atomically (the config a run was trained with)."""
-  return atomic_write_text(
-    os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2, sort_keys=True)
-  )
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config saved by train.py in workdir/config.json, overlaid on the package defaults
-  (`config_utils.from_json`: lists come back as tuples; an older run's missing fields are noted)."""
-  path = os.path.join(workdir, "config.json")
-  if not fileio.exists(path):
-    raise CheckpointError(
-      f"{path} not found: {workdir} is not a jaxdiff training workdir "
-      "(train.py writes config.json there when it starts)."
-    )
-  with fileio.open(path) as f:
-    return config_utils.from_json(json.load(f), source=path)
