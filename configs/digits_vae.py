@@ -1,6 +1,6 @@
 """An autoencoder for the embedded 8x8 digits: 8x8x1 images <-> 4x4x4 latents (the SD-VAE family,
 two levels of 16 and 32 channels, no mid-block attention: at 4x4 it buys nothing and costs a third of
-the step on a CPU), trained with an L1 reconstruction loss plus 1e-4 x KL for 1500 steps. At the end of training the scaling factor that gives the training latents unit variance is
+the step on a CPU), trained with an L1 reconstruction loss plus 1e-4 x KL for 1000 steps. At the end of training the scaling factor that gives the training latents unit variance is
 measured and written to WORKDIR/autoencoder.json; configs/digits_latent.py trains a diffusion model in
 these latents.
 
@@ -26,7 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
   a.kl_weight = 1e-4
   t = config.train
   t.batch_size = 128
-  t.num_steps = 1500
+  t.num_steps = 1000
   t.checkpoint_every = 500
   t.log_every = 250
   o = config.optim
