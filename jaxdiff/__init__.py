@@ -4,7 +4,7 @@ The functional core is re-exported here: processes (`jaxdiff.processes`: the dis
 `Schedule`, VP-SDE, cosine VP, EDM, rectified flow), noise grids (`jaxdiff.grids`), the forward
 process, conversions and loss (`jaxdiff.diffusion`) and the samplers (`jaxdiff.sample`,
 `jaxdiff.invert`, `jaxdiff.samplers`). `jaxdiff.load(workdir)` opens a trained run for notebooks
-(`jaxdiff.notebook`).
+(`jaxdiff.notebook`); `jaxdiff.interop` reads and writes diffusers folders (no torch needed).
 """
 
 import importlib
@@ -32,14 +32,16 @@ from jaxdiff.schedules import Schedule
 __version__ = "0.1.0"
 
 # The notebook path (`jaxdiff.load(workdir)`) lives in the services layer (checkpoints, configs):
-# it is imported on first use, so `import jaxdiff` stays the light functional core.
-_LAZY = {"load": "jaxdiff.notebook", "LoadedModel": "jaxdiff.notebook"}
+# it is imported on first use, so `import jaxdiff` stays the light functional core. So is the
+# diffusers interop package (`jaxdiff.interop`, a module rather than a name inside one).
+_LAZY = {"load": "jaxdiff.notebook", "LoadedModel": "jaxdiff.notebook", "interop": "jaxdiff.interop"}
 
 
 def __getattr__(name: str):
   if name not in _LAZY:
     raise AttributeError(f"module 'jaxdiff' has no attribute {name!r}")
-  value = getattr(importlib.import_module(_LAZY[name]), name)
+  module = importlib.import_module(_LAZY[name])
+  value = module if module.__name__ == f"jaxdiff.{name}" else getattr(module, name)
   globals()[name] = value
   return value
 

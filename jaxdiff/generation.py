@@ -16,6 +16,7 @@ import numpy as np
 
 from jaxdiff import grids, samplers
 from jaxdiff.conditioning import Conditioning
+from jaxdiff.errors import SamplingError
 from jaxdiff.processes import as_process
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
   "model_fn",
   "sample_from_config",
   "sampling_grid",
+  "check_labels",
   "parse_guidance_interval",
   "parse_guidance_schedule",
   "GRID_OPTIONS",
@@ -166,6 +168,48 @@ def data_shape(config: ml_collections.ConfigDict) -> tuple[int, ...]:
   return (int(config.model.data_dim),)
 
 
+def check_labels(config: ml_collections.ConfigDict, labels: Any, num: int) -> Any:
+  """`labels` as int32 [num] (a single class is repeated), or None; SamplingError naming the valid
+  classes for labels outside 0 .. num_classes - 1, non-integer labels, a wrong count, or labels
+  given to an unconditional model. Traced labels (under jit / vmap) pass unchecked."""
+  if labels is None or isinstance(labels, jax.core.Tracer):
+    return labels
+  classes = int(config.model.num_classes or 0)
+  if classes == 0:
+    raise SamplingError(
+      f"labels={_short(labels)} were given, but the model is unconditional (config.model.num_classes=0): "
+      "leave labels out (None)."
+    )
+  arr = np.asarray(labels)
+  if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or _integral(arr)):
+    raise SamplingError(f"labels={_short(labels)} must be integer classes in 0..{classes - 1}.")
+  arr = arr.astype(np.int64)
+  if arr.ndim == 0:
+    arr = np.full((int(num),), int(arr))
+  if arr.shape != (int(num),):
+    raise SamplingError(
+      f"labels has shape {arr.shape}; give one class per sample (shape ({int(num)},)) or a single class."
+    )
+  bad = arr[(arr < 0) | (arr >= classes)]
+  if bad.size:
+    raise SamplingError(
+      f"labels holds class {int(bad[0])}, outside 0..{classes - 1} (config.model.num_classes={classes}); "
+      "labels=None samples the unconditional (null-class) model."
+    )
+  return jnp.asarray(arr, jnp.int32)
+
+
+def _integral(arr: np.ndarray) -> bool:
+  return bool(
+    np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))
+  )
+
+
+def _short(value: Any) -> str:
+  text = repr(np.asarray(value).tolist()) if not isinstance(value, str) else repr(value)
+  return text if len(text) <= 40 else text[:37] + "..."
+
+
 def model_fn(model: Any, params: Any) -> jax.tree_util.Partial:
   """model_fn(x_t, t, **cond) for the samplers; `params` stay leaves (no recompilation per params)."""
   return samplers.bind(model.apply, {"params": params})
@@ -200,6 +244,7 @@ def sample_from_config(
   `jaxdiff.sample` (e.g. `inpaint_mask`, `inpaint_known`, `repaint_resample`, `return_trajectory`).
   """
   s = config.sample
+  labels = check_labels(config, labels, num)
   opts = dict(
     num_steps=int(s.num_steps),
     spacing=s.spacing,
@@ -213,9 +258,11 @@ def sample_from_config(
   if config.model.learn_sigma:
     opts.setdefault("variance", "learned_range")
   # settings for any sampler (eta, variance, order, s_churn): each sampler receives only those it takes
-  generic = {k: opts.pop(k, None) for k in ("eta", "variance", "order", "s_churn")}
+  generic = {k: opts.pop(k, None) for k in ("eta", "variance", "order", "s_churn", "clipped_eps")}
   generic["order"] = generic["order"] or int(s.order)
   generic["s_churn"] = generic["s_churn"] or (float(s.s_churn) or None)
+  if generic["clipped_eps"] is None and not s.get("clipped_eps", True):
+    generic["clipped_eps"] = False  # the default (True) is left out: the compiled program stays the same
   if isinstance(sampler, str):
     opts.update(samplers.accepted_options(sampler, **generic))
   grid_kw = {k: opts.pop(k, None) for k in GRID_OPTIONS}

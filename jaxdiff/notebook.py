@@ -28,6 +28,7 @@ import ml_collections
 
 from jaxdiff import fileio
 from jaxdiff.bulk.restore import restore_model
+from jaxdiff.errors import SamplingError
 from jaxdiff.generation import data_shape, model_fn, sample_from_config
 
 __all__ = ["load", "LoadedModel"]
@@ -75,9 +76,21 @@ class LoadedModel:
 def load(workdir: str, step: int | None = None, params: str = "ema") -> LoadedModel:
   """The model a training run in `workdir` saved: checkpoint `step` (default the newest readable
   one), `params` "ema" (the averaged weights, what sample.py uses) or "raw". Local paths and
-  URLs (gs://...). Raises jaxdiff.errors.SamplingError naming the fix for a workdir without a
-  config or checkpoints, or a step that does not exist."""
-  config, model, process, tree, restored = restore_model(workdir, params=params, step=step)
+  URLs (gs://...). Raises jaxdiff.errors.SamplingError naming the fix (in terms of these
+  arguments) for a workdir without a config or checkpoints, or a step that does not exist."""
+  if params not in ("ema", "raw"):
+    raise SamplingError(f"load(params={params!r}): use params='ema' (the averaged weights) or 'raw'.")
+  if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+    raise SamplingError(f"load(step={step!r}): give a checkpoint step (an int >= 0), or None for the newest.")
+  if not fileio.isdir(workdir):
+    raise SamplingError(
+      f"load(workdir={workdir!r}): no such folder; give the folder of a training run or of an import "
+      "(`python -m jaxdiff.interop import`)."
+    )
+  try:
+    config, model, process, tree, restored = restore_model(workdir, params=params, step=step)
+  except SamplingError as e:
+    raise SamplingError(_as_arguments(str(e))) from None
   return LoadedModel(
     model=model,
     variables={"params": tree},
@@ -86,3 +99,16 @@ def load(workdir: str, step: int | None = None, params: str = "ema") -> LoadedMo
     step=int(restored),
     workdir=fileio.abspath(workdir),
   )
+
+
+# sample.py's flags in restore_model's messages -> load's arguments
+_FLAGS = {"--checkpoint_step=": "step=", "--workdir=": "workdir=", "--params=": "params="}
+
+
+def _as_arguments(message: str) -> str:
+  """A restore message with sample.py's flags spoken as `load`'s arguments (`step=5`, not
+  `--checkpoint_step=5`); the train.py commands it suggests stay command lines."""
+  head, sep, tail = message.partition("train.py")
+  for flag, arg in _FLAGS.items():
+    head = head.replace(flag, arg)
+  return head + sep + tail

@@ -133,3 +133,30 @@ def test_v_prediction_ddim_matches_diffusers():
     prediction="v",
   )
   assert_close(got, want)
+
+
+@pytest.mark.parametrize("clipped_eps", [True, False])
+def test_ddim_clipped_eps_matches_use_clipped_model_output(clipped_eps):
+  """With clip_x0, ddim's clipped_eps is diffusers' use_clipped_model_output (False: DDIMPipeline's
+  default, the model's own eps in the update)."""
+  sched = schedules.linear(T)
+  ddim = diffusers.DDIMScheduler(
+    num_train_timesteps=T,
+    trained_betas=np.asarray(sched.betas, np.float64),
+    set_alpha_to_one=True,
+    steps_offset=0,
+    clip_sample=True,
+    clip_sample_range=1.0,
+    timestep_spacing="leading",
+    prediction_type="epsilon",
+  )
+  ddim.alphas_cumprod = torch.from_numpy(np.array(sched.alphas_cumprod))
+  x_init = 2.0 * jax.random.normal(jax.random.key(4), (2, 4, 4, 1))
+  want, _ = _run_diffusers(ddim, x_init, 20, eta=0.0, use_clipped_model_output=clipped_eps)
+  other, _ = _run_diffusers(ddim, x_init, 20, eta=0.0, use_clipped_model_output=not clipped_eps)
+  assert np.abs(want - other).max() > 1e-2  # the clipping matters here
+  got = jaxdiff.sample(
+    jax_model, sched, x_init.shape, jax.random.key(1), sampler="ddim", num_steps=20, x_init=x_init,
+    clip_x0=1.0, clipped_eps=clipped_eps,
+  )  # fmt: skip
+  assert_close(got, want)

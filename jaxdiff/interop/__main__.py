@@ -1,11 +1,13 @@
 """diffusers folders <-> jaxdiff workdirs from the command line.
 
     python -m jaxdiff.interop import DIFFUSERS_DIR WORKDIR [--data=tfds/cifar10] [--image_size=N]
-    python -m jaxdiff.interop export WORKDIR OUT_DIR [--params=ema|raw] [--step=N]
+        [--checkpoint_dir=DIR] [--overwrite]
+    python -m jaxdiff.interop export WORKDIR OUT_DIR [--params=ema|raw] [--step=N] [--overwrite]
 
 `import` makes a workdir that `sample.py --workdir=WORKDIR` samples and
 `train.py --config=WORKDIR/config.py --workdir=WORKDIR` fine-tunes (resuming from step 0);
-`export` writes a DDPMPipeline / DDIMPipeline folder diffusers' `from_pretrained` reads.
+`export` writes a DDPMPipeline / DDIMPipeline folder diffusers' `from_pretrained` reads. Both
+check everything first and write whole or not at all; a non-empty target needs --overwrite.
 """
 
 from __future__ import annotations
@@ -30,21 +32,31 @@ def _parser() -> argparse.ArgumentParser:
     "--image_size", type=int, default=None, help="image size when the config has no sample_size"
   )
   imp.add_argument("--seed", type=int, default=0, help="config.seed of the workdir")
+  imp.add_argument(
+    "--checkpoint_dir",
+    default=None,
+    help="where the checkpoint goes (config.train.checkpoint_dir; local or gs://)",
+  )
+  imp.add_argument("--overwrite", action="store_true", help="replace a non-empty WORKDIR")
   exp = sub.add_parser("export", help="a jaxdiff workdir -> a diffusers pipeline folder")
   exp.add_argument("workdir")
   exp.add_argument("out", help="the diffusers folder to write (model_index.json, unet/, scheduler/)")
   exp.add_argument("--params", default="ema", choices=("ema", "raw"))
   exp.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
+  exp.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
   return p
 
 
 def _main(argv: Sequence[str] | None) -> int:
   args = _parser().parse_args(argv)
   if args.command == "import":
-    import_diffusers(args.src, args.workdir, data=args.data, image_size=args.image_size, seed=args.seed)
+    import_diffusers(
+      args.src, args.workdir, data=args.data, image_size=args.image_size, seed=args.seed,
+      checkpoint_dir=args.checkpoint_dir, overwrite=args.overwrite,
+    )  # fmt: skip
     print(f"wrote {os.path.join(args.workdir, 'config.json')} and checkpoint 0")
   else:
-    export_workdir(args.workdir, args.out, params=args.params, step=args.step)
+    export_workdir(args.workdir, args.out, params=args.params, step=args.step, overwrite=args.overwrite)
     print(f"wrote {args.out} (model_index.json, unet/, scheduler/)")
   return 0
 

@@ -33,7 +33,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdiff import fileio
 from jaxdiff.errors import CheckpointError, ConfigError
+from jaxdiff.interop.fields import check_field_types
 from jaxdiff.interop.files import (
   DIFFUSERS_VERSION,
   flatten_params,
@@ -89,13 +91,39 @@ _DEFAULTS = {
 }
 
 
+# The type of every field read (jaxdiff.interop.fields.KINDS); null means the default.
+_KINDS = {
+  "num_attention_heads": "pos_int",
+  "attention_head_dim": "pos_int",
+  "in_channels": "pos_int",
+  "out_channels": "pos_int",
+  "num_layers": "pos_int",
+  "dropout": "nonneg_num",
+  "norm_num_groups": "pos_int",
+  "attention_bias": "bool",
+  "sample_size": "size",
+  "patch_size": "pos_int",
+  "activation_fn": "str",
+  "num_embeds_ada_norm": "int",
+  "upcast_attention": "bool",
+  "norm_type": "str",
+  "norm_elementwise_affine": "bool",
+  "norm_eps": "pos_num",
+}
+
+
 def _refuse(field: str, value: Any, why: str) -> ConfigError:
   return ConfigError(f"diffusers config field {field}={value!r} cannot be expressed by jaxdiff's DiT: {why}")
 
 
-def dit_model_config(config: dict[str, Any]) -> dict[str, Any]:
+def dit_model_config(
+  config: dict[str, Any], where: str = "the DiTTransformer2DModel config"
+) -> dict[str, Any]:
   """The ``config.model`` fields of the jaxdiff DiT of a diffusers ``DiTTransformer2DModel``
-  config; ConfigError naming the first field jaxdiff cannot express."""
+  config (named `where` in messages); ConfigError naming the first field of a wrong type or that
+  jaxdiff cannot express."""
+  if not isinstance(config.get("_class_name", ""), str):
+    raise ConfigError(f"{where}: _class_name={config['_class_name']!r} must be a string.")
   name = config.get("_class_name", "DiTTransformer2DModel")
   if name not in ("DiTTransformer2DModel", "Transformer2DModel"):
     raise _refuse("_class_name", name, "only DiTTransformer2DModel folders are read here")
@@ -106,6 +134,7 @@ def dit_model_config(config: dict[str, Any]) -> dict[str, Any]:
     raise _refuse(
       unknown[0], config[unknown[0]], "a DiTTransformer2DModel field this converter does not know"
     )
+  check_field_types(config, _KINDS, where)
   c = {**_DEFAULTS, **{k: v for k, v in config.items() if not k.startswith("_")}}
   for field, want in (
     ("norm_type", "ada_norm_zero"),
@@ -237,7 +266,7 @@ def load_diffusers_dit(path: str) -> tuple[DiT, dict]:
   ``model.apply(variables, x_nhwc, t, y)`` is the diffusers forward on the NCHW transpose
   (to ~1e-5 relative: see the module's note on the time embedding)."""
   config, tensors = read_model_folder(path)
-  model = create_model({"model": dit_model_config(config)})
+  model = create_model({"model": dit_model_config(config, fileio.join(path, "config.json"))})
   return model, {"params": dit_params_from_diffusers(model, tensors)}
 
 

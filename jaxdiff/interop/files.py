@@ -25,6 +25,7 @@ __all__ = [
   "write_model_folder",
   "read_json",
   "write_json",
+  "check_finite",
 ]
 
 CONFIG_NAME = "config.json"
@@ -62,11 +63,27 @@ def read_model_folder(path: str) -> tuple[dict, dict[str, np.ndarray]]:
     tensors = safetensors.numpy.load(fileio.read_bytes(weights))
   except Exception as e:  # truncated or foreign file
     raise CheckpointError(f"{weights} cannot be read as safetensors ({type(e).__name__}: {e}).") from None
+  check_finite(tensors, weights)
   return config, tensors
 
 
+def check_finite(tensors: dict[str, Any], where: str) -> None:
+  """CheckpointError naming the first tensor (in key order) of `where` holding NaN or Inf."""
+  for key in sorted(tensors):
+    value = np.asarray(tensors[key])
+    if value.dtype.kind in "fc" or value.dtype.name == "bfloat16":
+      bad = ~np.isfinite(value.astype(np.float32) if value.dtype.name == "bfloat16" else value)
+      if bad.any():
+        raise CheckpointError(
+          f"{where}: tensor {key} holds {int(bad.sum())} NaN/Inf value(s) of {value.size}: the weights are "
+          "damaged or came from a diverged run; nothing was written."
+        )
+
+
 def write_model_folder(path: str, config: dict[str, Any], tensors: dict[str, np.ndarray]) -> str:
-  """Write ``config.json`` and the safetensors weights (float arrays as given, contiguous) into `path`."""
+  """Write ``config.json`` and the safetensors weights (float arrays as given, contiguous) into `path`,
+  the weights first; CheckpointError before anything is written if a tensor is not finite."""
+  check_finite(tensors, path)
   fileio.makedirs(path)
   data = safetensors.numpy.save(
     {k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata={"format": "pt"}

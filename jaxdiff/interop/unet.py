@@ -32,7 +32,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdiff import fileio
 from jaxdiff.errors import CheckpointError, ConfigError
+from jaxdiff.interop.fields import check_field_types
 from jaxdiff.interop.files import (
   DIFFUSERS_VERSION,
   flatten_params,
@@ -158,13 +160,49 @@ _DEFAULTS = {
 }
 
 
+# The type of every field read (jaxdiff.interop.fields.KINDS); null means the default.
+_KINDS = {
+  "sample_size": "size",
+  "in_channels": "pos_int",
+  "out_channels": "pos_int",
+  "center_input_sample": "bool",
+  "time_embedding_type": "str",
+  "time_embedding_dim": "pos_int",
+  "freq_shift": "num",
+  "flip_sin_to_cos": "bool",
+  "down_block_types": "str_list",
+  "mid_block_type": "str",
+  "up_block_types": "str_list",
+  "block_out_channels": "pos_int_list",
+  "layers_per_block": "pos_int",
+  "mid_block_scale_factor": "num",
+  "downsample_padding": "nonneg_int",
+  "downsample_type": "str",
+  "upsample_type": "str",
+  "dropout": "nonneg_num",
+  "act_fn": "str",
+  "attention_head_dim": "pos_int",
+  "norm_num_groups": "pos_int",
+  "attn_norm_num_groups": "pos_int",
+  "norm_eps": "pos_num",
+  "resnet_time_scale_shift": "str",
+  "add_attention": "bool",
+  "class_embed_type": "str",
+  "num_class_embeds": "pos_int",
+  "num_train_timesteps": "pos_int",
+}
+
+
 def _refuse(field: str, value: Any, why: str) -> ConfigError:
   return ConfigError(f"diffusers config field {field}={value!r} cannot be expressed by jaxdiff's UNet: {why}")
 
 
-def unet_model_config(config: dict[str, Any]) -> dict[str, Any]:
+def unet_model_config(config: dict[str, Any], where: str = "the UNet2DModel config") -> dict[str, Any]:
   """The ``config.model`` fields of the jaxdiff UNet with the layout of a diffusers ``UNet2DModel``
-  config (a parsed ``config.json``); ConfigError naming the first field jaxdiff cannot express."""
+  config (a parsed ``config.json``, named `where` in messages); ConfigError naming the first field
+  of a wrong type or that jaxdiff cannot express."""
+  if not isinstance(config.get("_class_name", ""), str):
+    raise ConfigError(f"{where}: _class_name={config['_class_name']!r} must be a string.")
   name = config.get("_class_name", "UNet2DModel")
   if name != "UNet2DModel":
     raise _refuse("_class_name", name, "only UNet2DModel folders are read here (DiT: load_diffusers_dit)")
@@ -173,6 +211,7 @@ def unet_model_config(config: dict[str, Any]) -> dict[str, Any]:
   )
   if unknown:
     raise _refuse(unknown[0], config[unknown[0]], "a UNet2DModel field this converter does not know")
+  check_field_types(config, _KINDS, where)
   c = {**_DEFAULTS, **{k: v for k, v in config.items() if not k.startswith("_")}}
 
   fixed = {
@@ -410,7 +449,7 @@ def load_diffusers_unet(path: str) -> tuple[UNet, dict]:
   ``diffusion_pytorch_model.safetensors``): ``model.apply(variables, x_nhwc, t, y)`` is the
   diffusers forward on the NCHW transpose. ConfigError names a config field jaxdiff cannot express."""
   config, tensors = read_model_folder(path)
-  model = create_model({"model": unet_model_config(config)})
+  model = create_model({"model": unet_model_config(config, fileio.join(path, "config.json"))})
   return model, {"params": unet_params_from_diffusers(model, tensors)}
 
 
@@ -438,7 +477,12 @@ def unet_to_diffusers_config(model: UNet, params: dict, sample_size: int | None 
       model.time_embedding == "sinusoidal",
       "UNet2DModel's positional embedding is sinusoidal",
     ),
-    ("time_input", model.time_input == "index", "UNet2DModel embeds the timestep itself ('index')"),
+    (
+      "time_input",
+      model.time_input in ("index", "unit"),
+      "UNet2DModel embeds the timestep it is given: 'index' (a chain's timestep) or 'unit' (1000 t, what "
+      "FlowMatchEulerDiscreteScheduler feeds)",
+    ),
   ):
     if not ok:
       raise ConfigError(
