@@ -18,6 +18,7 @@ $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(PIP_OPTS) -e ".[dev]"
+	$(PY) -m pip install -q --no-deps "k-diffusion==0.1.1.post1"  # tests/test_kdiffusion.py (its sampling module)
 	touch $@
 
 setup: $(VENV)/.stamp

@@ -1,13 +1,16 @@
-"""Gaussian densities shared by the training loss and the likelihood evaluation (pure jnp)."""
+"""Gaussian densities shared by the training loss and the likelihood evaluation, and the exact
+denoiser of a Gaussian mixture that sampler checks use (pure jnp)."""
 
 from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
+import jax.scipy.special
 from jax.scipy.special import log_ndtr
 
-__all__ = ["normal_kl", "discretized_gaussian_log_likelihood", "LOG_SQRT_2PI"]
+__all__ = ["normal_kl", "discretized_gaussian_log_likelihood", "mixture_posterior", "LOG_SQRT_2PI"]
 
 LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 _LOG_SQRT_2PI = LOG_SQRT_2PI
@@ -55,3 +58,30 @@ def discretized_gaussian_log_likelihood(x, mean, log_scale, *, num_bins: int = 2
   log_sf_lower = log_ndtr(-lower)
   middle = _log_diff_ndtr(lower, upper)
   return jnp.where(x < -1.0 + half, log_cdf_upper, jnp.where(x > 1.0 - half, log_sf_lower, middle))
+
+
+def mixture_posterior(x, alpha, sigma, weights, means, stds):
+  """Exact (E[x0 | x_t], E[eps | x_t]) for data from an isotropic Gaussian mixture, x_t = alpha x0 + sigma eps.
+
+  `weights` [K], `means` [K, *example_shape], `stds` [K]; x is [batch, *example_shape] and alpha,
+  sigma broadcast against it. The exact denoiser of any process: samplers are checked against it.
+  eps is formed as sigma (x - alpha m) / v, finite as sigma -> 0. Computes in x's dtype.
+  """
+  x = jnp.asarray(x)
+  dt = x.dtype
+  w, m, s = (jnp.asarray(v, dt) for v in (weights, means, stds))
+  alpha, sigma = jnp.asarray(alpha, dt), jnp.asarray(sigma, dt)
+  feat = tuple(range(1, x.ndim))  # the example's axes
+  d = x[None] - alpha * m[:, None]  # [K, batch, ...]
+  bshape = (-1,) + (1,) * x.ndim
+  v = jnp.square(alpha) * jnp.square(s).reshape(bshape) + jnp.square(sigma)  # per component variance
+  dim = math.prod(x.shape[1:])
+  logp = (
+    jnp.log(w).reshape(bshape)
+    - 0.5 * dim * jnp.log(v)
+    - 0.5 * jnp.sum(jnp.square(d) / v, axis=tuple(a + 1 for a in feat), keepdims=True)
+  )
+  r = jnp.exp(logp - jax.scipy.special.logsumexp(logp, axis=0, keepdims=True))
+  x0 = jnp.sum(r * (m[:, None] + alpha * jnp.square(s).reshape(bshape) / v * d), axis=0)
+  eps = jnp.sum(r * (sigma * d / v), axis=0)
+  return x0, eps

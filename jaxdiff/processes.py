@@ -41,7 +41,7 @@ TIME_SAMPLINGS = ("uniform", "log_normal", "logit_normal")
 class Process:
   """Interface shared by every process (the concrete classes are flax pytrees).
 
-  alpha_sigma(t) -> (alpha, sigma): float32 arrays of t's shape.
+  alpha_sigma(t) -> (alpha, sigma): arrays of t's shape, float64 for float64 t, else float32.
   time_at(ratio) -> t: the time whose sigma/alpha equals `ratio` (inverse of the noise level).
   default_grid(n) -> descending numpy times of a sampler's n model evaluations.
   prior_std(t): the std of the state the reverse process starts from at time t.
@@ -103,6 +103,12 @@ def _f32(x):
   return jnp.asarray(x, jnp.float32)
 
 
+def _float(t):
+  """t as a float array: float64 stays float64 (with jax_enable_x64), anything else becomes float32."""
+  t = jnp.asarray(t)
+  return t if t.dtype == jnp.float64 else t.astype(jnp.float32)
+
+
 @flax.struct.dataclass
 class DiscreteVP(Process):
   """The discrete DDPM chain of a `Schedule`: t is a timestep in [0, T), t = -1 is clean data.
@@ -144,7 +150,7 @@ class DiscreteVP(Process):
     if jnp.issubdtype(t.dtype, jnp.integer):
       a, s = table(t)
       return _f32(jnp.where(t < 0, 1.0, a)), _f32(jnp.where(t < 0, 0.0, s))
-    t = t.astype(jnp.float32)
+    t = _float(t)
     lo = jnp.clip(jnp.floor(t), 0, T - 1).astype(jnp.int32)
     hi = jnp.minimum(lo + 1, T - 1)
     w = jnp.clip(t - lo, 0.0, 1.0)
@@ -154,16 +160,16 @@ class DiscreteVP(Process):
     # alpha^2 = 1 / (1 + r^2), sigma^2 = r^2 / (1 + r^2)
     a = jnp.where(w == 0.0, a_lo, jnp.sqrt(jax.nn.sigmoid(-2.0 * log_r)))
     s = jnp.where(w == 0.0, s_lo, jnp.sqrt(jax.nn.sigmoid(2.0 * log_r)))
-    return _f32(jnp.where(t < 0, 1.0, a)), _f32(jnp.where(t < 0, 0.0, s))
+    return (jnp.where(t < 0, 1.0, a).astype(t.dtype), jnp.where(t < 0, 0.0, s).astype(t.dtype))
 
   def time_at(self, ratio):
     tab = self._log_ratio_table()
-    target = jnp.log(jnp.asarray(ratio, jnp.float32))
+    target = jnp.log(_float(ratio))
     T = self.schedule.num_timesteps
     j = jnp.clip(jnp.searchsorted(tab, target), 1, T - 1)
     lo, hi = jnp.take(tab, j - 1), jnp.take(tab, j)
     w = jnp.clip((target - lo) / jnp.where(hi > lo, hi - lo, 1.0), 0.0, 1.0)
-    return (j - 1 + w).astype(jnp.float32)
+    return (j - 1 + w).astype(target.dtype)
 
   def default_grid(self, n: int) -> np.ndarray:
     return grids.spacing(self.schedule.num_timesteps, n, "leading")
@@ -190,12 +196,12 @@ class VPSDE(Process):
     return -(self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t * t)
 
   def alpha_sigma(self, t):
-    la = self._log_abar(jnp.asarray(t, jnp.float32))
-    return _f32(jnp.exp(0.5 * la)), _f32(jnp.sqrt(-jnp.expm1(la)))
+    la = self._log_abar(_float(t))
+    return jnp.exp(0.5 * la), jnp.sqrt(-jnp.expm1(la))
 
   def time_at(self, ratio):
     # abar = 1 / (1 + r^2): solve (beta_max - beta_min) t^2 / 2 + beta_min t - log(1 + r^2) = 0.
-    c = jnp.log1p(jnp.square(jnp.asarray(ratio, jnp.float32)))
+    c = jnp.log1p(jnp.square(_float(ratio)))
     a = 0.5 * (self.beta_max - self.beta_min)
     if a == 0:
       return c / self.beta_min
@@ -223,15 +229,15 @@ class CosineVP(Process):
 
   def logsnr(self, t):
     t_lo, t_hi = self._t_bounds()
-    t = t_lo + jnp.asarray(t, jnp.float32) * (t_hi - t_lo)
+    t = t_lo + _float(t) * (t_hi - t_lo)
     return -2.0 * jnp.log(jnp.tan(0.5 * math.pi * t)) + 2.0 * math.log(self.shift)
 
   def alpha_sigma(self, t):
     lam = self.logsnr(t)
-    return _f32(jnp.sqrt(jax.nn.sigmoid(lam))), _f32(jnp.sqrt(jax.nn.sigmoid(-lam)))
+    return jnp.sqrt(jax.nn.sigmoid(lam)), jnp.sqrt(jax.nn.sigmoid(-lam))
 
   def time_at(self, ratio):
-    lam = -2.0 * jnp.log(jnp.asarray(ratio, jnp.float32))
+    lam = -2.0 * jnp.log(_float(ratio))
     t_lo, t_hi = self._t_bounds()
     u = jnp.arctan(jnp.exp(-0.5 * (lam - 2.0 * math.log(self.shift)))) * 2.0 / math.pi
     return (u - t_lo) / (t_hi - t_lo)
@@ -251,11 +257,11 @@ class EDM(Process):
   default_time_sampling = "log_normal"
 
   def alpha_sigma(self, t):
-    t = jnp.asarray(t, jnp.float32)
+    t = _float(t)
     return jnp.ones_like(t), t
 
   def time_at(self, ratio):
-    return jnp.asarray(ratio, jnp.float32)
+    return _float(ratio)
 
   def default_grid(self, n: int) -> np.ndarray:
     return grids.karras(n, self.sigma_min, self.sigma_max, self.rho)
@@ -295,11 +301,11 @@ class RectifiedFlow(Process):
   logit_std: float = flax.struct.field(pytree_node=False, default=1.0)
 
   def alpha_sigma(self, t):
-    t = jnp.asarray(t, jnp.float32)
+    t = _float(t)
     return 1.0 - t, t
 
   def time_at(self, ratio):
-    r = jnp.asarray(ratio, jnp.float32)
+    r = _float(ratio)
     return r / (1.0 + r)
 
   def default_grid(self, n: int) -> np.ndarray:

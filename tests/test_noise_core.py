@@ -736,11 +736,12 @@ def exact_chain_moments(sampler, alphas, sigmas, prior_std):
       c_x0, c_x = an * var_step / (s * s), ratio * sn * sn / (s * s)
       p, b = c_x0 * k + c_x, c_x0 * c
       ns = 0.0 if i == n - 1 else math.sqrt(var_step * sn * sn / (s * s))
-    elif i < n - 1 and sampler == "dpmpp_2m_sde":  # midpoint, first order on the first step
+    elif i < n - 1 and sampler == "dpmpp_2m_sde":  # midpoint
       lam, lam_n = math.log(a / s), math.log(an / sn)
       h = lam_n - lam
       emh = math.exp(-h)
-      g = 0.0 if i == 0 else 0.5 * an * (1 - emh * emh) * h / (lam - lam_prev)
+      # first order on the first step and where the log-SNR gap is over 2.5 times the last one
+      g = 0.0 if i == 0 or h > 2.5 * (lam - lam_prev) else 0.5 * an * (1 - emh * emh) * h / (lam - lam_prev)
       p, q = (sn / s) * emh + (an * (1 - emh * emh) + g) * k, -g
       b, ns = (an * (1 - emh * emh) + g) * c, sn * math.sqrt(1 - emh * emh)
     lam_prev = math.log(a / s)

@@ -2,7 +2,8 @@
 
 `jaxdiff.sample(model_fn, process, shape, key, sampler=..., num_steps=..., ts=..., prediction=...)`
 is the entry point (`sampling.py`). Built in: ddpm, ddim, euler, euler_ancestral, heun
-(`single_step.py`), dpmpp_2m, dpmpp_3m, dpmpp_2m_sde, unipc (`multistep.py`). Add your own by
+(`single_step.py`), dpmpp_2m, dpmpp_3m, dpmpp_2m_sde, unipc (`multistep.py`), k-diffusion's lms, dpm_2,
+dpm_2_ancestral, dpmpp_sde and dpm_adaptive (`kdiffusion.py`). Add your own by
 subclassing `Sampler` and calling `register`. `Stepper` runs the same steps one call at a time;
 `invert` runs a deterministic sampler backwards, from data to the first grid time.
 """
@@ -14,7 +15,7 @@ import numpy as np
 
 from jaxdiff import grids
 from jaxdiff.processes import as_process
-from jaxdiff.samplers import few_step, multistep, single_step  # noqa: F401 (few_step registers its samplers)
+from jaxdiff.samplers import few_step, kdiffusion, multistep, single_step  # noqa: F401 (they register samplers)
 from jaxdiff.samplers.base import (
   INPAINT_SAMPLERS,
   SAMPLERS,
@@ -59,6 +60,11 @@ _BUILTIN_ORDER = (
   "dpmpp_3m",
   "dpmpp_2m_sde",
   "unipc",
+  "lms",
+  "dpm_2",
+  "dpm_2_ancestral",
+  "dpmpp_sde",
+  "dpm_adaptive",
 )
 _put_first(_BUILTIN_ORDER)
 

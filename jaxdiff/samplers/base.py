@@ -66,6 +66,7 @@ class Denoised(NamedTuple):
   x0: jnp.ndarray
   eps: jnp.ndarray
   extra: jnp.ndarray | None  # learned-variance channels, when the sampler asks for them
+  model_eps: jnp.ndarray | None = None  # eps before clip_x0 (the model's own; = eps without clipping)
 
 
 class Context(NamedTuple):
@@ -80,6 +81,7 @@ class Context(NamedTuple):
   key: jax.Array
   integer_times: bool
   at_step: Callable[[StepInput], Callable[..., Denoised]] | None = None
+  dtype: Any = "float32"  # the run's float dtype (float64 for a float64 x_init under jax_enable_x64)
 
   def for_step(self, inp: StepInput) -> Context:
     """This context with the denoiser of step `inp` (itself when the denoiser is the same for all)."""
@@ -87,7 +89,7 @@ class Context(NamedTuple):
 
   def noise(self, index, shape, stream: int | None = NOISE_STREAM_STEP) -> jnp.ndarray:
     key = self.key if stream is None else jax.random.fold_in(self.key, stream)
-    return jax.random.normal(jax.random.fold_in(key, index), shape, jnp.float32)
+    return jax.random.normal(jax.random.fold_in(key, index), shape, self.dtype)
 
 
 class _Traced:

@@ -139,6 +139,14 @@ class _Static(NamedTuple):
   repaint_resample: int = 1
   repaint_jump: int = 1
   paste_known: bool = True
+  dtype: str = "float32"  # the state's, levels' and model output's dtype (float64: x_init's, under x64)
+
+
+def _run_dtype(x_init) -> str:
+  """float64 where x_init is a float64 array (with jax_enable_x64), else float32."""
+  if x_init is not None and jnp.asarray(x_init).dtype == jnp.float64:
+    return "float64"
+  return "float32"
 
 
 class Guidance(NamedTuple):
@@ -199,12 +207,16 @@ def _denoiser(model_fn, st: _Static, cond, uncond, guide: Guidance) -> Callable[
     return jnp.concatenate([mean, c[..., channels:]], axis=-1)
 
   def denoise(x, t, alpha, sigma, x_sc, r=None):
+    t = jnp.asarray(t)
+    # integer timesteps go to the model as they are; a fractional time (a custom step between the
+    # grid's levels) goes as it is too, so the model sees the level whose alpha and sigma are used
+    int_t = st.integer and jnp.issubdtype(t.dtype, jnp.integer)
+    tb = jnp.full((x.shape[0],), t, jnp.int32 if int_t else st.dtype)
     rb = None if r is None else jnp.full((x.shape[0],), r, jnp.float32)
-    tb = jnp.full((x.shape[0],), t, jnp.int32 if st.integer else jnp.float32)
     net_in = x
     if st.prediction == "edm":
       net_in = edm_scalings(sigma / alpha, st.sigma_data)[2] * x / alpha
-    out = raw(net_in, tb, x_sc, t, rb).astype(jnp.float32)
+    out = raw(net_in, tb, x_sc, t, rb).astype(st.dtype)
     if out.shape[:-1] != x.shape[:-1] or out.shape[-1] not in (channels, 2 * channels):
       raise ValueError(
         f"model_fn returned shape {tuple(out.shape)} for an input of shape {tuple(x.shape)}: it must "
@@ -217,10 +229,11 @@ def _denoiser(model_fn, st: _Static, cond, uncond, guide: Guidance) -> Callable[
       )
     extra = out[..., channels:] if wants_var else None
     x0, eps = split_output(st.prediction, x, alpha, sigma, out[..., :channels], st.sigma_data)
+    model_eps = eps
     if st.clip_x0 is not None:
       x0 = jnp.clip(x0, -st.clip_x0, st.clip_x0)
       eps = (x - alpha * x0) / sigma
-    return Denoised(x0, eps, extra)
+    return Denoised(x0, eps, extra, model_eps)
 
   return denoise
 
@@ -230,8 +243,8 @@ def _step_inputs(st: _Static, process, ts, prev, clean, max_orders, smp=None, sc
   holding traced option values, default st.sampler; `schedule`: per-step guidance scales)."""
   proc = as_process(process)
   smp = st.sampler if smp is None else smp
-  a, s = proc.alpha_sigma(ts)
-  a_n, s_n = proc.alpha_sigma(prev)
+  a, s = (v.astype(st.dtype) for v in proc.alpha_sigma(ts))
+  a_n, s_n = (v.astype(st.dtype) for v in proc.alpha_sigma(prev))
   a_n, s_n = jnp.where(clean, 1.0, a_n), jnp.where(clean, 0.0, s_n)
   if st.sampler.caps_top(proc) or st.prediction in ("eps", "edm"):  # both divide by alpha
     a = jnp.where(a > 0, a, TOP_ALPHA_FLOOR * s)  # only where alpha is exactly 0 (zero terminal SNR)
@@ -266,7 +279,7 @@ def _context(model_fn, st: _Static, proc, key, cond, uncond, guide: Guidance) ->
     def at_step(inp: StepInput):
       return _denoiser(model_fn, st, cond, uncond, guide._replace(scale=inp.extra[GUIDANCE_SCALE_KEY]))
 
-  return Context(_denoiser(model_fn, st, cond, uncond, guide), proc, key, st.integer, at_step)
+  return Context(_denoiser(model_fn, st, cond, uncond, guide), proc, key, st.integer, at_step, st.dtype)
 
 
 def _sample_body(st: _Static, model_fn, process, ts, prev, clean, max_orders, key, x_init, cond, uncond, guide,
@@ -274,8 +287,8 @@ def _sample_body(st: _Static, model_fn, process, ts, prev, clean, max_orders, ke
   proc = as_process(process)
   k_init, k_steps = jax.random.split(key)
   if x_init is None:
-    x_init = proc.prior_std(ts[0].astype(jnp.float32)) * jax.random.normal(k_init, st.shape, jnp.float32)
-  x = jnp.broadcast_to(jnp.asarray(x_init, jnp.float32), st.shape)
+    x_init = proc.prior_std(ts[0].astype(st.dtype)) * jax.random.normal(k_init, st.shape, st.dtype)
+  x = jnp.broadcast_to(jnp.asarray(x_init, st.dtype), st.shape)
   ctx = _context(model_fn, st, proc, k_steps, cond, uncond, guide)
   smp = st.sampler.with_values(values)
   inputs = _step_inputs(st, proc, ts, prev, clean, max_orders, smp, guide.schedule)
@@ -438,8 +451,8 @@ def _static(
   )  # fmt: skip
 
 
-def _grid_arrays(grid: Grid):
-  dtype = jnp.int32 if grid.integer else jnp.float32
+def _grid_arrays(grid: Grid, dtype: str = "float32"):
+  dtype = jnp.int32 if grid.integer else dtype
   return jnp.asarray(grid.ts, dtype), jnp.asarray(grid.prev, dtype), jnp.asarray(grid.clean), grid.max_orders
 
 
@@ -516,7 +529,9 @@ def sample(
       resampling (`repaint_schedule`), 1 = none.
 
   Returns:
-    samples (float32, `shape`), or (samples, trajectory) with return_trajectory.
+    samples (float32, `shape`; float64 for a float64 `x_init` under jax_enable_x64: the grid, the
+    model's times and output, the noise and the state then all follow it), or (samples, trajectory)
+    with return_trajectory.
   """
   smp = make_sampler(sampler, **options)
   proc = as_process(process)
@@ -542,8 +557,9 @@ def sample(
   st = _static(
     smp, proc, shape, prediction, sigma_data, clip_x0, guided, self_condition, return_trajectory, grid,
     repaint_resample=int(repaint_resample), repaint_jump=int(repaint_jump), paste_known=bool(paste_known),
+    dtype=_run_dtype(x_init),
   )  # fmt: skip
-  t_arr, prev, clean, orders = _grid_arrays(grid)
+  t_arr, prev, clean, orders = _grid_arrays(grid, st.dtype)
   return _SAMPLE(
     st, _as_pytree_fn(model_fn), proc, t_arr, prev, clean, orders, key, x_init, cond, uncond, guide, inpaint,
     smp.traced,
@@ -627,13 +643,28 @@ class Stepper:
     x = jnp.asarray(x_init, jnp.float32)
     return LoopState(x, jnp.zeros_like(x), self._smp.init(x), k_steps)
 
-  def step(self, state: LoopState, i: int) -> LoopState:
-    """Step i (0-based) of the grid: from its level to the next (the last lands on clean data)."""
-    i = int(i)
-    if not 0 <= i < self.num_steps:
-      raise IndexError(f"step {i} is outside 0..{self.num_steps - 1}.")
+  def step(self, state: LoopState, i: int | jax.Array) -> LoopState:
+    """Step i (0-based) of the grid: from its level to the next (the last lands on clean data).
+
+    `i` may be a traced integer: `jax.jit(stepper.step)` compiles once and serves every step (a
+    sampler whose last step differs, e.g. heun's, then selects it with `lax.cond`).
+    """
+    traced = isinstance(i, jax.core.Tracer)
+    if not traced:
+      i = int(i)
+      if not 0 <= i < self.num_steps:
+        raise IndexError(f"step {i} is outside 0..{self.num_steps - 1}.")
     inp = _take(self._inputs, i)
     ctx = self._ctx._replace(key=state.key).for_step(inp)
-    final = self.sampler.split_final and i == self.num_steps - 1
-    new, _ = self._smp.step(ctx, State(state.x, state.x0, state.aux), inp, final)
+    current = State(state.x, state.x0, state.aux)
+
+    def run(final: bool) -> State:
+      return self._smp.step(ctx, current, inp, final)[0]
+
+    if not self.sampler.split_final:
+      new = run(False)
+    elif traced:
+      new = jax.lax.cond(i == self.num_steps - 1, lambda: run(True), lambda: run(False))
+    else:
+      new = run(i == self.num_steps - 1)
     return LoopState(new.x, new.x0, new.aux, state.key)

@@ -89,17 +89,21 @@ class DDIM(Sampler):
   """DDIM (Song et al. 2021): x' = alpha' x0 + sqrt(sigma'^2 - s^2) eps + s z, s = eta x posterior std.
 
   On a discrete chain with `leading`/`trailing` spacing it steps t -> t - T // n, as diffusers'
-  DDIMScheduler does.
+  DDIMScheduler does. With `clip_x0`, `clipped_eps` picks the eps of the update: re-derived from
+  the clipped x0 (True; diffusers' use_clipped_model_output=True) or the model's own (False;
+  DDIMPipeline's default).
   """
 
   name = "ddim"
-  options = {"eta": 0.0}
+  options = {"eta": 0.0, "clipped_eps": True}
   traceable = ("eta",)
   invertible = True
   finite_top = False
   stride_steps = True
 
   def check_options(self):
+    if not isinstance(self.opts["clipped_eps"], bool):
+      raise ValueError(f"clipped_eps must be True or False, got {self.opts['clipped_eps']!r}.")
     eta = self.opts["eta"]
     if eta is TRACED:
       return
@@ -115,6 +119,8 @@ class DDIM(Sampler):
 
   def step(self, ctx, state, inp, final):
     d = ctx.denoise(state.x, inp.t, inp.alpha, inp.sigma, state.x0)
+    if not self.opts["clipped_eps"] and d.model_eps is not None:
+      d = d._replace(eps=d.model_eps)
     eta = self.opts["eta"]  # a Python number, or a traced value inside the compiled program
     if not is_traced(eta) and eta == 0:
       return State(ddim_update(inp.alpha_next, inp.sigma_next, d.x0, d.eps), d.x0, state.aux), d.x0
@@ -162,7 +168,7 @@ class _Churn(Sampler):
       gamma = jnp.minimum(s_churn / n, math.sqrt(2.0) - 1.0)
     else:
       gamma = min(s_churn / n, math.sqrt(2.0) - 1.0)
-    return {"gamma": jnp.full((n,), gamma, jnp.float32)}
+    return {"gamma": jnp.full((n,), gamma, alpha.dtype)}
 
   def caps_top(self, process):
     return not self._no_churn()  # the churn raises sigma/alpha
@@ -180,11 +186,18 @@ class _Churn(Sampler):
       t_hat = jnp.maximum(jnp.clip(jnp.round(t_hat), 0, top).astype(jnp.int32), inp.t)
     else:
       t_hat = jnp.where(gamma > 0, t_hat, inp.t).astype(inp.t.dtype)
+    # Where the level is not raised, the state, time and level stay exactly as they are (no noise:
+    # a square root of a rounding residue would add some).
+    raised = (gamma > 0) & (t_hat != inp.t)
     a_h, s_h = ctx.process.alpha_sigma(t_hat)
-    scale = a_h / inp.alpha
-    add_std = jnp.sqrt(jnp.maximum(jnp.square(s_h) - jnp.square(scale * inp.sigma), 0.0))
+    a_h = jnp.where(raised, a_h.astype(inp.alpha.dtype), inp.alpha)
+    s_h = jnp.where(raised, s_h.astype(inp.sigma.dtype), inp.sigma)
+    ratio_h = s_h / a_h
+    add_std = a_h * jnp.sqrt(jnp.maximum(jnp.square(ratio_h) - jnp.square(ratio), 0.0))
+    add_std = jnp.where(raised, add_std, 0.0)
     z = ctx.noise(inp.index, x.shape, stream=NOISE_STREAM_CHURN)
-    return scale * x + add_std * self.opts["s_noise"] * z, t_hat, a_h, s_h
+    x_hat = jnp.where(raised, (a_h / inp.alpha) * x + add_std * self.opts["s_noise"] * z, x)
+    return x_hat, jnp.where(raised, t_hat, inp.t), a_h, s_h
 
 
 @register
