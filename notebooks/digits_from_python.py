@@ -111,7 +111,7 @@ images = run.sample(jax.random.key(0), 100, labels=labels)
 
 
 def show_grid(images, title):
-  grid = np.asarray(images).reshape(10, 10, 8, 8).transpose(1, 2, 0, 3).reshape(80, 80)
+  grid = np.asarray(images).reshape(10, 10, 8, 8).transpose(0, 2, 1, 3).reshape(80, 80)  # rows of 10 samples
   fig, ax = plt.subplots(figsize=(4, 4))
   ax.imshow(grid, cmap="gray", vmin=-1, vmax=1)
   ax.set_title(title)
