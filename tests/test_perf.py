@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import ROOT, tiny_image_config
+from helpers import ROOT, tiny_image_config, tiny_points_config
 
 import jaxdiff
 from jaxdiff import perf, schedules
@@ -179,7 +179,7 @@ def _cache_choosing(path, choice):
 
 
 def _train_steps(steps=3):
-  c = tiny_image_config()
+  c = tiny_points_config()  # an MLP: dots, whose kernels the YNNPACK option changes, compiled fast
   model, sched = create_model(c), schedule_from_config(c)
   step = jax.jit(make_train_step(c, model, sched), compiler_options=perf.compiler_options())
   state, losses = create_train_state(c, model, jax.random.key(0)), []
