@@ -30,7 +30,11 @@ README = ROOT / "README.md"
 MAKEFILE = ROOT / "Makefile"
 # What a command's working folder links from the repository (README commands use these relative paths).
 LINKED = ("train.py", "sample.py", "configs", "scripts", "benchmarks", "jaxdiff")
-TIMEOUT_S = 300
+# per command; JAXDIFF_TEST_TIMEOUT_S raises it on a machine shared with other work
+TIMEOUT_S = int(os.environ.get("JAXDIFF_TEST_TIMEOUT_S", "300"))
+# Commands that are several runs in one (benchmarks/frontier.py --tiny trains two models, samples and scores
+# four cells) get a multiple of TIMEOUT_S.
+TIMEOUT_FACTOR = {"benchmarks/frontier.py": 3}
 
 # Tiny settings. Training: 2 steps at batch 16 of an 8-channel UNet (or a 32-wide MLP for the 2-D
 # configs), one sample grid at the end, no compilation cache; sampling: 3 steps.
@@ -50,19 +54,21 @@ TINY_MLP = {"model.hidden_dim": "32", "model.num_layers": "2"}
 MLP_CONFIGS = ("toy2d",)  # configs/<name>.py whose network is the MLP
 TINY_SAMPLES = 20
 TINY_SAMPLER_STEPS = 3
-# README placeholders (`--sampler=S --num_steps=N --guidance_scale=G --output=DIR`, `configs/<name>.py`).
-PLACEHOLDERS = {"S": "ddim", "N": "3", "G": "2", "DIR": "runs/digits/readme_samples"}
+# README placeholders (`--sampler=S --num_steps=N --guidance_scale=G --output=DIR` after a digits_edm
+# command, `--workdir=W` of a trained workdir, `configs/<name>.py`).
+PLACEHOLDERS = {"S": "ddim", "N": "3", "G": "2", "DIR": "runs/digits_edm/readme_samples", "W": "runs/digits"}
 NAME_PLACEHOLDER = ("<name>", "digits")
 
 # Commands that are not run, each with the reason (matched against the command as the README writes it).
 SKIPS = [
   (r"^make$", "names the tool in prose"),
   (r"^python -m jaxdiff\.evaluation$", "names the CLI in prose (its commands are in the Evaluation section)"),
+  (r"^python -m jaxdiff\.interop import$", "names the CLI in prose (its commands are in diffusers interop)"),
   (r"(^|/)pip |-m venv", "installs packages (network); the tests run inside the installed venv"),
   (r"^tfds ", "downloads a TFDS data set (network)"),
   (r"^gcloud ", "needs a Cloud TPU VM / bucket"),
   (r"gs://", "needs a Cloud Storage bucket (tests/test_paths.py runs a workdir on fsspec's in-memory store)"),
-  (r"-m pytest|^make (test|test-slow)$", "the test suite itself"),
+  (r"-m pytest|^make (test|test-slow|test-all)$", "the test suite itself"),
   (
     r"--dataset=fid|jaxdiff\.evaluation\.inception|jaxdiff\.evaluation\.fid_stats",
     "needs the FID Inception weights (a download) and TFDS CIFAR-10; --help is checked",
@@ -76,8 +82,12 @@ SKIPS = [
     "full-size training on TFDS data (not available offline); train.py is covered by the digits chain",
   ),
   (
-    r"benchmarks/run_all\.py",
+    r"benchmarks/(run_all|bench_\w+)\.py",
     "benchmarks take minutes to hours and need torch + diffusers; --help is checked",
+  ),
+  (
+    r"--vae=(SRC|sd-vae)",
+    "a pretrained SD-VAE (a download), or the CLI's synopsis with placeholders; --help is checked",
   ),
 ]
 # README commands that fail today for a reason outside this file, each with the fix: the test expects
@@ -239,7 +249,9 @@ def _set_flag(argv: list[str], name: str, value: str) -> None:
 def tiny(c: Command, ws: pathlib.Path) -> list[str]:
   """The command line to run: the README's, with tiny settings."""
   argv = [sys.executable] + list(c.argv[1:]) if c.argv[0] == "python" else list(c.argv)
-  if c.script == "train.py":
+  if c.script == "train.py" and not c.flag("config"):
+    pass  # resuming a workdir from its config.json: overrides need a config file, and none are needed
+  elif c.script == "train.py":
     mlp = any(f"configs/{name}.py" in (c.flag("config") or "") for name in MLP_CONFIGS)
     argv += [f"--config.{k}={v}" for k, v in {**TINY_TRAIN, **(TINY_MLP if mlp else TINY_UNET)}.items()]
   elif c.script == "sample.py":
@@ -253,6 +265,8 @@ def tiny(c: Command, ws: pathlib.Path) -> list[str]:
     argv += ["--train_steps=2", "--per_caption=1", "--scales=2", "--figure_scale=2", "--sr_samples=1"]
     argv += ["--completions=1", "--num_steps=3", "--resample=2", "--jump=1"]
     argv += [f"--config.{k}={v}" for k, v in {**TINY_TRAIN, **TINY_UNET}.items()]  # the digits configs
+  elif c.script == "benchmarks/frontier.py":
+    argv += ["--tiny", f"--out={ws / 'frontier_tiny'}"]  # never the repository's results and figures
   elif c.script == "scripts/train_digits_judge.py":
     _set_flag(argv, "out", str(ws / "digits_judge.msgpack"))  # never the shipped weights
     _set_flag(argv, "num_epochs", "1")
@@ -285,6 +299,11 @@ def expected_files(c: Command, ws: pathlib.Path) -> list[pathlib.Path]:
     ]
   if c.script == "scripts/train_digits_judge.py":
     return [ws / "digits_judge.msgpack"]
+  if c.script == "benchmarks/frontier.py":
+    out = ws / "frontier_tiny"
+    return [out / "results" / f"frontier_{p}.jsonl" for p in ("digits", "s_curve")] + [
+      out / "figures" / f"frontier_{p}.png" for p in ("digits", "s_curve")
+    ]
   return []
 
 
@@ -322,12 +341,29 @@ def known_bug(c: Command) -> str | None:
   return None
 
 
+# What a command run here must leave alone (the workspace links benchmarks/ and docs/ is beside it).
+REPOSITORY_OUTPUTS = (ROOT / "benchmarks" / "results", ROOT / "docs" / "figures")
+
+
+def _outputs_state() -> dict[str, tuple[int, int]]:
+  return {
+    str(p): (p.stat().st_size, p.stat().st_mtime_ns)
+    for folder in REPOSITORY_OUTPUTS
+    if folder.is_dir()
+    for p in folder.iterdir()
+  }
+
+
 def run_command(c: Command, ws: pathlib.Path, check: bool = True) -> str | int:
   argv = tiny(c, ws)
+  before = _outputs_state()
+  limit = TIMEOUT_S * TIMEOUT_FACTOR.get(c.script, 1)
   try:
-    out = subprocess.run(argv, cwd=ws, env=env(), capture_output=True, text=True, timeout=TIMEOUT_S)
+    out = subprocess.run(argv, cwd=ws, env=env(), capture_output=True, text=True, timeout=limit)
   except subprocess.TimeoutExpired:
-    pytest.fail(f"{c.source!r} ran past {TIMEOUT_S} s as {shlex.join(argv)}")
+    pytest.fail(f"{c.source!r} ran past {limit} s as {shlex.join(argv)}")
+  changed = sorted(set(_outputs_state().items()) ^ set(before.items()))
+  assert not changed, f"{c.source!r} wrote into the repository's results or figures: {changed}"
   log = out.stdout + out.stderr
   if not check:
     return out.returncode
@@ -343,7 +379,8 @@ def run_all(commands: list[Command], ws: pathlib.Path) -> None:
   """In order, training first (a README section may sample a workdir that another one trains);
   the KNOWN_README_BUGS are expected to fail (xfail at the end), and fail the test once they pass."""
   known = []
-  for c in sorted(commands, key=lambda c: c.script != "train.py"):
+  # training first (those naming a config before those resuming a workdir from its config.json)
+  for c in sorted(commands, key=lambda c: (c.script != "train.py", c.flag("config") is None)):
     reason = known_bug(c)
     if reason is None:
       run_command(c, ws)
