@@ -37,6 +37,7 @@ from collections.abc import Iterator, Sequence
 
 import pdoc
 import pdoc.doc
+from absl import flags
 
 __all__ = [
   "MODULES",
@@ -94,8 +95,6 @@ def _import_cli_module(name: str, tries: int = 16) -> None:
   """Import `name`. Command-line modules define their absl flags when imported, and two of them may
   define the same flag (`--workdir`, `--config`): a program imports one, the reference imports all.
   Here the earlier definition is dropped and the import retried (documentation process only)."""
-  from absl import flags
-
   for _ in range(tries):
     try:
       importlib.import_module(name)
