@@ -22,7 +22,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import jax
 import ml_collections
@@ -257,13 +257,6 @@ def _finish(out: str, plan: dict, shards: list[tuple[int, int, int]], pi: int, p
   manifest = {**plan, "shards": [{"file": shard_name(i), "start": a, "count": b - a} for i, a, b in shards]}
   fileio.atomic_write_text(fileio.join(out, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True) + "\n")
   return manifest
-
-
-def iterate_shards(out: str) -> Iterator[str]:
-  """The shard files present in `out`, in index order."""
-  return iter(
-    sorted(f for f in fileio.listdir(out) if f.startswith("shard-") and f.endswith(".array_record"))
-  )
 
 
 def decode_samples(
