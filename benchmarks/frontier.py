@@ -1,9 +1,10 @@
-"""The few-step frontier (issue 15): sample quality against network evaluations (NFE) for the DDPM-eps,
+"""The few-step frontier: sample quality against network evaluations (NFE) for the DDPM-eps,
 EDM and rectified-flow recipes, trained for the same number of steps with the same network.
 
     .venv/bin/python benchmarks/frontier.py                      # train (or reuse), sample, score, plot
     .venv/bin/python benchmarks/frontier.py --part=digits --recipes=digits
     .venv/bin/python benchmarks/frontier.py --plots_only          # tables and plots from the JSON lines
+    .venv/bin/python benchmarks/frontier.py --tiny                # every step at toy sizes, in a temporary folder
 
 For each recipe it trains `python train.py --config=configs/<recipe>.py --workdir=runs/frontier/<recipe>`
 (skipped when the workdir holds the final checkpoint; a partly trained workdir resumes), then for each
@@ -11,6 +12,10 @@ deterministic sampler and NFE target samples with `jaxdiff.bulk.generate` (what 
 recipe's own grid and scores the samples with `jaxdiff.evaluation`'s `evaluate_samples` (what
 `python -m jaxdiff.evaluation` runs). One JSON line per cell goes to
 benchmarks/results/frontier_<digits|s_curve>.jsonl; the plots go to docs/figures/frontier_*.png.
+
+`--tiny` checks that the whole pipeline runs (the slow test tier runs it): one recipe per part (DDPM-eps
+digits, flow S-curve), 2 training steps of a tiny network, NFE 3, two samplers, a few samples; workdirs, JSON lines and plots go to `--out` (default: a new
+temporary folder), never into benchmarks/results or docs/figures.
 
 NFE targets map to steps as: heun num_steps = (NFE + 1) // 2 (its actual NFE is 2n - 1), every other
 sampler num_steps = NFE. unipc runs at the config's order (2) unless --unipc_order says otherwise.
@@ -85,7 +90,52 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--figures", default=os.path.join(ROOT, "docs", "figures"))
   p.add_argument("--plots_only", action="store_true", help="only tables and plots from the JSON lines")
   p.add_argument("--no_train", action="store_true", help="never train: skip recipes that are not trained")
+  p.add_argument(
+    "--tiny",
+    action="store_true",
+    help="toy sizes (one recipe per part, 2 training steps of a tiny network, NFE 3, two samplers, few "
+    "samples) into --out",
+  )
+  p.add_argument("--out", default="", help="with --tiny: the folder for workdirs, results and plots")
   return p
+
+
+# --tiny: the settings that make every step of the frontier run in about a minute per part
+TINY = {
+  "recipes": "digits,toy2d_flow",  # a DDPM-eps chain (its grid choice too) and a flow model
+  "train_steps": 2,
+  "toy_train_steps": 2,
+  "nfe": "3",
+  "samplers": "first_order,dpmpp_2m",
+  "num_samples": 24,
+  "toy_num_samples": 64,
+  "ddpm_grid": "trailing",  # the spacing test (--ddpm_grid=auto) would add four cells
+}
+TINY_TRAIN_FLAGS = {
+  "train.batch_size": "16",
+  "train.log_every": "1",
+  "train.checkpoint_every": "2",
+  "train.sample_every": "0",
+  "train.compilation_cache_dir": "none",
+  "optim.warmup_steps": "0",
+}
+TINY_MODEL_FLAGS = {
+  "unet": {"model.base_channels": "8", "model.num_heads": "1", "model.num_groups": "4"},
+  "mlp": {"model.hidden_dim": "32", "model.num_layers": "2"},
+}
+
+
+def apply_tiny(args) -> None:
+  """--tiny: toy settings, and every output (workdirs, results, figures) under args.out."""
+  import tempfile
+
+  for name, value in TINY.items():
+    setattr(args, name, value)
+  args.out = os.path.abspath(args.out or tempfile.mkdtemp(prefix="frontier_tiny_"))
+  args.runs = os.path.join(args.out, "runs")
+  args.results = os.path.join(args.out, "results")
+  args.figures = os.path.join(args.out, "figures")
+  print(f"[frontier] --tiny: writing into {args.out}", flush=True)
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -98,14 +148,18 @@ def _trained(workdir: str, steps: int) -> bool:
   return any(name.isdigit() and int(name) >= steps for name in os.listdir(ckpt))
 
 
-def _train_command(recipe: str, workdir: str, steps: int) -> list[str]:
-  return [
+def _train_command(recipe: str, workdir: str, steps: int, tiny: bool = False) -> list[str]:
+  cmd = [
     sys.executable,
     os.path.join(ROOT, "train.py"),
     f"--config={os.path.join(ROOT, 'configs', recipe + '.py')}",
     f"--workdir={workdir}",
     f"--config.train.num_steps={steps}",
   ]
+  if tiny:
+    model = TINY_MODEL_FLAGS["mlp" if recipe.startswith("toy2d") else "unet"]
+    cmd += [f"--config.{k}={v}" for k, v in {**TINY_TRAIN_FLAGS, **model}.items()]
+  return cmd
 
 
 def _train_time(runs: str, recipe: str) -> float | None:
@@ -142,7 +196,7 @@ def train(args, recipe: str, steps: int) -> dict | None:
     if args.no_train:
       print(f"[frontier] {recipe}: not trained to {steps} steps; skipped (--no_train)", flush=True)
       return None
-    cmd = _train_command(recipe, workdir, steps)
+    cmd = _train_command(recipe, workdir, steps, tiny=args.tiny)
     print("[frontier] " + " ".join(cmd), flush=True)
     os.makedirs(args.runs, exist_ok=True)
     t0 = time.perf_counter()
@@ -245,6 +299,8 @@ def run_cell(
       error=None,
     )
   except Exception as e:  # one failing cell is a finding, not the end of the benchmark
+    if args.tiny:  # ... except in the check that every step runs
+      raise
     row.update(
       num_samples=num, error=f"{type(e).__name__}: {e}", sample_wall_s=round(time.perf_counter() - t0, 2)
     )
@@ -589,6 +645,12 @@ def report(args, part: str) -> None:
 def main(argv=None) -> int:
   args = _parser().parse_args(argv)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  if args.out and not args.tiny:
+    raise SystemExit(
+      "--out is the folder of a --tiny run; a full run writes to --runs, --results and --figures"
+    )
+  if args.tiny:
+    apply_tiny(args)
   parts = [p for p in args.part.split(",") if p]
   for part in parts:
     if part not in PARTS:
