@@ -17,8 +17,8 @@ from jaxdiff.bulk import SamplingError, check_shard, generate, labels_for, layou
 from jaxdiff.bulk.figures import grid_order
 from jaxdiff.bulk.sampler_options import grid_times
 from jaxdiff.bulk.settings import resolve_run
-from jaxdiff.bulk.shards import write_shard
 from jaxdiff.generation import sample_from_config
+from jaxdiff.shards import write_shard
 
 SHARD = 8
 
