@@ -276,7 +276,7 @@ def test_jaxdiff_only_features_are_refused_on_save():
     (dict(linear_attention_resolutions=(8,)), "linear_attention_resolutions"),
     (dict(context_dim=8), "context_dim"),
     (dict(resblock_updown=True), "resblock_updown"),
-    (dict(time_input="unit"), "time_input"),
+    (dict(time_input="log_sigma"), "time_input"),
   ]:
     model = UNet(base_channels=16, channel_mult=(1, 2), num_groups=8, **fields)
     with pytest.raises(ConfigError, match=name):
