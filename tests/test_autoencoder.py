@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from jaxdiff.errors import CheckpointError
+from jaxdiff.config_utils import load_config_file
+from jaxdiff.errors import CheckpointError, ConfigError
 from jaxdiff.interop import load_diffusers_vae, save_diffusers_vae
 from jaxdiff.models import AutoencoderKL
 from jaxdiff.models.autoencoder import decode_latents, denormalize_latents, encode_images, normalize_latents
@@ -222,3 +223,33 @@ def test_latent_normalisation_is_shift_then_scale_and_inverts():
   )
   np.testing.assert_allclose(normalize_latents(stats, z), (z - jnp.arange(16.0)) * 0.5 / 2.0, rtol=1e-6)
   np.testing.assert_allclose(denormalize_latents(stats, normalize_latents(stats, z)), z, atol=1e-5)
+
+
+def _tiny_vae_config(**train):
+  config = load_config_file("configs/digits_vae.py")
+  a = config.autoencoder
+  a.block_out_channels, a.norm_num_groups = (8, 16), 4
+  config.train.update(batch_size=16, num_steps=4, checkpoint_every=2, log_every=2, **train)
+  return config
+
+
+def test_autoencoder_training_resumes_to_the_same_weights_and_loads_from_its_workdir(tmp_path):
+  from jaxdiff.training.autoencoder_step import load_autoencoder, train_autoencoder
+
+  config = _tiny_vae_config()
+  straight = str(tmp_path / "straight")
+  record = train_autoencoder(config, straight)
+  assert record["step"] == 4 and record["scaling_factor"] > 0
+  resumed = str(tmp_path / "resumed")
+  assert train_autoencoder(config, resumed, stop_at_step=2)["step"] == 2
+  assert train_autoencoder(config, resumed)["step"] == 4
+  model, variables = load_autoencoder(straight)
+  model2, variables2 = load_autoencoder(resumed)
+  assert model.scaling_factor == pytest.approx(record["scaling_factor"]) and model.block_out_channels == (
+    8,
+    16,
+  )
+  for a, b in zip(jax.tree_util.tree_leaves(variables), jax.tree_util.tree_leaves(variables2)):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(ConfigError, match="neither a diffusers AutoencoderKL folder"):
+    load_autoencoder(str(tmp_path / "nothing"))
