@@ -185,6 +185,7 @@ def get_config() -> ml_collections.ConfigDict:
   s.guidance_schedule = ""  # a scale per step instead of guidance_scale: "linear:a,b" | "cosine:a,b" |
   #   "s1,s2,...,sn" (num_steps scales, the noisiest step first); "" = guidance_scale at every step
   s.clip_x0 = 1.0  # clip predicted x0 to [-c, c]; 0 disables
+  s.clipped_eps = True  # ddim with clip_x0: eps from the clipped x0 (False: the model's own, DDIMPipeline's)
   s.batch_size = 256
 
   # ---- one- and two-step models (jaxdiff.few_step) ----
