@@ -27,7 +27,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxdiff.errors import ConfigError
+from jaxdiff.errors import ConfigError, SamplingError
 
 __all__ = ["Conditioning"]
 
@@ -202,18 +202,18 @@ class Conditioning:
         cond["context"], cond["context_mask"] = context, mask
         uncond["context_mask"] = jnp.zeros_like(mask)  # all False: the null context
     elif context is not None or context_mask is not None:
-      raise ValueError(
+      raise SamplingError(
         "a context was given but the model has no cross-attention (config.model.context_dim = 0)"
       )
     if self.x_cond:
       if x_cond is None:
-        raise ValueError(
+        raise SamplingError(
           f"the model is conditioned on an image (config.model.cond_channels={self.cond_channels}): "
           "pass x_cond [num, H, W, C]"
         )
       cond["x_cond"] = jnp.asarray(x_cond, jnp.float32)  # shared by both branches
     elif x_cond is not None:
-      raise ValueError(
+      raise SamplingError(
         "x_cond was given but the model takes no conditioning image (config.model.cond_channels = 0)"
       )
     return cond, uncond

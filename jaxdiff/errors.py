@@ -25,6 +25,7 @@ __all__ = [
   "DataError",
   "DatasetNotFoundError",
   "SamplingError",
+  "ArgumentError",
   "MissingDependencyError",
   "USER_ERRORS",
   "BUG_REPORT",
@@ -70,6 +71,11 @@ class DatasetNotFoundError(DataError):
 
 class SamplingError(JaxdiffError, ValueError):
   """Invalid sampling settings or inputs (sampler options, shapes, conditioning)."""
+
+
+class ArgumentError(JaxdiffError, ValueError):
+  """An argument of a library function is out of range, of the wrong shape or type, or an invalid
+  combination (the functional API's counterpart of ConfigError)."""
 
 
 class MissingDependencyError(JaxdiffError, ImportError):

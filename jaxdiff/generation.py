@@ -70,7 +70,7 @@ def sampling_grid(
     return {"spacing": overrides.get("spacing") or config.sample.spacing} if proc.discrete else {}
   if grid in grids.SPACINGS:
     if not proc.discrete:
-      raise ValueError(f"grid={grid!r} is a spacing of discrete chains; this run's process is continuous.")
+      raise SamplingError(f"grid={grid!r} is a spacing of discrete chains; this run's process is continuous.")
     return {"spacing": grid}
   if grid == "karras":
     lo, hi = _ratio_ends(proc)
@@ -87,7 +87,7 @@ def sampling_grid(
     shift = s["shift"] if s["shift"] > 0 else float(config.diffusion.flow_shift)
     levels = grids.flow(n, shift)
     return {"ts": grids.to_times(proc, levels / (1.0 - levels + 1.0 / RATIO_LIMIT))}
-  raise ValueError(
+  raise SamplingError(
     f"unknown grid {grid!r}; choose one of '', karras, logsnr, uniform, flow, {grids.SPACINGS}."
   )
 
@@ -96,7 +96,7 @@ def _floats(text: str, what: str) -> list[float]:
   try:
     return [float(p) for p in text.replace(" ", "").split(",") if p != ""]
   except ValueError:
-    raise ValueError(f"{what}={text!r}: expected comma-separated numbers.") from None
+    raise SamplingError(f"{what}={text!r}: expected comma-separated numbers.") from None
 
 
 def parse_guidance_interval(spec: Any) -> tuple[float, float] | None:
@@ -106,7 +106,7 @@ def parse_guidance_interval(spec: Any) -> tuple[float, float] | None:
     return None
   vals = _floats(spec, "guidance_interval") if isinstance(spec, str) else [float(v) for v in spec]
   if len(vals) != 2 or any(np.isnan(vals)) or vals[0] > vals[1]:
-    raise ValueError(
+    raise SamplingError(
       f"guidance_interval={spec!r}: give 'lo,hi' with lo <= hi in the process's time "
       "(timesteps on a vp chain, t in [0, 1] for vpsde / cosine / flow, sigma for edm)."
     )
@@ -125,7 +125,7 @@ def parse_guidance_schedule(spec: Any, num_steps: int) -> np.ndarray | None:
     kind = kind.strip().lower()
     ends = _floats(rest, f"guidance_schedule {kind}")
     if kind not in ("linear", "cosine") or len(ends) != 2:
-      raise ValueError(
+      raise SamplingError(
         f"guidance_schedule={spec!r}: use 'linear:a,b', 'cosine:a,b' or {n} comma-separated scales."
       )
     ramp = np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(1)
@@ -135,12 +135,12 @@ def parse_guidance_schedule(spec: Any, num_steps: int) -> np.ndarray | None:
   else:
     out = np.asarray(_floats(spec, "guidance_schedule") if isinstance(spec, str) else spec, np.float64)
     if out.ndim != 1 or out.shape[0] != n:
-      raise ValueError(
+      raise SamplingError(
         f"guidance_schedule={spec!r} has {out.size} scale(s) but the run has {n} steps: give {n} "
         "comma-separated scales, or 'linear:a,b' / 'cosine:a,b'."
       )
   if not np.all(np.isfinite(out)):
-    raise ValueError(f"guidance_schedule={spec!r} contains NaN or Inf.")
+    raise SamplingError(f"guidance_schedule={spec!r} contains NaN or Inf.")
   return np.asarray(out, np.float32)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from jaxdiff.errors import ArgumentError
 from jaxdiff.fileio import atomic_write
 
 __all__ = [
@@ -50,11 +51,11 @@ def _as_nhwc(images: Any) -> np.ndarray:
   if arr.ndim == 3:
     arr = arr[..., None]
   if arr.ndim != 4:
-    raise ValueError(f"expected images as [N, H, W, C] (or [N, H, W] grayscale), got shape {arr.shape}")
+    raise ArgumentError(f"expected images as [N, H, W, C] (or [N, H, W] grayscale), got shape {arr.shape}")
   if arr.shape[-1] not in (1, 3, 4):
-    raise ValueError(f"expected 1 (grayscale), 3 (RGB) or 4 (RGBA) channels, got shape {arr.shape}")
+    raise ArgumentError(f"expected 1 (grayscale), 3 (RGB) or 4 (RGBA) channels, got shape {arr.shape}")
   if arr.shape[0] == 0:
-    raise ValueError("cannot make a grid of zero images")
+    raise ArgumentError("cannot make a grid of zero images")
   return arr
 
 
@@ -70,9 +71,9 @@ def make_grid(images: Any, nrow: int | None = None, padding: int = 1, pad_value:
   if nrow is None:
     nrow = int(math.ceil(math.sqrt(n)))
   if nrow < 1:
-    raise ValueError(f"nrow must be >= 1, got {nrow}")
+    raise ArgumentError(f"nrow must be >= 1, got {nrow}")
   if padding < 0:
-    raise ValueError(f"padding must be >= 0, got {padding}")
+    raise ArgumentError(f"padding must be >= 0, got {padding}")
   nrow = min(nrow, n)
   rows = int(math.ceil(n / nrow))
   grid = np.full(
@@ -88,7 +89,7 @@ def make_grid(images: Any, nrow: int | None = None, padding: int = 1, pad_value:
 def upscale_nearest(images: Any, factor: int) -> np.ndarray:
   """Enlarges NHWC (or NHW) images by an integer factor with nearest neighbour (pixel blocks)."""
   if factor < 1:
-    raise ValueError(f"upscale factor must be >= 1, got {factor}")
+    raise ArgumentError(f"upscale factor must be >= 1, got {factor}")
   arr = _as_nhwc(images)
   if factor == 1:
     return arr
@@ -102,7 +103,7 @@ def save_png(array: Any, path: str) -> str:
   if arr.ndim == 3 and arr.shape[-1] == 1:
     arr = arr[..., 0]
   if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
-    raise ValueError(f"save_png expects [H, W] or [H, W, 1|3|4], got shape {arr.shape}")
+    raise ArgumentError(f"save_png expects [H, W] or [H, W, 1|3|4], got shape {arr.shape}")
   image = Image.fromarray(np.ascontiguousarray(arr))
   return atomic_write(path, lambda f: image.save(f, format="PNG"))
 
@@ -151,10 +152,10 @@ def save_scatter(
 
   pts = np.asarray(points, dtype=np.float64)
   if pts.ndim != 2 or pts.shape[1] != 2:
-    raise ValueError(f"save_scatter expects points of shape [N, 2], got {pts.shape}")
+    raise ArgumentError(f"save_scatter expects points of shape [N, 2], got {pts.shape}")
   ref = None if reference is None else np.asarray(reference, dtype=np.float64)
   if ref is not None and (ref.ndim != 2 or ref.shape[1] != 2):
-    raise ValueError(f"reference must have shape [M, 2], got {ref.shape}")
+    raise ArgumentError(f"reference must have shape [M, 2], got {ref.shape}")
 
   fig = Figure(figsize=(5, 5), dpi=100)
   FigureCanvasAgg(fig)
@@ -165,7 +166,7 @@ def save_scatter(
   if labels is not None:
     lab = np.asarray(labels).reshape(-1)
     if lab.shape[0] != pts.shape[0]:
-      raise ValueError(f"{lab.shape[0]} labels for {pts.shape[0]} points")
+      raise ArgumentError(f"{lab.shape[0]} labels for {pts.shape[0]} points")
     ax.scatter(pts[:, 0], pts[:, 1], s=size, c=lab, cmap="tab10", vmin=0, vmax=9, linewidths=0)
   else:
     ax.scatter(pts[:, 0], pts[:, 1], s=size, c="tab:red", linewidths=0)

@@ -15,6 +15,8 @@ import flax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdiff.errors import ArgumentError
+
 __all__ = [
   "Schedule",
   "from_betas",
@@ -57,18 +59,18 @@ class Schedule:
 def _check_betas(betas: np.ndarray, allow_terminal_one: bool = False) -> np.ndarray:
   betas = np.asarray(betas, dtype=np.float64)
   if betas.ndim != 1:
-    raise ValueError(f"betas must be a 1-D array of per-timestep noise levels, got shape {betas.shape}.")
+    raise ArgumentError(f"betas must be a 1-D array of per-timestep noise levels, got shape {betas.shape}.")
   if betas.shape[0] < 1:
-    raise ValueError("A schedule needs at least one timestep (T >= 1); got an empty betas array.")
+    raise ArgumentError("A schedule needs at least one timestep (T >= 1); got an empty betas array.")
   if not np.all(np.isfinite(betas)):
-    raise ValueError("betas contain NaN or Inf.")
+    raise ArgumentError("betas contain NaN or Inf.")
   body = betas[:-1] if allow_terminal_one else betas
   bad = np.nonzero((body <= 0.0) | (body >= 1.0))[0]
   if allow_terminal_one and not (0.0 < betas[-1] <= 1.0):
     bad = np.append(bad, betas.shape[0] - 1)
   if bad.size:
     i = int(bad[0])
-    raise ValueError(
+    raise ArgumentError(
       f"betas must lie in the open interval (0, 1); betas[{i}] = {betas[i]!r} "
       f"({bad.size} value(s) out of range). Check beta_start/beta_end or the custom betas."
     )
@@ -81,7 +83,7 @@ def _build(betas: np.ndarray, allow_terminal_one: bool = False) -> Schedule:
   alphas = 1.0 - betas
   ac = np.cumprod(alphas)
   if np.any(np.diff(ac) >= 0) or ac[0] >= 1.0:
-    raise ValueError("alphas_cumprod must be strictly decreasing (every beta in (0, 1)); it is not.")
+    raise ArgumentError("alphas_cumprod must be strictly decreasing (every beta in (0, 1)); it is not.")
   ac_prev = np.append(1.0, ac[:-1])
   with np.errstate(divide="ignore"):
     one_minus = 1.0 - ac
@@ -116,7 +118,7 @@ def _build(betas: np.ndarray, allow_terminal_one: bool = False) -> Schedule:
 
 def _check_T(T: Any) -> int:
   if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
-    raise ValueError(f"num_timesteps T must be an integer >= 1, got {T!r}.")
+    raise ArgumentError(f"num_timesteps T must be an integer >= 1, got {T!r}.")
   return int(T)
 
 
@@ -135,7 +137,7 @@ def quadratic(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> Sched
   """sqrt(beta) evenly spaced (diffusers' "scaled_linear", as in latent diffusion)."""
   T = _check_T(T)
   if beta_start < 0 or beta_end < 0:
-    raise ValueError(f"quadratic schedule needs beta_start, beta_end >= 0; got {beta_start}, {beta_end}.")
+    raise ArgumentError(f"quadratic schedule needs beta_start, beta_end >= 0; got {beta_start}, {beta_end}.")
   return _build(np.linspace(math.sqrt(beta_start), math.sqrt(beta_end), T, dtype=np.float64) ** 2)
 
 
@@ -149,7 +151,7 @@ def sigmoid(
   """
   T = _check_T(T)
   if not start < end:
-    raise ValueError(f"sigmoid schedule needs start < end, got start={start}, end={end}.")
+    raise ArgumentError(f"sigmoid schedule needs start < end, got start={start}, end={end}.")
   ramp = np.linspace(start, end, T, dtype=np.float64)
   return _build(beta_start + (beta_end - beta_start) / (1.0 + np.exp(-ramp)))
 
@@ -158,9 +160,9 @@ def cosine(T: int, s: float = 0.008, max_beta: float = 0.999) -> Schedule:
   """Improved DDPM's cosine schedule: alpha_bar(t) = cos^2((t/T + s)/(1 + s) * pi/2), betas clipped at max_beta."""
   T = _check_T(T)
   if not 0.0 < max_beta < 1.0:
-    raise ValueError(f"max_beta must be in (0, 1), got {max_beta}.")
+    raise ArgumentError(f"max_beta must be in (0, 1), got {max_beta}.")
   if s < 0:
-    raise ValueError(f"cosine offset s must be >= 0, got {s}.")
+    raise ArgumentError(f"cosine offset s must be >= 0, got {s}.")
   steps = np.arange(T + 1, dtype=np.float64) / T
   f = np.cos((steps + s) / (1.0 + s) * math.pi / 2.0) ** 2
   betas = np.minimum(1.0 - f[1:] / f[:-1], max_beta)
@@ -174,7 +176,7 @@ def rescale_zero_terminal_snr(schedule: Schedule) -> Schedule:
   models with `prediction="v"`: eps prediction cannot recover x0 where alpha_bar = 0.
   """
   if schedule.num_timesteps < 2:
-    raise ValueError("rescale_zero_terminal_snr needs at least 2 timesteps.")
+    raise ArgumentError("rescale_zero_terminal_snr needs at least 2 timesteps.")
   betas = np.asarray(schedule.betas, dtype=np.float64)
   s = np.sqrt(np.cumprod(1.0 - betas))
   s0, sT = s[0], s[-1]
@@ -192,6 +194,6 @@ def get_schedule(name: str, T: int, **kwargs: Any) -> Schedule:
   """
   makers = {"linear": linear, "cosine": cosine, "sigmoid": sigmoid, "quadratic": quadratic}
   if name not in makers:
-    raise ValueError(f"Unknown schedule {name!r}; choose one of {sorted(makers)}.")
+    raise ArgumentError(f"Unknown schedule {name!r}; choose one of {sorted(makers)}.")
   params = inspect.signature(makers[name]).parameters
   return makers[name](T, **{k: v for k, v in kwargs.items() if k in params})

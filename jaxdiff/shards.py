@@ -98,7 +98,7 @@ def write_shard(
   sample array (default `sample_dtype(kind)`; float32 stores images as the model's values)."""
   n = end - start
   if len(data) != n or len(labels) != n:
-    raise ValueError(f"shard [{start}, {end}) needs {n} samples, got {len(data)} and {len(labels)} labels")
+    raise DataError(f"shard [{start}, {end}) needs {n} samples, got {len(data)} and {len(labels)} labels")
   data = np.ascontiguousarray(data, sample_dtype(kind) if dtype is None else dtype)
   index = np.arange(start, end, dtype=np.int64)
   arrays = {kind: data, "labels": np.asarray(labels, np.int32), "index": index}

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdiff.diffusion import check_prediction, extract, learned_log_variance, q_posterior, to_x0_eps
+from jaxdiff.errors import ArgumentError
 from jaxdiff.gaussian import discretized_gaussian_log_likelihood, normal_kl
 from jaxdiff.schedules import Schedule
 
@@ -80,7 +81,7 @@ def _p_mean_logvar(model_fn, schedule, spec: _Spec, x_t, t, cond):
   out = model_fn(x_t, t, **cond).astype(jnp.float32)
   if spec.variance == "learned_range":
     if out.shape[-1] != 2 * channels:
-      raise ValueError(
+      raise ArgumentError(
         f"variance='learned_range' needs a model output with 2 x {channels} channels "
         f"(prediction, variance), got {out.shape[-1]}"
       )
@@ -187,19 +188,19 @@ def vlb_terms(
   """
   check_prediction(prediction)
   if variance not in VARIANCES:
-    raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
+    raise ArgumentError(f"variance must be one of {VARIANCES}, got {variance!r}")
   if num_bins < 2:
-    raise ValueError(f"num_bins must be >= 2, got {num_bins}")
+    raise ArgumentError(f"num_bins must be >= 2, got {num_bins}")
   if num_kl_timesteps is not None and int(num_kl_timesteps) < 1:
-    raise ValueError(f"num_kl_timesteps must be None (all) or >= 1, got {num_kl_timesteps}")
+    raise ArgumentError(f"num_kl_timesteps must be None (all) or >= 1, got {num_kl_timesteps}")
   if not hasattr(x0, "shape") or len(x0.shape) < 2:
-    raise ValueError(
+    raise ArgumentError(
       f"x0 must be a batch [B, ...] of at least 2 dimensions, got shape {getattr(x0, 'shape', None)}"
     )
   if not isinstance(x0, jax.core.Tracer):
     arr = np.asarray(x0)
     if not np.all(np.isfinite(arr)) or arr.min() < -1.0 - 1e-5 or arr.max() > 1.0 + 1e-5:
-      raise ValueError(
+      raise ArgumentError(
         f"x0 must lie in [-1, 1] (8-bit data mapped by u / 127.5 - 1); got values in "
         f"[{arr.min():.4g}, {arr.max():.4g}]"
       )

@@ -8,6 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxdiff.errors import ArgumentError, ConfigError
 from jaxdiff.processes import RectifiedFlow, as_process
 
 __all__ = ["flow_process", "per_example", "expand", "conditional_mask", "guided_velocity"]
@@ -17,7 +18,7 @@ def flow_process(process: Any, method: str) -> RectifiedFlow:
   """The process as a RectifiedFlow, or a ValueError naming the method and the fix."""
   proc = as_process(process)
   if not isinstance(proc, RectifiedFlow):
-    raise ValueError(
+    raise ConfigError(
       f"{method} is defined on the rectified-flow process (x_t = (1 - t) x0 + t eps), not "
       f"{type(proc).__name__}; use jaxdiff.RectifiedFlow() (config.diffusion.process = 'flow')."
     )
@@ -53,7 +54,9 @@ def guided_velocity(velocity_at, x_t, v, cond, uncond, batch: int, omega: float,
     return v
   missing = sorted(set(uncond) - set(cond))
   if missing:
-    raise ValueError(f"uncond has entries {missing} that cond lacks; give both branches the same keywords.")
+    raise ArgumentError(
+      f"uncond has entries {missing} that cond lacks; give both branches the same keywords."
+    )
   u_null = jax.lax.stop_gradient(velocity_at({**cond, **uncond}))
   field = omega * v + (1.0 - omega - kappa) * u_null
   if kappa:

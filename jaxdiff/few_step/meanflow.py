@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxdiff.errors import ConfigError
 from jaxdiff.few_step.common import expand, flow_process, guided_velocity, per_example
 from jaxdiff.few_step.times import meanflow_times
 
@@ -66,7 +67,7 @@ def meanflow_loss(
   """
   flow_process(process, "the MeanFlow loss")
   if velocity not in VELOCITIES:
-    raise ValueError(f"velocity must be one of {VELOCITIES}, got {velocity!r}.")
+    raise ConfigError(f"velocity must be one of {VELOCITIES}, got {velocity!r}.")
   cond = dict(cond or {})
   batch = x0.shape[0]
   k_t, k_noise = jax.random.split(key)

@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxdiff.errors import ConfigError
 from jaxdiff.few_step.common import expand, flow_process, per_example
 from jaxdiff.few_step.times import shortcut_times
 
@@ -50,7 +51,7 @@ def shortcut_loss(
   forward pass. `velocity_fn(x_t, t)` replaces eps - x0 as the d = 0 target (e.g. the exact one)."""
   flow_process(process, "the shortcut loss")
   if not 0.0 <= fraction <= 1.0:
-    raise ValueError(f"fraction must be in [0, 1], got {fraction!r}.")
+    raise ConfigError(f"fraction must be in [0, 1], got {fraction!r}.")
   cond = dict(cond or {})
   batch = x0.shape[0]
   n_sc = int(round(batch * fraction))

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdiff.errors import ArgumentError, ConfigError
 from jaxdiff.models.layers import AttentionBlock, Downsample, GroupNorm, Upsample, conv3x3
 
 __all__ = [
@@ -198,7 +199,7 @@ class AutoencoderKL(nn.Module):
 
   def setup(self) -> None:
     if not self.block_out_channels:
-      raise ValueError("AutoencoderKL.block_out_channels needs at least one level")
+      raise ArgumentError("AutoencoderKL.block_out_channels needs at least one level")
     self.encoder = Encoder(latent_channels=self.latent_channels, **self._parts())
     self.decoder = Decoder(out_channels=self.out_channels, **self._parts())
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -233,7 +234,7 @@ def latent_shape(model: AutoencoderKL, image_size: int) -> tuple[int, int, int]:
   """(height, width, channels) of the latent of a square image of ``image_size`` pixels."""
   f = model.downsample_factor
   if image_size % f:
-    raise ValueError(
+    raise ConfigError(
       f"image size {image_size} is not divisible by the autoencoder's downsampling factor {f} "
       f"({len(model.block_out_channels)} levels)"
     )

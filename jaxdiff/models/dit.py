@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdiff.conditioning import Conditioning
-from jaxdiff.errors import ConfigError
+from jaxdiff.errors import ArgumentError, ConfigError
 from jaxdiff.models.layers import (
   FIXED_TIME_EMBEDDINGS,
   FOURIER_SCALE,
@@ -332,9 +332,9 @@ class DiT(nn.Module):
 
   def _check(self, x: Array) -> None:
     if x.ndim != 4:
-      raise ValueError(f"DiT expects NHWC images [B, H, W, C], got shape {x.shape}")
+      raise ConfigError(f"DiT expects NHWC images [B, H, W, C], got shape {x.shape}")
     if self.in_channels > 0 and x.shape[-1] != self.in_channels:
-      raise ValueError(
+      raise ConfigError(
         f"model.in_channels={self.in_channels} but the input has {x.shape[-1]} channels (shape {x.shape})"
       )
     p = self.patch_size
@@ -358,7 +358,7 @@ class DiT(nn.Module):
     so XL/2 is counted in milliseconds. ``channels`` defaults to ``in_channels``."""
     channels = self.in_channels if channels is None else channels
     if channels is None or channels < 1:
-      raise ValueError("DiT.param_count needs the input channels (channels=, or the model's in_channels)")
+      raise ArgumentError("DiT.param_count needs the input channels (channels=, or the model's in_channels)")
     h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
     cond = Conditioning(
       num_classes=self.num_classes,
@@ -428,7 +428,7 @@ class DiT(nn.Module):
         **kw,
       )(context, context_mask, batch)
     elif context is not None or context_mask is not None:
-      raise ValueError("a context was given but the network has no cross-attention (model.context_dim = 0)")
+      raise ConfigError("a context was given but the network has no cross-attention (model.context_dim = 0)")
 
     # Patchify (a p x p conv with stride p) and add the fixed position table.
     h = with_self_condition(x, x_self_cond, self.self_condition)

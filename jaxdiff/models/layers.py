@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdiff.errors import ArgumentError, ConfigError
+
 Dtype = Any
 Array = jax.Array
 
@@ -37,10 +39,10 @@ def timestep_embedding(
   zero-padded by one column when ``dim`` is odd. Pure: it jits, vmaps and differentiates.
   """
   if dim < 4:
-    raise ValueError(f"timestep_embedding needs dim >= 4 (two frequencies), got {dim}")
+    raise ArgumentError(f"timestep_embedding needs dim >= 4 (two frequencies), got {dim}")
   t = jnp.asarray(t, jnp.float32)
   if t.ndim != 1:
-    raise ValueError(f"timestep_embedding expects t of shape [batch], got {t.shape}")
+    raise ArgumentError(f"timestep_embedding expects t of shape [batch], got {t.shape}")
   half = dim // 2
   freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / (half - freq_shift))
   args = t[:, None] * freqs[None, :]
@@ -76,11 +78,11 @@ def check_time_embedding(
   not one of ``embeddings`` (the ones a network offers), or the pair does not go together (a
   learned table is indexed by integer timesteps, so it needs ``time_input="index"``)."""
   if time_input not in TIME_INPUTS:
-    raise ValueError(f"model.time_input must be one of {TIME_INPUTS}, got {time_input!r}")
+    raise ConfigError(f"model.time_input must be one of {TIME_INPUTS}, got {time_input!r}")
   if time_embedding not in embeddings:
-    raise ValueError(f"model.time_embedding must be one of {embeddings}, got {time_embedding!r}")
+    raise ConfigError(f"model.time_embedding must be one of {embeddings}, got {time_embedding!r}")
   if time_embedding == "learned" and time_input != "index":
-    raise ValueError(
+    raise ConfigError(
       f"model.time_embedding='learned' is a table over integer timesteps and needs model.time_input='index', "
       f"got model.time_input={time_input!r}; continuous time takes 'sinusoidal' or 'fourier'"
     )
@@ -102,10 +104,10 @@ def fourier_embedding(x: Array, dim: int, scale: float = FOURIER_SCALE) -> Array
   a checkpoint needs nothing beyond its parameters. (JAX's own random bits changed in 0.5.)
   """
   if dim < 2:
-    raise ValueError(f"fourier_embedding needs dim >= 2 (one frequency), got {dim}")
+    raise ArgumentError(f"fourier_embedding needs dim >= 2 (one frequency), got {dim}")
   x = jnp.asarray(x, jnp.float32)
   if x.ndim != 1:
-    raise ValueError(f"fourier_embedding expects x of shape [batch], got {x.shape}")
+    raise ArgumentError(f"fourier_embedding expects x of shape [batch], got {x.shape}")
   args = x[:, None] * jnp.asarray(_fourier_frequencies(dim // 2, float(scale)))[None, :]
   emb = jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
   if dim % 2:
@@ -276,7 +278,7 @@ class Downsample(nn.Module):
   def __call__(self, x: Array) -> Array:
     if self.use_conv:
       if self.padding not in (0, 1):
-        raise ValueError(f"model.downsample_padding must be 0 or 1, got {self.padding!r}")
+        raise ConfigError(f"model.downsample_padding must be 0 or 1, got {self.padding!r}")
       pad = ((1, 1), (1, 1)) if self.padding == 1 else ((0, 1), (0, 1))
       return conv3x3(self.channels, self.dtype, self.param_dtype, "conv", strides=2, padding=pad)(x)
     return avg_pool2(x)
@@ -330,7 +332,7 @@ class ResBlock(nn.Module):
     elif self.resample == "up":
       h, x = upsample_nearest(h), upsample_nearest(x)
     elif self.resample is not None:
-      raise ValueError(f"ResBlock.resample must be None, 'down' or 'up', got {self.resample!r}")
+      raise ArgumentError(f"ResBlock.resample must be None, 'down' or 'up', got {self.resample!r}")
     h = conv3x3(self.out_channels, self.dtype, self.param_dtype, "conv_1")(h)
 
     width = 2 * self.out_channels if self.use_scale_shift_norm else self.out_channels
@@ -353,10 +355,10 @@ def _heads(channels: int, num_heads: int, head_dim: int) -> tuple[int, int]:
   """(heads, channels per head): ``head_dim > 0`` wins over ``num_heads``."""
   if head_dim > 0:
     if channels % head_dim:
-      raise ValueError(f"model.head_dim={head_dim} does not divide {channels} channels")
+      raise ConfigError(f"model.head_dim={head_dim} does not divide {channels} channels")
     return channels // head_dim, head_dim
   if num_heads < 1 or channels % num_heads:
-    raise ValueError(f"model.num_heads={num_heads} does not divide {channels} channels")
+    raise ConfigError(f"model.num_heads={num_heads} does not divide {channels} channels")
   return num_heads, channels // num_heads
 
 
@@ -389,7 +391,7 @@ class MultiHeadAttention(nn.Module):
     b, l, _ = inputs_q.shape
     s = inputs_kv.shape[1]
     if mask is not None and tuple(mask.shape) != (b, s):
-      raise ValueError(f"attention mask must have shape [batch, keys] = {(b, s)}, got {mask.shape}")
+      raise ArgumentError(f"attention mask must have shape [batch, keys] = {(b, s)}, got {mask.shape}")
     q = dense(self.channels, "query")(inputs_q).reshape(b, l, heads, dim)
     k = dense(self.channels, "key")(inputs_kv).reshape(b, s, heads, dim)
     v = dense(self.channels, "value")(inputs_kv).reshape(b, s, heads, dim)
@@ -411,7 +413,7 @@ def dot_product_attention(
   falls back to XLA whenever cuDNN refuses; ``"xla"`` or ``"cudnn"`` force one."""
   impl = implementation
   if impl not in ("auto", "xla", "cudnn"):
-    raise ValueError(f"attention implementation must be auto, xla or cudnn, got {impl!r}")
+    raise ArgumentError(f"attention implementation must be auto, xla or cudnn, got {impl!r}")
   if impl == "auto":
     half = q.dtype in (jnp.bfloat16, jnp.float16)
     if jax.default_backend() == "gpu" and half and q.shape[-1] % 8 == 0 and q.shape[-1] <= 128:
@@ -577,9 +579,9 @@ class ContextWithNull(nn.Module):
   @nn.compact
   def __call__(self, context: Array | None, context_mask: Array | None, batch: int) -> tuple[Array, Array]:
     if self.null not in CONTEXT_NULLS:
-      raise ValueError(f"model.context_null must be one of {CONTEXT_NULLS}, got {self.null!r}")
+      raise ConfigError(f"model.context_null must be one of {CONTEXT_NULLS}, got {self.null!r}")
     if self.null_length < 1:
-      raise ValueError(f"model.context_null_length must be >= 1, got {self.null_length}")
+      raise ConfigError(f"model.context_null_length must be >= 1, got {self.null_length}")
     shape = (self.null_length, self.dim)
     if self.null == "learned":
       null = self.param("null_context", nn.initializers.normal(self.dim**-0.5), shape, self.param_dtype)
@@ -588,12 +590,12 @@ class ContextWithNull(nn.Module):
     null = jnp.broadcast_to(null.astype(self.dtype)[None], (batch,) + shape)
     if context is None:
       if context_mask is not None:
-        raise ValueError("context_mask was given without a context")
+        raise ArgumentError("context_mask was given without a context")
       return null, jnp.ones((batch, self.null_length), bool)
     context = jnp.asarray(context)
     if self.vocab > 0:
       if context.ndim != 2 or context.shape[0] != batch or not jnp.issubdtype(context.dtype, jnp.integer):
-        raise ValueError(
+        raise ConfigError(
           f"this model embeds context tokens (model.context_vocab={self.vocab}): "
           f"context must be int [batch={batch}, length], got {context.dtype} "
           f"{context.shape}"
@@ -604,7 +606,7 @@ class ContextWithNull(nn.Module):
       )(jnp.maximum(context, 0))
     else:
       if context.ndim != 3 or context.shape[0] != batch or context.shape[2] != self.dim:
-        raise ValueError(
+        raise ConfigError(
           f"context must have shape [batch={batch}, length, model.context_dim="
           f"{self.dim}], got {context.shape}"
         )
@@ -613,7 +615,7 @@ class ContextWithNull(nn.Module):
     if context_mask is not None:
       context_mask = jnp.asarray(context_mask)
       if tuple(context_mask.shape) != tuple(context.shape[:2]):
-        raise ValueError(
+        raise ArgumentError(
           f"context_mask must have shape [batch, length] = {context.shape[:2]}, got {context_mask.shape}"
         )
       valid = valid & context_mask.astype(bool)
@@ -627,19 +629,19 @@ def with_image_condition(h: Array, x_cond: Array | None, cond_channels: int) -> 
   axis (SR3 / Palette): required when ``cond_channels > 0``, an error otherwise."""
   if cond_channels <= 0:
     if x_cond is not None:
-      raise ValueError(
+      raise ConfigError(
         "x_cond was given but the network takes no conditioning image (model.cond_channels = 0)"
       )
     return h
   if x_cond is None:
-    raise ValueError(
+    raise ConfigError(
       f"this network is conditioned on an image (model.cond_channels="
       f"{cond_channels}): pass x_cond of shape [batch, H, W, {cond_channels}]"
     )
   x_cond = jnp.asarray(x_cond)
   want = tuple(h.shape[:3]) + (cond_channels,)
   if tuple(x_cond.shape) != want:
-    raise ValueError(f"x_cond must have shape {want}, got {x_cond.shape}")
+    raise ArgumentError(f"x_cond must have shape {want}, got {x_cond.shape}")
   return jnp.concatenate([h, x_cond.astype(h.dtype)], axis=-1)
 
 
@@ -648,7 +650,7 @@ def broadcast_timesteps(t: Array, batch: int) -> Array:
   Float values are kept (fractional timesteps are valid for the sinusoidal embedding)."""
   t = jnp.asarray(t)
   if t.ndim > 1 or (t.ndim == 1 and t.shape[0] not in (1, batch)):
-    raise ValueError(f"t must be a scalar or of shape [{batch}], got shape {t.shape}")
+    raise ArgumentError(f"t must be a scalar or of shape [{batch}], got shape {t.shape}")
   return jnp.broadcast_to(t.astype(jnp.float32), (batch,))
 
 
@@ -664,7 +666,7 @@ def time_gap(t: Array, r: Array | None, batch: int, second_time: bool) -> Array 
   None for a one-time network, which refuses an ``r``."""
   if not second_time:
     if r is not None:
-      raise ValueError(
+      raise ConfigError(
         "r (the time a step lands on) was given to a one-time network; set model.second_time=True"
       )
     return None
@@ -678,15 +680,15 @@ def resolve_labels(y: Array | None, batch: int, num_classes: int) -> Array | Non
   (classifier-free guidance). Labels given to an unconditional network are an error."""
   if num_classes <= 0:
     if y is not None:
-      raise ValueError("labels y were given but the network is unconditional (model.num_classes = 0)")
+      raise ConfigError("labels y were given but the network is unconditional (model.num_classes = 0)")
     return None
   if y is None:
     return jnp.full((batch,), num_classes, jnp.int32)
   y = jnp.asarray(y)
   if y.shape != (batch,):
-    raise ValueError(f"labels y must have shape [{batch}], got {y.shape}")
+    raise ArgumentError(f"labels y must have shape [{batch}], got {y.shape}")
   if not jnp.issubdtype(y.dtype, jnp.integer):
-    raise ValueError(f"labels y must be integers, got dtype {y.dtype}")
+    raise ArgumentError(f"labels y must be integers, got dtype {y.dtype}")
   return y.astype(jnp.int32)
 
 
@@ -694,10 +696,10 @@ def with_self_condition(x: Array, x_self_cond: Array | None, enabled: bool) -> A
   """Concatenate the self-conditioning input (zeros when absent) on the channel axis."""
   if not enabled:
     if x_self_cond is not None:
-      raise ValueError("x_self_cond was given but model.self_condition is False")
+      raise ConfigError("x_self_cond was given but model.self_condition is False")
     return x
   if x_self_cond is None:
     x_self_cond = jnp.zeros_like(x)
   if x_self_cond.shape != x.shape:
-    raise ValueError(f"x_self_cond must have the shape of x {x.shape}, got {x_self_cond.shape}")
+    raise ArgumentError(f"x_self_cond must have the shape of x {x.shape}, got {x_self_cond.shape}")
   return jnp.concatenate([x, x_self_cond.astype(x.dtype)], axis=-1)

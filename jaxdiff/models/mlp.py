@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdiff.errors import ConfigError
 from jaxdiff.models.layers import (
   FOURIER_SCALE,
   TIME_EMBEDDINGS,
@@ -98,9 +99,9 @@ class MLP(nn.Module):
   ) -> Array:
     x = jnp.asarray(x)
     if x.ndim != 2:
-      raise ValueError(f"MLP expects vectors [B, D], got shape {x.shape}")
+      raise ConfigError(f"MLP expects vectors [B, D], got shape {x.shape}")
     if self.in_channels > 0 and x.shape[-1] != self.in_channels:
-      raise ValueError(f"model.data_dim={self.in_channels} but the input has shape {x.shape}")
+      raise ConfigError(f"model.data_dim={self.in_channels} but the input has shape {x.shape}")
     batch = x.shape[0]
     out = (self.out_channels if self.out_channels > 0 else x.shape[-1]) * (2 if self.learn_sigma else 1)
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)

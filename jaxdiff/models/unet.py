@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdiff.errors import ConfigError
 from jaxdiff.models.layers import (
   FIXED_TIME_EMBEDDINGS,
   FOURIER_SCALE,
@@ -130,23 +131,23 @@ class UNet(nn.Module):
 
   def _check(self, x: Array) -> None:
     if x.ndim != 4:
-      raise ValueError(f"UNet expects NHWC images [B, H, W, C], got shape {x.shape}")
+      raise ConfigError(f"UNet expects NHWC images [B, H, W, C], got shape {x.shape}")
     if not self.channel_mult:
-      raise ValueError("model.channel_mult must name at least one level")
+      raise ConfigError("model.channel_mult must name at least one level")
     if self.in_channels > 0 and x.shape[-1] != self.in_channels:
-      raise ValueError(
+      raise ConfigError(
         f"model.in_channels={self.in_channels} but the input has {x.shape[-1]} channels (shape {x.shape})"
       )
     factor = 2 ** (len(self.channel_mult) - 1)
     if x.shape[1] % factor or x.shape[2] % factor:
-      raise ValueError(
+      raise ConfigError(
         f"image size {x.shape[1]}x{x.shape[2]} is not divisible by {factor}, "
         f"which the {len(self.channel_mult)} levels of model.channel_mult="
         f"{tuple(self.channel_mult)} need"
       )
     overlap = set(self.attention_resolutions) & set(self.linear_attention_resolutions)
     if overlap:
-      raise ValueError(
+      raise ConfigError(
         f"resolutions {sorted(overlap)} are in both model.attention_resolutions "
         "and model.linear_attention_resolutions"
       )
@@ -254,7 +255,7 @@ class UNet(nn.Module):
         **kw,
       )(context, context_mask, batch)
     elif context is not None or context_mask is not None:
-      raise ValueError("a context was given but the network has no cross-attention (model.context_dim = 0)")
+      raise ConfigError("a context was given but the network has no cross-attention (model.context_dim = 0)")
 
     h = with_self_condition(x, x_self_cond, self.self_condition)
     h = with_image_condition(h, x_cond, self.cond_channels).astype(self.dtype)
