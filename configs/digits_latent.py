@@ -38,4 +38,5 @@ def get_config() -> ml_collections.ConfigDict:
   s = config.sample
   s.sampler = "dpmpp_2m"
   s.num_steps = 20
+  s.clip_x0 = 0.0  # latents are not confined to [-1, 1]: no clipping of the predicted x0
   return config

@@ -56,4 +56,5 @@ def get_config() -> ml_collections.ConfigDict:
   s.num_steps = 250
   s.guidance_scale = 1.5
   s.batch_size = 125
+  s.clip_x0 = 0.0  # latents are not confined to [-1, 1]
   return config
