@@ -320,6 +320,9 @@ _REQUIRED = {"encode": ("config", "vae", "out"), "decode": ("vae", "samples", "o
 
 def _main(argv) -> int:
   argv = list(argv)
+  if len(argv) > 1 and argv[1] in ("-h", "--help"):
+    print(f"{_USAGE}\n\nflags:\n{_flags([argv[0]]).get_help()}")
+    return 0
   if len(argv) < 2 or argv[1] not in _REQUIRED:
     raise ConfigError(_USAGE)
   command = argv[1]
