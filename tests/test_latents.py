@@ -229,3 +229,51 @@ def test_adm_center_crop_resizes_the_short_side_then_crops_the_centre():
   assert out[:, 5:11].min() > 200 and out[:, :2].max() < 30 and out[:, -2:].max() < 30
   flat = encoded.adm_center_crop(np.full((300, 200, 1), 77, np.uint8), 32)
   assert flat.shape == (32, 32, 1) and (flat == 77).all()
+
+
+def test_tfds_images_are_centre_cropped_then_encoded_in_order(vae_dir, tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  rng = np.random.default_rng(0)
+  pictures = rng.integers(0, 256, (6, 12, 10, 1), dtype=np.uint8)
+
+  class JaxdiffLatentPatterns(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+      features = {
+        "image": tfds.features.Image(shape=(12, 10, 1)),
+        "label": tfds.features.ClassLabel(num_classes=3),
+      }
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(features))
+
+    def _split_generators(self, dl_manager):
+      return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+      for i, img in enumerate(pictures):
+        yield i, {"image": img, "label": i % 3}
+
+  root = str(tmp_path / "tfds")
+  JaxdiffLatentPatterns(data_dir=root).download_and_prepare()
+  path, model, variables = vae_dir
+  config = {
+    "data": {
+      "name": "tfds/jaxdiff_latent_patterns",
+      "image_size": 8,
+      "channels": 1,
+      "num_classes": 3,
+      "data_dir": root,
+    }
+  }
+  out = str(tmp_path / "enc")
+  manifest = latents.encode_dataset(
+    path, config, out, examples_per_shard=4, dtype="float32", log=lambda s: None
+  )
+  assert manifest["preprocessing"]["crop"] == "adm_center_crop" and manifest["num_examples"] == 6
+  labels, means, _ = _records(out)
+  # the set's own order (TFDS orders examples by key hash): what tfds reads without shuffling
+  read = list(tfds.as_numpy(tfds.builder("jaxdiff_latent_patterns", data_dir=root).as_dataset(split="train")))
+  np.testing.assert_array_equal(labels, [ex["label"] for ex in read])
+  x = np.stack([encoded.adm_center_crop(ex["image"], 8) for ex in read]).astype(np.float32) / 127.5 - 1.0
+  mean, _ = model.apply(variables, x, method=model.encode)
+  np.testing.assert_allclose(means[:, 0], mean, atol=1e-5)
