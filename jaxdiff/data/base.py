@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 
 from jaxdiff.configs import default, with_defaults
-from jaxdiff.errors import DataError
+from jaxdiff.errors import ConfigError, DataError
 from jaxdiff.errors import DatasetNotFoundError as DatasetNotFoundError
 
 # Tags that keep the random streams of different uses apart (same config.seed, other purpose).
@@ -48,7 +48,7 @@ class DatasetInfo:
 def parse_name(name: str) -> tuple[str, str]:
   """Splits config.data.name into (family, sub-name): "digits" -> ("digits", "")."""
   if not isinstance(name, str) or not name:
-    raise ValueError(f"config.data.name must be a non-empty string, got {name!r}")
+    raise ConfigError(f"config.data.name must be a non-empty string, got {name!r}")
   if name in ("digits", "latents"):
     return name, ""
   if name == "none":  # a model imported without a training set (python -m jaxdiff.interop import)
@@ -61,7 +61,7 @@ def parse_name(name: str) -> tuple[str, str]:
     prefix = family + "/"
     if name.startswith(prefix) and len(name) > len(prefix):
       return family, name[len(prefix) :]
-  raise ValueError(
+  raise ConfigError(
     f"config.data.name={name!r} is not a known data set. Use 'digits', 'latents' (an encoded set in data_dir), "
     "'toy2d/<s_curve|swiss_roll|moons|8gaussians|checkerboard>' or 'tfds/<name>' "
     "(e.g. tfds/mnist, tfds/cifar10), e.g. --config.data.name=digits"
@@ -81,14 +81,14 @@ def rng_for(seed: Any, tag: int, *more: int) -> np.random.Generator:
 def local_batch_size(global_batch: int, process_count: int) -> int:
   """This process's share of the global batch; a clear ValueError when it does not divide."""
   if int(global_batch) != global_batch or global_batch < 1:
-    raise ValueError(
+    raise ConfigError(
       f"the global batch size (config.train.batch_size) must be a positive integer, got {global_batch!r}"
     )
   if process_count < 1:
-    raise ValueError(f"process_count must be >= 1, got {process_count}")
+    raise DataError(f"process_count must be >= 1, got {process_count}")
   if global_batch % process_count:
     fix = process_count * -(-global_batch // process_count)
-    raise ValueError(
+    raise ConfigError(
       f"global batch size {global_batch} (config.train.batch_size, the batch over all "
       f"processes) is not divisible by the number of processes {process_count}; set "
       f"--config.train.batch_size to a multiple of {process_count} (e.g. {fix})."
@@ -103,7 +103,7 @@ def resolve_process(process_index: int | None, process_count: int | None) -> tup
   if process_count is None:
     process_count = jax.process_count()
   if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index={process_index} must be in [0, process_count={process_count})")
+    raise DataError(f"process_index={process_index} must be in [0, process_count={process_count})")
   return int(process_index), int(process_count)
 
 
@@ -166,6 +166,6 @@ def check_no_image_options(name: str, data_config: Any, what: Iterable[str]) -> 
   (data_config: a complete data section)."""
   for field in what:
     if data_config[field]:
-      raise ValueError(
+      raise ConfigError(
         f"config.data.{field}=True does not apply to {name!r}; set --config.data.{field}=False"
       )

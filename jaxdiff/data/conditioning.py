@@ -27,6 +27,7 @@ import numpy as np
 
 from jaxdiff.data import base
 from jaxdiff.data.captions import VOCAB, caption_tokens
+from jaxdiff.errors import ConfigError, DataError
 
 __all__ = [
   "COND_KINDS",
@@ -51,7 +52,7 @@ def cond_kind(data_config: Any) -> str:
 def _kind(data: Any) -> str:
   kind = data.cond or ""
   if kind not in COND_KINDS:
-    raise ValueError(
+    raise ConfigError(
       f"config.data.cond={kind!r} is not valid; choose one of {list(COND_KINDS)} "
       "('' = none, 'sr' = low-resolution image, 'caption' = digit captions)"
     )
@@ -74,7 +75,7 @@ def provided_inputs(data_config: Any) -> dict[str, int]:
 def _sr_factor(data: Any) -> int:
   factor = data.sr_factor
   if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
-    raise ValueError(f"config.data.sr_factor must be an integer >= 2, got {factor!r}")
+    raise ConfigError(f"config.data.sr_factor must be an integer >= 2, got {factor!r}")
   return factor
 
 
@@ -85,19 +86,19 @@ def validate_cond(
   data = base.complete_data(data_config)
   kind = _kind(data)
   if kind and kind_of_data != "image":
-    raise ValueError(f"config.data.cond={kind!r} needs image data, not {data.name!r}")
+    raise ConfigError(f"config.data.cond={kind!r} needs image data, not {data.name!r}")
   if kind == "sr":
     factor = _sr_factor(data)
     if image_size is not None and image_size % factor:
-      raise ValueError(f"config.data.sr_factor={factor} does not divide the image size {image_size}")
+      raise ConfigError(f"config.data.sr_factor={factor} does not divide the image size {image_size}")
   if kind == "caption":
     if family != "digits":
-      raise ValueError(
+      raise ConfigError(
         f"config.data.cond='caption' describes the 8x8 digits; {data.name!r} has no "
         "captions (feed a 'context' entry from your own pipeline instead)"
       )
     if num_classes != 10:
-      raise ValueError("config.data.cond='caption' needs the digit labels: set config.data.num_classes=10")
+      raise ConfigError("config.data.cond='caption' needs the digit labels: set config.data.num_classes=10")
   return kind
 
 
@@ -106,7 +107,7 @@ def downsample(x: np.ndarray, factor: int) -> np.ndarray:
   x = np.asarray(x, np.float32)
   n, h, w, c = x.shape
   if h % factor or w % factor:
-    raise ValueError(f"image size {h}x{w} is not divisible by the downsampling factor {factor}")
+    raise DataError(f"image size {h}x{w} is not divisible by the downsampling factor {factor}")
   return x.reshape(n, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))
 
 
@@ -144,7 +145,7 @@ def _add(batch: dict[str, np.ndarray], data: Any) -> dict[str, np.ndarray]:
     out["x_cond"] = sr_input(batch["x"], _sr_factor(data))[1]
   else:
     if "label" not in batch:
-      raise ValueError("config.data.cond='caption' needs labels in the batches (config.data.num_classes=10)")
+      raise ConfigError("config.data.cond='caption' needs labels in the batches (config.data.num_classes=10)")
     out["context"] = caption_tokens(batch["x"], batch["label"])
   return out
 

@@ -59,6 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdiff.diffusion import check_prediction, edm_scalings, split_output
+from jaxdiff.errors import ArgumentError
 from jaxdiff.processes import as_process
 
 __all__ = [
@@ -129,7 +130,7 @@ def likelihood_range(process: Any, ratio_min: float | None = None, ratio_max: fl
   r0 = max(float(r[0]), RATIO_FLOOR) if ratio_min is None else float(ratio_min)
   r1 = min(float(r[1]), RATIO_CEIL) if ratio_max is None else float(ratio_max)
   if not (0 < r0 < r1 < np.inf):
-    raise ValueError(f"the ratios sigma/alpha must satisfy 0 < ratio_min < ratio_max; got {r0}, {r1}")
+    raise ArgumentError(f"the ratios sigma/alpha must satisfy 0 < ratio_min < ratio_max; got {r0}, {r1}")
   return r0, r1
 
 
@@ -308,15 +309,15 @@ def ode_likelihood(
   """
   check_prediction(prediction)
   if probe not in PROBES:
-    raise ValueError(f"probe must be one of {PROBES}, got {probe!r}")
+    raise ArgumentError(f"probe must be one of {PROBES}, got {probe!r}")
   if int(num_probes) < 1:
-    raise ValueError(f"num_probes must be >= 1, got {num_probes}")
+    raise ArgumentError(f"num_probes must be >= 1, got {num_probes}")
   if num_steps is not None and int(num_steps) < 1:
-    raise ValueError(f"num_steps must be None (adaptive) or >= 1, got {num_steps}")
+    raise ArgumentError(f"num_steps must be None (adaptive) or >= 1, got {num_steps}")
   if not (rtol > 0 and atol > 0) or int(max_steps) < 1:
-    raise ValueError(f"rtol, atol and max_steps must be > 0; got {rtol}, {atol}, {max_steps}")
+    raise ArgumentError(f"rtol, atol and max_steps must be > 0; got {rtol}, {atol}, {max_steps}")
   if not hasattr(x0, "shape") or len(x0.shape) < 2:
-    raise ValueError(f"x0 must be a batch [B, ...], got shape {getattr(x0, 'shape', None)}")
+    raise ArgumentError(f"x0 must be a batch [B, ...], got shape {getattr(x0, 'shape', None)}")
   proc = as_process(process)
   r0, r1 = likelihood_range(proc, ratio_min, ratio_max)
   sd = float(getattr(proc, "sigma_data", 0.5) if sigma_data is None else sigma_data)
@@ -368,7 +369,7 @@ def ode_log_likelihood(
     **kwargs,
   )
   if not isinstance(out.log_p, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(out.log_p))):
-    raise ValueError(
+    raise ArgumentError(
       f"the ODE solver did not reach the end of the path within max_steps={kwargs.get('max_steps', 1000)} "
       f"({int(out.steps)} steps accepted), or the model returned NaN: raise max_steps, loosen rtol/atol, "
       "or pass num_steps for a fixed grid."
@@ -398,11 +399,11 @@ def ode_bits_per_dim_terms(
   """(bits/dim [B], the ODELikelihood of the dequantised data) of `ode_bits_per_dim`; NaN where
   the adaptive solver did not finish (no error raised)."""
   if not hasattr(x0, "shape") or len(x0.shape) < 2:
-    raise ValueError(f"x0 must be a batch [B, ...], got shape {getattr(x0, 'shape', None)}")
+    raise ArgumentError(f"x0 must be a batch [B, ...], got shape {getattr(x0, 'shape', None)}")
   if not isinstance(x0, jax.core.Tracer):
     arr = np.asarray(x0)
     if not np.all(np.isfinite(arr)) or arr.min() < -1.0 - 1e-5 or arr.max() > 1.0 + 1e-5:
-      raise ValueError(
+      raise ArgumentError(
         f"x0 must lie in [-1, 1] (8-bit data mapped by u / 127.5 - 1); got [{arr.min():.4g}, {arr.max():.4g}]"
       )
   k_deq, k_probe = jax.random.split(key)
@@ -439,7 +440,7 @@ def ode_bits_per_dim(
     **kwargs,
   )
   if not isinstance(bpd, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(bpd))):
-    raise ValueError(
+    raise ArgumentError(
       f"the ODE solver did not reach the end of the path within max_steps={kwargs.get('max_steps', 1000)} "
       f"({int(out.steps)} steps accepted), or the model returned NaN: raise max_steps, loosen rtol/atol, "
       "or pass num_steps for a fixed grid."

@@ -29,6 +29,7 @@ import numpy as np
 
 from jaxdiff import images as image_utils
 from jaxdiff.configs import with_defaults
+from jaxdiff.errors import ConfigError
 from jaxdiff.evaluation.digits import evaluate_digits
 from jaxdiff.evaluation.fid import evaluate_fid
 from jaxdiff.evaluation.inception import InceptionFeatures
@@ -55,23 +56,23 @@ def check_eval_config(config) -> None:
   config = with_defaults(config)
   every = int(config.eval.every or 0)
   if every < 0:
-    raise ValueError(f"config.eval.every={every} must be >= 0 (0 disables periodic evaluation)")
+    raise ConfigError(f"config.eval.every={every} must be >= 0 (0 disables periodic evaluation)")
   if every == 0:
     return
   if int(config.model.cond_channels or 0) > 0:
-    raise ValueError(
+    raise ConfigError(
       "periodic evaluation (config.eval.every) draws free samples; an image-conditioned model "
       "(config.model.cond_channels > 0) has none: set --config.eval.every=0 and measure it "
       "against its inputs (scripts/demo_conditioning.py sr)"
     )
   num = config.eval.num_samples
   if isinstance(num, bool) or not isinstance(num, int) or num < 2:
-    raise ValueError(f"config.eval.num_samples={num!r} must be an integer >= 2")
+    raise ConfigError(f"config.eval.num_samples={num!r} must be an integer >= 2")
   if _family(config) == "fid":
     for field in ("inception_weights", "fid_stats"):
       path = config.eval[field]
       if not path:
-        raise ValueError(
+        raise ConfigError(
           f"periodic FID for {config.data.name} needs config.eval.{field} (a local file; see "
           "`python -m jaxdiff.evaluation.fid_stats --help`), or set --config.eval.every=0"
         )
