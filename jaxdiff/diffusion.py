@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxdiff import few_step as _few_step
+from jaxdiff.errors import ArgumentError
 from jaxdiff.gaussian import discretized_gaussian_log_likelihood, normal_kl
 from jaxdiff.processes import DiscreteVP, as_process
 from jaxdiff.schedules import Schedule
@@ -70,7 +71,7 @@ WEIGHTINGS = ("none", "p2", "min_snr", "edm")
 def check_prediction(prediction: str) -> None:
   """Refuse an unknown parameterisation, naming the valid ones."""
   if prediction not in PREDICTIONS:
-    raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}.")
+    raise ArgumentError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}.")
 
 
 _check_prediction = check_prediction  # the name older code imports
@@ -81,7 +82,7 @@ def _schedule_of(process) -> Schedule:
     return process
   if isinstance(process, DiscreteVP):
     return process.schedule
-  raise ValueError(
+  raise ArgumentError(
     f"this function is defined for discrete chains (a Schedule), not {type(process).__name__}."
   )
 
@@ -283,7 +284,7 @@ def loss_weight(
   """
   check_prediction(prediction)
   if weighting not in WEIGHTINGS:
-    raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}.")
+    raise ArgumentError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}.")
   t = jnp.asarray(t)
   if weighting == "none":
     return jnp.ones(t.shape, jnp.float32)
@@ -316,7 +317,7 @@ def _elementwise_loss(pred, target, loss_type: str, huber_delta: float):
     return jnp.abs(pred - target)
   if loss_type == "huber":
     return optax.losses.huber_loss(pred, target, delta=huber_delta)
-  raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}.")
+  raise ArgumentError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}.")
 
 
 def learned_log_variance(schedule, t, extra: jnp.ndarray) -> jnp.ndarray:
@@ -357,11 +358,11 @@ def _few_step_loss(model_fn, proc, x0, key, method, opts, *, prediction, cond, t
                    sigma_data):  # fmt: skip
   """`loss` for the one- and two-step methods of `jaxdiff.few_step`."""
   if method not in FEW_STEP_METHODS:
-    raise ValueError(f"few_step must be one of {FEW_STEP_METHODS}, got {method!r}.")
+    raise ArgumentError(f"few_step must be one of {FEW_STEP_METHODS}, got {method!r}.")
   two_time = method in _few_step.TWO_TIME_METHODS
   if two_time != (prediction == "mean_velocity"):
     need = "prediction='mean_velocity'" if two_time else "a one-time prediction (e.g. 'flow', 'x0', 'edm')"
-    raise ValueError(f"few_step={method!r} trains {need}, got prediction={prediction!r}.")
+    raise ArgumentError(f"few_step={method!r} trains {need}, got prediction={prediction!r}.")
   if method == "meanflow":
     return _few_step.meanflow_loss(model_fn, proc, x0, key, cond=cond, t=t, noise=noise, **opts)
   if method == "shortcut":
@@ -440,7 +441,7 @@ def loss(
   else:
     t = jnp.asarray(t)
     if t.shape not in ((), (batch,)):
-      raise ValueError(f"t must be a scalar or of shape [{batch}], got {t.shape}.")
+      raise ArgumentError(f"t must be a scalar or of shape [{batch}], got {t.shape}.")
     t = jnp.broadcast_to(t, (batch,))
     if not proc.discrete and jnp.issubdtype(t.dtype, jnp.integer):
       t = t.astype(jnp.float32)
@@ -461,7 +462,7 @@ def loss(
     cond["x_self_cond"] = jnp.where(use, jax.lax.stop_gradient(to_x0(first[..., :channels])), 0.0)
   out = model_fn(net_in, t, **cond)
   if out.shape[-1] not in (channels, 2 * channels):
-    raise ValueError(
+    raise ArgumentError(
       f"the model returned {out.shape[-1]} channels for data with {channels}: expected {channels} "
       f"(the prediction) or {2 * channels} (prediction and learned variance)."
     )
@@ -485,12 +486,12 @@ def loss(
   metrics = {"loss_unweighted": jnp.mean(per_example)}
   if learned_var:
     if not proc.discrete:
-      raise ValueError(
+      raise ArgumentError(
         "a learned variance (model output with 2x the data channels) is defined for discrete chains "
         f"(improved DDPM), not {type(proc).__name__}; set the model's learn_sigma off."
       )
     if not jnp.issubdtype(t.dtype, jnp.integer):
-      raise ValueError("the learned-variance (VLB) term needs integer timesteps t.")
+      raise ArgumentError("the learned-variance (VLB) term needs integer timesteps t.")
     x0_pred = jax.lax.stop_gradient(to_x0(mean_out))  # the mean learns from the simple loss only
     log_var = learned_log_variance(proc, t, out[..., channels:].astype(jnp.float32))
     vlb = vlb_term(proc, x0, x_t, t, x0_pred, log_var)

@@ -12,6 +12,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxdiff.errors import ArgumentError
+
 __all__ = ["SPACINGS", "spacing", "karras", "flow", "uniform", "log_snr", "to_times", "check_grid"]
 
 SPACINGS = ("leading", "trailing", "linspace")
@@ -48,7 +50,7 @@ def spacing(num_timesteps: int, num_steps: int, kind: str = "leading") -> np.nda
   """
   T, n = int(num_timesteps), int(num_steps)
   if n < 1 or n > T:
-    raise ValueError(f"num_steps must be between 1 and the schedule's T={T}, got {num_steps}.")
+    raise ArgumentError(f"num_steps must be between 1 and the schedule's T={T}, got {num_steps}.")
   if kind == "leading":
     ts = (np.arange(n) * (T // n)).round()[::-1]
   elif kind == "trailing":
@@ -56,7 +58,7 @@ def spacing(num_timesteps: int, num_steps: int, kind: str = "leading") -> np.nda
   elif kind == "linspace":
     ts = np.round(np.linspace(T - 1, 0, n))
   else:
-    raise ValueError(f"spacing must be one of {SPACINGS}, got {kind!r}.")
+    raise ArgumentError(f"spacing must be one of {SPACINGS}, got {kind!r}.")
   return ts.astype(np.int64)
 
 
@@ -64,7 +66,7 @@ def karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> np.n
   """EDM's grid: sigma_i = (smax^(1/rho) + i/(n-1) (smin^(1/rho) - smax^(1/rho)))^rho, i < n."""
   n = _check_n(n)
   if not 0 < sigma_min < sigma_max:
-    raise ValueError(f"karras grid needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}.")
+    raise ArgumentError(f"karras grid needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}.")
   ramp = np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(1)
   lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
   return (hi + ramp * (lo - hi)) ** rho
@@ -78,7 +80,7 @@ def flow(n: int, shift: float = 1.0, num_train_timesteps: int = 1000) -> np.ndar
   """
   n = _check_n(n)
   if not shift > 0:
-    raise ValueError(f"flow grid shift must be > 0, got {shift}.")
+    raise ArgumentError(f"flow grid shift must be > 0, got {shift}.")
   T = int(num_train_timesteps)
   s1 = np.float32(1.0) / np.float32(T)
   sigma_min = float(np.float32(shift) * s1 / (np.float32(1.0) + np.float32(shift - 1.0) * s1))
@@ -120,17 +122,17 @@ def check_grid(ts: Any, num_steps: int | None) -> np.ndarray:
   """A user grid as float64 numpy: 1-D, finite, strictly descending, of length num_steps."""
   ts = np.asarray(ts, np.float64)
   if ts.ndim != 1 or ts.size < 1:
-    raise ValueError(f"ts must be a 1-D array of the model's times, got shape {ts.shape}.")
+    raise ArgumentError(f"ts must be a 1-D array of the model's times, got shape {ts.shape}.")
   if num_steps is not None and ts.size != int(num_steps):
-    raise ValueError(f"ts has {ts.size} times but num_steps={num_steps}; give one time per step.")
+    raise ArgumentError(f"ts has {ts.size} times but num_steps={num_steps}; give one time per step.")
   if not np.all(np.isfinite(ts)):
-    raise ValueError("ts contains NaN or Inf.")
+    raise ArgumentError("ts contains NaN or Inf.")
   if ts.size > 1 and not np.all(np.diff(ts) < 0):
-    raise ValueError("ts must be strictly descending (from noise to data).")
+    raise ArgumentError("ts must be strictly descending (from noise to data).")
   return ts
 
 
 def _check_n(n: int) -> int:
   if isinstance(n, bool) or int(n) != n or n < 1:
-    raise ValueError(f"a grid needs n >= 1 steps, got {n!r}.")
+    raise ArgumentError(f"a grid needs n >= 1 steps, got {n!r}.")
   return int(n)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdiff import grids
+from jaxdiff.errors import ArgumentError
 from jaxdiff.schedules import Schedule
 
 __all__ = [
@@ -81,13 +82,13 @@ class Process:
     with jax.ensure_compile_time_eval():  # a static grid, also while an outer jit traces
       _, sig = self.alpha_sigma(np.asarray(ts, np.float32))
     if np.any(np.asarray(sig) <= 0):
-      raise ValueError(
+      raise ArgumentError(
         f"grid times must have sigma > 0 for {type(self).__name__}; {ts[np.asarray(sig) <= 0]} are clean "
         "data. Drop them: the last step lands on clean data by itself."
       )
     lo, hi = self.t_min, self.t_max
     if np.any(ts < lo - 1e-6 * max(1.0, abs(lo))) or np.any(ts > hi + 1e-6 * max(1.0, abs(hi))):
-      raise ValueError(
+      raise ArgumentError(
         f"grid times must lie in [{lo}, {hi}] for {type(self).__name__}; got min {ts.min()}, max {ts.max()}."
       )
 
@@ -95,7 +96,7 @@ class Process:
     """Times for the training loss: uniform on [t_min, t_max] unless the process says otherwise."""
     how = time_sampling or self.default_time_sampling
     if how != "uniform":
-      raise ValueError(f"{type(self).__name__} draws training times 'uniform'; got time_sampling={how!r}.")
+      raise ArgumentError(f"{type(self).__name__} draws training times 'uniform'; got time_sampling={how!r}.")
     return jax.random.uniform(key, (batch,), jnp.float32, self.t_min, self.t_max)
 
 
@@ -177,7 +178,7 @@ class DiscreteVP(Process):
   def sample_time(self, key, batch, time_sampling=None, **kw):
     how = time_sampling or "uniform"
     if how != "uniform":
-      raise ValueError(f"a discrete chain draws uniform integer timesteps; got time_sampling={how!r}.")
+      raise ArgumentError(f"a discrete chain draws uniform integer timesteps; got time_sampling={how!r}.")
     return jax.random.randint(key, (batch,), 0, self.schedule.num_timesteps, dtype=jnp.int32)
 
 
@@ -279,12 +280,12 @@ class EDM(Process):
 
   def check_times(self, ts):
     if np.any(ts <= 0):
-      raise ValueError(f"EDM grid times are noise levels sigma > 0; got min {ts.min()}.")
+      raise ArgumentError(f"EDM grid times are noise levels sigma > 0; got min {ts.min()}.")
 
   def sample_time(self, key, batch, time_sampling=None, **kw):
     how = time_sampling or "log_normal"
     if how != "log_normal":
-      raise ValueError(f"EDM draws log-normal sigma (P_mean, P_std); got time_sampling={how!r}.")
+      raise ArgumentError(f"EDM draws log-normal sigma (P_mean, P_std); got time_sampling={how!r}.")
     return jnp.exp(self.p_mean + self.p_std * jax.random.normal(key, (batch,), jnp.float32))
 
 
@@ -320,7 +321,7 @@ class RectifiedFlow(Process):
       return jax.random.uniform(key, (batch,), jnp.float32)
     if how == "logit_normal":
       return jax.nn.sigmoid(self.logit_mean + self.logit_std * jax.random.normal(key, (batch,), jnp.float32))
-    raise ValueError(f"RectifiedFlow draws t 'uniform' or 'logit_normal'; got time_sampling={how!r}.")
+    raise ArgumentError(f"RectifiedFlow draws t 'uniform' or 'logit_normal'; got time_sampling={how!r}.")
 
 
 PROCESSES = {"vp": DiscreteVP, "vpsde": VPSDE, "cosine": CosineVP, "edm": EDM, "flow": RectifiedFlow}

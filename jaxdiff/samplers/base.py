@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdiff.errors import SamplingError
+
 __all__ = [
   "Sampler",
   "StepInput",
@@ -158,19 +160,19 @@ class Sampler:
     unknown = sorted(set(options) - set(self.options))
     if unknown:
       takes = ", ".join(sorted(self.options)) or "no options"
-      raise ValueError(f"sampler {self.name!r} does not take {', '.join(unknown)}; it takes: {takes}.")
+      raise SamplingError(f"sampler {self.name!r} does not take {', '.join(unknown)}; it takes: {takes}.")
     self.opts = {**self.options, **options}
     self.traced: dict[str, Any] = {}
     for k, v in options.items():
       if isinstance(v, jax.core.Tracer):
         if k not in self.traceable:
           takes = ", ".join(self.traceable) or "none"
-          raise ValueError(
+          raise SamplingError(
             f"sampler {self.name!r}: option {k} cannot be a traced value (under jit it must be a "
             f"Python value); the options that can be traced: {takes}."
           )
         if v.shape != ():
-          raise ValueError(f"sampler {self.name!r}: option {k} must be a scalar, got shape {v.shape}.")
+          raise SamplingError(f"sampler {self.name!r}: option {k} must be a scalar, got shape {v.shape}.")
         self.traced[k], self.opts[k] = v, TRACED
       elif k in self.traceable and not isinstance(v, bool) and np.ndim(v) == 0 and hasattr(v, "dtype"):
         self.opts[k] = float(v)  # a concrete jax / numpy scalar: a Python float, as before
@@ -191,7 +193,7 @@ class Sampler:
   def check_invertible(self) -> None:
     """Refuse to run backwards (`jaxdiff.invert`) where the method is stochastic or not invertible."""
     if not self.invertible:
-      raise ValueError(
+      raise SamplingError(
         f"sampler {self.name!r} cannot be inverted (it is stochastic or has no reverse step); "
         "invert with ddim (eta=0), euler or heun (s_churn=0), dpmpp_2m or dpmpp_3m."
       )
@@ -205,7 +207,7 @@ class Sampler:
     """Refuse processes this sampler is not defined on (`processes`; override for finer checks)."""
     if self.processes is not None and not isinstance(process, self.processes):
       names = ", ".join(c.__name__ for c in self.processes)
-      raise ValueError(f"sampler {self.name!r} runs on {names}, not {type(process).__name__}.")
+      raise SamplingError(f"sampler {self.name!r} runs on {names}, not {type(process).__name__}.")
 
   @property
   def uses_variance(self) -> bool:
@@ -264,9 +266,9 @@ def register(cls: type[Sampler] | None = None, *, name: str | None = None, repla
       raise TypeError(f"register takes a subclass of jaxdiff.samplers.Sampler, got {c!r}.")
     key = name or c.name
     if not key:
-      raise ValueError(f"{c.__name__} has no `name`: set the class attribute or pass name=.")
+      raise SamplingError(f"{c.__name__} has no `name`: set the class attribute or pass name=.")
     if key in _REGISTRY and _REGISTRY[key] is not c and not replace:
-      raise ValueError(f"a sampler named {key!r} is already registered; pass replace=True to override it.")
+      raise SamplingError(f"a sampler named {key!r} is already registered; pass replace=True to override it.")
     _REGISTRY[key] = c
     return c
 
@@ -278,7 +280,7 @@ def get(name: str) -> type[Sampler]:
   try:
     return _REGISTRY[name]
   except (KeyError, TypeError):
-    raise ValueError(f"Unknown sampler {name!r}; choose one of {tuple(_REGISTRY)}.") from None
+    raise SamplingError(f"Unknown sampler {name!r}; choose one of {tuple(_REGISTRY)}.") from None
 
 
 def _put_first(names: Sequence[str]) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 
 from jaxdiff import grids
 from jaxdiff.diffusion import model_input, split_output
+from jaxdiff.errors import SamplingError
 from jaxdiff.processes import RectifiedFlow, as_process
 from jaxdiff.samplers.base import Context, Denoised, Sampler, State, StepInput, ddim_update, get, register
 
@@ -87,7 +88,7 @@ def ode_step(
   proc = as_process(process)
   smp = get(sampler)()
   if smp.split_final is False and type(smp).step is Sampler.step:
-    raise ValueError(f"sampler {sampler!r} has no step to take.")
+    raise SamplingError(f"sampler {sampler!r} has no step to take.")
   sd = float(getattr(proc, "sigma_data", 0.5) if sigma_data is None else sigma_data)
   cond = dict(cond or {})
 

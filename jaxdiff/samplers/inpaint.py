@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdiff.errors import SamplingError
 from jaxdiff.samplers.base import INPAINT_SAMPLERS, SAMPLERS, State, get
 
 __all__ = ["repaint_schedule", "inpaint_arrays", "run_inpaint"]
@@ -19,19 +20,19 @@ def inpaint_arrays(mask, known, shape, sampler_name: str):
   if mask is None and known is None:
     return None
   if mask is None or known is None:
-    raise ValueError(
+    raise SamplingError(
       "inpainting needs both inpaint_mask (1 = known) and inpaint_known (the images to complete)."
     )
   if sampler_name in SAMPLERS and not get(sampler_name).inpaint:
-    raise ValueError(f"inpainting runs with the samplers {tuple(INPAINT_SAMPLERS)}, not {sampler_name!r}.")
+    raise SamplingError(f"inpainting runs with the samplers {tuple(INPAINT_SAMPLERS)}, not {sampler_name!r}.")
   known = jnp.asarray(known, jnp.float32)
   if tuple(known.shape) != shape:
-    raise ValueError(f"inpaint_known has shape {tuple(known.shape)}, expected the sample shape {shape}.")
+    raise SamplingError(f"inpaint_known has shape {tuple(known.shape)}, expected the sample shape {shape}.")
   mask = jnp.asarray(mask, jnp.float32)
   try:
     mask = jnp.broadcast_to(mask, shape)
   except ValueError:
-    raise ValueError(
+    raise SamplingError(
       f"inpaint_mask of shape {tuple(mask.shape)} does not broadcast to the sample shape {shape}."
     ) from None
   return {"mask": mask, "known": known}
@@ -50,7 +51,7 @@ def repaint_schedule(num_steps: int, resample: int = 1, jump: int = 1) -> tuple[
   """
   n, r, j = int(num_steps), int(resample), int(jump)
   if n < 1 or r < 1 or j < 1:
-    raise ValueError(f"repaint_schedule needs num_steps, resample and jump >= 1, got {n}, {r}, {j}.")
+    raise SamplingError(f"repaint_schedule needs num_steps, resample and jump >= 1, got {n}, {r}, {j}.")
   left = {q: r - 1 for q in range(n - 1, j - 1, -j)} if r > 1 else {}
   steps, jump_from = [], []
   q, came_from = 0, 0

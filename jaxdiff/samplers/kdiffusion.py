@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdiff.errors import SamplingError
 from jaxdiff.samplers.base import Sampler, State, ddim_update, register
 from jaxdiff.samplers.single_step import EulerAncestral, _Churn
 
@@ -79,7 +80,7 @@ class LMS(Sampler):
 
   def check_options(self):
     if self.opts["order"] not in (1, 2, 3, 4):
-      raise ValueError(f"lms order must be 1, 2, 3 or 4, got {self.opts['order']!r}.")
+      raise SamplingError(f"lms order must be 1, 2, 3 or 4, got {self.opts['order']!r}.")
 
   def prepare(self, alpha, sigma, alpha_next, sigma_next):
     return {"lms": _lagrange_integrals(sigma / alpha, sigma_next / alpha_next, int(self.opts["order"]))}
@@ -164,9 +165,9 @@ class DPMSolverPPSDE(Sampler):
   def check_options(self):
     for k in ("eta", "s_noise"):
       if not (isinstance(self.opts[k], (int, float)) and self.opts[k] >= 0):
-        raise ValueError(f"{k} must be a number >= 0, got {self.opts[k]!r}.")
+        raise SamplingError(f"{k} must be a number >= 0, got {self.opts[k]!r}.")
     if not (isinstance(self.opts["r"], (int, float)) and 0 < self.opts["r"] <= 1):
-      raise ValueError(f"r must be in (0, 1], got {self.opts['r']!r}.")
+      raise SamplingError(f"r must be in (0, 1], got {self.opts['r']!r}.")
 
   def nfe(self, num_steps):
     return 2 * int(num_steps) - 1
@@ -222,9 +223,9 @@ class DPMAdaptive(Sampler):
 
   def check_options(self):
     if self.opts["order"] not in (2, 3):
-      raise ValueError(f"dpm_adaptive order must be 2 or 3, got {self.opts['order']!r}.")
+      raise SamplingError(f"dpm_adaptive order must be 2 or 3, got {self.opts['order']!r}.")
     if not (isinstance(self.opts["max_steps"], int) and self.opts["max_steps"] >= 1):
-      raise ValueError(f"max_steps must be an integer >= 1, got {self.opts['max_steps']!r}.")
+      raise SamplingError(f"max_steps must be an integer >= 1, got {self.opts['max_steps']!r}.")
 
   def default_grid(self, process, n):
     full = np.asarray(process.default_grid(max(int(n), 2)))

@@ -16,6 +16,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdiff.errors import SamplingError
 from jaxdiff.samplers.base import Sampler, State, lam, register
 
 __all__ = ["DPMSolverPP2M", "DPMSolverPP3M", "DPMSolverPP2MSDE", "UniPC"]
@@ -198,7 +199,7 @@ class UniPC(Sampler):
 
   def check_options(self):
     if self.opts["order"] not in (1, 2, 3):
-      raise ValueError(f"unipc order must be 1, 2 or 3, got {self.opts['order']!r}.")
+      raise SamplingError(f"unipc order must be 1, 2 or 3, got {self.opts['order']!r}.")
 
   def max_orders(self, num_steps):
     k = int(self.opts["order"])

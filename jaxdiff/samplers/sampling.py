@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxdiff import grids, perf
 from jaxdiff.diffusion import check_prediction, edm_scalings, split_output
+from jaxdiff.errors import SamplingError
 from jaxdiff.processes import as_process
 from jaxdiff.samplers.base import Context, Denoised, Sampler, State, StepInput, get
 from jaxdiff.samplers.inpaint import inpaint_arrays, run_inpaint
@@ -60,7 +61,9 @@ def make_sampler(sampler: str | Sampler, **options: Any) -> Sampler:
   options = {k: v for k, v in options.items() if v is not None}
   if isinstance(sampler, Sampler):
     if options:
-      raise ValueError(f"options {sorted(options)} were given with a Sampler object; set them on the object.")
+      raise SamplingError(
+        f"options {sorted(options)} were given with a Sampler object; set them on the object."
+      )
     return sampler
   return get(sampler)(**options)
 
@@ -92,7 +95,7 @@ def plan_grid(process, smp: Sampler, num_steps: int | None, ts=None, spacing: st
   proc = as_process(process)
   if ts is not None:
     if spacing is not None:
-      raise ValueError("give either `spacing` (classic discrete grids) or `ts`, not both.")
+      raise SamplingError("give either `spacing` (classic discrete grids) or `ts`, not both.")
     grid = grids.check_grid(ts, num_steps)
     proc.check_times(grid)
     prev = np.append(grid[1:], -1.0 if proc.discrete else 0.0)
@@ -107,7 +110,7 @@ def plan_grid(process, smp: Sampler, num_steps: int | None, ts=None, spacing: st
     prev = np.maximum(prev, -1)
   else:
     if spacing is not None:
-      raise ValueError(
+      raise SamplingError(
         f"spacing={spacing!r} applies to discrete chains; for {type(proc).__name__} pass ts= "
         "(e.g. jaxdiff.grids.karras, grids.flow) or leave the process's default grid."
       )
@@ -218,12 +221,12 @@ def _denoiser(model_fn, st: _Static, cond, uncond, guide: Guidance) -> Callable[
       net_in = edm_scalings(sigma / alpha, st.sigma_data)[2] * x / alpha
     out = raw(net_in, tb, x_sc, t, rb).astype(st.dtype)
     if out.shape[:-1] != x.shape[:-1] or out.shape[-1] not in (channels, 2 * channels):
-      raise ValueError(
+      raise SamplingError(
         f"model_fn returned shape {tuple(out.shape)} for an input of shape {tuple(x.shape)}: it must "
         "return the input's shape (batch first; twice the channels with a learned variance)."
       )
     if wants_var and out.shape[-1] != 2 * channels:
-      raise ValueError(
+      raise SamplingError(
         f"variance='learned_range' needs a model output with 2 x {channels} channels "
         f"(prediction, variance), got {out.shape[-1]}."
       )
@@ -343,7 +346,7 @@ def _as_pytree_fn(model_fn):
 def _check_shape(shape) -> tuple[int, ...]:
   shape = tuple(int(s) for s in shape)
   if len(shape) < 2 or shape[0] < 1:
-    raise ValueError(
+    raise SamplingError(
       f"shape must be (batch, *example_shape), e.g. (16, 2) for 2-D points or (16, 28, 28, 1) for "
       f"images; got {shape}. For one example use batch 1: (1, *example_shape)."
     )
@@ -357,13 +360,13 @@ def _check_batch(name: str, kwargs: Mapping[str, Any], batch: int, guided: bool)
     shape = tuple(np.shape(leaf))
     if not shape:
       if guided:
-        raise ValueError(
+        raise SamplingError(
           f"{where} is a scalar; with guidance every conditioning entry needs the batch axis "
           f"first (length {batch}, one per sample), so that [cond; uncond] can be stacked."
         )
       continue
     if shape[0] != batch:
-      raise ValueError(
+      raise SamplingError(
         f"{where} has shape {shape}, but the sample batch (shape[0]) is {batch}: conditioning "
         f"arrays need one entry per sample along axis 0 (e.g. labels of shape ({batch},))."
       )
@@ -372,12 +375,12 @@ def _check_batch(name: str, kwargs: Mapping[str, Any], batch: int, guided: bool)
 def _scalar(name: str, value, lo: float | None = None, hi: float | None = None):
   """A float32 scalar argument of the program, its concrete value checked (traced ones pass)."""
   if np.shape(value) != ():
-    raise ValueError(f"{name} must be a scalar, got shape {np.shape(value)}.")
+    raise SamplingError(f"{name} must be a scalar, got shape {np.shape(value)}.")
   if not isinstance(value, jax.core.Tracer):
     v = float(np.asarray(value, np.float64))
     if not np.isfinite(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
       rng = "" if lo is None else f" in [{lo}, {hi}]" if hi is not None else f" >= {lo}"
-      raise ValueError(f"{name} must be a finite number{rng}, got {value!r}.")
+      raise SamplingError(f"{name} must be a finite number{rng}, got {value!r}.")
   return jnp.asarray(value, jnp.float32)
 
 
@@ -386,23 +389,23 @@ def _check_cond(
 ):
   """(guided, cond, uncond, Guidance): the conditioning and guidance arguments, checked before tracing."""
   if guidance_scale is not None and schedule is not None:
-    raise ValueError("give either guidance_scale or guidance_schedule (a scale per step), not both.")
+    raise SamplingError("give either guidance_scale or guidance_schedule (a scale per step), not both.")
   guided = guidance_scale is not None or schedule is not None
   what = "guidance_scale" if schedule is None else "guidance_schedule"
   if guided and uncond is None:
-    raise ValueError(
+    raise SamplingError(
       f"{what} needs `uncond`: the model kwargs of the unconditional branch "
       "(for class-conditional models {'y': full(batch, num_classes)})."
     )
   if not guided:
     for name, v in (("guidance_rescale", rescale), ("guidance_interval", interval)):
       if v is not None:
-        raise ValueError(
+        raise SamplingError(
           f"{name} modifies classifier-free guidance: also pass guidance_scale (or guidance_schedule) and uncond."
         )
   cond, uncond = dict(cond or {}), dict(uncond or {})
   if guided and set(uncond) - set(cond):
-    raise ValueError(
+    raise SamplingError(
       f"uncond has entries {sorted(set(uncond) - set(cond))} that cond lacks; give both "
       "branches the same keyword arguments (entries only in cond are shared)."
     )
@@ -418,22 +421,24 @@ def _check_cond(
       isinstance(interval, (tuple, list)) and len(interval) == 2 and all(np.shape(v) == () for v in interval)
     )
     if not (pair or np.shape(interval) == (2,)):
-      raise ValueError(f"guidance_interval must be a pair (lo, hi) in the process's time, got {interval!r}.")
+      raise SamplingError(
+        f"guidance_interval must be a pair (lo, hi) in the process's time, got {interval!r}."
+      )
     if not isinstance(interval, jax.core.Tracer) and not any(
       isinstance(v, jax.core.Tracer) for v in interval
     ):
       lo, hi = (float(np.asarray(v, np.float64)) for v in interval)
       if np.isnan(lo) or np.isnan(hi) or lo > hi:
-        raise ValueError(f"guidance_interval=(lo, hi) needs lo <= hi, got {tuple(interval)!r}.")
+        raise SamplingError(f"guidance_interval=(lo, hi) needs lo <= hi, got {tuple(interval)!r}.")
     guide = guide._replace(interval=jnp.stack([jnp.asarray(v, jnp.float32) for v in interval]))
   if schedule is not None:
     shp = np.shape(schedule)
     if len(shp) != 1 or (num_steps is not None and shp[0] != num_steps):
-      raise ValueError(f"guidance_schedule must hold one scale per step ({num_steps}), got shape {shp}.")
+      raise SamplingError(f"guidance_schedule must hold one scale per step ({num_steps}), got shape {shp}.")
     if not isinstance(schedule, jax.core.Tracer) and not np.all(
       np.isfinite(np.asarray(schedule, np.float64))
     ):
-      raise ValueError("guidance_schedule contains NaN or Inf.")
+      raise SamplingError("guidance_schedule contains NaN or Inf.")
     guide = guide._replace(schedule=jnp.asarray(schedule, jnp.float32))
   return guided, cond, uncond, guide
 
@@ -537,7 +542,7 @@ def sample(
   proc = as_process(process)
   shape = _check_shape(shape)
   if x_init is not None and tuple(jnp.shape(x_init)) != shape:
-    raise ValueError(f"x_init has shape {tuple(jnp.shape(x_init))}, expected {shape}.")
+    raise SamplingError(f"x_init has shape {tuple(jnp.shape(x_init))}, expected {shape}.")
   grid = plan_grid(proc, smp, num_steps, ts, spacing)
   guided, cond, uncond, guide = _check_cond(
     guidance_scale, cond, uncond, shape, rescale=guidance_rescale, interval=guidance_interval,
@@ -547,13 +552,13 @@ def sample(
   inpaint = inpaint_arrays(inpaint_mask, inpaint_known, shape, name)
   for label, v in (("repaint_resample", repaint_resample), ("repaint_jump", repaint_jump)):
     if isinstance(v, bool) or int(v) != v or v < 1:
-      raise ValueError(f"{label} must be an integer >= 1, got {v!r}.")
+      raise SamplingError(f"{label} must be an integer >= 1, got {v!r}.")
   if inpaint is None and (repaint_resample != 1 or repaint_jump != 1):
-    raise ValueError(
+    raise SamplingError(
       "repaint_resample / repaint_jump apply to inpainting: pass inpaint_mask and inpaint_known."
     )
   if inpaint is not None and smp.split_final:
-    raise ValueError(f"inpainting does not run with {smp.name!r}.")
+    raise SamplingError(f"inpainting does not run with {smp.name!r}.")
   st = _static(
     smp, proc, shape, prediction, sigma_data, clip_x0, guided, self_condition, return_trajectory, grid,
     repaint_resample=int(repaint_resample), repaint_jump=int(repaint_jump), paste_known=bool(paste_known),

@@ -11,6 +11,7 @@ import math
 
 import jax.numpy as jnp
 
+from jaxdiff.errors import SamplingError
 from jaxdiff.processes import FRAMES
 from jaxdiff.samplers.base import (
   NOISE_STREAM_CHURN,
@@ -45,7 +46,7 @@ class DDPM(Sampler):
 
   def check_options(self):
     if self.opts["variance"] not in VARIANCES:
-      raise ValueError(f"variance must be one of {VARIANCES}, got {self.opts['variance']!r}.")
+      raise SamplingError(f"variance must be one of {VARIANCES}, got {self.opts['variance']!r}.")
 
   @property
   def uses_variance(self):
@@ -103,16 +104,16 @@ class DDIM(Sampler):
 
   def check_options(self):
     if not isinstance(self.opts["clipped_eps"], bool):
-      raise ValueError(f"clipped_eps must be True or False, got {self.opts['clipped_eps']!r}.")
+      raise SamplingError(f"clipped_eps must be True or False, got {self.opts['clipped_eps']!r}.")
     eta = self.opts["eta"]
     if eta is TRACED:
       return
     if not (isinstance(eta, (int, float)) and eta >= 0 and math.isfinite(eta)):
-      raise ValueError(f"eta must be a finite number >= 0, got {eta!r}.")
+      raise SamplingError(f"eta must be a finite number >= 0, got {eta!r}.")
 
   def check_invertible(self):
     if is_traced(self.opts["eta"]) or self.opts["eta"] != 0:
-      raise ValueError(
+      raise SamplingError(
         f"ddim with eta={self.opts['eta']!r} is stochastic and cannot be inverted; invert with eta=0 "
         "(a Python number)."
       )
@@ -146,7 +147,7 @@ class _Churn(Sampler):
 
   def check_invertible(self):
     if not self._no_churn():
-      raise ValueError(
+      raise SamplingError(
         f"{self.name} with s_churn={self.opts['s_churn']!r} is stochastic and cannot be inverted; "
         "invert with s_churn=0."
       )
@@ -156,10 +157,10 @@ class _Churn(Sampler):
       if self.opts[k] is TRACED:
         continue
       if not self.opts[k] >= 0:
-        raise ValueError(f"{k} must be >= 0, got {self.opts[k]!r}.")
+        raise SamplingError(f"{k} must be >= 0, got {self.opts[k]!r}.")
     frame = self.opts.get("frame")
     if frame is not None and frame not in FRAMES:
-      raise ValueError(f"frame must be one of {FRAMES} or None (the process's own), got {frame!r}.")
+      raise SamplingError(f"frame must be one of {FRAMES} or None (the process's own), got {frame!r}.")
 
   def prepare(self, alpha, sigma, alpha_next, sigma_next):
     n = alpha.shape[0]
@@ -274,7 +275,7 @@ class EulerAncestral(Sampler):
       if self.opts[k] is TRACED:
         continue
       if not (isinstance(self.opts[k], (int, float)) and self.opts[k] >= 0):
-        raise ValueError(f"{k} must be a number >= 0, got {self.opts[k]!r}.")
+        raise SamplingError(f"{k} must be a number >= 0, got {self.opts[k]!r}.")
 
   def step(self, ctx, state, inp, final):
     d = ctx.denoise(state.x, inp.t, inp.alpha, inp.sigma, state.x0)
