@@ -46,6 +46,26 @@ def plain_value_errors(root: str = ROOT) -> list[str]:
   return found
 
 
+# plain ValueErrors that are internal invariants (a bug if raised), not a user's mistake
+INTERNAL_VALUE_ERRORS = {"jaxdiff/evaluation/inception.py", "jaxdiff/evaluation/frechet.py"}
+
+
+def test_user_faults_raise_typed_errors_not_plain_value_errors():
+  left = {where.rsplit(":", 1)[0] for where in plain_value_errors()}
+  assert left <= INTERNAL_VALUE_ERRORS, (
+    f"plain `raise ValueError` outside internal invariants: {sorted(left)}"
+  )
+
+
+def test_functional_api_argument_errors_are_typed():
+  import jaxdiff
+
+  with pytest.raises(errors.ArgumentError, match="karras grid needs"):
+    jaxdiff.grids.karras(10, sigma_min=2.0, sigma_max=1.0)
+  with pytest.raises(errors.SamplingError, match="Unknown sampler"):
+    jaxdiff.samplers.get("no_such_sampler")
+
+
 def test_old_import_paths_are_the_same_classes():
   from jaxdiff.bulk import SamplingError as bulk_sampling
   from jaxdiff.bulk.settings import SamplingError as settings_sampling
