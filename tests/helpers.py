@@ -103,3 +103,12 @@ def tiny_train_cmd(workdir, *extra) -> list[str]:
     "--config.optim.warmup_steps=0",
     *extra,
   ]
+
+
+def documented_text() -> str:
+  """README.md, then every guide of the documentation site (docs/guides/*.md, in name order): the text
+  whose code blocks and commands the tests run, wherever a section moved."""
+  guides = os.path.join(ROOT, "docs", "guides")
+  paths = [os.path.join(ROOT, "README.md")]
+  paths += [os.path.join(guides, n) for n in sorted(os.listdir(guides)) if n.endswith(".md")]
+  return "\n\n".join(open(p).read() for p in paths)

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import ROOT, random_params, tiny_image_config, tiny_points_config
+from helpers import random_params, tiny_image_config, tiny_points_config
 
 import jaxdiff
 from jaxdiff import generation, processes, samplers, schedules
@@ -405,7 +405,9 @@ def test_sample_from_config_passes_the_options():
 
 
 def test_readme_guidance_snippet_runs():
-  text = open(f"{ROOT}/README.md").read()
+  from helpers import documented_text
+
+  text = documented_text()  # README.md and the guides (docs/guides/functional-api.md)
   block = re.search(r"<!-- guidance snippet -->\s*```python\n(.*?)```", text, re.S).group(1)
   scope: dict = {}
   exec(compile(block, "README.md", "exec"), scope)

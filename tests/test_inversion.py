@@ -3,14 +3,12 @@ the probability-flow ODE maps x0 to alpha_0 MU + (x0 - MU) sqrt(alpha_0^2 SD^2 +
 first grid time. Inversion must approach that map, and sampling from its result must give x0 back, with
 errors that shrink as the steps do, on every process and every invertible sampler."""
 
-import os
 import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import ROOT
 
 import jaxdiff
 from jaxdiff import diffusion, processes, samplers, schedules
@@ -177,7 +175,9 @@ def test_traced_eta_is_refused_and_shapes_are_checked():
 
 
 def test_readme_inversion_snippet_runs():
-  text = open(f"{ROOT}/README.md").read()
+  from helpers import documented_text
+
+  text = documented_text()  # README.md and the guides (docs/guides/functional-api.md)
   block = re.search(r"<!-- invert snippet -->\s*```python\n(.*?)```", text, re.S).group(1)
   scope: dict = {}
   exec(compile(block, "README.md", "exec"), scope)
@@ -187,7 +187,9 @@ def test_readme_inversion_snippet_runs():
 def test_readme_round_trip_figures_are_what_the_exact_model_gives():
   """The round-trip errors the README quotes for EDM's Karras grid (ddim and heun at 10 / 20 / 40 steps)
   are `errors()`'s, to the digits shown (`-s` prints them)."""
-  text = " ".join(open(os.path.join(ROOT, "README.md")).read().split())
+  from helpers import documented_text
+
+  text = " ".join(documented_text().split())  # README.md and the guides
   num = r"([0-9.]+(?:e-?[0-9]+)?)"
   m = re.search(
     rf"round-trip max error at 10 / 20 / 40 steps: ddim {num} / {num} / {num}, heun {num} / {num} / {num}",

@@ -1,7 +1,6 @@
 """The notebook path: `jaxdiff.load(workdir)` gives the checkpoint's weights, samples as sample.py
 does, and the README's five-line notebook snippet runs; NNX modules plug in through `bind`."""
 
-import os
 import re
 
 import jax
@@ -9,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from helpers import ROOT, tiny_points_config
+from helpers import tiny_points_config
 
 import jaxdiff
 from jaxdiff import generation
@@ -79,7 +78,9 @@ def test_sample_matches_sample_from_config_and_the_functional_api(trained):
 
 
 def _readme_block(title: str) -> str:
-  text = open(os.path.join(ROOT, "README.md")).read()
+  from helpers import documented_text
+
+  text = documented_text()  # README.md and the guides (docs/guides/functional-api.md)
   m = re.search(rf"### {re.escape(title)}\s+```python\n(.*?)```", text, re.S)
   assert m, f"README.md has no python block under '### {title}'"
   return m.group(1)

@@ -1,7 +1,5 @@
 """Samplers against exact solutions: Gaussian data has a closed-form score and probability-flow ODE."""
 
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -509,7 +507,9 @@ def test_multistep_solvers_near_euler_and_converging_on_default_grids_as_the_rea
       e = accuracy.errors(process, name)
       assert np.all(np.diff(e) < 0), (process, name, e)
       assert np.all(e[1:] <= 1.3 * euler[1:]) and e[0] <= 2.0 * euler[0], (process, name, e, euler)
-  text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+  from helpers import documented_text
+
+  text = documented_text()  # README.md and the guides (docs/guides/functional-api.md)
   start, end = "<!-- sampler accuracy table -->\n", "\n<!-- end sampler accuracy table -->"
   assert start in text and end in text, "README's Samplers section lost its accuracy table markers"
   assert text.split(start, 1)[1].split(end, 1)[0].strip() == accuracy.table()

@@ -111,7 +111,10 @@ def _commands_in_block(block: str) -> list[str]:
 
 def readme_commands(text: str | None = None) -> list[str]:
   """Every shell command README.md shows, in order of appearance."""
-  text = README.read_text() if text is None else text
+  if text is None:  # README.md and the guides of the documentation site, where its sections moved
+    from helpers import documented_text
+
+    text = documented_text()
   found: list[tuple[int, str]] = []
   for m in re.finditer(r"^```(bash|sh|shell|console)\n(.*?)^```", text, re.S | re.M):
     found += [(m.start(), c) for c in _commands_in_block(m.group(2))]
