@@ -233,6 +233,7 @@ def _tiny_vae_config(**train):
   return config
 
 
+@pytest.mark.slow
 def test_autoencoder_training_resumes_to_the_same_weights_and_loads_from_its_workdir(tmp_path):
   from jaxdiff.training.autoencoder_step import load_autoencoder, train_autoencoder
 
