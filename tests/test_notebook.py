@@ -47,7 +47,7 @@ def test_load_gives_the_checkpoints_weights_wrapped_for_apply(trained):
 
 def test_load_refuses_missing_workdir_and_step(trained, tmp_path):
   workdir, _ = trained
-  with pytest.raises(SamplingError, match="does not exist"):
+  with pytest.raises(SamplingError, match="no such folder"):
     jaxdiff.load(str(tmp_path / "nothing"))
   with pytest.raises(SamplingError, match="no such checkpoint"):
     jaxdiff.load(workdir, step=7)
