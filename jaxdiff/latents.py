@@ -274,7 +274,7 @@ def decode_samples(
   total = 0
   for name in names:
     with fileio.open(fileio.join(samples, name), "rb") as f:
-      shard = dict(np.load(f))
+      shard = dict(np.load(f, allow_pickle=False))
     z = shard["images"]
     if z.dtype == np.uint8:
       raise DataError(f"{samples}/{name} holds uint8 images, not latents (sample with --output_format=float)")
