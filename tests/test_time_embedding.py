@@ -47,6 +47,7 @@ TIMES = {
   "index": np.array([0.0, 10.5, 999.0], np.float32),
   "unit": np.array([0.0, 0.3, 1.0], np.float32),
   "log_sigma": np.array([0.002, 1.0, 80.0], np.float32),
+  "c_noise": np.array([0.002, 1.0, 80.0], np.float32),
 }
 # Recorded from the networks at commit 638b0b1 (before time_input / fourier existed), from the
 # inputs of test_defaults_same_tree_embedding_and_outputs_as_before: helpers.random_params
@@ -98,7 +99,7 @@ def points(batch=3):
 
 
 def test_choices_exported_and_defaults():
-  assert TIME_INPUTS == ("index", "unit", "log_sigma")
+  assert TIME_INPUTS == ("index", "unit", "log_sigma", "c_noise")
   assert set(TIME_EMBEDDINGS) == {"sinusoidal", "learned", "fourier"}
   for module in (UNet(), MLP(), TimeEmbedding(8, 16)):
     assert module.time_input == "index" and module.time_embedding == "sinusoidal"
@@ -246,6 +247,17 @@ def test_log_sigma_resolves_sigma(embedding):
     # c_noise enters the sinusoid as 1000 c_noise
     np.testing.assert_allclose(e(sig), sinusoid(1000 * c(sig.astype(np.float64)), dim), atol=2e-3)
   assert np.isfinite(e(np.array([0.0], np.float32))).all()  # sigma = 0 (dummy init inputs) is finite
+
+
+def test_c_noise_feeds_the_sinusoid_ln_sigma_over_4_unscaled():
+  """diffusers' EDM schedulers give UNet2DModel c_noise = ln(sigma) / 4 as its timestep."""
+  sig = np.array([0.002, 0.3, 1.0, 80.0], np.float32)
+  got = np.asarray(time_features(jnp.asarray(sig), 16, "c_noise"))
+  np.testing.assert_allclose(got, sinusoid(np.log(sig.astype(np.float64)) / 4, 16), atol=1e-6)
+  fourier_got = np.asarray(time_features(jnp.asarray(sig), 16, "c_noise", "fourier"))
+  np.testing.assert_array_equal(
+    fourier_got, np.asarray(time_features(jnp.asarray(sig), 16, "log_sigma", "fourier"))
+  )
 
 
 def test_log_sigma_output_changes_with_sigma():

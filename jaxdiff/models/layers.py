@@ -60,7 +60,7 @@ def timestep_embedding(
 # ``time_input`` says which, and so how it becomes the embedding's input; ``time_embedding``
 # which embedding reads it. Config validation imports these tuples.
 
-TIME_INPUTS = ("index", "unit", "log_sigma")
+TIME_INPUTS = ("index", "unit", "log_sigma", "c_noise")
 TIME_EMBEDDINGS = ("sinusoidal", "learned", "fourier")
 FIXED_TIME_EMBEDDINGS = ("sinusoidal", "fourier")  # TimeEmbedding's (and the UNet's): no learned table
 UNIT_SCALE = 1000.0  # "unit": t in [0, 1] -> 1000 t (DiT, SD3, flow matching, score_sde's continuous VP)
@@ -140,19 +140,21 @@ def time_features(
     more than 0.024, leaving the MLP to amplify it. Scaled by 1000 the range becomes ~2650
     "timesteps" (DDPM's embedding resolves 1000): the lowest frequencies still give a monotone
     coordinate over the whole range and the highest turn by ~24 rad between sigmas 10% apart.
+  - ``"c_noise"``: EDM's ``c_noise = ln(sigma) / 4`` unscaled, what diffusers' EDM schedulers feed
+    a ``UNet2DModel`` (networks imported with ``EDMEulerScheduler`` / ``EDMDPMSolverMultistepScheduler``).
 
   ``time_embedding="fourier"`` (``fourier_embedding``, ``w ~ N(0, fourier_scale^2)``) reads an
   input of order one: ``t / 1000`` (``"index"``), ``t`` (``"unit"``), or ``c_noise`` itself
-  (``"log_sigma"``: exactly NCSN++'s embedding in EDM, scale 16, where a 10% change of sigma
+  (``"log_sigma"`` and ``"c_noise"``: exactly NCSN++'s embedding in EDM, scale 16, where a 10% change of sigma
   turns a typical frequency by ~2.4 rad).
   """
   check_time_embedding(time_input, time_embedding, FIXED_TIME_EMBEDDINGS)
   t = jnp.asarray(t, jnp.float32)
-  if time_input == "log_sigma":
+  if time_input in ("log_sigma", "c_noise"):
     t = jnp.log(jnp.maximum(t, SIGMA_FLOOR)) / 4  # EDM's c_noise
   if time_embedding == "sinusoidal":
     return timestep_embedding(
-      t if time_input == "index" else t * UNIT_SCALE,
+      t if time_input in ("index", "c_noise") else t * UNIT_SCALE,
       dim,
       flip_sin_to_cos=flip_sin_to_cos,
       freq_shift=freq_shift,
@@ -657,7 +659,7 @@ def broadcast_timesteps(t: Array, batch: int) -> Array:
 def gap_time_input(time_input: str) -> str:
   """How a two-time network embeds the interval t - r: like t, but linearly where t is EDM's sigma
   (log sigma has no value at a zero interval)."""
-  return "unit" if time_input == "log_sigma" else time_input
+  return "unit" if time_input in ("log_sigma", "c_noise") else time_input
 
 
 def time_gap(t: Array, r: Array | None, batch: int, second_time: bool) -> Array | None:
