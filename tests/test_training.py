@@ -167,9 +167,45 @@ def test_metrics_and_outputs_written(tmp_path):
   assert [r["step"] for r in logged] == [5, 10]
   for key in ("loss", "grad_norm", "learning_rate", "steps_per_sec", "images_per_sec"):
     assert np.isfinite(logged[-1][key])
+  shares = [f"time/{c}_share" for c in ("input", "step", "checkpoint", "metrics", "samples")]
+  for r in logged:  # where each window's wall time went: fractions that sum to 1
+    assert all(0 <= r[k] <= 1 for k in shares) and sum(r[k] for k in shares) == pytest.approx(1, abs=1e-6)
+  assert logged[-1]["time/samples_share"] > 0  # the grid at step 10 falls in the window that ends there
+  assert logged[-1]["time/checkpoint_share"] > 0 and logged[0]["time/checkpoint_share"] == 0
   assert (tmp_path / "samples" / "step_0000010.png").exists()
   assert any(p.startswith("events") for p in os.listdir(tmp_path / "tensorboard"))
   assert json.load(open(tmp_path / "config.json"))["model"]["name"] == "mlp"
+
+
+def test_breakdown_counts_input_only_while_the_device_waits():
+  from jaxdiff.training.breakdown import WallBreakdown, device_idle, short_line
+
+  clock = WallBreakdown()
+  slow = jax.jit(lambda x: jnp.linalg.matrix_power(x, 64))
+  busy = slow(jnp.eye(700) * 0.5)  # dispatched, still computing
+  assert not device_idle(busy)
+  assert clock.wait_input(busy, lambda: time.sleep(0.05) or "batch") == "batch"
+  assert clock.spent["input"] == 0.0  # overlapped with the running step
+  busy.block_until_ready()
+  clock.wait_input(busy, lambda: time.sleep(0.05))
+  assert clock.spent["input"] >= 0.05  # the device had finished: the step waited for this batch
+  with clock.timing("checkpoint"):
+    time.sleep(0.05)
+  s = clock.shares()
+  assert s["time/checkpoint_share"] > 0 and sum(s.values()) == pytest.approx(1)
+  assert s["time/step_share"] == pytest.approx(1 - s["time/input_share"] - s["time/checkpoint_share"])
+  assert short_line(s).startswith("in ")
+
+
+def test_metrics_window_keeps_rows_read_back_for_a_checkpoint(tmp_path):
+  from jaxdiff.training.loop import _MetricsWindow
+
+  w = _MetricsWindow(4, "stop", Checkpointer(str(tmp_path)), None)
+  w.add(0, {"loss": jnp.asarray(1.0), "nonfinite": jnp.asarray(0)}, 1)
+  assert w.flush()["loss"] == 1.0  # read back before a checkpoint in mid-window
+  w.add(1, {"loss": jnp.asarray(3.0), "nonfinite": jnp.asarray(0)}, 1)
+  s = w.summary()
+  assert s["loss"] == 2.0 and sum(v for k, v in s.items() if k.startswith("time/")) == pytest.approx(1)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):

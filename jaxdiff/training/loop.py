@@ -1,7 +1,9 @@
 """The training loop: `train(config, workdir)`: resume, step, log, sample, checkpoint, stop cleanly.
 
 One compiled step over the data mesh; the host only feeds batches and, every log_every steps,
-reads back metrics (the only device->host sync besides checkpoints and sample grids).
+reads back metrics (the only device->host sync besides checkpoints and sample grids). Each logging
+window also records where its wall time went (input, step, checkpoint, metrics, samples;
+`jaxdiff.training.breakdown`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from jaxdiff.evaluation.periodic import check_eval_config, evaluate_for_training
 from jaxdiff.generation import sample_from_config
 from jaxdiff.models import count_params, create_model
 from jaxdiff.training.autoencoder_step import latent_decoder
+from jaxdiff.training.breakdown import WallBreakdown, short_line
 from jaxdiff.training.checkpointer import Checkpointer, checkpoint_dir
 from jaxdiff.training.run_records import (
   claim_checkpoint_dir,
@@ -210,7 +213,8 @@ def _stack(batches: list[dict]) -> dict:
 
 class _MetricsWindow:
   """The per-step metrics of the steps since the last read-back, still on the device, and the
-  throughput of the window. `flush` is the only device->host sync of the metrics."""
+  throughput of the window and its wall-time breakdown (`clock`). `flush` is the only device->host
+  sync of the metrics."""
 
   def __init__(
     self,
@@ -227,10 +231,17 @@ class _MetricsWindow:
     self.ckpt = ckpt
     self.last_saved = last_saved  # the last good checkpoint, named when the loss goes non-finite
     self.pending: list[tuple[int, dict]] = []
+    self.rows: list[tuple[int, dict[str, float]]] = []  # this window's steps read back already
+    self.clock = WallBreakdown()
     self.restart()
 
   def restart(self) -> None:
-    self.t0, self.steps = time.perf_counter(), 0
+    self.clock.restart()
+    self.t0, self.steps, self.rows = self.clock.t0, 0, []
+
+  def wait_for_steps(self) -> None:
+    """Block until the pending steps are computed (time the breakdown counts as step time)."""
+    jax.block_until_ready([m for _, m in self.pending])
 
   def add(self, first_step: int, metrics: dict, num_steps: int) -> None:
     self.pending.append((first_step, metrics))
@@ -260,9 +271,8 @@ class _MetricsWindow:
           )
     elif self.max_skipped is not None:
       self._count_skipped(rows)
-    mean = {k: float(np.mean([r[k] for _, r in rows])) for k in rows[-1][1]}
-    mean["nonfinite"] = float(sum(r["nonfinite"] for _, r in rows))
-    return mean
+    self.rows += rows
+    return _means(rows)
 
   def _count_skipped(self, rows: list[tuple[int, dict[str, float]]]) -> None:
     """NonFiniteLossError at the step where the skipped updates exceed max_skipped: a run that skips
@@ -291,13 +301,28 @@ class _MetricsWindow:
     return f"the last good checkpoint (step {self.last_saved}) in {self.ckpt.directory} is intact"
 
   def summary(self) -> dict[str, float]:
-    """flush() plus the window's steps and images per second; starts a new window."""
-    scalars = self.flush()
-    dt = time.perf_counter() - self.t0
+    """flush() plus the window's steps and images per second and the shares of its wall time
+    ('time/<input|step|checkpoint|metrics|samples>_share'); starts a new window."""
+    self.wait_for_steps()
+    with self.clock.timing("metrics"):
+      self.flush()
+      scalars = _means(self.rows)
+    now = time.perf_counter()
+    dt = now - self.t0
     scalars["steps_per_sec"] = self.steps / dt
     scalars["images_per_sec"] = self.steps * self.global_batch / dt
+    scalars.update(self.clock.shares(now))
     self.restart()
     return scalars
+
+
+def _means(rows: list[tuple[int, dict[str, float]]]) -> dict[str, float]:
+  """The metrics' means over `rows` ({} when none); nonfinite is the count of skipped updates."""
+  if not rows:
+    return {}
+  mean = {k: float(np.mean([r[k] for _, r in rows])) for k in rows[-1][1]}
+  mean["nonfinite"] = float(sum(r["nonfinite"] for _, r in rows))
+  return mean
 
 
 @dataclasses.dataclass
@@ -476,26 +501,37 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
         if run.main:
           pbar.write(f"first step compiled in {compile_s:.1f}s (compilation cache: {run.cache or 'off'})")
         writer.write(step, {"compile_seconds": compile_s})
+        window.restart()  # the first window's throughput and breakdown leave the compile out
+      clock = window.clock
       while step < end_step:
         state, metrics = compiled(state, batch, run.step_key)
         window.add(step, metrics, k)
         step += k
         pbar.update(k)
         at_end = step >= end_step
+        # grids and checkpoints before the log line: their time falls in the window that ends here
+        _periodic(run, state, step, window)
+        if step % t_cfg.checkpoint_every == 0 or at_end or preempt.requested or ckpt.reached_preemption(step):
+          window.wait_for_steps()  # the step's own time, not the checkpoint's
+          jax.block_until_ready(state)
+          with clock.timing("checkpoint"):
+            window.flush()  # a non-finite loss stops before its state is saved
+            ckpt.save(state)
+          window.last_saved = step
+          stopped_by_signal = preempt.requested
         if step % t_cfg.log_every == 0 or at_end:
           scalars = window.summary()
-          writer.write(step, scalars)
-          pbar.set_postfix(loss=f"{scalars['loss']:.4f}", img_s=f"{scalars['images_per_sec']:.0f}")
-        _periodic(run, state, step)
-        if step % t_cfg.checkpoint_every == 0 or at_end or preempt.requested or ckpt.reached_preemption(step):
-          window.flush()
-          ckpt.save(state)
-          window.last_saved = step
-          if preempt.requested:
-            stopped_by_signal = True
-            break
+          with clock.timing("metrics"):
+            writer.write(step, scalars)
+            pbar.set_postfix(
+              loss=f"{scalars['loss']:.4f}",
+              img_s=f"{scalars['images_per_sec']:.0f}",
+              time=short_line(scalars),
+            )
+        if stopped_by_signal:
+          break
         if not at_end:
-          batch = next(run.batches)
+          batch = clock.wait_input(metrics, lambda: next(run.batches))
       if not stopped_by_signal and step >= num_steps:
         _final_grid(run, state, step)
   finally:
@@ -516,14 +552,22 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
   return state
 
 
-def _periodic(run: _Run, state: TrainState, step: int) -> None:
-  """The sample grid and the evaluation due at `step`."""
-  if run.sample_fn is not None and step % run.config.train.sample_every == 0:
-    path = run.sample_fn(state, step)
-    if path:
-      run.writer.write_image(step, "samples", path)
-  if run.eval_every and step % run.eval_every == 0:
-    run.writer.write(step, _evaluate(run.config, run.model, run.schedule, state))
+def _periodic(run: _Run, state: TrainState, step: int, window: _MetricsWindow) -> None:
+  """The sample grid and the evaluation due at `step` (their time counted as samples, after the
+  step's outputs are computed)."""
+  grid = run.sample_fn is not None and step % run.config.train.sample_every == 0
+  evaluate = bool(run.eval_every) and step % run.eval_every == 0
+  if not (grid or evaluate):
+    return
+  window.wait_for_steps()
+  jax.block_until_ready(state)
+  with window.clock.timing("samples"):
+    if grid:
+      path = run.sample_fn(state, step)
+      if path:
+        run.writer.write_image(step, "samples", path)
+    if evaluate:
+      run.writer.write(step, _evaluate(run.config, run.model, run.schedule, state))
 
 
 def _final_grid(run: _Run, state: TrainState, step: int) -> None:
