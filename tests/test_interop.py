@@ -704,10 +704,148 @@ def test_dpm_solver_and_flow_workdirs_export(case, tmp_path):
   assert _max_diff(got, want) < 1e-4 * max(1.0, np.abs(want).max())
 
 
-def test_edm_workdirs_are_refused_on_export_naming_the_reason():
-  config = with_defaults({"diffusion": {"process": "edm", "prediction": "edm"}})
-  with pytest.raises(ConfigError, match="edm.*ln\\(sigma\\)/4"):
+# ---------------------------------------------------------------- EDM schedulers
+
+
+def _edm_loop(unet, scheduler, x, n):
+  """The EDM scheduler loop (as diffusers' pipelines run it: scale_model_input, the UNet fed the
+  scheduler's timestep c_noise = ln(sigma)/4, step) from the state `x` at sigma_max."""
+  scheduler.set_timesteps(n)
+  for t in scheduler.timesteps:
+    with torch.no_grad():
+      out = unet(scheduler.scale_model_input(x, t), t).sample
+    x = scheduler.step(out, t, x).prev_sample
+  return x.numpy()
+
+
+EDM_CASES = {
+  "euler": (diffusers.EDMEulerScheduler, {}, "euler", ""),
+  "euler_exponential_v": (
+    diffusers.EDMEulerScheduler,
+    dict(sigma_schedule="exponential", prediction_type="v_prediction", sigma_data=0.7, sigma_max=40.0),
+    "euler",
+    "logsnr",
+  ),
+  "dpmpp_2m": (diffusers.EDMDPMSolverMultistepScheduler, dict(rho=5.0, sigma_min=0.01), "dpmpp_2m", ""),
+  "dpmpp_3m_exponential": (
+    diffusers.EDMDPMSolverMultistepScheduler,
+    dict(solver_order=3, sigma_schedule="exponential", prediction_type="v_prediction"),
+    "dpmpp_3m",
+    "logsnr",
+  ),
+}
+
+
+def _edm_noise(sigma_max, seed=3):
+  return torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(seed)) * sigma_max
+
+
+@pytest.mark.parametrize("case", sorted(EDM_CASES))
+def test_edm_pipelines_import_and_sample_as_diffusers(case, tmp_path):
+  """EDMEulerScheduler / EDMDPMSolverMultistepScheduler pipelines (Karras and exponential sigmas,
+  epsilon and v_prediction) import as EDM workdirs whose network reads c_noise as diffusers feeds it,
+  and sample what diffusers samples from the same state at sigma_max."""
+  cls, kw, sampler, grid = EDM_CASES[case]
+  unet = _diffusers_unet(**{**LAYOUTS["ddpm"], "in_channels": 1, "out_channels": 1})
+  sched = cls(**kw)
+  _save_pipeline(tmp_path / "pipe", unet, sched)
+  import_diffusers(str(tmp_path / "pipe"), str(tmp_path / "wd"))
+  n = 7
+  x = _edm_noise(sched.config.sigma_max)
+  want = _edm_loop(unet, cls.from_config(sched.config), x, n)
+  config, got = _jaxdiff_from(str(tmp_path / "wd"), x, n)
+  d = config.diffusion
+  assert (d.process, d.prediction, config.model.time_input) == ("edm", "edm", "c_noise")
+  assert (config.sample.sampler, config.sample.grid, config.sample.clip_x0) == (sampler, grid, 0.0)
+  for field in ("sigma_min", "sigma_max", "sigma_data", "rho"):
+    assert d[field] == sched.config[field], field
+  assert _max_diff(got, want) < 1e-4 * max(1.0, np.abs(want).max()), _max_diff(got, want)
+  # the time input matters: jaxdiff's own log_sigma (1000 c_noise) samples something else
+  config.model.time_input = "log_sigma"
+  _, params = create_model(config), restore_model(str(tmp_path / "wd"))[3]
+  other = sample_from_config(
+    config, create_model(config), restore_model(str(tmp_path / "wd"))[2], params, jax.random.key(0), 2,
+    num_steps=n, x_init=jnp.asarray(x.numpy().transpose(0, 2, 3, 1)),
+  )  # fmt: skip
+  assert _max_diff(np.asarray(other).transpose(0, 3, 1, 2), want) > 1e-2
+
+
+def _edm_workdir(path, sampler, grid=""):
+  """A jaxdiff-native EDM workdir (a UNet reading c_noise, random weights) at step 0."""
+  from jaxdiff.interop.workdir import write_workdir
+
+  config = with_defaults(
+    {
+      "model": dict(
+        base_channels=16, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(4,), num_groups=8,
+        num_classes=0, conv_resample=True, time_input="c_noise",
+      ),
+      "data": dict(image_size=8, channels=1, num_classes=0),
+      "diffusion": dict(process="edm", prediction="edm", sigma_data=0.6, sigma_max=60.0, rho=6.0),
+      "sample": dict(sampler=sampler, grid=grid, clip_x0=0.0),
+    }
+  )  # fmt: skip
+  model = create_model(config)
+  x = jnp.zeros((1, 8, 8, 1))
+  abstract = jax.eval_shape(model.init, jax.random.key(0), x, jnp.ones((1,)))["params"]
+  rng = np.random.default_rng(1)
+  params = jax.tree_util.tree_map(
+    lambda a: jnp.asarray(0.2 * rng.standard_normal(a.shape) + (1.0 if a.ndim == 1 else 0.0), a.dtype),
+    abstract,
+  )
+  write_workdir(str(path), config, model.apply, params)
+
+
+@pytest.mark.parametrize("sampler,grid,cls", [
+  ("euler", "", diffusers.EDMEulerScheduler),
+  ("dpmpp_2m", "logsnr", diffusers.EDMDPMSolverMultistepScheduler),
+])  # fmt: skip
+def test_edm_workdirs_export_with_diffusers_edm_schedulers(sampler, grid, cls, tmp_path):
+  """A jaxdiff EDM workdir whose network reads c_noise exports as unet/ + an EDM scheduler (no
+  pipeline class runs EDM's input scaling); diffusers' loop over it samples what jaxdiff samples."""
+  _edm_workdir(tmp_path / "wd", sampler, grid)
+  export_workdir(str(tmp_path / "wd"), str(tmp_path / "out"))
+  assert sorted(os.listdir(tmp_path / "out")) == ["scheduler", "unet"]
+  unet = diffusers.UNet2DModel.from_pretrained(str(tmp_path / "out" / "unet")).eval()
+  sched = cls.from_pretrained(str(tmp_path / "out" / "scheduler"))
+  assert (sched.config.sigma_data, sched.config.sigma_max, sched.config.rho) == (0.6, 60.0, 6.0)
+  assert sched.config.sigma_schedule == ("exponential" if grid == "logsnr" else "karras")
+  x = _edm_noise(60.0, seed=4)
+  want = _edm_loop(unet, sched, x, 6)
+  _, got = _jaxdiff_from(str(tmp_path / "wd"), x, 6)
+  assert _max_diff(got, want) < 1e-4 * max(1.0, np.abs(want).max()), _max_diff(got, want)
+  import_diffusers(str(tmp_path / "out"), str(tmp_path / "again"))  # and back: the same samples
+  _, again = _jaxdiff_from(str(tmp_path / "again"), x, 6)
+  np.testing.assert_array_equal(again, got)
+
+
+def test_edm_exports_refuse_what_diffusers_cannot_run_naming_the_field():
+  base = {"diffusion": {"process": "edm", "prediction": "edm"}, "sample": {"clip_x0": 0.0}}
+  config = with_defaults(base)  # time_input "auto": jaxdiff's log_sigma, 1000 ln(sigma)/4
+  with pytest.raises(ConfigError, match="time_input='auto'.*ln\\(sigma\\)/4.*'c_noise'"):
     config_to_scheduler(config)
+  config.model.time_input = "c_noise"
+  assert config_to_scheduler(config)["_class_name"] == "EDMEulerScheduler"
+  for field, value in [("sample.clip_x0", 1.0), ("sample.grid", "uniform"), ("diffusion.prediction", "x0")]:
+    bad = with_defaults(base)
+    bad.model.time_input = "c_noise"
+    section, name = field.split(".")
+    bad[section][name] = value
+    with pytest.raises(ConfigError, match=field):
+      config_to_scheduler(bad)
+  for cls, field, value in [
+    ("EDMEulerScheduler", "final_sigmas_type", "sigma_min"),
+    ("EDMEulerScheduler", "sigma_schedule", "linear"),
+    ("EDMDPMSolverMultistepScheduler", "prediction_type", "sample"),
+    ("EDMDPMSolverMultistepScheduler", "solver_type", "heun"),
+    ("EDMDPMSolverMultistepScheduler", "algorithm_type", "dpmsolver"),
+    ("EDMDPMSolverMultistepScheduler", "euler_at_final", True),
+    ("EDMDPMSolverMultistepScheduler", "thresholding", True),
+    ("EDMEulerScheduler", "sigma_data", "0.5"),
+    ("EDMEulerScheduler", "use_karras_sigmas", True),
+  ]:
+    with pytest.raises(ConfigError, match=field):
+      scheduler_overrides({"_class_name": cls, field: value})
 
 
 def test_unsupported_scheduler_settings_are_refused_by_name():

@@ -16,11 +16,24 @@ ConfigError naming the field, and every field's type is checked first.
                                     SD3's shifted grid (``diffusion.flow_shift``), 50 steps; the network
                                     reads 1000 t (``model.time_input = "unit"``), as diffusers feeds it
 
+    EDMEulerScheduler            -> the ``edm`` process (sigma_min, sigma_max, sigma_data, rho), EDM's
+                                    preconditioned network (``prediction = "edm"``), ``euler`` (50 steps)
+                                    on the Karras grid (sigma_schedule "karras") or the log-uniform one
+                                    ("exponential": ``sample.grid = "logsnr"``); the network reads EDM's
+                                    c_noise = ln(sigma) / 4 unscaled (``model.time_input = "c_noise"``),
+                                    as diffusers feeds it
+    EDMDPMSolverMultistepScheduler -> the same, with ``dpmpp_2m`` / ``dpmpp_3m`` / ``dpmpp_2m_sde``, 25 steps
+
+An EDM ``v_prediction`` network (D = c_skip x - c_out F) is the ``epsilon`` one with F negated:
+``edm_output_sign`` says so, and the import negates the UNet's last convolution (exact in floating
+point), so it exports back as ``epsilon``.
+
 Exports go the other way: ddpm -> DDPMScheduler, dpmpp_2m / dpmpp_3m / dpmpp_2m_sde ->
 DPMSolverMultistepScheduler, any other sampler on a vp chain -> DDIMScheduler, a flow workdir ->
-FlowMatchEulerDiscreteScheduler. EDM workdirs are refused: diffusers' EDM schedulers feed the
-network EDM's c_noise = ln(sigma) / 4 unscaled, which a UNet2DModel embedding cannot take from
-jaxdiff's ``log_sigma`` time input (1000 c_noise).
+FlowMatchEulerDiscreteScheduler, an EDM workdir whose network reads ``c_noise`` ->
+EDMDPMSolverMultistepScheduler (dpmpp_*) or EDMEulerScheduler (any other sampler). An EDM network
+that reads jaxdiff's own ``log_sigma`` time input (1000 c_noise) is refused: no UNet2DModel
+embedding takes that from diffusers' c_noise.
 """
 
 from __future__ import annotations
@@ -32,7 +45,14 @@ from jaxdiff.errors import ConfigError
 from jaxdiff.interop.fields import check_field_types
 from jaxdiff.interop.files import DIFFUSERS_VERSION
 
-__all__ = ["SCHEDULER_FIELDS", "SCHEDULERS", "scheduler_overrides", "config_to_scheduler"]
+__all__ = [
+  "SCHEDULER_FIELDS",
+  "SCHEDULERS",
+  "EDM_SCHEDULERS",
+  "scheduler_overrides",
+  "config_to_scheduler",
+  "edm_output_sign",
+]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +114,9 @@ _KINDS = {
   "invert_sigmas": "bool",
   "shift_terminal": "num",
   "stochastic_sampling": "bool",
+  "sigma_data": "pos_num",
+  "sigma_schedule": "str",
+  "rho": "pos_num",
 }
 _CHAIN = (
   "num_train_timesteps",
@@ -105,6 +128,9 @@ _CHAIN = (
 )
 _THRESHOLD = ("thresholding", "dynamic_thresholding_ratio", "sample_max_value")
 _SIGMA_CHOICES = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
+_EDM = ("sigma_min", "sigma_max", "sigma_data", "sigma_schedule", "num_train_timesteps", "prediction_type", "rho",
+        "final_sigmas_type")  # fmt: skip
+EDM_SCHEDULERS = ("EDMEulerScheduler", "EDMDPMSolverMultistepScheduler")
 # Keys each class reads (and checks); any other key with a value is refused. `_`-keys pass.
 SCHEDULERS: dict[str, tuple[str, ...]] = {
   "DDPMScheduler": _CHAIN + _THRESHOLD + (
@@ -127,6 +153,10 @@ SCHEDULERS: dict[str, tuple[str, ...]] = {
   "FlowMatchEulerDiscreteScheduler": _SIGMA_CHOICES + (
     "num_train_timesteps", "shift", "use_dynamic_shifting", "base_shift", "max_shift", "base_image_seq_len",
     "max_image_seq_len", "invert_sigmas", "shift_terminal", "time_shift_type", "stochastic_sampling",
+  ),
+  "EDMEulerScheduler": _EDM,
+  "EDMDPMSolverMultistepScheduler": _EDM + _THRESHOLD + (
+    "solver_order", "algorithm_type", "solver_type", "lower_order_final", "euler_at_final",
   ),
 }  # fmt: skip
 SCHEDULER_FIELDS = tuple(sorted({f for fields in SCHEDULERS.values() for f in fields}))
@@ -201,6 +231,8 @@ def scheduler_overrides(
     _require(c, field, False, "jaxdiff reads the scheduler's own sigma spacing only")
   if name == "FlowMatchEulerDiscreteScheduler":
     return _flow_overrides(c)
+  if name in EDM_SCHEDULERS:
+    return _edm_overrides(name, {**_EDM_DEFAULTS, **c})
   diffusion = _chain(c)
   if name in ("DDPMScheduler", "DDIMScheduler"):
     sample = _ddpm_ddim(name, c)
@@ -339,18 +371,77 @@ def _flow_overrides(c: dict) -> dict[str, dict[str, Any]]:
   }
 
 
+_EDM_DEFAULTS = {
+  "sigma_min": 0.002,
+  "sigma_max": 80.0,
+  "sigma_data": 0.5,
+  "sigma_schedule": "karras",
+  "rho": 7.0,
+}
+_EDM_GRIDS = {"karras": "", "exponential": "logsnr"}  # sigma_schedule -> config.sample.grid
+
+
+def edm_output_sign(config: dict[str, Any]) -> float:
+  """-1.0 for a diffusers EDM scheduler config with ``prediction_type="v_prediction"`` (its network's
+  F enters D with c_out negated), else 1.0: the factor on the network's output that makes it
+  jaxdiff's ``prediction="edm"``."""
+  if config.get("_class_name") in EDM_SCHEDULERS and config.get("prediction_type") == "v_prediction":
+    return -1.0
+  return 1.0
+
+
+def _edm_overrides(name: str, c: dict) -> dict[str, dict[str, Any]]:
+  if c["sigma_schedule"] not in _EDM_GRIDS:
+    raise _refuse("sigma_schedule", c["sigma_schedule"], f"supported: {sorted(_EDM_GRIDS)}")
+  if c["prediction_type"] not in ("epsilon", "v_prediction"):
+    raise _refuse(
+      "prediction_type", c["prediction_type"], "diffusers' EDM schedulers take epsilon or v_prediction"
+    )
+  if not c["sigma_min"] < c["sigma_max"]:
+    raise _refuse("sigma_min", c["sigma_min"], f"it must be below sigma_max={c['sigma_max']}")
+  _require(c, "final_sigmas_type", "zero", "jaxdiff's samplers end at sigma = 0")
+  sample = {"grid": _EDM_GRIDS[c["sigma_schedule"]], "eta": 0.0, "clip_x0": 0.0}
+  if name == "EDMEulerScheduler":
+    sample.update(sampler="euler", num_steps=50, s_churn=0.0)
+  else:
+    key = (c["algorithm_type"], int(c["solver_order"]))
+    if key not in _DPM:
+      raise _refuse(
+        "algorithm_type" if c["algorithm_type"] not in ("dpmsolver++", "sde-dpmsolver++") else "solver_order",
+        key[0] if c["algorithm_type"] not in ("dpmsolver++", "sde-dpmsolver++") else key[1],
+        "supported: dpmsolver++ with solver_order 2 or 3, sde-dpmsolver++ with solver_order 2",
+      )
+    _require(c, "solver_type", "midpoint", "jaxdiff's DPM-Solver++ multistep update is the midpoint form")
+    _require(c, "lower_order_final", True, "jaxdiff's multistep solvers lower their order at the end")
+    _require(c, "euler_at_final", False, "not implemented")
+    if c["thresholding"]:
+      raise _refuse("thresholding", True, "dynamic thresholding is not implemented")
+    sample.update(sampler=_DPM[key], num_steps=25, eta=1.0 if key[0].startswith("sde") else 0.0)
+  diffusion = {
+    "process": "edm",
+    "prediction": "edm",
+    "sigma_min": float(c["sigma_min"]),
+    "sigma_max": float(c["sigma_max"]),
+    "sigma_data": float(c["sigma_data"]),
+    "rho": float(c["rho"]),
+  }
+  return {"diffusion": diffusion, "sample": sample, "model": {"time_input": "c_noise"}}
+
+
 def config_to_scheduler(config: Any) -> dict[str, Any]:
   """The diffusers ``scheduler_config.json`` of a jaxdiff config (its ``diffusion`` and ``sample``
   sections): see the module's table. ConfigError names the field diffusers cannot express."""
   d, s = config.diffusion, config.sample
   if d.process == "flow":
     return _flow_scheduler(config)
+  if d.process == "edm":
+    return _edm_scheduler(config)
   if d.process != "vp":
     raise ConfigError(
       f"config.diffusion.process={d.process!r} has no diffusers scheduler jaxdiff can write: the 'vp' chain "
-      "exports as DDPM / DDIM / DPM-Solver, 'flow' as FlowMatchEulerDiscreteScheduler"
-      + (" (diffusers' EDM schedulers feed the network ln(sigma)/4, not jaxdiff's time input)" if d.process == "edm" else "")
-    )  # fmt: skip
+      "exports as DDPM / DDIM / DPM-Solver, 'flow' as FlowMatchEulerDiscreteScheduler, 'edm' as "
+      "EDMEulerScheduler / EDMDPMSolverMultistepScheduler"
+    )
   names = {v: k for k, v in _SCHEDULES.items()}
   if d.schedule not in names:
     raise ConfigError(f"config.diffusion.schedule={d.schedule!r} has no diffusers beta_schedule")
@@ -420,3 +511,50 @@ def _flow_scheduler(config: Any) -> dict[str, Any]:
     "shift": float(d.flow_shift),
     "use_dynamic_shifting": False,
   }
+
+
+def _edm_scheduler(config: Any) -> dict[str, Any]:
+  d, s = config.diffusion, config.sample
+  if d.prediction != "edm":
+    raise ConfigError(
+      f"config.diffusion.prediction={d.prediction!r}: diffusers' EDM schedulers run EDM's preconditioned "
+      "network (prediction='edm')"
+    )
+  time_input = config.model.get("time_input", "auto")
+  if time_input != "c_noise":
+    raise ConfigError(
+      f"config.model.time_input={time_input!r}: diffusers' EDM schedulers feed the network c_noise = "
+      "ln(sigma)/4 unscaled, and this network reads jaxdiff's 1000 ln(sigma)/4 ('log_sigma'); only networks "
+      "trained or imported with model.time_input='c_noise' export"
+    )
+  grids = {v: k for k, v in _EDM_GRIDS.items()}
+  if s.grid not in grids and s.grid != "karras":
+    raise ConfigError(
+      f"config.sample.grid={s.grid!r} has no diffusers EDM sigma_schedule: use '' or 'karras' (karras) or "
+      "'logsnr' (exponential)"
+    )
+  if s.grid == "karras" and (s.rho != d.rho or s.sigma_min > 0 or s.sigma_max > 0):
+    raise ConfigError(
+      "config.sample.rho / sigma_min / sigma_max differ from config.diffusion's: diffusers' EDM schedulers "
+      "have one rho and one sigma range; set them in config.diffusion"
+    )
+  if s.clip_x0:
+    raise ConfigError("config.sample.clip_x0 has no counterpart in diffusers' EDM schedulers; set it to 0")
+  dpm = {v: k for k, v in _DPM.items()}
+  out = {
+    "_class_name": "EDMDPMSolverMultistepScheduler" if s.sampler in dpm else "EDMEulerScheduler",
+    "_diffusers_version": DIFFUSERS_VERSION,
+    "sigma_min": float(d.sigma_min),
+    "sigma_max": float(d.sigma_max),
+    "sigma_data": float(d.sigma_data),
+    "sigma_schedule": grids.get(s.grid, "karras"),
+    "rho": float(d.rho),
+    "num_train_timesteps": 1000,
+    "prediction_type": "epsilon",
+    "final_sigmas_type": "zero",
+  }
+  if s.sampler in dpm:
+    algorithm, order = dpm[s.sampler]
+    out.update(algorithm_type=algorithm, solver_order=order, solver_type="midpoint", lower_order_final=True,
+               euler_at_final=False, thresholding=False)  # fmt: skip
+  return out

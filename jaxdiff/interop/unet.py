@@ -479,9 +479,9 @@ def unet_to_diffusers_config(model: UNet, params: dict, sample_size: int | None 
     ),
     (
       "time_input",
-      model.time_input in ("index", "unit"),
-      "UNet2DModel embeds the timestep it is given: 'index' (a chain's timestep) or 'unit' (1000 t, what "
-      "FlowMatchEulerDiscreteScheduler feeds)",
+      model.time_input in ("index", "unit", "c_noise"),
+      "UNet2DModel embeds the timestep it is given: 'index' (a chain's timestep), 'unit' (1000 t, what "
+      "FlowMatchEulerDiscreteScheduler feeds) or 'c_noise' (ln(sigma)/4, what diffusers' EDM schedulers feed)",
     ),
   ):
     if not ok:

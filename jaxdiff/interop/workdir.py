@@ -39,7 +39,12 @@ from jaxdiff.interop.files import (
   read_model_folder,
   write_json,
 )
-from jaxdiff.interop.scheduler import config_to_scheduler, scheduler_overrides
+from jaxdiff.interop.scheduler import (
+  EDM_SCHEDULERS,
+  config_to_scheduler,
+  edm_output_sign,
+  scheduler_overrides,
+)
 from jaxdiff.interop.staging import check_target, staged
 from jaxdiff.interop.unet import save_diffusers_unet, unet_model_config, unet_params_from_diffusers
 from jaxdiff.models import DiT, UNet, create_model
@@ -47,7 +52,14 @@ from jaxdiff.training.checkpointer import Checkpointer
 from jaxdiff.training.run_records import save_config
 from jaxdiff.training.state import TrainState, create_optimizer
 
-__all__ = ["import_diffusers", "export_workdir", "find_parts", "WORKDIR_CONFIG_PY", "NO_DATA"]
+__all__ = [
+  "import_diffusers",
+  "export_workdir",
+  "write_workdir",
+  "find_parts",
+  "WORKDIR_CONFIG_PY",
+  "NO_DATA",
+]
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +172,15 @@ def _import_config(src: str, data: str | None, image_size: int | None, seed: int
   config.seed = int(seed)
   config.train.checkpoint_dir = checkpoint_dir or ""
   if sched_path is not None:
-    for section, values in scheduler_overrides(read_json(sched_path), sched_path).items():
+    sched = read_json(sched_path)
+    for section, values in scheduler_overrides(sched, sched_path).items():
       config[section].update(values)
+    if sched.get("_class_name") in EDM_SCHEDULERS and is_dit:
+      raise ConfigError(
+        f"{sched_path}: {sched['_class_name']} is converted for UNet2DModel pipelines only, not for a "
+        "DiTTransformer2DModel"
+      )
+    tensors = _signed_output(tensors, edm_output_sign(sched))
   else:
     log.warning("%s has no scheduler/%s: the chain is jaxdiff's default (linear betas)", src, SCHEDULER_NAME)
   if config.model.learn_sigma and not is_dit:  # learned_range: the output's second half is the variance
@@ -175,6 +194,14 @@ def _import_config(src: str, data: str | None, image_size: int | None, seed: int
   validate_config(config)
   model = create_model(config)
   return config, model, from_diffusers(model, tensors)
+
+
+def _signed_output(tensors: dict, sign: float) -> dict:
+  """The UNet2DModel's tensors with its last convolution negated when `sign` is -1 (an EDM
+  v_prediction network becomes jaxdiff's F: negation is exact in floating point)."""
+  if sign > 0:
+    return tensors
+  return {k: -v if k in ("conv_out.weight", "conv_out.bias") else v for k, v in tensors.items()}
 
 
 def import_diffusers(
@@ -200,10 +227,27 @@ def import_diffusers(
   if checkpoint_dir:
     check_target(checkpoint_dir, overwrite=overwrite, what="checkpoint_dir")
   config, model, params = _import_config(src, data, image_size, seed, checkpoint_dir or "")
+  write_workdir(workdir, config, model.apply, params, checkpoint_dir=checkpoint_dir, overwrite=overwrite)
+  return config
+
+
+def write_workdir(
+  workdir: str,
+  config: ml_collections.ConfigDict,
+  apply_fn: Any,
+  params: Any,
+  *,
+  checkpoint_dir: str | None = None,
+  overwrite: bool = False,
+  extra_files: dict[str, str] | None = None,
+) -> None:
+  """Write a workdir train.py resumes and sample.py reads: `config`'s config.json and config.py, and
+  an Orbax checkpoint at step 0 holding `params` (EMA = the weights, a fresh optimizer state), plus
+  `extra_files` ({name: text}); whole or not at all, config.json last."""
   params = jax.tree_util.tree_map(jnp.asarray, params)
   tx, _ = create_optimizer(config)
   state = TrainState.create(
-    apply_fn=model.apply, params=params, tx=tx, ema_params=jax.tree_util.tree_map(jnp.copy, params)
+    apply_fn=apply_fn, params=params, tx=tx, ema_params=jax.tree_util.tree_map(jnp.copy, params)
   )
   with staged(workdir, overwrite=overwrite, what="WORKDIR") as tmp:
     if checkpoint_dir:
@@ -212,8 +256,9 @@ def import_diffusers(
     else:
       _save_step0(tmp, config, state, None)
     fileio.atomic_write_text(fileio.join(tmp, "config.py"), WORKDIR_CONFIG_PY)
+    for name, text in (extra_files or {}).items():
+      fileio.atomic_write_text(fileio.join(tmp, name), text)
     save_config(config, tmp)  # last: a workdir with config.json is a complete one
-  return config
 
 
 def _save_step0(workdir: str, config, state, directory: str | None) -> None:
@@ -234,7 +279,9 @@ def export_workdir(
   ``jaxdiff.interop.scheduler``: DDPM, DDIM, DPM-Solver multistep or flow-matching Euler) and
   ``model_index.json`` (``DDIMPipeline`` for DDIM, else ``DDPMPipeline``, whose loop those
   schedulers run). A DiT workdir gives ``transformer/`` (DiTTransformer2DModel) and ``scheduler/``
-  only (a DiTPipeline also needs its VAE). Refuses a non-empty `out` unless ``overwrite``; checks
+  only (a DiTPipeline also needs its VAE); an EDM workdir ``unet/`` and ``scheduler/`` (EDMEulerScheduler
+  or EDMDPMSolverMultistepScheduler) only: no diffusers pipeline runs a UNet2DModel with EDM's input
+  scaling, so the loop is the user's (``scale_model_input``, the UNet, ``step``). Refuses a non-empty `out` unless ``overwrite``; checks
   everything before writing, and writes whole or not at all."""
   check_target(out, overwrite=overwrite, what="OUT_DIR")
   config, model, _, weights, _ = restore_model(workdir, params=params, step=step)
@@ -250,7 +297,7 @@ def export_workdir(
       save_diffusers_unet(model, {"params": weights}, fileio.join(tmp, "unet"), sample_size=size)
     fileio.makedirs(fileio.join(tmp, "scheduler"))
     write_json(fileio.join(tmp, "scheduler", SCHEDULER_NAME), scheduler)
-    if not isinstance(model, DiT):
+    if not isinstance(model, DiT) and scheduler["_class_name"] not in EDM_SCHEDULERS:
       pipeline = "DDIMPipeline" if scheduler["_class_name"] == "DDIMScheduler" else "DDPMPipeline"
       index: dict[str, Any] = {
         "_class_name": pipeline,
