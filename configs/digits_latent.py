@@ -4,11 +4,12 @@ in the 4x4x4 latent space of the autoencoder of configs/digits_vae.py, on the se
     python train.py --config=configs/digits_vae.py --workdir=runs/digits_vae
     python -m jaxdiff.latents encode --vae=runs/digits_vae --config=configs/digits_vae.py --out=runs/digits_vae/latents
     python train.py --config=configs/digits_latent.py --workdir=runs/digits_latent
-    python sample.py --workdir=runs/digits_latent --num_samples=1000 --output_format=float --output=runs/digits_latent/latents
-    python -m jaxdiff.latents decode --vae=runs/digits_vae --samples=runs/digits_latent/latents --out=runs/digits_latent/generated
+    python sample.py --workdir=runs/digits_latent --num_samples=1000   # decoded digits (--keep_latents: latents too)
     python -m jaxdiff.evaluation --samples=runs/digits_latent/generated --dataset=digits
 
---config.latent.vae=WORKDIR names another autoencoder (and --config.data.data_dir its encoded set).
+--config.latent.vae=WORKDIR names another autoencoder (and --config.data.data_dir its encoded set);
+--config.data.name=digits encodes the digits on the fly instead of reading the encoded set. The workdir
+records the autoencoder's digest (latent_vae.json): resuming or sampling with another one is refused.
 The latents are normalised to unit variance by the autoencoder's measured scaling factor, so EDM's
 sigma_data is 1 here (0.5 for pixels in [-1, 1]).
 """

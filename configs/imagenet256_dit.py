@@ -13,6 +13,13 @@ Data: ImageNet's train tarball downloaded by hand into TFDS's manual folder, the
         --flip --out=gs://BUCKET/imagenet256_sdvae
     python train.py --config=configs/imagenet256_dit.py --workdir=gs://BUCKET/runs/dit_xl2 \\
         --config.data.data_dir=gs://BUCKET/imagenet256_sdvae
+
+(or `--config.data.name=tfds/imagenet2012 --config.data.data_dir=TFDS_DIR` to encode on the fly). FID-50K
+against ADM's reference batch, 50 samples per class, decoded by sample.py:
+
+    python sample.py --workdir=gs://BUCKET/runs/dit_xl2 --num_samples=50000 --labels=balanced --output=OUT
+    python -m jaxdiff.evaluation --samples=OUT --reference=VIRTUAL_imagenet256_labeled.npz \\
+        --inception_weights=inception_fid.npz
 """
 
 import ml_collections

@@ -35,9 +35,9 @@ from jaxdiff import fileio, images
 from jaxdiff.data import base, embedded, tfds_pipeline
 from jaxdiff.data.encoded import FORMAT, MANIFEST, RecordLayout, _array_record, adm_center_crop, shard_name
 from jaxdiff.errors import ConfigError, DataError, run_cli
-from jaxdiff.interop.vae import vae_digest
-from jaxdiff.models.autoencoder import AutoencoderKL, config_fields, encode_images, latent_shape
+from jaxdiff.models.autoencoder import AutoencoderKL, encode_images, latent_shape
 from jaxdiff.training.autoencoder_step import latent_decoder, load_autoencoder
+from jaxdiff.training.latent_space import autoencoder_identity
 
 __all__ = [
   "load_autoencoder",
@@ -49,19 +49,6 @@ __all__ = [
 ]
 
 PLAN = "plan.json"  # what the shards hold; a resumed encode must ask for the same
-
-
-def autoencoder_identity(src: str, model: AutoencoderKL, variables: dict) -> dict:
-  """What an encoded set or a latent workdir records about its autoencoder."""
-  return {
-    "source": src,
-    "digest": vae_digest(variables, model),
-    "config": config_fields(model),
-    "scaling": {
-      k: getattr(model, k) if not isinstance(getattr(model, k), tuple) else list(getattr(model, k))
-      for k in ("scaling_factor", "shift_factor", "latents_mean", "latents_std")
-    },
-  }
 
 
 class ImageSource:

@@ -27,6 +27,7 @@ import jax
 import ml_collections
 
 from jaxdiff import fileio
+from jaxdiff.bulk.plan import workdir_latent_space
 from jaxdiff.bulk.restore import restore_model
 from jaxdiff.errors import SamplingError
 from jaxdiff.generation import data_shape, model_fn, sample_from_config
@@ -38,7 +39,9 @@ __all__ = ["load", "LoadedModel"]
 class LoadedModel:
   """A trained model from a workdir: the Flax `model`, its `variables` ({"params": ...}, ready for
   `model.apply` and `jaxdiff.bind`), the run's `config`, its `process` (a `Schedule` for discrete
-  VP runs, else a `jaxdiff.processes` process), the checkpoint `step` and the `workdir`."""
+  VP runs, else a `jaxdiff.processes` process), the checkpoint `step` and the `workdir`. A latent
+  model (config.latent.vae) also holds its autoencoder, `latent`
+  (`jaxdiff.training.latent_space.LatentSpace`), which `sample` decodes with."""
 
   model: Any
   variables: dict
@@ -46,6 +49,7 @@ class LoadedModel:
   process: Any
   step: int
   workdir: str
+  latent: Any = None
 
   @property
   def params(self) -> Any:
@@ -62,15 +66,21 @@ class LoadedModel:
     """`model_fn(x_t, t, **cond)` for `jaxdiff.sample` / `jaxdiff.loss` (= `bind(model.apply, variables)`)."""
     return model_fn(self.model, self.params)
 
-  def sample(self, key: jax.Array, num: int, labels: Any = None, **overrides: Any) -> jax.Array:
+  def sample(
+    self, key: jax.Array, num: int, labels: Any = None, *, latents: bool = False, **overrides: Any
+  ) -> Any:
     """`num` samples ([num, *shape], in the data's range) with the run's config.sample settings;
     any of them overridable by keyword: `sampler`, `num_steps`, `guidance_scale`, `eta`, `grid`,
     ... For class-conditional models `labels` (int [num]) are the classes asked for (None: the
     unconditional model); `context`, `x_cond` and the other keywords of
-    `jaxdiff.generation.sample_from_config` pass through."""
-    return sample_from_config(
+    `jaxdiff.generation.sample_from_config` pass through. A latent model's samples are decoded
+    (images in [-1, 1], numpy); `latents=True` returns the model's latents instead."""
+    x = sample_from_config(
       self.config, self.model, self.process, self.params, key, int(num), labels, **overrides
     )
+    if self.latent is None or latents or overrides.get("return_trajectory"):
+      return x  # trajectories stay in the model's space
+    return self.latent.decode(x)
 
 
 def load(workdir: str, step: int | None = None, params: str = "ema") -> LoadedModel:
@@ -98,6 +108,7 @@ def load(workdir: str, step: int | None = None, params: str = "ema") -> LoadedMo
     process=process,
     step=int(restored),
     workdir=fileio.abspath(workdir),
+    latent=workdir_latent_space(fileio.abspath(workdir), config),
   )
 
 

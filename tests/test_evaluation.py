@@ -679,6 +679,59 @@ def test_fid_statistics_round_trip_and_cli(inception_vars, tmp_path, capsys):
     fid_stats.main([f"--images={shard}", f"--out={stats_path}"])
 
 
+def test_fid_against_adm_reference_batches(inception_vars, tmp_path):
+  """ADM's reference batch format: 'arr_0' uint8 NHWC images and/or pool_3 'mu' / 'sigma'."""
+  weights = str(tmp_path / "inception.npz")
+  np.savez(weights, **inception.variables_to_state_dict(inception_vars))
+  rng = np.random.default_rng(5)
+  samples = rng.integers(0, 256, (6, 16, 16, 3)).astype(np.uint8)
+  real = np.clip(rng.normal(128, 40, (6, 16, 16, 3)), 0, 255).astype(np.uint8)
+  shard = str(tmp_path / "samples.npz")
+  np.savez(shard, images=samples, labels=np.full(6, -1, np.int32), index=np.arange(6))
+  features = inception.InceptionFeatures(inception_vars, batch_size=2)
+  fs, fr = np.asarray(features(samples), np.float64), np.asarray(features(real), np.float64)
+  mu_s, sigma_s = fs.mean(0), np.cov(fs, rowvar=False)
+  mu_r, sigma_r = fr.mean(0), np.cov(fr, rowvar=False)
+  expected = frechet.frechet_distance(mu_s, sigma_s, mu_r, sigma_r)  # checked against scipy above
+  shifted_expected = frechet.frechet_distance(mu_s, sigma_s, mu_r + 2.0, sigma_r)
+  assert shifted_expected - expected == pytest.approx(np.sum((mu_s - mu_r - 2.0) ** 2 - (mu_s - mu_r) ** 2))
+  images_only, stats_only, both = (str(tmp_path / f"{n}.npz") for n in ("images", "stats", "both"))
+  np.savez(images_only, arr_0=real)
+  np.savez(stats_only, mu=mu_r, sigma=sigma_r)
+  np.savez(both, arr_0=real, mu=mu_r + 2.0, sigma=sigma_r)  # stored statistics differ from the images'
+
+  def run(ref, *extra):
+    out = str(tmp_path / "report.json")
+    assert (
+      cli.main(
+        [f"--samples={shard}", f"--reference={ref}", f"--inception_weights={weights}", f"--out={out}", *extra]
+      )
+      == 0
+    )
+    return json.load(open(out))
+
+  tol = dict(rel=1e-3, abs=1e-6 * np.trace(sigma_r))
+  rep = run(images_only)
+  assert rep["fid"]["samples"] == pytest.approx(expected, **tol)
+  assert rep["info"]["reference_from"] == "images" and rep["info"]["num_samples"] == 6
+  assert run(stats_only)["fid"]["samples"] == pytest.approx(expected, **tol)
+  shifted = run(both)  # the stored statistics are used: |2|^2 per dimension more
+  assert shifted["info"]["reference_from"] == "statistics"
+  assert shifted["fid"]["samples"] == pytest.approx(shifted_expected, **tol)
+  assert run(both, "--reference_images")["fid"]["samples"] == pytest.approx(expected, **tol)
+  bad = str(tmp_path / "bad.npz")
+  np.savez(bad, arr_0=real.astype(np.float32))
+  with pytest.raises(jaxdiff.errors.DataError, match="'arr_0' must be uint8 NHWC"):
+    run(bad)
+  np.savez(bad, something=real)
+  with pytest.raises(jaxdiff.errors.DataError, match="holds no 'mu' and 'sigma' statistics or 'arr_0'"):
+    run(bad)
+  with pytest.raises(FileNotFoundError, match="--reference="):
+    run(str(tmp_path / "missing.npz"))
+  with pytest.raises(SystemExit):
+    cli.main([f"--samples={shard}", f"--reference={both}", "--dataset=digits"])
+
+
 # ---------------------------------------------------------------------------------------------
 # Command line, sample shards and the training hook
 

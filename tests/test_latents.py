@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
 import pytest
+from helpers import load_config_file, tiny_image_config
 
+import jaxdiff
 from jaxdiff import data, latents
 from jaxdiff.data import encoded
 from jaxdiff.data.embedded import load_digits_split
-from jaxdiff.errors import ConfigError, DataError
+from jaxdiff.errors import CheckpointError, ConfigError, DataError, SamplingError
 from jaxdiff.interop import save_diffusers_vae
 from jaxdiff.models import AutoencoderKL
+from jaxdiff.training import latent_space
 
 LAYOUT = dict(
   in_channels=1,
@@ -277,3 +281,232 @@ def test_tfds_images_are_centre_cropped_then_encoded_in_order(vae_dir, tmp_path)
   x = np.stack([encoded.adm_center_crop(ex["image"], 8) for ex in read]).astype(np.float32) / 127.5 - 1.0
   mean, _ = model.apply(variables, x, method=model.encode)
   np.testing.assert_allclose(means[:, 0], mean, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# The workdir's autoencoder record, encoding on the fly, decoded sampling
+
+
+def _second_vae(tmp_path, seed: int = 1) -> str:
+  model = AutoencoderKL(**LAYOUT)
+  variables = model.init({"params": jax.random.key(seed)}, np.zeros((1, 8, 8, 1), np.float32))
+  path = str(tmp_path / f"vae_{seed}")
+  save_diffusers_vae(model, variables, path)
+  return path
+
+
+def test_workdir_records_its_autoencoder_and_refuses_another_naming_both(vae_dir, tmp_path):
+  path, model, variables = vae_dir
+  other = _second_vae(tmp_path)
+  wd = str(tmp_path / "run")
+  os.makedirs(wd)
+  first = latent_space.LatentSpace(path, model, variables)
+  latent_space.check_latent_record(wd, first, write=True)
+  record = json.load(open(os.path.join(wd, latent_space.LATENT_RECORD)))
+  assert record["source"] == path and record["digest"] == first.digest
+  moved = str(tmp_path / "moved")
+  shutil.copytree(path, moved)
+  latent_space.check_latent_record(wd, latent_space.open_latent_space(_latent_config(moved)), write=True)
+  second = latent_space.open_latent_space(_latent_config(other))
+  assert second.digest != first.digest
+  with pytest.raises(CheckpointError) as err:
+    latent_space.check_latent_record(wd, second, write=True)
+  for part in (path, first.digest, other, second.digest, "--config.latent.vae", "new --workdir"):
+    assert part in str(err.value)
+  with pytest.raises(SamplingError, match="config.latent.vae is empty"):
+    latent_space.check_latent_record(wd, None, write=False, error=SamplingError)
+  assert json.load(open(os.path.join(wd, latent_space.LATENT_RECORD))) == record  # never overwritten
+
+
+def _latent_config(vae: str, **data):
+  c = load_config_file("default")
+  c.latent.vae = vae
+  c.data.name = "digits"
+  c.data.image_size, c.data.channels, c.data.num_classes = 4, 4, 10
+  c.train.batch_size = 8
+  c.data.update(data)
+  return c
+
+
+def test_image_sets_are_encoded_on_the_fly_as_fresh_posterior_draws(vae_dir):
+  path, model, variables = vae_dir
+  config = _latent_config(path)
+  info = data.dataset_info(config)
+  assert info.shape == (4, 4, 4) and info.kind == "image" and info.num_classes == 10
+  images = next(iter(data.create_dataset(config)))
+  assert images["x"].shape == (8, 8, 8, 1)  # the images, at the autoencoder's size
+  space = latent_space.open_latent_space(config)
+  stream = latent_space.latent_inputs(data.create_dataset(config), config, space, 0)
+  batches = [next(stream) for _ in range(2)]
+  first = next(iter(data.create_dataset(config)))
+  np.testing.assert_array_equal(batches[0]["label"], first["label"])
+  mean, logvar = model.apply(variables, first["x"], method=model.encode)
+  z = (np.asarray(mean) - batches[0]["x"] / LAYOUT["scaling_factor"] - LAYOUT["shift_factor"]) / np.exp(
+    0.5 * np.asarray(logvar)
+  )  # the standard normal draw: z = (mean + std * eps - shift) * scale
+  assert abs(z.mean()) < 0.15 and abs(z.std() - 1) < 0.1
+  assert not np.allclose(batches[0]["x"], batches[1]["x"])
+  resumed = latent_space.latent_inputs(data.create_dataset(config, start_step=1), config, space, 1)
+  np.testing.assert_array_equal(next(resumed)["x"], batches[1]["x"])  # a resumed run draws the same
+  with pytest.raises(ConfigError, match="config.data.channels=3.*set --config.data.channels=4"):
+    data.dataset_info(_latent_config(path, channels=3))
+
+
+def _tiny_latent_config(vae: str, num_steps: int = 2):
+  c = tiny_image_config(num_steps=num_steps)
+  c.latent.vae = vae
+  c.data.image_size, c.data.channels = 4, 4  # the 4x4x4 latents of the 8x8 digits
+  c.model.attention_resolutions = ()
+  c.train.checkpoint_every = num_steps
+  c.sample.clip_x0 = 0.0
+  c.sample.num_steps = 3
+  return c
+
+
+@pytest.mark.slow
+def test_latent_model_trains_on_the_fly_resumes_and_samples_decoded_images(vae_dir, tmp_path):
+  from jaxdiff.bulk import generate
+  from jaxdiff.evaluation import cli as evaluation_cli
+  from jaxdiff.shards import read_shard
+  from jaxdiff.training import train
+
+  path = str(tmp_path / "vae")
+  shutil.copytree(vae_dir[0], path)
+  other = _second_vae(tmp_path)
+  wd = str(tmp_path / "run")
+  train(_tiny_latent_config(path), wd)
+  digest = json.load(open(os.path.join(wd, latent_space.LATENT_RECORD)))["digest"]
+  with pytest.raises(CheckpointError) as err:  # resuming with another autoencoder
+    train(_tiny_latent_config(other, num_steps=4), wd)
+  assert digest in str(err.value) and other in str(err.value) and path in str(err.value)
+
+  out = str(tmp_path / "samples")
+  generate(wd, out, num_samples=10, shard_size=4, keep_latents=True, labels="balanced", progress=False)
+  names = sorted(n for n in os.listdir(out) if n.endswith(".npz"))
+  assert names == sorted(n for n in os.listdir(os.path.join(out, "latents")) if n.endswith(".npz"))
+  shards = [read_shard(os.path.join(out, n)) for n in names]
+  kept = [read_shard(os.path.join(out, "latents", n)) for n in names]
+  x = np.concatenate([s["images"] for s in shards])
+  z = np.concatenate([s["images"] for s in kept])
+  assert (
+    x.dtype == np.uint8 and x.shape == (10, 8, 8, 1) and z.dtype == np.float32 and z.shape == (10, 4, 4, 4)
+  )
+  np.testing.assert_array_equal(np.concatenate([s["labels"] for s in shards]), np.arange(10) % 10)
+  model, variables = vae_dir[1], vae_dir[2]
+  reference = model.apply(
+    variables, z / LAYOUT["scaling_factor"] + LAYOUT["shift_factor"], method=model.decode
+  )
+  from jaxdiff import images
+
+  assert np.abs(images.to_uint8(np.clip(np.asarray(reference), -1, 1)).astype(int) - x).max() <= 1
+  # resuming after a lost latent shard regenerates that shard; a finished run is reused whole
+  os.remove(os.path.join(out, "latents", names[1]))
+  summary = generate(
+    wd, out, num_samples=10, shard_size=4, keep_latents=True, labels="balanced", progress=False
+  )
+  assert summary["regenerated_shards"] == 1 and summary["reused_samples"] == 6
+  np.testing.assert_array_equal(read_shard(os.path.join(out, names[1]))["images"], shards[1]["images"])
+  with pytest.raises(SamplingError, match="multiple of the model's 10 classes"):
+    generate(wd, str(tmp_path / "odd"), num_samples=12, labels="balanced", progress=False)
+
+  loaded = jaxdiff.load(wd)
+  decoded = loaded.sample(jax.random.key(0), 2, np.array([1, 2]))
+  lat = loaded.sample(jax.random.key(0), 2, np.array([1, 2]), latents=True)
+  assert decoded.shape == (2, 8, 8, 1) and lat.shape == (2, 4, 4, 4)
+  np.testing.assert_allclose(decoded, loaded.latent.decode(lat), atol=1e-5)
+  assert (
+    evaluation_cli.main([f"--samples={out}", "--dataset=digits", "--out=" + str(tmp_path / "r.json")]) == 0
+  )
+  assert json.load(open(tmp_path / "r.json"))["info"]["num_samples"] == 10
+
+  shutil.rmtree(path)  # the autoencoder at the recorded path is replaced by another one
+  shutil.copytree(other, path)
+  for call in (
+    lambda: generate(wd, str(tmp_path / "new"), num_samples=2, progress=False),
+    lambda: jaxdiff.load(wd),
+  ):
+    with pytest.raises(SamplingError) as err:
+      call()
+    assert digest in str(err.value) and "not with" in str(err.value)
+  assert not os.path.exists(tmp_path / "new")
+
+
+def _imagenet_metadata(tfds, root: str, n: int) -> None:
+  """A data_dir holding only imagenet2012's metadata (a train split of n examples), as a prepared set has."""
+  builder = tfds.builder("imagenet2012", data_dir=root)
+  template = tfds.core.ShardedFileTemplate(
+    data_dir=builder.data_path,
+    template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
+    dataset_name="imagenet2012",
+    split="train",
+    filetype_suffix="tfrecord",
+  )
+  split = tfds.core.SplitInfo(name="train", shard_lengths=[n], num_bytes=0, filename_template=template)
+  builder.info.set_splits(tfds.core.SplitDict([split]))
+  builder.data_path.mkdir(parents=True, exist_ok=True)
+  builder.info.write_to_directory(builder.data_path)
+
+
+@pytest.mark.slow
+def test_tiny_latent_dit_on_mock_imagenet_encodes_trains_resumes_and_samples_through_the_clis(tmp_path):
+  import subprocess
+  import sys
+
+  from helpers import ROOT
+
+  from jaxdiff.shards import read_shard
+
+  tfds = pytest.importorskip("tensorflow_datasets")
+  layout = {**LAYOUT, "in_channels": 3, "out_channels": 3, "sample_size": 16}
+  model = AutoencoderKL(**layout)
+  vae = str(tmp_path / "vae")
+  save_diffusers_vae(
+    model, model.init({"params": jax.random.key(0)}, np.zeros((1, 16, 16, 3), np.float32)), vae
+  )
+  root, enc, wd, out = (str(tmp_path / n) for n in ("tfds", "encoded", "run", "samples"))
+  _imagenet_metadata(tfds, root, 10)
+  with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_FILES, data_dir=root, num_examples=10):
+    rc = latents.main(
+      ["jaxdiff.latents", "encode", f"--vae={vae}", f"--config={ROOT}/configs/imagenet256_dit.py", f"--out={enc}",
+       "--config.data.name=tfds/imagenet2012", "--config.data.image_size=16", "--config.data.channels=3",
+       f"--config.data.data_dir={root}", "--examples_per_shard=4", "--flip"]
+    )  # fmt: skip
+  assert rc == 0 and encoded.read_manifest(enc)["latent_shape"] == [8, 8, 4]
+  tiny = [
+    f"--config.latent.vae={vae}", f"--config.data.data_dir={enc}", "--config.data.image_size=8",
+    "--config.model.dit_variant=", "--config.model.hidden_size=32", "--config.model.depth=1",
+    "--config.model.num_heads=2", "--config.model.dtype=float32", "--config.train.batch_size=4",
+    "--config.train.checkpoint_every=2", "--config.train.sample_every=0", "--config.train.log_every=1",
+    "--config.train.compilation_cache_dir=none",
+  ]  # fmt: skip
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT, "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
+
+  def run(*argv):
+    done = subprocess.run(
+      [sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+  train = ["train.py", f"--config={ROOT}/configs/imagenet256_dit.py", f"--workdir={wd}", *tiny]
+  run(*train, "--config.train.num_steps=2")
+  assert "resumed at step 2" in run(*train, "--config.train.num_steps=4")
+  assert os.path.isdir(os.path.join(wd, "checkpoints", "4"))
+  run(
+    "sample.py",
+    f"--workdir={wd}",
+    "--num_samples=4",
+    "--num_steps=3",
+    "--labels=7,500",
+    f"--output={out}",
+    "--keep_latents",
+  )
+  shard = read_shard(os.path.join(out, "samples_0000000_0000004.npz"))
+  assert shard["images"].dtype == np.uint8 and shard["images"].shape == (4, 16, 16, 3)
+  assert shard["labels"].tolist() == [7, 500, 7, 500]
+  assert read_shard(os.path.join(out, "latents", "samples_0000000_0000004.npz"))["images"].shape == (
+    4,
+    8,
+    8,
+    4,
+  )

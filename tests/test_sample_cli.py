@@ -281,6 +281,28 @@ def test_labels_single_list_and_grid(image_workdir, tmp_path):
   assert Image.open(tmp_path / "uniform" / "grid.png").size[0] > 8
 
 
+def test_balanced_labels_give_every_class_the_same_count_or_are_refused(image_workdir, tmp_path):
+  config = tiny_image_config()
+  for n in (10, 30, 1000):
+    settings, _ = resolve_run(config, num_samples=n, labels="balanced")
+    counts = np.bincount(settings.labels_of(np.arange(n)), minlength=10)
+    assert counts.tolist() == [n // 10] * 10
+    assert (
+      settings.labels == "uniform"
+    )  # the same samples as --labels=uniform: a run can be resumed with either
+  for n, nearest in ((25, "--num_samples=30 or 20"), (7, "--num_samples=10,")):
+    with pytest.raises(SamplingError, match=nearest) as err:
+      resolve_run(config, num_samples=n, labels="balanced")
+    assert "--labels=uniform" in str(err.value)
+  resolve_run(config, num_samples=25, labels="uniform")  # uniform takes any count
+  out = str(tmp_path / "refused")
+  with pytest.raises(SamplingError, match="multiple of the model's 10 classes"):
+    generate(image_workdir, out, num_samples=15, labels="balanced", progress=False)
+  with pytest.raises(SamplingError, match="--keep_latents: the model .* is a pixel-space model"):
+    generate(image_workdir, out, num_samples=10, keep_latents=True, progress=False)
+  assert not os.path.exists(out)
+
+
 def test_label_parsing_and_grid_layout():
   assert parse_labels(None, 10) == "uniform" and parse_labels(None, 0) == "none"
   assert (

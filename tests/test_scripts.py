@@ -415,6 +415,8 @@ def groups() -> dict[str, list[Command]]:
 
 
 GROUPS = groups()
+# Walkthroughs that start from another one's workdir: the latent model trains in runs/digits_vae's latents.
+GROUP_NEEDS = {"runs/digits_latent": ("runs/digits_vae",), "runs/digits_latent_fly": ("runs/digits_vae",)}
 # In the default (non-slow) run; the make demo chain is the test below.
 DEFAULT_GROUPS = {
   "runs/toy2d",
@@ -468,7 +470,10 @@ def test_make_demo_chain_and_inpainting_demo(tmp_path):
   [pytest.param(k, marks=() if k in DEFAULT_GROUPS else pytest.mark.slow) for k in sorted(GROUPS)],
 )
 def test_readme_commands(key, tmp_path):
-  run_all(GROUPS[key], workspace(tmp_path))
+  ws = workspace(tmp_path)
+  for needed in GROUP_NEEDS.get(key, ()):  # the workdirs this walkthrough starts from, made first
+    run_all(GROUPS[needed], ws)
+  run_all(GROUPS[key], ws)
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import math
+import os
 import time
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -19,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxdiff import images, parallel, perf
-from jaxdiff.bulk.folder import Survey, remove_superseded
+from jaxdiff import fileio, images, parallel, perf
+from jaxdiff.bulk.folder import LATENTS_DIR, Survey, remove_superseded
 from jaxdiff.bulk.settings import RunSettings, SamplingError
 from jaxdiff.generation import sample_from_config
 from jaxdiff.shards import shard_name, write_shard
@@ -128,13 +129,18 @@ class ShardWriter:
       output, settings.kind, settings.labels_of, tag, on_shard
     )  # fmt: skip
     self.run, self.dtype = run, settings.sample_dtype
+    self.latents = os.path.join(output, LATENTS_DIR) if settings.keep_latents else None
+    self.zbuf: list[np.ndarray] = []
     self.queue = collections.deque(todo)
     self.buf: list[np.ndarray] = []
     self.count = 0
     self.written: list[str] = []
 
-  def add(self, x: np.ndarray) -> None:
+  def add(self, x: np.ndarray, z: np.ndarray | None = None) -> None:
+    """Samples `x` (and, with keep_latents, their latents `z`) in work order."""
     self.buf.append(x)
+    if self.latents is not None:
+      self.zbuf.append(z)
     self.count += len(x)
     while self.queue and self.count >= self.queue[0][1] - self.queue[0][0]:
       start, end = self.queue.popleft()
@@ -142,6 +148,14 @@ class ShardWriter:
       allx = np.concatenate(self.buf) if len(self.buf) > 1 else self.buf[0]
       self.buf = [allx[n:]] if len(allx) > n else []
       self.count -= n
+      if self.latents is not None:  # before the image shard, whose presence marks the shard complete
+        allz = np.concatenate(self.zbuf) if len(self.zbuf) > 1 else self.zbuf[0]
+        self.zbuf = [allz[n:]] if len(allz) > n else []
+        fileio.makedirs(self.latents, exist_ok=True)
+        write_shard(
+          self.latents, start, end, "images", allz[:n], self.labels_of(np.arange(start, end)),
+          tag=self.tag, run=self.run, dtype=np.float32,
+        )  # fmt: skip
       write_shard(
         self.output,
         start,
@@ -250,9 +264,14 @@ def generate_shards(
     mininterval=1.0,
     desc="sampling",
   )
-  writer = ShardWriter(
-    output, survey.todo, settings, tag, lambda a, b: remove_superseded(output, a, b), restored.shard_run
-  )
+
+  def superseded(a: int, b: int) -> None:
+    remove_superseded(output, a, b)
+    if writer.latents is not None and fileio.isdir(writer.latents):
+      remove_superseded(writer.latents, a, b)
+
+  writer = ShardWriter(output, survey.todo, settings, tag, superseded, restored.shard_run)
+  latent = restored.latent
   generated = nonfinite = 0
 
   def consume(valid: int, idx: np.ndarray, out) -> None:
@@ -267,7 +286,10 @@ def generate_shards(
         "config.optim.learning_rate; config.train.nan_policy='stop' stops at the first NaN)."
       )
     nonfinite += bad
-    writer.add(_to_store(x, settings))
+    if latent is None:
+      writer.add(_to_store(x, settings))
+    else:  # a latent model: store what its autoencoder decodes (and the latents with keep_latents)
+      writer.add(_to_store(latent.decode(x), settings), x.astype(np.float32))
     generated += valid
     pbar.update(valid)
 

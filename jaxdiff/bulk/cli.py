@@ -94,8 +94,9 @@ _LABELS = flags.DEFINE_string(
   "labels",
   None,
   "Class-conditional models: 'uniform' (default: sample i gets class "
-  "i mod num_classes), a class (3), a list cycled over the samples (0,1,2) or 'none' "
-  "(the null class).",
+  "i mod num_classes), 'balanced' (the same, refused unless --num_samples is a multiple of "
+  "num_classes: equal counts per class), a class (3), a list cycled over the samples (0,1,2) or "
+  "'none' (the null class).",
 )
 _CONTEXT = flags.DEFINE_string(
   "context",
@@ -156,7 +157,14 @@ _FORMAT = flags.DEFINE_string(
   "output_format",
   None,
   "uint8 | float: image-shaped samples as uint8 pixels or as the model's float32 values (default: "
-  "uint8 for 1- or 3-channel image data, float for anything else, e.g. latents; 2-D points are float).",
+  "uint8 for 1- or 3-channel image data, float for anything else; 2-D points are float). Latent "
+  "models (config.latent.vae): the decoded images.",
+)
+_KEEP_LATENTS = flags.DEFINE_boolean(
+  "keep_latents",
+  False,
+  "Latent models: also store the float32 latents, as shards of the same names in OUTPUT/latents/ "
+  "(the images in OUTPUT are always the decoded ones).",
 )
 _INIT_PROCESSES = define_process_flags()
 flags.adopt_module_key_flags(parallel)  # listed by --help
@@ -195,6 +203,7 @@ def request_from_flags() -> SampleRequest:
     shard_size=_SHARD.value,
     params=_PARAMS.value,
     output_format=_FORMAT.value,
+    keep_latents=_KEEP_LATENTS.value,
     batch_size=_BATCH.value,
     checkpoint_step=_STEP.value,
     trajectory=_TRAJ.value,

@@ -28,6 +28,7 @@ from jaxdiff.shards import check_shard, parse_shard_name, read_shard, shard_name
 __all__ = [
   "MANIFEST",
   "SUMMARY",
+  "LATENTS_DIR",
   "LOCK_NAME",
   "OutputLock",
   "default_output",
@@ -41,6 +42,7 @@ log = logging.getLogger("jaxdiff.sample")
 
 MANIFEST = "run.json"
 SUMMARY = "summary.json"
+LATENTS_DIR = "latents"  # latent models with --keep_latents: the float latent shards, named as the images'
 LOCK_NAME = ".sample.lock"  # in the output folder while a run writes there: host, pid, start time
 
 # The manifest fields a shard records beyond IDENTITY_KEYS; shard_size is left out (the index check
@@ -58,8 +60,9 @@ def shard_run(manifest: dict) -> dict:
   None and absent from older records (output_format) is left out, so older shards still match."""
   keys = [k for k in IDENTITY_KEYS if k != "shard_size"] + list(_SHARD_RUN_EXTRA)
   run = {k: manifest.get(k) for k in keys}
-  if run.get("output_format") is None:
-    run.pop("output_format", None)
+  for key in ("output_format", "latent"):
+    if run.get(key) is None:
+      run.pop(key, None)
   return run
 
 
@@ -272,24 +275,30 @@ def survey(
   """Which of this process's shards are complete (checked, not assumed, and of this `run`) and which
   to generate."""
   mine = [sh for j, sh in enumerate(shards) if j % processes == process]
+  latents = os.path.join(output, LATENTS_DIR)
   remove_temps(output, set(mine))
+  if settings.keep_latents and fileio.isdir(latents):
+    remove_temps(latents, set(mine))
   todo, regenerated, reused = [], [], 0
   for s, e in mine:
     path = os.path.join(output, shard_name(s, e))
     if fileio.exists(path):
+      labels = settings.labels_of(np.arange(s, e))
       problem = check_shard(
-        path,
-        s,
-        e,
-        settings.kind,
-        settings.data_shape,
-        settings.labels_of(np.arange(s, e)),
-        run=run,
-        dtype=settings.sample_dtype,
+        path, s, e, settings.kind, settings.data_shape, labels, run=run, dtype=settings.sample_dtype
       )
+      if problem is None and settings.keep_latents:  # written before the image shard: present unless damaged
+        lpath = os.path.join(latents, shard_name(s, e))
+        problem = (
+          check_shard(lpath, s, e, "images", settings.latent_shape, labels, run=run, dtype=np.float32)
+          if fileio.exists(lpath)
+          else f"its latents {lpath} are missing"
+        )
       if problem is None:
         reused += e - s
         remove_superseded(output, s, e)
+        if settings.keep_latents:
+          remove_superseded(latents, s, e)
         continue
       log.warning("Shard %s cannot be reused (%s): generating it again.", path, problem)
       if process == 0 and progress:

@@ -46,6 +46,7 @@ from jaxdiff.bulk import figures
 from jaxdiff.bulk.batches import Counts, generate_shards, make_batch_fn
 from jaxdiff.bulk.conditions import Conditions
 from jaxdiff.bulk.folder import (
+  LATENTS_DIR,
   MANIFEST,
   SUMMARY,
   OutputLock,
@@ -186,6 +187,11 @@ def _describe(plan: RunPlan, step: int, survey: Survey, batch: int) -> str:
   if s.cond_source:
     parts.append(f"conditioned on {s.cond_source['source']}")
   parts.append(f"seed {s.seed}")
+  if s.latent:
+    parts.append(
+      f"latents {s.latent['latent_shape']} decoded by {s.latent['vae']}"
+      + (f" (latents kept in {os.path.join(plan.output, LATENTS_DIR)})" if s.keep_latents else "")
+    )
   where = f"{jax.device_count()} device(s), {jax.process_count()} process(es)"
   if survey.todo:
     where += f", batch {batch} per process"

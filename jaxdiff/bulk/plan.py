@@ -1,5 +1,9 @@
 """What a bulk sampling run will do (`RunPlan`, decided and checked before anything is touched) and
-the model it samples (`Restored`, checked against the output folder's run)."""
+the model it samples (`Restored`, checked against the output folder's run).
+
+A latent model (config.latent.vae) is sampled in its latents and decoded by its autoencoder, which
+must be the one the workdir records (`jaxdiff.training.latent_space.check_latent_record`); the run's
+samples are the decoded images, and with keep_latents its latents too."""
 
 from __future__ import annotations
 
@@ -11,8 +15,17 @@ from jaxdiff.bulk.conditions import Conditions
 from jaxdiff.bulk.folder import default_output, existing_manifest, shard_run
 from jaxdiff.bulk.request import SampleRequest
 from jaxdiff.bulk.restore import load_run_config, params_digest, restore_model
-from jaxdiff.bulk.settings import MANIFEST_FORMAT, RunSettings, SamplingError, compare_manifest, resolve_run
+from jaxdiff.bulk.settings import (
+  MANIFEST_FORMAT,
+  RunSettings,
+  SamplingError,
+  compare_manifest,
+  decoded_settings,
+  resolve_run,
+)
+from jaxdiff.errors import CheckpointError, ConfigError, DataError
 from jaxdiff.shards import layout
+from jaxdiff.training.latent_space import LatentSpace, check_latent_record, open_latent_space
 
 __all__ = ["RunPlan", "plan_run", "Restored", "restore_plan", "run_manifest"]
 
@@ -30,6 +43,7 @@ class RunPlan:
   checkpoint_step: int | None  # None: the newest readable checkpoint
   batch_size: int  # samples per compiled call over all processes
   request: SampleRequest
+  latent: LatentSpace | None = None  # the autoencoder that decodes a latent model's samples
 
   @property
   def shards(self) -> list[tuple[int, int]]:
@@ -52,6 +66,17 @@ def plan_run(
   workdir = fileio.abspath(workdir)
   config = load_run_config(workdir)
   settings, conditions = resolve_run(config, request)
+  latent = workdir_latent_space(workdir, config)
+  if latent is not None:
+    if request.trajectory:
+      raise SamplingError(
+        "--trajectory shows the reverse process in pixel space: not available for latent models."
+      )
+    settings = decoded_settings(settings, latent.image_shape(settings.data_shape), latent.identity, request)
+  elif request.keep_latents:
+    raise SamplingError(
+      f"--keep_latents: the model in {workdir} is a pixel-space model (config.latent.vae is empty); leave it out."
+    )
   output = fileio.abspath(output) if output else default_output(workdir)
   if request.grid_size < 1:
     raise SamplingError(f"--grid_size={request.grid_size} must be >= 1.")
@@ -63,8 +88,19 @@ def plan_run(
   if isinstance(batch_size, bool) or int(batch_size) != batch_size or int(batch_size) < 1:
     raise SamplingError(f"--batch_size={batch_size} must be an integer >= 1.")
   return RunPlan(
-    workdir, output, config, settings, conditions, previous, checkpoint_step, int(batch_size), request
+    workdir, output, config, settings, conditions, previous, checkpoint_step, int(batch_size), request, latent
   )
+
+
+def workdir_latent_space(workdir: str, config) -> LatentSpace | None:
+  """The autoencoder of a latent model's workdir (None in pixel space), checked against the one its
+  training recorded; SamplingError naming both when they differ or it cannot be loaded."""
+  try:
+    latent = open_latent_space(config)
+    check_latent_record(workdir, latent, write=False, error=SamplingError)
+  except (CheckpointError, ConfigError, DataError, FileNotFoundError) as e:
+    raise SamplingError(f"config.latent.vae={config.latent.vae!r} of {workdir}: {e}") from None
+  return latent
 
 
 def check_folder(output: str, settings: RunSettings, checkpoint_step: int | None) -> dict | None:
@@ -85,6 +121,7 @@ class Restored(NamedTuple):
   params: Any  # host arrays
   step: int
   manifest: dict  # the run's manifest: settings, checkpoint step, parameter digest
+  latent: LatentSpace | None = None  # decodes a latent model's samples
 
   @property
   def shard_run(self) -> dict:
@@ -120,4 +157,4 @@ def restore_plan(plan: RunPlan) -> Restored:
   manifest = run_manifest(plan, step, params)
   if previous is not None:
     compare_manifest(previous, manifest, plan.output)
-  return Restored(config, model, schedule, params, step, manifest)
+  return Restored(config, model, schedule, params, step, manifest, plan.latent)

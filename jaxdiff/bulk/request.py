@@ -29,7 +29,8 @@ class SampleRequest:
   grid, rho, shift, sigma_min, sigma_max, order, s_churn, clip_x0), guidance (guidance_scale,
   guidance_rescale, guidance_interval, guidance_schedule), conditioning (labels, context, cond_source,
   inpaint_source, inpaint_mask, repaint_resample, repaint_jump, paste_known), seed, shard_size,
-  params and output_format. `RUN_OPTIONS` (batch_size, checkpoint_step, trajectory, grid_size,
+  params, output_format and keep_latents (latent models: also store the latents, in the output
+  folder's `latents/`). `RUN_OPTIONS` (batch_size, checkpoint_step, trajectory, grid_size,
   progress) only say how this invocation runs.
   """
 
@@ -62,6 +63,7 @@ class SampleRequest:
   shard_size: int = 1000
   params: str = "ema"
   output_format: str | None = None
+  keep_latents: bool = False
   batch_size: int | None = None
   checkpoint_step: int | None = None
   trajectory: bool = False

@@ -46,6 +46,8 @@ __all__ = [
   "resolve_settings",
   "resolve_run",
   "compare_manifest",
+  "check_balanced",
+  "decoded_settings",
   "default_output_format",
   "MANIFEST_FORMAT",
   "IDENTITY_KEYS",
@@ -75,6 +77,7 @@ IDENTITY_KEYS = (
   "grid",
   "guidance",
   "output_format",
+  "latent",
 )
 
 # The format images were stored in before it was a setting (manifests without the field).
@@ -112,6 +115,8 @@ class RunSettings:
   grid: dict | None = None  # the GRID_FLAGS given (None: all from config.sample)
   guidance: dict | None = None  # guidance_rescale / _interval / _schedule in use (None: plain guidance)
   output_format: str | None = None  # "uint8" | "float" (None: the kind's legacy format, LEGACY_OUTPUT_FORMAT)
+  # latent models: {"vae", "digest", "latent_shape", "keep_latents"}; data_shape is then the decoded one
+  latent: dict | None = None
 
   @classmethod
   def from_manifest(cls, manifest: dict) -> RunSettings:
@@ -129,7 +134,18 @@ class RunSettings:
     out.update(data_shape=list(self.data_shape), labels=self.labels_json)
     if self.output_format is None:  # the kind's legacy format: run.json as before the setting existed
       del out["output_format"]
+    if self.latent is None:  # pixel models: run.json as before latent models were decoded
+      del out["latent"]
     return out
+
+  @property
+  def keep_latents(self) -> bool:
+    """Whether the latents are stored too (`LATENTS_DIR` of the output folder)."""
+    return bool(self.latent and self.latent.get("keep_latents"))
+
+  @property
+  def latent_shape(self) -> tuple[int, ...] | None:
+    return tuple(self.latent["latent_shape"]) if self.latent else None
 
   @property
   def sample_format(self) -> str:
@@ -196,7 +212,7 @@ def parse_labels(spec: Any, num_classes: int) -> str | tuple[int, ...]:
     return "uniform" if num_classes > 0 else "none"
   if isinstance(spec, str):
     text = spec.strip().lower()
-    if text in ("uniform", "balanced"):
+    if text in ("uniform", "balanced"):  # the same labels; "balanced" also asks for equal counts
       parsed: str | tuple[int, ...] = "uniform"
     elif text in ("none", "null", ""):
       parsed = "none"
@@ -230,6 +246,22 @@ def parse_labels(spec: Any, num_classes: int) -> str | tuple[int, ...]:
         f"--labels has class(es) {bad} outside 0..{num_classes - 1} (the model has {num_classes} classes)."
       )
   return parsed
+
+
+def check_balanced(spec: Any, num_samples: int, num_classes: int) -> None:
+  """--labels=balanced: the same number of samples per class, which sample i -> class i mod C gives
+  exactly when num_samples is a multiple of C; any other count is refused, naming the nearest ones."""
+  if not (isinstance(spec, str) and spec.strip().lower() == "balanced") or num_classes < 1:
+    return
+  if num_samples % num_classes:
+    lo, hi = num_samples // num_classes * num_classes, -(-num_samples // num_classes) * num_classes
+    raise SamplingError(
+      f"--labels=balanced draws the same number of samples per class, but --num_samples={num_samples} is "
+      f"not a multiple of the model's {num_classes} classes: use --num_samples={hi}"
+      + (f" or {lo}" if lo else "")
+      + f", or --labels=uniform (class i mod {num_classes}: the first {num_samples % num_classes} classes "
+      "get one sample more)."
+    )
 
 
 def labels_for(spec: str | tuple[int, ...], index: np.ndarray, num_classes: int) -> np.ndarray:
@@ -304,6 +336,8 @@ def resolve_run(config: ml_collections.ConfigDict, request: SampleRequest | None
   ts = plan_times(config, proc, sampler, num_steps, spacing, grid, eta)
   num_classes = int(config.model.num_classes)
   label_spec = parse_labels(r.labels, num_classes)
+  num_samples = _positive_int("num_samples", r.num_samples, 1, 2**31 - 1)
+  check_balanced(r.labels, num_samples, num_classes)
   entries, tables = resolve_conditions(config, r, sampler=sampler)
   with_context = entries["context"] not in (None, "none")
   guidance, guide = _guidance(config, r, label_spec, with_context, num_steps)
@@ -332,7 +366,7 @@ def resolve_run(config: ml_collections.ConfigDict, request: SampleRequest | None
     guidance_scale=guidance,
     labels=label_spec,
     seed=_positive_int("seed", r.seed, 0, 2**32 - 1),
-    num_samples=_positive_int("num_samples", r.num_samples, 1, 2**31 - 1),
+    num_samples=num_samples,
     shard_size=_positive_int("shard_size", r.shard_size, 1),
     grid=grid,
     guidance=guide,
@@ -340,6 +374,27 @@ def resolve_run(config: ml_collections.ConfigDict, request: SampleRequest | None
     **entries,
   )
   return settings, tables
+
+
+def decoded_settings(
+  settings: RunSettings, image_shape, identity: dict, request: SampleRequest
+) -> RunSettings:
+  """The settings of a latent model's run: samples decoded to `image_shape` (H, W, C) by the
+  autoencoder of `identity`, stored as uint8 pixels unless --output_format=float; its latents too
+  with `request.keep_latents`."""
+  shape = tuple(int(d) for d in image_shape)
+  fmt = request.output_format or ("uint8" if shape[-1] in (1, 3) else "float")
+  if fmt not in OUTPUT_FORMATS:
+    raise SamplingError(f"--output_format={fmt!r}: choose one of {', '.join(OUTPUT_FORMATS)}.")
+  latent = {
+    "vae": identity["source"],
+    "digest": identity["digest"],
+    "latent_shape": list(settings.data_shape),
+    "keep_latents": bool(request.keep_latents),
+  }
+  return dataclasses.replace(
+    settings, data_shape=shape, output_format=None if fmt == "uint8" else fmt, latent=latent
+  )
 
 
 def _sample_shape(config) -> tuple[int, ...]:

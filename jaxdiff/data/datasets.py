@@ -1,7 +1,10 @@
 """Entry points of jaxdiff.data: config -> info, batches, arrays, preview image.
 
 Dispatches on config.data.name: "digits" and "toy2d/<name>" are embedded (numpy, no TensorFlow),
-"tfds/<name>" goes through jaxdiff.data.tfds_pipeline (TensorFlow imported only then).
+"tfds/<name>" goes through jaxdiff.data.tfds_pipeline (TensorFlow imported only then), "latents" reads
+an encoded set (jaxdiff.data.encoded). With config.latent.vae set on an image set, the data fields are
+the latent's and the images are read at the autoencoder's size (jaxdiff.data.latent_images): the stream
+yields images, which jaxdiff.training.latent_space.encode_stream encodes.
 
 Each entry point takes a config that may be partial (e.g. {"data": {"name": "digits"}}, or an old
 workdir's config) and completes it once (`base.complete_config`: the package defaults, and for the
@@ -16,7 +19,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from jaxdiff import images
-from jaxdiff.data import base, conditioning, embedded, encoded, tfds_pipeline, toy2d
+from jaxdiff.data import base, conditioning, embedded, encoded, latent_images, tfds_pipeline, toy2d
 from jaxdiff.errors import ConfigError, DataError
 
 Batch = dict[str, np.ndarray]
@@ -48,6 +51,12 @@ def _checked_info(config, split: str | None) -> base.DatasetInfo:
 
 
 def _info(config, split: str | None) -> base.DatasetInfo:
+  if latent_images.encodes_on_the_fly(config):  # the images' info with the latent's shape
+    pixel = _info(latent_images.pixel_config(config), split)
+    size, channels = int(config.data.image_size), int(config.data.channels)
+    return base.DatasetInfo(
+      pixel.name, "image", (size, size, channels), pixel.num_classes, pixel.num_examples
+    )
   name = config.data.name
   family, sub = base.parse_name(name)
   split = _split(config, split)
@@ -96,6 +105,8 @@ def create_dataset(
 
 
 def _create(config, *, batch_size, process_index, process_count, start_step, split) -> Iterator[Batch]:
+  if latent_images.encodes_on_the_fly(config):
+    config = latent_images.pixel_config(config)  # images to encode, at the autoencoder's size
   name = config.data.name
   family, sub = base.parse_name(name)
   split = _split(config, split)

@@ -4,6 +4,8 @@
     python -m jaxdiff.evaluation --samples=runs/toy2d/generated --dataset=toy2d/s_curve
     python -m jaxdiff.evaluation --samples=DIR --dataset=fid --fid_stats=cifar10_stats.npz \\
         --inception_weights=inception_fid.npz
+    python -m jaxdiff.evaluation --samples=DIR --reference=VIRTUAL_imagenet256_labeled.npz \\
+        --inception_weights=inception_fid.npz   # ADM's reference batch: its mu / sigma, or arr_0 images
 
     python -m jaxdiff.evaluation --likelihood --workdir=runs/digits --num_examples=64 --out=nll.json
 
@@ -38,7 +40,7 @@ from jaxdiff.data import load_arrays, sample_toy2d
 from jaxdiff.errors import DataError, run_cli
 from jaxdiff.evaluation.digits import evaluate_digits
 from jaxdiff.evaluation.digits_judge import DigitsJudge
-from jaxdiff.evaluation.fid import evaluate_fid, load_statistics
+from jaxdiff.evaluation.fid import evaluate_fid, load_reference_batch, load_statistics
 from jaxdiff.evaluation.inception import InceptionFeatures
 from jaxdiff.evaluation.likelihood import bits_per_dim
 from jaxdiff.evaluation.ode_likelihood import PROBES, ode_bits_per_dim_terms, ode_likelihood
@@ -101,8 +103,11 @@ def evaluate_samples(
   inception_weights: str | None = None,
   batch_size: int = 64,
   judge_path: str | None = None,
+  reference: str | None = None,
+  reference_images: bool = False,
 ) -> dict[str, Any]:
-  """Dispatches a loaded sample set to the evaluation of `dataset` (digits | toy2d/<name> | fid)."""
+  """Dispatches a loaded sample set to the evaluation of `dataset` (digits | toy2d/<name> | fid);
+  `reference`: FID against an ADM reference batch (.npz) instead of `fid_stats`."""
   if dataset == "digits":
     if "images" not in samples:
       raise DataError("--dataset=digits needs image samples (shards with an 'images' array)")
@@ -116,6 +121,15 @@ def evaluate_samples(
     if "points" not in samples:
       raise DataError(f"--dataset={dataset} needs point samples (shards with a 'points' array)")
     report = evaluate_toy2d(samples["points"], dataset, seed=seed)
+  elif dataset == "fid" and reference:
+    if "images" not in samples:
+      raise DataError("--reference needs image samples (shards with an 'images' array)")
+    check_image_range(samples["images"])
+    features = InceptionFeatures.from_file(inception_weights, batch_size=batch_size)
+    stats = load_reference_batch(reference, features, use_images=reference_images)
+    report = evaluate_fid(samples["images"], stats, features)
+    report["info"].pop("note", None)  # ADM's reference batches carry no held-out statistics
+    report["info"].update(reference=reference, reference_from=stats["source"])
   elif dataset == "fid":
     if "images" not in samples:
       raise DataError("--dataset=fid needs image samples (shards with an 'images' array)")
@@ -292,6 +306,16 @@ def _parser() -> argparse.ArgumentParser:
     default=None,
     help="FID Inception weights: pytorch-fid's .pth (needs torch) or its converted .npz",
   )
+  p.add_argument(
+    "--reference",
+    default=None,
+    help="FID against an ADM reference batch .npz (its 'mu'/'sigma', else its 'arr_0' images); implies --dataset=fid",
+  )
+  p.add_argument(
+    "--reference_images",
+    action="store_true",
+    help="with --reference: compute the statistics from its 'arr_0' images, not its stored 'mu'/'sigma'",
+  )
   p.add_argument("--batch_size", type=int, default=64, help="Inception batch size")
   p.add_argument("--judge", default=None, help="digits judge weights (default: the shipped file)")
   g = p.add_argument_group("likelihood (--likelihood --workdir=W: held-out data under a trained model)")
@@ -328,8 +352,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.likelihood:
     if not args.workdir:
       parser.error("--likelihood needs --workdir (a training workdir)")
-  elif not (args.samples and args.dataset):
-    parser.error("give --samples and --dataset (or --likelihood --workdir=...)")
+  elif args.reference and args.dataset not in (None, "fid"):
+    parser.error(f"--reference scores FID: leave out --dataset={args.dataset} (or give --dataset=fid)")
+  elif not (args.samples and (args.dataset or args.reference)):
+    parser.error("give --samples and --dataset or --reference (or --likelihood --workdir=...)")
   if args.out:
     _check_writable(args.out)
   if args.likelihood:
@@ -357,12 +383,14 @@ def main(argv: Sequence[str] | None = None) -> int:
   samples = load_samples(args.samples)
   report = evaluate_samples(
     samples,
-    args.dataset,
+    args.dataset or "fid",
     seed=args.seed,
     fid_stats=args.fid_stats,
     inception_weights=args.inception_weights,
     batch_size=args.batch_size,
     judge_path=args.judge,
+    reference=args.reference,
+    reference_images=args.reference_images,
   )
   print(format_table(report))
   _write_report(report, args.out)

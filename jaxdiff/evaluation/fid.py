@@ -20,7 +20,13 @@ from jaxdiff.errors import DataError
 from jaxdiff.evaluation.frechet import RunningStatistics, frechet_distance
 from jaxdiff.fileio import atomic_write
 
-__all__ = ["save_statistics", "load_statistics", "statistics_from_batches", "evaluate_fid"]
+__all__ = [
+  "save_statistics",
+  "load_statistics",
+  "load_reference_batch",
+  "statistics_from_batches",
+  "evaluate_fid",
+]
 
 
 def save_statistics(
@@ -73,6 +79,40 @@ def load_statistics(path: str | None, flag: str = "--fid_stats") -> dict[str, An
   if len(d) != 1 or out["sigma"].shape != (d[0], d[0]):
     raise DataError(f"{path}: mu {out['mu'].shape} / sigma {out['sigma'].shape} are not [D] / [D, D]")
   return out
+
+
+def load_reference_batch(path: str, features_fn=None, *, use_images: bool = False) -> dict[str, Any]:
+  """FID statistics of an ADM reference batch (guided-diffusion's evaluator format, e.g.
+  VIRTUAL_imagenet256_labeled.npz): its pool_3 statistics 'mu' / 'sigma' when it holds them (and
+  `use_images` is False), else those of its images 'arr_0' (uint8 NHWC) through `features_fn`."""
+  if not path or not os.path.exists(path):
+    raise FileNotFoundError(f"--reference={path}: no such file; give an ADM reference batch (.npz)")
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      keys = set(f.files)
+      stats = {k: f[k] for k in ("mu", "sigma") if k in keys and not use_images}
+      images = f["arr_0"] if "arr_0" in keys and len(stats) < 2 else None
+  except (OSError, ValueError) as e:
+    raise DataError(f"--reference={path} cannot be read as an .npz reference batch ({e})") from None
+  if len(stats) == 2:
+    mu, sigma = np.asarray(stats["mu"], np.float64), np.asarray(stats["sigma"], np.float64)
+    if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
+      raise DataError(f"--reference={path}: mu {mu.shape} / sigma {sigma.shape} are not [D] / [D, D]")
+    return {"mu": mu, "sigma": sigma, "source": "statistics"}
+  if images is None:
+    want = "'arr_0' images" if use_images else "'mu' and 'sigma' statistics or 'arr_0' images"
+    raise DataError(f"--reference={path} holds no {want} (ADM's reference batch keys); it has {sorted(keys)}")
+  if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
+    raise DataError(
+      f"--reference={path}: 'arr_0' must be uint8 NHWC images with 1 or 3 channels, got "
+      f"{images.dtype} {images.shape}"
+    )
+  if features_fn is None:
+    raise DataError(f"--reference={path} holds images only: its statistics need --inception_weights")
+  mu, sigma, n = statistics_from_batches(
+    features_fn, (images[i : i + 256] for i in range(0, len(images), 256))
+  )
+  return {"mu": mu, "sigma": sigma, "num": np.asarray(n), "source": "images"}
 
 
 def statistics_from_batches(features_fn, batches: Iterable[Any], limit: int | None = None):

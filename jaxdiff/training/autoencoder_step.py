@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 AUTOENCODER_RECORD = "autoencoder.json"  # the measured scaling of a trained autoencoder
+METRICS = "metrics.jsonl"  # the logged losses, one JSON line per config.train.log_every steps (as train.py's)
 RECON_LOSSES = ("l1", "l2")
 # name -> fn(x, reconstruction) -> per-example distance [b]; config.autoencoder.perceptual names one
 PERCEPTUAL_LOSSES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {}
@@ -186,6 +187,7 @@ def train_autoencoder(
     if (step + 1) % log_every == 0 or step + 1 == total:
       m = {k: float(v) for k, v in metrics.items()}
       logging.warning("autoencoder step %d: %s (%.1fs)", step + 1, m, time.perf_counter() - t0)
+      fileio.append_text(fileio.join(workdir, METRICS), json.dumps({"step": step + 1, **m}) + "\n")
     if (step + 1) % int(config.train.checkpoint_every) == 0 or step + 1 == total:
       ckpt.save(state)
   ckpt.close()

@@ -40,6 +40,7 @@ from jaxdiff.models import count_params, create_model
 from jaxdiff.training.autoencoder_step import latent_decoder
 from jaxdiff.training.breakdown import WallBreakdown, short_line
 from jaxdiff.training.checkpointer import Checkpointer, checkpoint_dir
+from jaxdiff.training.latent_space import check_latent_record, latent_inputs, open_latent_space
 from jaxdiff.training.run_records import (
   claim_checkpoint_dir,
   read_run_record,
@@ -366,9 +367,9 @@ def _log_multi_step(k: int) -> None:
     log.info("config.train.steps_per_dispatch=%d: %s loop", k, multi_step_impl())
 
 
-def _global_batches(config, start_step: int, k: int, sharding) -> Iterator[dict]:
+def _global_batches(config, start_step: int, k: int, sharding, latent=None) -> Iterator[dict]:
   """This process's batches as global arrays, k train steps' batches stacked when k > 1."""
-  ds = data_lib.create_dataset(config, start_step=start_step)
+  ds = latent_inputs(data_lib.create_dataset(config, start_step=start_step), config, latent, start_step)
 
   def batches():
     while True:
@@ -395,6 +396,8 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[_Run, str]:
   batch_sharding = parallel.data_sharding(mesh, leading_axes=1 if k > 1 else 0)
 
   info = data_lib.dataset_info(config)  # validates the data fields before any compile
+  latent = open_latent_space(config)  # latent diffusion: the autoencoder, the one the workdir records
+  check_latent_record(workdir, latent, write=main)
   eval_every = int(config.eval.every)
   if eval_every:
     check_eval_config(config)
@@ -438,7 +441,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> tuple[_Run, str]:
     restored_step=restored_step,
     steps_per_call=k,
     jitted=jitted,
-    batches=_global_batches(config, step, k, batch_sharding),
+    batches=_global_batches(config, step, k, batch_sharding, latent),
     writer=_MetricWriter(workdir, main),
     # every process runs the sampler (its arrays span all processes); only process 0 writes
     sample_fn=_make_sampler(config, model, schedule, workdir, info, main)
