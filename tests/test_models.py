@@ -75,6 +75,54 @@ def test_group_count_divides_channels():
   assert num_groups_for(7, 4) == 1
 
 
+def _group_norm_reference(x, scale, bias, groups, eps):
+  """The textbook GroupNorm (two-pass variance) in plain jnp: the closed form the fused one must match."""
+  b, c = x.shape[0], x.shape[-1]
+  xg = x.reshape(b, -1, groups, c // groups)
+  mean = xg.mean(axis=(1, 3), keepdims=True)
+  var = ((xg - mean) ** 2).mean(axis=(1, 3), keepdims=True)
+  return ((xg - mean) / jnp.sqrt(var + eps)).reshape(x.shape) * scale + bias
+
+
+@pytest.mark.parametrize("silu", [False, True])
+def test_fused_group_norm_matches_the_textbook_formula_and_its_gradient(silu):
+  from jaxdiff.models.layers import group_norm
+
+  x = jax.random.normal(jax.random.key(0), (3, 5, 6, 16)) * 2 + 1
+  scale = 1 + 0.3 * jax.random.normal(jax.random.key(1), (16,))
+  bias = 0.3 * jax.random.normal(jax.random.key(2), (16,))
+  w = jax.random.normal(jax.random.key(3), x.shape)  # a weighting: every output's gradient differs
+  act = jax.nn.silu if silu else (lambda v: v)
+  fused = lambda x, s, b: jnp.sum(w * group_norm(x, s, b, 4, 1e-6, silu))
+  plain = lambda x, s, b: jnp.sum(w * act(_group_norm_reference(x, s, b, 4, 1e-6)))
+  np.testing.assert_allclose(fused(x, scale, bias), plain(x, scale, bias), rtol=1e-5)
+  for got, want in zip(
+    jax.grad(fused, (0, 1, 2))(x, scale, bias), jax.grad(plain, (0, 1, 2))(x, scale, bias)
+  ):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(np.max(np.abs(want))))
+
+
+def test_unet_with_fused_group_norm_gives_flax_groupnorm_outputs_and_gradients(monkeypatch):
+  from jaxdiff.models import layers
+
+  cfg = dict(TINY_UNET, num_classes=0, self_condition=False)
+  x = jax.random.normal(jax.random.key(1), (2, 8, 8, 1))
+  t = jnp.array([5, 900], jnp.int32)
+  params = random_params(UNet(**cfg), x, t)
+
+  def out_and_grad(fused):
+    monkeypatch.setattr(layers, "FUSED_GROUP_NORM", fused)  # read while tracing
+    loss = lambda p: jnp.mean(UNet(**cfg).apply(p, x, t) ** 2)
+    return UNet(**cfg).apply(params, x, t), jax.grad(loss)(params)
+
+  (y0, g0), (y1, g1) = out_and_grad(False), out_and_grad(True)
+  np.testing.assert_allclose(y1, y0, rtol=1e-4, atol=1e-5 * float(np.max(np.abs(y0))))
+  assert jax.tree.structure(g1) == jax.tree.structure(g0)  # the same parameter paths
+  scale = max(float(np.max(np.abs(g))) for g in jax.tree.leaves(g0))
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5 * scale)
+
+
 # ---------------------------------------------------------------- UNet behaviour
 
 

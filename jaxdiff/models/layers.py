@@ -171,20 +171,110 @@ def num_groups_for(channels: int, max_groups: int) -> int:
   return 1
 
 
+# GroupNorm through `group_norm` (one float32 pass for the statistics, a hand-written gradient with
+# one reduction pass); False traces flax's nn.GroupNorm instead, the reference the tests and
+# benchmarks/bench_unet_levers.py compare it with. Read at trace time; the library never sets it.
+FUSED_GROUP_NORM = True
+
+
+def _group_stats(xg: Array, epsilon: float) -> tuple[Array, Array]:
+  """Mean and 1/std per (batch, group) of ``xg`` [B, S, G, Cg] in float32: the sum and the sum of
+  squares in one pass (variance E[x^2] - E[x]^2, clipped at 0, as flax's fast variance)."""
+  n = xg.shape[1] * xg.shape[3]
+  total, squares = jnp.sum(xg, axis=(1, 3)), jnp.sum(xg * xg, axis=(1, 3))
+  mean = total / n
+  var = jnp.maximum(squares / n - mean * mean, 0.0)
+  return mean, jax.lax.rsqrt(var + epsilon)
+
+
+def _grouped(x: Array, groups: int) -> Array:
+  b, c = x.shape[0], x.shape[-1]
+  return x.astype(jnp.float32).reshape(b, -1, groups, c // groups)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def group_norm(x: Array, scale: Array, bias: Array, groups: int, epsilon: float, silu: bool) -> Array:
+  """GroupNorm of the channels-last ``x`` with per-channel ``scale``/``bias``, then SiLU when ``silu``:
+  float32 statistics in one pass and a gradient of one reduction pass (memory-bound work XLA leaves
+  as several passes when it differentiates the textbook formula). Output in ``x``'s dtype."""
+  return _group_norm_fwd(x, scale, bias, groups, epsilon, silu)[0]
+
+
+def _affine(xg: Array, mean: Array, rstd: Array, scale: Array, bias: Array) -> tuple[Array, Array]:
+  g, cg = xg.shape[2], xg.shape[3]
+  xhat = (xg - mean[:, None, :, None]) * rstd[:, None, :, None]
+  z = xhat * scale.astype(jnp.float32).reshape(g, cg) + bias.astype(jnp.float32).reshape(g, cg)
+  return xhat, z
+
+
+def _group_norm_fwd(x, scale, bias, groups, epsilon, silu):
+  xg = _grouped(x, groups)
+  mean, rstd = _group_stats(xg, epsilon)
+  _, z = _affine(xg, mean, rstd, scale, bias)
+  y = nn.silu(z) if silu else z
+  return y.reshape(x.shape).astype(x.dtype), (x, scale, bias, mean, rstd)
+
+
+def _group_norm_bwd(groups, epsilon, silu, res, dy):
+  x, scale, bias, mean, rstd = res
+  xg = _grouped(x, groups)
+  b, s, g, cg = xg.shape
+  xhat, z = _affine(xg, mean, rstd, scale, bias)
+  dz = dy.astype(jnp.float32).reshape(xg.shape)
+  if silu:
+    sig = jax.nn.sigmoid(z)
+    dz = dz * (sig * (1 + z * (1 - sig)))
+  # one pass over the spatial positions: per (batch, channel) sums of dz and dz * xhat
+  sum_dz, sum_dzx = jnp.sum(dz, axis=1), jnp.sum(dz * xhat, axis=1)  # [B, G, Cg]
+  gamma = scale.astype(jnp.float32).reshape(g, cg)
+  m1 = jnp.sum(sum_dz * gamma, axis=-1) / (s * cg)  # mean over the group of dz * scale
+  m2 = jnp.sum(sum_dzx * gamma, axis=-1) / (s * cg)  # mean of dz * scale * xhat
+  dx = rstd[:, None, :, None] * (dz * gamma - m1[:, None, :, None] - xhat * m2[:, None, :, None])
+  dscale = jnp.sum(sum_dzx, axis=0).reshape(scale.shape).astype(scale.dtype)
+  dbias = jnp.sum(sum_dz, axis=0).reshape(bias.shape).astype(bias.dtype)
+  return dx.reshape(x.shape).astype(x.dtype), dscale, dbias
+
+
+group_norm.defvjp(_group_norm_fwd, _group_norm_bwd)
+
+
+class _GroupNormParams(nn.Module):
+  """The scale and bias of a GroupNorm, at the parameter paths of flax's nn.GroupNorm."""
+
+  groups: int
+  epsilon: float
+  silu: bool
+  dtype: Dtype
+  param_dtype: Dtype
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    c = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (c,), self.param_dtype)
+    bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype)
+    out_dtype = x.dtype if self.dtype is None else self.dtype
+    return group_norm(x, scale, bias, self.groups, self.epsilon, self.silu).astype(out_dtype)
+
+
 class GroupNorm(nn.Module):
-  """GroupNorm with the group count reduced to divide the channels; statistics in float32."""
+  """GroupNorm with the group count reduced to divide the channels; statistics in float32.
+  ``silu=True`` applies SiLU to the output inside the same fused computation."""
 
   num_groups: int = 32
   epsilon: float = 1e-6
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
+  silu: bool = False
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     groups = num_groups_for(x.shape[-1], self.num_groups)
-    return nn.GroupNorm(
+    if FUSED_GROUP_NORM:
+      return _GroupNormParams(groups, self.epsilon, self.silu, self.dtype, self.param_dtype, name="norm")(x)
+    y = nn.GroupNorm(
       num_groups=groups, epsilon=self.epsilon, dtype=self.dtype, param_dtype=self.param_dtype, name="norm"
     )(x)
+    return nn.silu(y) if self.silu else y
 
 
 class TimeEmbedding(nn.Module):
@@ -325,10 +415,10 @@ class ResBlock(nn.Module):
   @nn.compact
   def __call__(self, x: Array, emb: Array, train: bool = False) -> Array:
     dense = lambda n, name, **kw: nn.Dense(n, dtype=self.dtype, param_dtype=self.param_dtype, name=name, **kw)
-    norm = lambda name: GroupNorm(
-      self.num_groups, self.epsilon, dtype=self.dtype, param_dtype=self.param_dtype, name=name
+    norm = lambda name, silu=False: GroupNorm(
+      self.num_groups, self.epsilon, dtype=self.dtype, param_dtype=self.param_dtype, silu=silu, name=name
     )
-    h = nn.silu(norm("norm_1")(x))
+    h = norm("norm_1", silu=True)(x)
     if self.resample == "down":
       h, x = avg_pool2(h), avg_pool2(x)
     elif self.resample == "up":
@@ -342,9 +432,9 @@ class ResBlock(nn.Module):
     if self.use_scale_shift_norm:
       scale, shift = jnp.split(emb_out, 2, axis=-1)
       h = norm("norm_2")(h) * (1 + scale) + shift
+      h = nn.silu(h)
     else:
-      h = norm("norm_2")(h + emb_out)
-    h = nn.silu(h)
+      h = norm("norm_2", silu=True)(h + emb_out)
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
     h = conv3x3(self.out_channels, self.dtype, self.param_dtype, "conv_2", kernel_init=zeros_init)(h)
 

@@ -298,6 +298,6 @@ class UNet(nn.Module):
         else:
           h = Upsample(ch, self.conv_resample, name=f"up_{level}_upsample", **kw)(h)
 
-    h = nn.silu(GroupNorm(self.num_groups, self.norm_eps, name="norm_out", **kw)(h))
+    h = GroupNorm(self.num_groups, self.norm_eps, silu=True, name="norm_out", **kw)(h)
     h = conv3x3(out_channels, self.dtype, self.param_dtype, "conv_out", kernel_init=zeros_init)(h)
     return h.astype(jnp.float32)
