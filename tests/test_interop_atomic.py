@@ -343,3 +343,35 @@ def test_incomplete_or_doubled_pipeline_folders_are_refused(tmp_path):
   with pytest.raises(ConfigError, match="two models"):
     import_diffusers(str(p), str(tmp_path / "wd"))
   assert not (tmp_path / "wd").exists()
+
+
+@pytest.mark.slow
+def test_vae_import_and_export_killed_at_any_write_leave_no_target(tmp_path, monkeypatch):
+  """AutoencoderKL folder -> autoencoder workdir -> AutoencoderKL folder, killed at each write in
+  turn: the target is absent every time; uninterrupted, both complete."""
+  from jaxdiff.interop import export_vae_workdir, import_vae
+
+  torch.manual_seed(0)
+  vae = diffusers.AutoencoderKL(
+    in_channels=1, out_channels=1, sample_size=8, block_out_channels=(8, 16), layers_per_block=1,
+    latent_channels=4, norm_num_groups=8, down_block_types=("DownEncoderBlock2D",) * 2,
+    up_block_types=("UpDecoderBlock2D",) * 2,
+  )  # fmt: skip
+  vae.save_pretrained(str(tmp_path / "vae"))
+  import_vae(str(tmp_path / "vae"), str(tmp_path / "wd"))
+  for name, write in [
+    ("wd2", lambda target: import_vae(str(tmp_path / "vae"), target)),
+    ("out", lambda target: export_vae_workdir(str(tmp_path / "wd"), target)),
+  ]:
+    target = str(tmp_path / name)
+    with killed_at(monkeypatch, None) as count:
+      write(str(tmp_path / f"probe_{name}"))
+    assert count[0] >= 3
+    for at in range(count[0]):
+      with killed_at(monkeypatch, at), pytest.raises(Killed):
+        write(target)
+      assert not os.path.exists(target), (name, at)
+    write(target)
+  back = diffusers.AutoencoderKL.from_pretrained(str(tmp_path / "out"))
+  for k, v in vae.state_dict().items():
+    np.testing.assert_array_equal(back.state_dict()[k].numpy(), v.numpy(), err_msg=k)

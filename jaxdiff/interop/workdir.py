@@ -49,7 +49,7 @@ from jaxdiff.interop.staging import check_target, staged
 from jaxdiff.interop.unet import save_diffusers_unet, unet_model_config, unet_params_from_diffusers
 from jaxdiff.models import DiT, UNet, create_model
 from jaxdiff.training.checkpointer import Checkpointer
-from jaxdiff.training.run_records import save_config
+from jaxdiff.training.run_records import load_config, save_config
 from jaxdiff.training.state import TrainState, create_optimizer
 
 __all__ = [
@@ -157,6 +157,11 @@ def _import_config(src: str, data: str | None, image_size: int | None, seed: int
   """(config, model, params as numpy) of the diffusers folder `src`, everything checked."""
   model_dir, sched_path = find_parts(src)
   model_cfg, tensors = read_model_folder(model_dir)  # tensors checked finite
+  if model_cfg.get("_class_name") == "AutoencoderKL":
+    raise ConfigError(
+      f"{model_dir} is an AutoencoderKL folder: import it with jaxdiff.interop.import_vae (python -m "
+      "jaxdiff.interop import does so)."
+    )
   where = fileio.join(model_dir, CONFIG_NAME)
   is_dit = model_cfg.get("_class_name") in ("DiTTransformer2DModel", "Transformer2DModel")
   fields = dit_model_config(model_cfg, where) if is_dit else unet_model_config(model_cfg, where)
@@ -284,6 +289,11 @@ def export_workdir(
   scaling, so the loop is the user's (``scale_model_input``, the UNet, ``step``). Refuses a non-empty `out` unless ``overwrite``; checks
   everything before writing, and writes whole or not at all."""
   check_target(out, overwrite=overwrite, what="OUT_DIR")
+  if fileio.exists(fileio.join(workdir, CONFIG_NAME)) and load_config(workdir).model.name == "autoencoder_kl":
+    raise ConfigError(
+      f"{workdir} holds an autoencoder: export it with jaxdiff.interop.export_vae_workdir (python -m "
+      "jaxdiff.interop export does so)."
+    )
   config, model, _, weights, _ = restore_model(workdir, params=params, step=step)
   if not isinstance(model, (UNet, DiT)):
     raise ConfigError(f"config.model.name={config.model.name!r}: only UNets and DiTs export to diffusers")
