@@ -730,6 +730,8 @@ def test_fid_against_adm_reference_batches(inception_vars, tmp_path):
     run(str(tmp_path / "missing.npz"))
   with pytest.raises(SystemExit):
     cli.main([f"--samples={shard}", f"--reference={both}", "--dataset=digits"])
+  with pytest.raises(SystemExit):
+    cli.main([f"--samples={shard}", f"--reference={both}", f"--fid_stats={stats_only}"])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -352,6 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.likelihood:
     if not args.workdir:
       parser.error("--likelihood needs --workdir (a training workdir)")
+  elif args.reference and args.fid_stats:
+    parser.error("give --reference (an ADM reference batch) or --fid_stats, not both")
   elif args.reference and args.dataset not in (None, "fid"):
     parser.error(f"--reference scores FID: leave out --dataset={args.dataset} (or give --dataset=fid)")
   elif not (args.samples and (args.dataset or args.reference)):
