@@ -1,7 +1,7 @@
 """Encoded data sets: every image of a data set encoded once by an autoencoder, read back by training.
 
     python -m jaxdiff.latents encode --vae=SRC --config=CFG --out=DIR [--split=train] [--flip]
-    python -m jaxdiff.latents decode --vae=SRC --samples=DIR --out=DIR   # sample.py's latents -> images
+    python -m jaxdiff.latents decode --vae=SRC --samples=DIR --out=DIR   # sample.py --keep_latents' latents -> images
 
 SRC is a diffusers ``AutoencoderKL`` folder (or a pipeline folder with ``vae/``) or a jaxdiff
 autoencoder workdir (``config.model.name = "autoencoder_kl"``). DIR receives ArrayRecord shards of
@@ -264,7 +264,10 @@ def decode_samples(
       shard = dict(np.load(f, allow_pickle=False))
     z = shard["images"]
     if z.dtype == np.uint8:
-      raise DataError(f"{samples}/{name} holds uint8 images, not latents (sample with --output_format=float)")
+      raise DataError(
+        f"{samples}/{name} holds uint8 images, not latents: sample.py writes decoded images; sample with "
+        "--keep_latents and decode its latents/ subfolder"
+      )
     shard["images"] = images.to_uint8(decode(z))
     total += len(z)
     target = fileio.join(out, name)
