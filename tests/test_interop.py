@@ -979,6 +979,24 @@ def test_vae_folder_imports_as_an_autoencoder_workdir_that_encodes_and_decodes_a
   )
 
 
+@pytest.mark.slow
+def test_imported_vae_workdir_encodes_a_data_set_through_the_latents_command(tmp_path):
+  from jaxdiff import latents
+
+  _diffusers_vae(tmp_path / "vae", scaling_factor=0.7, shift_factor=0.1)
+  wd = str(tmp_path / "wd")
+  assert interop_main(["import", str(tmp_path / "vae"), wd]) == 0
+  out = str(tmp_path / "enc")
+  rc = latents.main(
+    ["jaxdiff.latents", "encode", f"--vae={wd}", "--config=configs/digits.py", f"--out={out}",
+     "--config.data.split=test", "--dtype=float32"]
+  )  # fmt: skip
+  manifest = json.loads(open(os.path.join(out, "manifest.json")).read())
+  assert rc == 0 and manifest["latent_shape"] == [4, 4, 4]
+  scaling = manifest["vae"]["scaling"]
+  assert (scaling["scaling_factor"], scaling["shift_factor"]) == (0.7, 0.1)
+
+
 def test_autoencoder_workdir_exports_as_the_same_diffusers_autoencoder(tmp_path, capsys):
   vae = _diffusers_vae(tmp_path / "vae", scaling_factor=0.7)
   wd, out = str(tmp_path / "wd"), str(tmp_path / "out")
