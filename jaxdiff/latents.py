@@ -117,14 +117,22 @@ def _plan(
 
 
 def _check_plan(out: str, plan: dict) -> None:
-  """Writes out/plan.json, or checks that an earlier (interrupted) encode asked for the same."""
+  """Writes out/plan.json, or checks that an earlier (interrupted) encode asked for the same (the same
+  autoencoder may sit at another path)."""
   path = fileio.join(out, PLAN)
   if not fileio.exists(path):
     fileio.atomic_write_text(path, json.dumps(plan, indent=2, sort_keys=True) + "\n")
     return
   old = json.loads(fileio.read_text(path))
+
+  def same(key: str) -> bool:  # the autoencoder by what it is (digest, config, scaling), not by its path
+    a, b = old.get(key), plan[key]
+    if key == "vae" and isinstance(a, dict):
+      a, b = {k: v for k, v in a.items() if k != "source"}, {k: v for k, v in b.items() if k != "source"}
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
   for key in plan:
-    if json.dumps(old.get(key), sort_keys=True) != json.dumps(plan[key], sort_keys=True):
+    if not same(key):
       raise DataError(
         f"{out} holds an encode with another {key} ({old.get(key)!r}, now {plan[key]!r}); resume it with the "
         "same autoencoder, config and options, or encode into a new --out"

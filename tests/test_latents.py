@@ -111,6 +111,13 @@ def test_resuming_with_other_options_is_refused_naming_what_differs(vae_dir, tmp
   latents.encode_dataset(path, DIGITS, out, examples_per_shard=200, log=lambda s: None)
   with pytest.raises(DataError, match="preprocessing"):
     latents.encode_dataset(path, DIGITS, out, examples_per_shard=200, flip=True)
+  moved = str(tmp_path / "moved")
+  shutil.copytree(path, moved)  # the same autoencoder under another path resumes (nothing to encode)
+  written = []
+  latents.encode_dataset(moved, DIGITS, out, examples_per_shard=200, log=written.append)
+  assert written == []
+  with pytest.raises(DataError, match="another vae"):
+    latents.encode_dataset(_second_vae(tmp_path), DIGITS, out, examples_per_shard=200)
 
 
 def test_cli_reports_a_missing_autoencoder_in_one_line(tmp_path, capsys):
