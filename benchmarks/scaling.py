@@ -17,6 +17,7 @@ Results: results/scaling.jsonl (one line per point, with the load) and a markdow
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -154,16 +155,40 @@ def main() -> None:
   p.add_argument("--fit-from", type=int, default=4, help="smallest batch in the batch-size fit")
   p.add_argument("--ref-batch", type=int, default=16, help="batch of the network-size fit")
   p.add_argument("--tag", default="")
+  p.add_argument(
+    "--report", action="store_true", help="only print the table of results/scaling.jsonl's --tag"
+  )
   args = p.parse_args()
   batches = [int(b) for b in args.batches.split(",")]
-  all_points = {net: measure_net(net, batches, args) for net in args.nets.split(",")}
+  if args.report:
+    all_points = _stored(args.tag)
+  else:
+    all_points = {net: measure_net(net, batches, args) for net in args.nets.split(",")}
+  print_tables(all_points, batches, args)
+
+
+def _stored(tag: str) -> dict[str, list[dict]]:
+  """The points of results/scaling.jsonl with this tag, per network (the last of each batch)."""
+  out: dict[str, dict[int, dict]] = {}
+  path = common.RESULTS / "scaling.jsonl"
+  for line in open(path) if path.exists() else []:
+    rec = json.loads(line)
+    if rec.get("tag") == tag:
+      out.setdefault(rec["net"], {})[rec["batch"]] = rec
+  return {net: [pts[b] for b in sorted(pts)] for net, pts in out.items()}
+
+
+def print_tables(all_points: dict[str, list[dict]], batches: list[int], args) -> None:
+  """The markdown table (time / peak memory per batch, the batch exponent) and the size fit."""
   print("\n| network | mode | params | " + " | ".join(f"b={b}" for b in batches) + " | time ~ batch^a |")
   print("|---|---|---|" + "---|" * len(batches) + "---|")
   for net, pts in all_points.items():
+    by_batch = {r["batch"]: r for r in pts}
     fit = [(r["batch"], r["step_s"]) for r in pts if r["step_s"] and r["batch"] >= args.fit_from]
     a = fit_exponent([f[0] for f in fit], [f[1] for f in fit])
     cells = [
-      (f"{r['step_s'] * 1e3:.0f} ms" if r["step_s"] else "–") + f" / {peak_mib(r):.0f} MiB" for r in pts
+      ((f"{r['step_s'] * 1e3:.0f} ms" if r["step_s"] else "–") + f" / {peak_mib(r):.0f} MiB" if r else "–")
+      for r in (by_batch.get(b) for b in batches)
     ]
     print(f"| {net} | {pts[0]['mode']} | {pts[0]['params']:,} | " + " | ".join(cells) + f" | {a:.2f} |")
   ref = [
