@@ -1058,3 +1058,13 @@ def test_broken_vae_folder_is_one_line_and_writes_nothing(tmp_path, capsys):
   err = capsys.readouterr().err.strip()
   assert "down_block_types" in err and len(err.splitlines()) == 1, err
   assert not (tmp_path / "wd").exists()
+
+
+def test_a_pipeline_folder_imports_its_vae_only_when_the_vae_is_its_only_model(tmp_path):
+  from jaxdiff.interop.vae_workdir import is_vae_folder
+
+  _diffusers_vae(tmp_path / "pipe" / "vae")
+  assert is_vae_folder(str(tmp_path / "pipe" / "vae")) and is_vae_folder(str(tmp_path / "pipe"))
+  (tmp_path / "pipe" / "unet").mkdir()  # a latent pipeline: its UNet is what import converts
+  assert not is_vae_folder(str(tmp_path / "pipe"))
+  assert not is_vae_folder(str(tmp_path / "nowhere"))

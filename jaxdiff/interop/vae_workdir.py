@@ -27,7 +27,7 @@ from jaxdiff.errors import ConfigError
 from jaxdiff.interop.files import CONFIG_NAME, check_finite, flatten_params
 from jaxdiff.interop.staging import check_target, staged
 from jaxdiff.interop.vae import load_diffusers_vae, save_diffusers_vae, vae_folder
-from jaxdiff.interop.workdir import NO_DATA, write_workdir
+from jaxdiff.interop.workdir import MODEL_FOLDERS, NO_DATA, write_workdir
 from jaxdiff.training import autoencoder_step
 from jaxdiff.training.checkpointer import Checkpointer
 from jaxdiff.training.run_records import load_config
@@ -44,9 +44,12 @@ _FIELDS = (
 
 
 def is_vae_folder(path: str) -> bool:
-  """Whether `path` (or its ``vae/``) is a diffusers folder whose config.json names AutoencoderKL."""
+  """Whether `path` is a diffusers folder whose config.json names AutoencoderKL, or a pipeline folder
+  whose only model is its ``vae/`` (one with ``unet/`` or ``transformer/`` imports that model)."""
   config = fileio.join(vae_folder(path), CONFIG_NAME)
   if not fileio.isdir(path) or not fileio.exists(config):
+    return False
+  if any(fileio.isdir(fileio.join(path, sub)) for sub in MODEL_FOLDERS):
     return False
   try:
     return json.loads(fileio.read_text(config)).get("_class_name") == "AutoencoderKL"
