@@ -23,10 +23,12 @@ __all__ = ["meanflow_target", "meanflow_loss", "adaptive_weight", "VELOCITIES"]
 VELOCITIES = ("sample", "model")
 
 
-def meanflow_target(u_fn: Callable, x_t, t, r, v) -> tuple[jnp.ndarray, jnp.ndarray]:
+def meanflow_target(u_fn: Callable, x_t, t, r, v, tangent=None) -> tuple[jnp.ndarray, jnp.ndarray]:
   """(u, u_tgt): the network's average velocity and MeanFlow's target v - (t - r) du/dt, from one
-  `jax.jvp` of u_fn(x, t, r) along (v, 1, 0). The target is not stop-gradient here."""
-  u, dudt = jax.jvp(u_fn, (x_t, t, r), (v, jnp.ones_like(t), jnp.zeros_like(r)))
+  `jax.jvp` of u_fn(x, t, r) along (tangent, 1, 0), the tangent v unless given (improved MeanFlow
+  takes the network's own velocity there). The target is not stop-gradient here."""
+  tangent = v if tangent is None else tangent
+  u, dudt = jax.jvp(u_fn, (x_t, t, r), (tangent, jnp.ones_like(t), jnp.zeros_like(r)))
   return u, v - expand(t - r, x_t.ndim) * dudt
 
 
@@ -61,8 +63,9 @@ def meanflow_loss(
   (t, r) are drawn as the paper does (`times.meanflow_times`: logit-normal, r = t on a fraction
   1 - `ratio`) unless given. The velocity field along which du/dt is taken: "sample" (eps - x0,
   MeanFlow), "model" (the network's own stop-gradient u(x_t, t, t), improved MeanFlow's choice,
-  which removes the target's sampling noise), or `velocity_fn(x_t, t)` (e.g. the exact or a
-  teacher's velocity). `omega`, `kappa` fold classifier-free guidance into training (needs
+  which takes the sampling noise out of the JVP; the regression velocity stays eps - x0, so the
+  loss is improved MeanFlow's ||u + (t - r) sg(du/dt) - (eps - x0)||^2), or `velocity_fn(x_t, t)`
+  (e.g. the exact or a teacher's velocity, both tangent and regression velocity). `omega`, `kappa` fold classifier-free guidance into training (needs
   `uncond`, the null-conditioning keywords), so a guided sample still costs one evaluation.
   """
   flow_process(process, "the MeanFlow loss")
@@ -87,16 +90,17 @@ def meanflow_loss(
 
   if velocity_fn is not None:
     v = jax.lax.stop_gradient(velocity_fn(x_t, t).astype(jnp.float32))
-  elif velocity == "model":
-    v = jax.lax.stop_gradient(velocity_at(cond))
   else:
     v = noise - x0
   v = guided_velocity(velocity_at, x_t, v, cond, uncond, batch, omega, kappa)
+  # the field du/dt is taken along: the regression velocity itself, or (improved MeanFlow) the
+  # network's own stop-gradient instantaneous velocity, while the target stays v - (t - r) du/dt
+  tangent = jax.lax.stop_gradient(velocity_at(cond)) if velocity == "model" and velocity_fn is None else v
 
   def u_fn(x, tt, rr):
     return model_fn(x, tt, r=rr, **cond).astype(jnp.float32)
 
-  u, u_tgt = meanflow_target(u_fn, x_t, t, r, v)
+  u, u_tgt = meanflow_target(u_fn, x_t, t, r, v, tangent)
   sq = per_example(jnp.square(u - jax.lax.stop_gradient(u_tgt)))
   w = adaptive_weight(sq, adaptive_p, adaptive_c)
   total = jnp.mean(w * sq)
