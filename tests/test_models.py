@@ -100,6 +100,13 @@ def test_fused_group_norm_matches_the_textbook_formula_and_its_gradient(silu):
     jax.grad(fused, (0, 1, 2))(x, scale, bias), jax.grad(plain, (0, 1, 2))(x, scale, bias)
   ):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(np.max(np.abs(want))))
+  # forward mode too (MeanFlow's target is a jax.jvp through the network), and gradients of it
+  tangents = tuple(jax.random.normal(jax.random.key(4 + i), a.shape) for i, a in enumerate((x, scale, bias)))
+  _, got = jax.jvp(fused, (x, scale, bias), tangents)
+  _, want = jax.jvp(plain, (x, scale, bias), tangents)
+  np.testing.assert_allclose(got, want, rtol=1e-4)
+  hvp = lambda f: jax.grad(lambda s: jax.jvp(lambda xx: f(xx, s, bias), (x,), (tangents[0],))[1])(scale)
+  np.testing.assert_allclose(hvp(fused), hvp(plain), rtol=1e-3, atol=1e-4 * float(np.max(np.abs(hvp(plain)))))
 
 
 def test_unet_with_fused_group_norm_gives_flax_groupnorm_outputs_and_gradients(monkeypatch):

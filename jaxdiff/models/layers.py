@@ -171,10 +171,12 @@ def num_groups_for(channels: int, max_groups: int) -> int:
   return 1
 
 
-# GroupNorm through `group_norm` (one float32 pass for the statistics, a hand-written gradient with
-# one reduction pass); False traces flax's nn.GroupNorm instead, the reference the tests and
-# benchmarks/bench_unet_levers.py compare it with. Read at trace time; the library never sets it.
-FUSED_GROUP_NORM = True
+# True traces GroupNorm through `group_norm` (one float32 pass for the statistics, SiLU fused in, a
+# hand-written gradient of one reduction pass); False, the default, through flax's nn.GroupNorm. Equal
+# within float32 rounding (tests/test_models.py); the fused one was not faster in the UNet train step
+# on the 2-core CPU (benchmarks/bench_unet_levers.py, BENCHMARKS.md), so it is not the default. Read at
+# trace time; the library never sets it.
+FUSED_GROUP_NORM = False
 
 
 def _group_stats(xg: Array, epsilon: float) -> tuple[Array, Array]:
@@ -192,12 +194,18 @@ def _grouped(x: Array, groups: int) -> Array:
   return x.astype(jnp.float32).reshape(b, -1, groups, c // groups)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4, 5))
 def group_norm(x: Array, scale: Array, bias: Array, groups: int, epsilon: float, silu: bool) -> Array:
   """GroupNorm of the channels-last ``x`` with per-channel ``scale``/``bias``, then SiLU when ``silu``:
-  float32 statistics in one pass and a gradient of one reduction pass (memory-bound work XLA leaves
-  as several passes when it differentiates the textbook formula). Output in ``x``'s dtype."""
-  return _group_norm_fwd(x, scale, bias, groups, epsilon, silu)[0]
+  float32 statistics in one pass, and a hand-written derivative whose transpose (the gradient) is one
+  reduction pass (memory-bound work XLA leaves as several passes when it differentiates the textbook
+  formula). A custom JVP rather than a custom VJP, so forward-mode (`jax.jvp`, the MeanFlow target)
+  works as well as gradients. Output in ``x``'s dtype."""
+  xg = _grouped(x, groups)
+  mean, rstd = _group_stats(xg, epsilon)
+  _, z = _affine(xg, mean, rstd, scale, bias)
+  y = nn.silu(z) if silu else z
+  return y.reshape(x.shape).astype(x.dtype)
 
 
 def _affine(xg: Array, mean: Array, rstd: Array, scale: Array, bias: Array) -> tuple[Array, Array]:
@@ -207,35 +215,31 @@ def _affine(xg: Array, mean: Array, rstd: Array, scale: Array, bias: Array) -> t
   return xhat, z
 
 
-def _group_norm_fwd(x, scale, bias, groups, epsilon, silu):
+@group_norm.defjvp
+def _group_norm_jvp(groups, epsilon, silu, primals, tangents):
+  x, scale, bias = primals
+  dx, dscale, dbias = tangents
   xg = _grouped(x, groups)
+  g, cg = xg.shape[2], xg.shape[3]
   mean, rstd = _group_stats(xg, epsilon)
-  _, z = _affine(xg, mean, rstd, scale, bias)
-  y = nn.silu(z) if silu else z
-  return y.reshape(x.shape).astype(x.dtype), (x, scale, bias, mean, rstd)
-
-
-def _group_norm_bwd(groups, epsilon, silu, res, dy):
-  x, scale, bias, mean, rstd = res
-  xg = _grouped(x, groups)
-  b, s, g, cg = xg.shape
   xhat, z = _affine(xg, mean, rstd, scale, bias)
-  dz = dy.astype(jnp.float32).reshape(xg.shape)
+  y = nn.silu(z) if silu else z
+  # d xhat = rstd (dx - E_group[dx] - xhat E_group[dx xhat]): linear in the tangents, so its
+  # transpose (the gradient) is two per-group sums of the cotangent, one pass
+  dxg = _grouped(dx, groups)
+  m1 = jnp.mean(dxg, axis=(1, 3))
+  m2 = jnp.mean(dxg * xhat, axis=(1, 3))
+  dxhat = rstd[:, None, :, None] * (dxg - m1[:, None, :, None] - xhat * m2[:, None, :, None])
+  gamma = scale.astype(jnp.float32).reshape(g, cg)
+  dz = (
+    dxhat * gamma
+    + xhat * dscale.astype(jnp.float32).reshape(g, cg)
+    + dbias.astype(jnp.float32).reshape(g, cg)
+  )
   if silu:
     sig = jax.nn.sigmoid(z)
     dz = dz * (sig * (1 + z * (1 - sig)))
-  # one pass over the spatial positions: per (batch, channel) sums of dz and dz * xhat
-  sum_dz, sum_dzx = jnp.sum(dz, axis=1), jnp.sum(dz * xhat, axis=1)  # [B, G, Cg]
-  gamma = scale.astype(jnp.float32).reshape(g, cg)
-  m1 = jnp.sum(sum_dz * gamma, axis=-1) / (s * cg)  # mean over the group of dz * scale
-  m2 = jnp.sum(sum_dzx * gamma, axis=-1) / (s * cg)  # mean of dz * scale * xhat
-  dx = rstd[:, None, :, None] * (dz * gamma - m1[:, None, :, None] - xhat * m2[:, None, :, None])
-  dscale = jnp.sum(sum_dzx, axis=0).reshape(scale.shape).astype(scale.dtype)
-  dbias = jnp.sum(sum_dz, axis=0).reshape(bias.shape).astype(bias.dtype)
-  return dx.reshape(x.shape).astype(x.dtype), dscale, dbias
-
-
-group_norm.defvjp(_group_norm_fwd, _group_norm_bwd)
+  return y.reshape(x.shape).astype(x.dtype), dz.reshape(x.shape).astype(x.dtype)
 
 
 class _GroupNormParams(nn.Module):
