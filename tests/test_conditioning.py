@@ -340,7 +340,7 @@ def test_repaint_resampling_keeps_the_marginal_and_approaches_the_exact_conditio
 
 
 def test_inpainting_is_one_compiled_scan():
-  f = samplers._sample_jitted()
+  f = samplers.sampling._sample_jitted()
   f.clear_cache()
   known = jnp.zeros((2, 8, 8, 1))
   kw = dict(sampler="ddim", num_steps=6, repaint_resample=2, repaint_jump=2)

@@ -227,7 +227,7 @@ def test_options_add_no_model_evaluation_and_nothing_when_unused():
 
 
 def test_new_option_values_do_not_recompile():
-  f = samplers._sample_jitted()
+  f = samplers.sampling._sample_jitted()
   f.clear_cache()
   for phi, lo, sched in ((0.2, 100.0, 2.0), (0.9, 300.0, 4.0)):
     _run(guidance_scale=sched, guidance_rescale=phi, guidance_interval=(lo, 900.0), **GUIDED)

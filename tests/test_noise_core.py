@@ -824,11 +824,12 @@ class _OutsideDDIM(samplers.Sampler):
   """A sampler written outside the package: DDIM with its eps term scaled by `gain` (1 = DDIM)."""
 
   name = "test_outside_ddim"
-  options = {"gain": 1.0}
+
+  gain: float = 1.0
 
   def step(self, ctx, state, inp, final):
     d = ctx.denoise(state.x, inp.t, inp.alpha, inp.sigma, state.x0)
-    x = inp.alpha_next * d.x0 + self.opts["gain"] * inp.sigma_next * d.eps
+    x = inp.alpha_next * d.x0 + self.gain * inp.sigma_next * d.eps
     return samplers.State(x, d.x0, state.aux), d.x0
 
 

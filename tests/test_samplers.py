@@ -7,7 +7,7 @@ import pytest
 
 import jaxdiff
 from jaxdiff import samplers, schedules
-from jaxdiff.samplers import accuracy
+from jaxdiff.samplers import accuracy, sampling
 
 SCHED = schedules.linear(1000)
 MU, SD = 0.5, 0.3
@@ -275,7 +275,7 @@ def test_compiles_once_for_same_shapes_and_new_params():
   def apply_fn(params, x, t):
     return jnp.tanh(x * params["w"]) + params["b"]
 
-  f = samplers._sample_jitted()
+  f = sampling._sample_jitted()
   f.clear_cache()
   p1 = {"w": jnp.ones(()), "b": jnp.zeros(())}
   p2 = {"w": 2 * jnp.ones(()), "b": jnp.ones(())}
@@ -537,3 +537,123 @@ def test_jitted_stepper_step_takes_a_traced_index_and_compiles_once(sampler):
     state = step(state, jnp.int32(i))
   assert len(traces) == 1
   np.testing.assert_allclose(np.asarray(state.x), np.asarray(want), rtol=1e-5, atol=1e-5)
+
+
+# ---- samplers as pytrees: traced options share a program, static ones shape it ----------------
+
+
+def test_new_eta_values_share_one_program_and_static_options_compile_anew():
+  """eta is a leaf of the ddim pytree: 0.3 then 0.5 run in one compiled program, each equal to
+  the NumPy loop with the same noise; clipped_eps is static (a new program); eta = 0 is its own,
+  deterministic program."""
+  model_np = lambda x, t: np.tanh(x) * 0.7
+  model = lambda x, t: jnp.tanh(x) * 0.7
+  key = jax.random.key(4)
+  x_init = jax.random.normal(jax.random.key(0), (8, 2))
+  k_steps = jax.random.split(key)[1]
+  noises = [np.asarray(jax.random.normal(jax.random.fold_in(k_steps, i), (8, 2))) for i in range(10)]
+  f = sampling._sample_jitted()
+  f.clear_cache()
+
+  def run(**options):
+    return jaxdiff.sample(
+      model, SCHED, (8, 2), key, num_steps=10, spacing="linspace", x_init=x_init, **options
+    )
+
+  for eta in (0.3, 0.5):
+    want = _numpy_reference("ddim", model_np, x_init, 10, eta=eta, noises=noises)
+    np.testing.assert_allclose(np.asarray(run(sampler="ddim", eta=eta)), want, rtol=1e-3, atol=1e-3)
+  assert f._cache_size() == 1
+  run(sampler=samplers.get("ddim")(eta=0.7))  # a Sampler object: the same pytree structure
+  assert f._cache_size() == 1
+  run(sampler="ddim", eta=0.5, clipped_eps=False)
+  assert f._cache_size() == 2
+  want = _numpy_reference("ddim", model_np, x_init, 10)
+  np.testing.assert_allclose(np.asarray(run(sampler="ddim", eta=0.0)), want, rtol=1e-3, atol=1e-3)
+  assert f._cache_size() == 3
+
+
+def test_sampler_pytree_round_trip_keeps_traced_leaves_and_static_structure():
+  smp = samplers.get("heun")(s_churn=2.0, s_noise=1.25, frame="sigma")
+  leaves, treedef = jax.tree_util.tree_flatten(smp)
+  assert sorted(leaves) == sorted([2.0, 0.0, float("inf"), 1.25])  # s_churn, s_tmin, s_tmax, s_noise
+  assert samplers.get("heun").traced_options() == ("s_churn", "s_tmin", "s_tmax", "s_noise")
+  back = jax.tree_util.tree_unflatten(treedef, leaves)
+  assert type(back) is type(smp) and back == smp and back.frame == "sigma"
+  through_jit = jax.jit(lambda s: s)(smp)  # leaves become arrays, read back as Python floats
+  assert through_jit == smp and isinstance(through_jit.s_churn, float)
+  assert jax.tree_util.tree_leaves(samplers.get("unipc")(order=3, corrector=False)) == []  # all static
+  assert jax.tree_util.tree_structure(samplers.get("unipc")(order=3)) != jax.tree_util.tree_structure(
+    samplers.get("unipc")(order=2)
+  )
+  ddim = samplers.get("ddim")(eta=0.0)
+  assert ddim.is_zero("eta") and not ddim.replace(eta=0.4).is_zero("eta") and ddim.replace(eta=0.4).eta == 0.4
+  assert jax.tree_util.tree_structure(ddim) != jax.tree_util.tree_structure(ddim.replace(eta=0.4))
+  for name in samplers.SAMPLERS:  # every registered sampler: defaults survive the round trip
+    s = samplers.get(name)()
+    assert jax.tree_util.tree_unflatten(*reversed(jax.tree_util.tree_flatten(s))) == s, name
+
+
+def test_sampler_options_are_refused_by_name_at_construction_and_replace():
+  ddim = samplers.get("ddim")
+  with pytest.raises(
+    jaxdiff.errors.SamplingError, match=r"sampler 'ddim' does not take order; it takes: clipped_eps, eta"
+  ):
+    ddim(order=2)
+  with pytest.raises(jaxdiff.errors.SamplingError, match="sampler 'ddim' does not take s_churn"):
+    ddim(eta=0.1).replace(s_churn=1.0)
+  with pytest.raises(jaxdiff.errors.SamplingError, match="by keyword"):
+    ddim(0.5)
+  with pytest.raises(jaxdiff.errors.SamplingError, match="eta must be a finite number >= 0"):
+    ddim(eta=0.1).replace(eta=-1.0)
+  with pytest.raises(jaxdiff.errors.SamplingError, match="option eta must be a scalar, got shape \\(2,\\)"):
+    jaxdiff.sample(exact_eps, SCHED, (2, 1), jax.random.key(0), sampler="ddim", eta=jnp.ones(2))
+  with pytest.raises(jaxdiff.errors.SamplingError, match="set them on the object"):
+    jaxdiff.sample(exact_eps, SCHED, (2, 1), jax.random.key(0), sampler=ddim(), eta=0.5)
+  with pytest.raises(TypeError, match="declare a sampler's options as fields"):
+
+    class _OldStyle(samplers.Sampler):  # noqa: F841 (the class statement is what is refused)
+      options = {"gain": 1.0}
+
+
+def test_traced_option_under_a_user_replace_is_not_taken_for_its_old_zero():
+  """A sampler whose eta was 0 given a traced eta by replace runs the stochastic program."""
+  model = lambda x, t: jnp.tanh(x) * 0.7
+  x_init = jax.random.normal(jax.random.key(0), (8, 2))
+  kw = dict(num_steps=10, spacing="linspace", x_init=x_init)
+  run = jax.jit(
+    lambda eta: jaxdiff.sample(
+      model, SCHED, (8, 2), jax.random.key(4), sampler=samplers.get("ddim")().replace(eta=eta), **kw
+    )
+  )
+  want = jaxdiff.sample(model, SCHED, (8, 2), jax.random.key(4), sampler="ddim", eta=0.6, **kw)
+  np.testing.assert_allclose(np.asarray(run(jnp.float32(0.6))), np.asarray(want), rtol=1e-5, atol=1e-6)
+
+
+def test_vmap_over_a_stacked_sampler_runs_each_option_value():
+  etas = jnp.asarray([0.2, 0.9])
+  model = lambda x, t: jnp.tanh(x) * 0.7
+  x_init = jax.random.normal(jax.random.key(0), (8, 2))
+  kw = dict(num_steps=6, spacing="linspace", x_init=x_init)
+  run = lambda smp: jaxdiff.sample(model, SCHED, (8, 2), jax.random.key(4), sampler=smp, **kw)
+  both = jax.vmap(run)(samplers.get("ddim")(eta=etas))
+  for i, eta in enumerate((0.2, 0.9)):
+    np.testing.assert_allclose(
+      np.asarray(both[i]), np.asarray(run(samplers.get("ddim")(eta=eta))), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_custom_sampler_snippet_of_the_guide_runs():
+  import re
+
+  from helpers import documented_text
+
+  block = re.search(r"<!-- custom sampler snippet -->\s*```python\n(.*?)```", documented_text(), re.S).group(
+    1
+  )
+  registry = samplers.base._REGISTRY
+  registry.pop("scaled_ddim", None)  # the guide's own run (tests/test_guides.py) may have registered it
+  try:
+    exec(compile(block, "functional-api.md", "exec"), {})
+  finally:
+    registry.pop("scaled_ddim", None)

@@ -4,7 +4,8 @@
 is the entry point (`sampling.py`). Built in: ddpm, ddim, euler, euler_ancestral, heun
 (`single_step.py`), dpmpp_2m, dpmpp_3m, dpmpp_2m_sde, unipc (`multistep.py`), k-diffusion's lms, dpm_2,
 dpm_2_ancestral, dpmpp_sde and dpm_adaptive (`kdiffusion.py`). Add your own by
-subclassing `Sampler` and calling `register`. `Stepper` runs the same steps one call at a time;
+subclassing `Sampler` (a `flax.struct` dataclass whose fields are its options: traced, or `static`)
+and calling `register`. `Stepper` (`stepper.py`) runs the same steps one call at a time;
 `invert` runs a deterministic sampler backwards, from data to the first grid time.
 """
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from jaxdiff import grids
 from jaxdiff.processes import as_process
-from jaxdiff.samplers import few_step, kdiffusion, multistep, single_step  # noqa: F401 (they register samplers)
+from jaxdiff.samplers import base, few_step, kdiffusion, multistep, single_step  # noqa: F401 (they register samplers)
 from jaxdiff.samplers.base import (
   INPAINT_SAMPLERS,
   SAMPLERS,
@@ -24,22 +25,18 @@ from jaxdiff.samplers.base import (
   Sampler,
   State,
   StepInput,
-  _put_first,
   available,
   ddim_update,
   get,
   register,
+  static,
 )
 from jaxdiff.samplers.inpaint import repaint_schedule
 from jaxdiff.samplers.inversion import invert
 from jaxdiff.samplers.multistep import DPMSolverPP2M, DPMSolverPP2MSDE, DPMSolverPP3M, UniPC
 from jaxdiff.samplers.sampling import (
-  _SAMPLE_JITS,
   Grid,
   Guidance,
-  LoopState,
-  Stepper,
-  _sample_jitted,
   accepted_options,
   bind,
   make_sampler,
@@ -48,6 +45,7 @@ from jaxdiff.samplers.sampling import (
   sample,
 )
 from jaxdiff.samplers.single_step import DDIM, DDPM, VARIANCES, Euler, EulerAncestral, Heun
+from jaxdiff.samplers.stepper import LoopState, Stepper
 
 SPACINGS = grids.SPACINGS
 _BUILTIN_ORDER = (
@@ -66,7 +64,7 @@ _BUILTIN_ORDER = (
   "dpmpp_sde",
   "dpm_adaptive",
 )
-_put_first(_BUILTIN_ORDER)
+base._put_first(_BUILTIN_ORDER)
 
 __all__ = [
   "SAMPLERS",
@@ -74,6 +72,7 @@ __all__ = [
   "SPACINGS",
   "VARIANCES",
   "Sampler",
+  "static",
   "StepInput",
   "State",
   "Context",
@@ -93,7 +92,6 @@ __all__ = [
   "bind",
   "nfe",
   "timesteps",
-  "step_pairs",
   "ddim_sigma",
   "repaint_schedule",
   "ddim_update",
@@ -103,22 +101,6 @@ __all__ = [
 def timesteps(num_timesteps: int, num_steps: int, spacing: str = "leading") -> np.ndarray:
   """The descending int timesteps a sampler visits on a discrete chain (`jaxdiff.grids.spacing`)."""
   return grids.spacing(num_timesteps, num_steps, spacing)
-
-
-def step_pairs(
-  num_timesteps: int, num_steps: int, spacing: str, sampler: str
-) -> tuple[np.ndarray, np.ndarray]:
-  """(t, t_prev) per step of a discrete chain; t_prev = -1 means the clean end.
-
-  Every sampler steps to the next timestep of the sequence, except DDIM with `leading` or
-  `trailing`, which steps to t - T // n as diffusers' DDIMScheduler does.
-  """
-  ts = grids.spacing(num_timesteps, num_steps, spacing)
-  if get(sampler).stride_steps and spacing in ("leading", "trailing"):
-    prev = ts - num_timesteps // num_steps
-  else:
-    prev = np.append(ts[1:], -1)
-  return ts, np.maximum(prev, -1)
 
 
 def ddim_sigma(schedule, t, t_prev, eta: float = 1.0) -> jnp.ndarray:

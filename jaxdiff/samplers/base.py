@@ -8,13 +8,15 @@ Register a sampler (from inside or outside the package) with `register`.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from jaxdiff.errors import SamplingError
 
@@ -31,8 +33,7 @@ __all__ = [
   "INPAINT_SAMPLERS",
   "NOISE_STREAM_STEP",
   "NOISE_STREAM_CHURN",
-  "TRACED",
-  "is_traced",
+  "static",
 ]
 
 # Named random streams folded into the sampler's step key (the step index is folded in after).
@@ -94,27 +95,6 @@ class Context(NamedTuple):
     return jax.random.normal(jax.random.fold_in(key, index), shape, self.dtype)
 
 
-class _Traced:
-  """Stands in a Sampler's options for a value traced under jit (the value itself goes through
-  the compiled program as an argument; the sampler object stays hashable and static)."""
-
-  def __repr__(self) -> str:
-    return "<traced>"
-
-  def __hash__(self) -> int:
-    return hash("jaxdiff.samplers.TRACED")
-
-  def __eq__(self, other) -> bool:
-    return isinstance(other, _Traced)
-
-
-TRACED = _Traced()
-
-
-def is_traced(value: Any) -> bool:
-  return isinstance(value, (_Traced, jax.core.Tracer))
-
-
 def lam(alpha, sigma):
   """log-SNR / 2 = log(alpha / sigma) (+inf at the clean end)."""
   return jnp.log(alpha) - jnp.log(sigma)
@@ -125,70 +105,141 @@ def ddim_update(alpha_next, sigma_next, x0, eps):
   return alpha_next * x0 + sigma_next * eps
 
 
-class Sampler:
-  """One sampling method. Subclass, set the class attributes, implement `step`, then `register`.
+def static(default: Any) -> Any:
+  """A structural option (an order, a name, a flag): part of the compiled program, so a new value
+  compiles a new one. Options declared without it are traced (arguments of the program)."""
+  return struct.field(pytree_node=False, default=default)
+
+
+def _concrete(value: Any) -> float | None:
+  """`value` as a Python float where it is a concrete number (Python, NumPy or a 0-d jax array),
+  else None (a traced value, or a stand-in jax puts in a pytree's leaves)."""
+  if isinstance(value, (bool, jax.core.Tracer)):
+    return None
+  if isinstance(value, (int, float)):
+    return float(value)
+  if isinstance(value, (np.ndarray, np.generic, jax.Array)) and np.ndim(value) == 0:
+    if np.issubdtype(np.asarray(value).dtype, np.number):
+      return float(value)
+  return None
+
+
+def _shown(value: Any) -> str:
+  return "a traced value" if isinstance(value, jax.core.Tracer) else repr(value)
+
+
+class Sampler(struct.PyTreeNode):
+  """One sampling method: a frozen `flax.struct` dataclass whose fields are its options.
+
+  Subclass it, declare the options as fields with defaults, set the class attributes, implement
+  `step`, then `register`. A field is traced (a leaf of the pytree: `jaxdiff.sample` passes its
+  value into the compiled program, so a new value never compiles anew, and it may be a jax value
+  under `jit`) unless declared `static(default)`, which makes it part of the program's structure.
+  Options are keywords; one the sampler does not declare is refused with the list it takes.
 
   Class attributes:
     name: the registry name (`jaxdiff.sample(..., sampler=name)`).
-    options: option -> default; an option not listed here is refused with their list.
     processes: the process classes it is defined on (None: every process).
     guidance: whether classifier-free guidance applies (the shared denoiser provides it).
     inpaint: whether RePaint-style inpainting may drive this sampler.
     finite_top: whether the first level must have alpha > 0 (capped at 2^-12 where a process
       reaches zero SNR, as diffusers does); False for samplers that handle alpha = 0 exactly.
-    traceable: the float options that may be jax values traced under `jit` (e.g. `eta`); the
-      sampler then keeps `TRACED` in `opts` and `sample` passes the value into the program.
     invertible: whether `jaxdiff.invert` may run it backwards (`check_invertible` refines it).
     stride_steps: DDIM's convention of stepping t -> t - T // n on leading/trailing grids.
     split_final: the last step is traced separately with `final=True` (Heun's last step is a
       plain Euler step and skips the second evaluation); otherwise every step runs in the scan
       with `final=False` and reads `inp.clean`.
+    zero_programs: traced options whose value 0 has a program of its own (`is_zero`): ddim with
+      eta = 0 draws no noise, euler with s_churn = 0 runs no churn. 0.3 and 0.5 share a program.
+    options: option -> default, read from the fields (set by the class, not by you).
   """
 
   name: ClassVar[str] = ""
-  options: ClassVar[Mapping[str, Any]] = {}
-  processes: ClassVar[tuple[type, ...] | None] = None  # the process classes it runs on (None: all)
-  guidance: ClassVar[bool] = True  # classifier-free guidance (the denoiser does it for every sampler)
+  processes: ClassVar[tuple[type, ...] | None] = None
+  guidance: ClassVar[bool] = True
   inpaint: ClassVar[bool] = True
-  traceable: ClassVar[tuple[str, ...]] = ()
   invertible: ClassVar[bool] = False
   finite_top: ClassVar[bool] = True
   stride_steps: ClassVar[bool] = False
   split_final: ClassVar[bool] = False
+  zero_programs: ClassVar[tuple[str, ...]] = ()
+  options: ClassVar[Mapping[str, Any]] = MappingProxyType({})
 
-  def __init__(self, **options: Any):
-    unknown = sorted(set(options) - set(self.options))
-    if unknown:
-      takes = ", ".join(sorted(self.options)) or "no options"
-      raise SamplingError(f"sampler {self.name!r} does not take {', '.join(unknown)}; it takes: {takes}.")
-    self.opts = {**self.options, **options}
-    self.traced: dict[str, Any] = {}
-    for k, v in options.items():
-      if isinstance(v, jax.core.Tracer):
-        if k not in self.traceable:
-          takes = ", ".join(self.traceable) or "none"
-          raise SamplingError(
-            f"sampler {self.name!r}: option {k} cannot be a traced value (under jit it must be a "
-            f"Python value); the options that can be traced: {takes}."
-          )
-        if v.shape != ():
-          raise SamplingError(f"sampler {self.name!r}: option {k} must be a scalar, got shape {v.shape}.")
-        self.traced[k], self.opts[k] = v, TRACED
-      elif k in self.traceable and not isinstance(v, bool) and np.ndim(v) == 0 and hasattr(v, "dtype"):
-        self.opts[k] = float(v)  # a concrete jax / numpy scalar: a Python float, as before
+  # The zero_programs options that hold a concrete 0 (kept through jit, where their values are traced).
+  _zeros: tuple[str, ...] | None = struct.field(pytree_node=False, default=None, kw_only=True)
+
+  def __init_subclass__(cls, **kwargs: Any):
+    for old in ("options", "traceable"):
+      if old in cls.__dict__:
+        raise TypeError(
+          f"{cls.__name__}.{old}: declare a sampler's options as fields with defaults (`eta: float = 0.0`; "
+          "`order: int = jaxdiff.samplers.static(2)` for one that shapes the program), not as a class attribute."
+        )
+    super().__init_subclass__(kw_only=True, repr=False, **kwargs)  # a frozen dataclass and a pytree
+    cls.options = MappingProxyType({f.name: f.default for f in dataclasses.fields(cls) if f.name != "_zeros"})
+    cls.replace = _replace  # flax's dataclass sets its own, which would keep stale zero flags
+
+  def __new__(cls, *args: Any, **options: Any):
+    if args:
+      raise SamplingError(f"sampler {cls.name!r} takes its options by keyword; it takes: {_takes(cls)}.")
+    _refuse_unknown(cls, set(options) - {"_zeros"})
+    return super().__new__(cls)
+
+  def __post_init__(self):
+    fresh = self._zeros is None  # built by a caller, not rebuilt by jax from its leaves or by `replace`
+    given = self._zeros or ()
+    zeros = []
+    for k in self.traced_options():
+      value = getattr(self, k)
+      number = _concrete(value)
+      if number is not None and not isinstance(value, float):
+        object.__setattr__(self, k, number)  # one dtype for every value: a Python float
+      if k in self.zero_programs and (number == 0 if number is not None else k in given):
+        zeros.append(k)
+    object.__setattr__(self, "_zeros", tuple(zeros))
+    if fresh:
+      self._validate()
+
+  def _validate(self) -> None:
+    """The checks of a new sampler (not of one jax rebuilds: its leaves may be gradients, stand-ins)."""
+    for f in dataclasses.fields(self):
+      value = getattr(self, f.name)
+      if (
+        f.name != "_zeros" and not f.metadata.get("pytree_node", True) and isinstance(value, jax.core.Tracer)
+      ):
+        traced = ", ".join(self.traced_options()) or "none"
+        raise SamplingError(
+          f"sampler {self.name!r}: option {f.name} cannot be a traced value (under jit it must be a "
+          f"Python value); the options that can be traced: {traced}."
+        )
+      if f.metadata.get("pytree_node", True) and isinstance(value, str):
+        raise SamplingError(f"sampler {self.name!r}: option {f.name} must be a number, got {value!r}.")
     self.check_options()
 
-  def check_options(self) -> None:
-    """Validate option values (override; values in `traceable` may be `TRACED`: skip those)."""
+  @classmethod
+  def traced_options(cls) -> tuple[str, ...]:
+    """The options that are leaves of the pytree (traced; new values share the compiled program)."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("pytree_node", True))
 
-  def with_values(self, values: Mapping[str, Any]) -> Sampler:
-    """A copy whose options hold `values` (the traced ones, inside the compiled program)."""
-    if not values:
-      return self
-    new = copy.copy(self)
-    new.opts = {**self.opts, **values}
-    new.traced = {}
-    return new
+  def is_zero(self, option: str) -> bool:
+    """Whether `option` (one of `zero_programs`) is a concrete 0, which selects its simpler program."""
+    return option in self._zeros
+
+  def number(self, option: str) -> float | None:
+    """The option's value as a Python float, or None where it is traced (for `check_options`)."""
+    return _concrete(getattr(self, option))
+
+  def check_scalars(self) -> None:
+    """Refuse traced options that are not numbers or scalars (checked before a run is traced)."""
+    for k in self.traced_options():
+      v = getattr(self, k)
+      if isinstance(v, (jax.Array, np.ndarray, np.generic)) and np.shape(v) != ():
+        raise SamplingError(f"sampler {self.name!r}: option {k} must be a scalar, got shape {np.shape(v)}.")
+      if not (isinstance(v, jax.core.Tracer) or _concrete(v) is not None):
+        raise SamplingError(f"sampler {self.name!r}: option {k} must be a number, got {_shown(v)}.")
+
+  def check_options(self) -> None:
+    """Validate option values (override; `number(k)` is None for a traced value: skip it)."""
 
   def check_invertible(self) -> None:
     """Refuse to run backwards (`jaxdiff.invert`) where the method is stochastic or not invertible."""
@@ -211,6 +262,7 @@ class Sampler:
 
   @property
   def uses_variance(self) -> bool:
+    """Whether the model's output carries learned-variance channels this sampler reads."""
     return False
 
   def nfe(self, num_steps: int) -> int:
@@ -233,26 +285,31 @@ class Sampler:
     """Move `state` from level inp.(alpha, sigma) to inp.(alpha_next, sigma_next); return (state, x0)."""
     raise NotImplementedError
 
-  def _key(self):
-    return (type(self), tuple(sorted((k, _hashable(v)) for k, v in self.opts.items())))
-
-  def __hash__(self) -> int:
-    return hash(self._key())
-
-  def __eq__(self, other) -> bool:
-    return isinstance(other, Sampler) and self._key() == other._key()
-
   def __repr__(self) -> str:
-    opts = ", ".join(f"{k}={v!r}" for k, v in sorted(self.opts.items()))
+    opts = ", ".join(f"{k}={_shown(getattr(self, k))}" for k in sorted(self.options))
     return f"{type(self).__name__}({opts})"
 
 
-def _hashable(v):
-  if isinstance(v, (list, tuple)):
-    return tuple(_hashable(x) for x in v)
-  if isinstance(v, dict):
-    return tuple(sorted((k, _hashable(x)) for k, x in v.items()))
-  return v
+def _takes(cls: type[Sampler]) -> str:
+  return ", ".join(sorted(cls.options)) or "no options"
+
+
+def _refuse_unknown(cls: type[Sampler], names) -> None:
+  unknown = sorted(set(names) - set(cls.options))
+  if unknown:
+    raise SamplingError(f"sampler {cls.name!r} does not take {', '.join(unknown)}; it takes: {_takes(cls)}.")
+
+
+def _replace(self: Sampler, **updates: Any) -> Sampler:
+  """A copy with the options in `updates` changed, checked as a new sampler's are."""
+  _refuse_unknown(type(self), updates)
+  kept = tuple(k for k in self._zeros if k not in updates)  # a traced new value is not known to be 0
+  new = dataclasses.replace(self, _zeros=kept, **updates)
+  new._validate()
+  return new
+
+
+Sampler.replace = _replace
 
 
 _REGISTRY: dict[str, type[Sampler]] = {}

@@ -65,11 +65,11 @@ def reversed_inputs(inputs: StepInput, order) -> StepInput:
   )
 
 
-def _invert_body(st: _Static, model_fn, process, ts, prev, clean, max_orders, x0, cond, uncond, guide):
+def _invert_body(st: _Static, smp: Sampler, model_fn, process, ts, prev, clean, max_orders, x0, cond, uncond,
+                 guide):  # fmt: skip
   proc = as_process(process)
-  smp = st.sampler
   ctx = _context(model_fn, st, proc, jax.random.key(0), cond, uncond, guide)  # no noise is drawn
-  inputs = _step_inputs(st, proc, ts, prev, clean, max_orders, smp, guide.schedule)
+  inputs = _step_inputs(st, smp, proc, ts, prev, clean, max_orders, guide.schedule)
   n = ts.shape[0]
   x0 = jnp.asarray(x0, jnp.float32)
   # the step onto clean data, backwards: x = alpha x0 + sigma eps_hat(alpha x0, t_last)
@@ -129,4 +129,4 @@ def invert(
   guided, cond, uncond, guide = _check_cond(guidance_scale, cond, uncond, shape, num_steps=len(grid.ts))
   st = _static(smp, proc, shape, prediction, sigma_data, None, guided, False, False, grid)
   t_arr, prev, clean, orders = _grid_arrays(grid)
-  return _INVERT(st, _as_pytree_fn(model_fn), proc, t_arr, prev, clean, orders, x0, cond, uncond, guide)
+  return _INVERT(st, smp, _as_pytree_fn(model_fn), proc, t_arr, prev, clean, orders, x0, cond, uncond, guide)

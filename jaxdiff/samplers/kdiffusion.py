@@ -15,14 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdiff.errors import SamplingError
-from jaxdiff.samplers.base import Sampler, State, ddim_update, register
+from jaxdiff.samplers.base import Sampler, State, ddim_update, register, static
 from jaxdiff.samplers.single_step import EulerAncestral, _Churn
 
 __all__ = ["LMS", "DPM2", "DPM2Ancestral", "DPMSolverPPSDE", "DPMAdaptive", "NOISE_STREAM_SDE_MID"]
 
-NOISE_STREAM_SDE_MID = (
-  2  # dpmpp_sde's noise at the step's intermediate level (the step's own is the plain stream)
-)
+# dpmpp_sde's noise at the step's intermediate level (the step's own is the plain stream)
+NOISE_STREAM_SDE_MID = 2
 _GAUSS_NODES, _GAUSS_WEIGHTS = np.polynomial.legendre.leggauss(4)  # exact for the cubic Lagrange bases
 
 
@@ -75,18 +74,19 @@ class LMS(Sampler):
   Lagrange polynomial through the last `order` noise levels (first steps of lower order)."""
 
   name = "lms"
-  options = {"order": 4}
   inpaint = False
 
+  order: int = static(4)
+
   def check_options(self):
-    if self.opts["order"] not in (1, 2, 3, 4):
-      raise SamplingError(f"lms order must be 1, 2, 3 or 4, got {self.opts['order']!r}.")
+    if self.order not in (1, 2, 3, 4):
+      raise SamplingError(f"lms order must be 1, 2, 3 or 4, got {self.order!r}.")
 
   def prepare(self, alpha, sigma, alpha_next, sigma_next):
-    return {"lms": _lagrange_integrals(sigma / alpha, sigma_next / alpha_next, int(self.opts["order"]))}
+    return {"lms": _lagrange_integrals(sigma / alpha, sigma_next / alpha_next, int(self.order))}
 
   def init(self, x):
-    return tuple(jnp.zeros_like(x) for _ in range(int(self.opts["order"]) - 1))
+    return tuple(jnp.zeros_like(x) for _ in range(int(self.order) - 1))
 
   def step(self, ctx, state, inp, final):
     d = ctx.denoise(state.x, inp.t, inp.alpha, inp.sigma, state.x0)
@@ -111,7 +111,6 @@ class DPM2(_Churn):
   to clean data is Euler. 2n - 1 evaluations."""
 
   name = "dpm_2"
-  options = dict(_Churn.churn_options)
   inpaint = False
   split_final = True
   finite_top = True
@@ -145,9 +144,9 @@ class DPM2Ancestral(EulerAncestral):
     if final:
       return State(ddim_update(inp.alpha_next, inp.sigma_next, d.x0, d.eps), d.x0, state.aux), d.x0
     s, s_n = inp.sigma / inp.alpha, inp.sigma_next / inp.alpha_next
-    down, up = _ancestral(s, s_n, self.opts["eta"])
+    down, up = _ancestral(s, s_n, self.eta)
     x_t = _dpm2_update(ctx, state.x / inp.alpha, s, down, d.eps, d.x0)
-    x_t = x_t + ctx.noise(inp.index, state.x.shape) * self.opts["s_noise"] * up
+    x_t = x_t + ctx.noise(inp.index, state.x.shape) * self.s_noise * up
     return State(inp.alpha_next * x_t, d.x0, state.aux), d.x0
 
 
@@ -158,16 +157,21 @@ class DPMSolverPPSDE(Sampler):
   the last step to clean data is Euler. 2n - 1 evaluations."""
 
   name = "dpmpp_sde"
-  options = {"eta": 1.0, "s_noise": 1.0, "r": 0.5}
   inpaint = False
   split_final = True
 
+  eta: float = 1.0
+  s_noise: float = 1.0
+  r: float = 0.5
+
   def check_options(self):
     for k in ("eta", "s_noise"):
-      if not (isinstance(self.opts[k], (int, float)) and self.opts[k] >= 0):
-        raise SamplingError(f"{k} must be a number >= 0, got {self.opts[k]!r}.")
-    if not (isinstance(self.opts["r"], (int, float)) and 0 < self.opts["r"] <= 1):
-      raise SamplingError(f"r must be in (0, 1], got {self.opts['r']!r}.")
+      v = self.number(k)
+      if v is not None and not v >= 0:
+        raise SamplingError(f"{k} must be a number >= 0, got {getattr(self, k)!r}.")
+    r = self.number("r")
+    if r is not None and not 0 < r <= 1:
+      raise SamplingError(f"r must be in (0, 1], got {self.r!r}.")
 
   def nfe(self, num_steps):
     return 2 * int(num_steps) - 1
@@ -176,7 +180,7 @@ class DPMSolverPPSDE(Sampler):
     d = ctx.denoise(state.x, inp.t, inp.alpha, inp.sigma, state.x0)
     if final:
       return State(ddim_update(inp.alpha_next, inp.sigma_next, d.x0, d.eps), d.x0, state.aux), d.x0
-    eta, s_noise, r = self.opts["eta"], self.opts["s_noise"], self.opts["r"]
+    eta, s_noise, r = self.eta, self.s_noise, self.r
     x_t = state.x / inp.alpha
     s, s_n = inp.sigma / inp.alpha, inp.sigma_next / inp.alpha_next
     lam, lam_n = -jnp.log(s), -jnp.log(s_n)
@@ -216,30 +220,39 @@ class DPMAdaptive(Sampler):
   """
 
   name = "dpm_adaptive"
-  options = {"order": 3, "rtol": 0.05, "atol": 0.0078, "h_init": 0.05, "pcoeff": 0.0, "icoeff": 1.0,
-             "dcoeff": 0.0, "accept_safety": 0.81, "max_steps": 1000}  # fmt: skip
   inpaint = False
   split_final = True
 
+  order: int = static(3)
+  rtol: float = 0.05
+  atol: float = 0.0078
+  h_init: float = 0.05
+  accept_safety: float = 0.81
+  max_steps: int = static(1000)  # the while_loop's bound, which `nfe` reports
+  # the PID controller's exponents (static: XLA simplifies the powers 0 and 1 of the default)
+  pcoeff: float = static(0.0)
+  icoeff: float = static(1.0)
+  dcoeff: float = static(0.0)
+
   def check_options(self):
-    if self.opts["order"] not in (2, 3):
-      raise SamplingError(f"dpm_adaptive order must be 2 or 3, got {self.opts['order']!r}.")
-    if not (isinstance(self.opts["max_steps"], int) and self.opts["max_steps"] >= 1):
-      raise SamplingError(f"max_steps must be an integer >= 1, got {self.opts['max_steps']!r}.")
+    if self.order not in (2, 3):
+      raise SamplingError(f"dpm_adaptive order must be 2 or 3, got {self.order!r}.")
+    if not (isinstance(self.max_steps, int) and self.max_steps >= 1):
+      raise SamplingError(f"max_steps must be an integer >= 1, got {self.max_steps!r}.")
 
   def default_grid(self, process, n):
     full = np.asarray(process.default_grid(max(int(n), 2)))
     return full[[0, -1]]
 
   def nfe(self, num_steps):
-    return (int(num_steps) - 1) * (int(self.opts["max_steps"]) * int(self.opts["order"]) + 1) + 1
+    return (int(num_steps) - 1) * (int(self.max_steps) * int(self.order) + 1) + 1
 
   def _solve(self, ctx, x, lam, lam_next, x0):
     """(x_low, x_high) from -log s = lam to lam_next: DPM-Solver-1 and -2, or -2 (r1 = 1/3) and -3."""
     sig = lambda v: jnp.exp(-v)  # noqa: E731
     h = lam_next - lam
     eps, _ = _eps_at(ctx, x, sig(lam), x0)
-    if self.opts["order"] == 2:
+    if self.order == 2:
       x1 = x - sig(lam_next) * jnp.expm1(h) * eps
       s1 = lam + 0.5 * h
       e1, _ = _eps_at(ctx, x - sig(s1) * jnp.expm1(0.5 * h) * eps, sig(s1), x0)
@@ -256,21 +269,17 @@ class DPMAdaptive(Sampler):
     return x_low, x_high
 
   def _iterate(self, ctx, c: _Adaptive, lam_end) -> _Adaptive:
-    o = self.opts
-    k = 1.0 * int(o["order"])
-    b1, b2, b3 = (
-      (o["pcoeff"] + o["icoeff"] + o["dcoeff"]) / k,
-      -(o["pcoeff"] + 2 * o["dcoeff"]) / k,
-      o["dcoeff"] / k,
-    )
+    k = 1.0 * int(self.order)
+    p, i, d = self.pcoeff, self.icoeff, self.dcoeff
+    b1, b2, b3 = (p + i + d) / k, -(p + 2 * d) / k, d / k
     lam_to = jnp.minimum(lam_end, c.lam + c.h)
     x_low, x_high = self._solve(ctx, c.x, c.lam, lam_to, c.x0)
-    delta = jnp.maximum(o["atol"], o["rtol"] * jnp.maximum(jnp.abs(x_low), jnp.abs(c.x_prev)))
+    delta = jnp.maximum(self.atol, self.rtol * jnp.maximum(jnp.abs(x_low), jnp.abs(c.x_prev)))
     error = jnp.sqrt(jnp.sum(jnp.square((x_low - x_high) / delta))) / math.sqrt(c.x.size)
     inv = 1.0 / (error + 1e-8)
     errs = jnp.where(c.first, jnp.stack([inv, inv, inv]), c.errs.at[0].set(inv))
     factor = 1.0 + jnp.arctan(errs[0] ** b1 * errs[1] ** b2 * errs[2] ** b3 - 1.0)
-    accept = factor >= o["accept_safety"]
+    accept = factor >= self.accept_safety
     errs = jnp.where(accept, jnp.stack([errs[0], errs[0], errs[1]]), errs)
     pick = lambda a, b: jnp.where(accept, a, b)  # noqa: E731
     return _Adaptive(pick(x_high, c.x), pick(x_low, c.x_prev), pick(lam_to, c.lam), c.h * factor, errs,
@@ -283,10 +292,10 @@ class DPMAdaptive(Sampler):
     x_t = state.x / inp.alpha
     lam, lam_end = -jnp.log(inp.sigma / inp.alpha), -jnp.log(inp.sigma_next / inp.alpha_next)
     dt = x_t.dtype
-    start = _Adaptive(x_t, x_t, lam, jnp.asarray(abs(self.opts["h_init"]), dt), jnp.ones(3, dt),
+    start = _Adaptive(x_t, x_t, lam, jnp.asarray(abs(self.h_init), dt), jnp.ones(3, dt),
                       jnp.ones((), bool), jnp.zeros((), jnp.int32), d.x0)  # fmt: skip
     run = jax.lax.while_loop(
-      lambda c: (c.lam < lam_end - 1e-5) & (c.steps < self.opts["max_steps"]),
+      lambda c: (c.lam < lam_end - 1e-5) & (c.steps < self.max_steps),
       lambda c: self._iterate(ctx, c, lam_end),
       start,
     )

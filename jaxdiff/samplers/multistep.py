@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdiff.errors import SamplingError
-from jaxdiff.samplers.base import Sampler, State, lam, register
+from jaxdiff.samplers.base import Sampler, State, lam, register, static
 
 __all__ = ["DPMSolverPP2M", "DPMSolverPP3M", "DPMSolverPP2MSDE", "UniPC"]
 
@@ -195,14 +195,16 @@ class UniPC(Sampler):
   """
 
   name = "unipc"
-  options = {"order": 2, "corrector": True}
+
+  order: int = static(2)
+  corrector: bool = static(True)
 
   def check_options(self):
-    if self.opts["order"] not in (1, 2, 3):
-      raise SamplingError(f"unipc order must be 1, 2 or 3, got {self.opts['order']!r}.")
+    if self.order not in (1, 2, 3):
+      raise SamplingError(f"unipc order must be 1, 2 or 3, got {self.order!r}.")
 
   def max_orders(self, num_steps):
-    k = int(self.opts["order"])
+    k = int(self.order)
     return np.minimum(k, num_steps - np.arange(num_steps)).astype(np.int32)
 
   def init(self, x):
@@ -247,7 +249,7 @@ class UniPC(Sampler):
     a, s, a_n, s_n = inp.alpha, inp.sigma, inp.alpha_next, inp.sigma_next
     lam_s = lam(a, s)
     x = state.x
-    if self.opts["corrector"]:
+    if self.corrector:
       corrected = self._correct(c.x_last, c.sigma_last, c.hist, m0, a, s, lam_s, c.last_order)
       x = jnp.where(count > 0, corrected, x)
     h = lam(a_n, s_n) - lam_s

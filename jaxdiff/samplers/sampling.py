@@ -4,7 +4,7 @@
 process's time (int32 timesteps when every grid time of a discrete chain is an integer). A sampler
 compiles once per (model function, shapes, sampler and options, step count); pass the network's
 parameters through `bind(apply_fn, params)` so they are arguments of the compiled program rather
-than constants baked into it. `Stepper` runs the same steps one at a time, for loops of your own.
+than constants baked into it. `Stepper` (`stepper.py`) runs the same steps one at a time.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ from jaxdiff.samplers.inpaint import inpaint_arrays, run_inpaint
 
 __all__ = [
   "sample",
-  "Stepper",
-  "LoopState",
   "bind",
   "nfe",
   "make_sampler",
@@ -62,10 +60,14 @@ def make_sampler(sampler: str | Sampler, **options: Any) -> Sampler:
   if isinstance(sampler, Sampler):
     if options:
       raise SamplingError(
-        f"options {sorted(options)} were given with a Sampler object; set them on the object."
+        f"options {sorted(options)} were given with a Sampler object; set them on the object "
+        "(sampler.replace(...))."
       )
-    return sampler
-  return get(sampler)(**options)
+    smp = sampler
+  else:
+    smp = get(sampler)(**options)
+  smp.check_scalars()
+  return smp
 
 
 def accepted_options(sampler: str, **options: Any) -> dict[str, Any]:
@@ -128,9 +130,8 @@ def plan_grid(process, smp: Sampler, num_steps: int | None, ts=None, spacing: st
 
 
 class _Static(NamedTuple):
-  """Everything that shapes the compiled program (hashable)."""
+  """Everything that shapes the compiled program (hashable) besides the sampler's static fields."""
 
-  sampler: Sampler
   shape: tuple[int, ...]
   prediction: str
   sigma_data: float
@@ -139,6 +140,7 @@ class _Static(NamedTuple):
   self_condition: bool
   return_trajectory: bool
   integer: bool
+  variance: bool  # the model's output carries learned-variance channels the sampler reads
   repaint_resample: int = 1
   repaint_jump: int = 1
   paste_known: bool = True
@@ -181,7 +183,7 @@ def _rescaled(guided, cond_out, phi):
 def _denoiser(model_fn, st: _Static, cond, uncond, guide: Guidance) -> Callable[..., Denoised]:
   """(x, t scalar, alpha, sigma, x_self_cond) -> Denoised: guidance, parameterisation, clipping."""
   channels = st.shape[-1]
-  wants_var = st.sampler.uses_variance
+  wants_var = st.variance
   scale = guide.scale
 
   def raw(x, tb, x_sc, t, rb=None):
@@ -241,15 +243,14 @@ def _denoiser(model_fn, st: _Static, cond, uncond, guide: Guidance) -> Callable[
   return denoise
 
 
-def _step_inputs(st: _Static, process, ts, prev, clean, max_orders, smp=None, schedule=None) -> StepInput:
-  """Every step's levels as arrays (the scan's inputs), from the grid's times (`smp`: the sampler
-  holding traced option values, default st.sampler; `schedule`: per-step guidance scales)."""
+def _step_inputs(st: _Static, smp: Sampler, process, ts, prev, clean, max_orders, schedule=None) -> StepInput:
+  """Every step's levels as arrays (the scan's inputs), from the grid's times (`schedule`: per-step
+  guidance scales)."""
   proc = as_process(process)
-  smp = st.sampler if smp is None else smp
   a, s = (v.astype(st.dtype) for v in proc.alpha_sigma(ts))
   a_n, s_n = (v.astype(st.dtype) for v in proc.alpha_sigma(prev))
   a_n, s_n = jnp.where(clean, 1.0, a_n), jnp.where(clean, 0.0, s_n)
-  if st.sampler.caps_top(proc) or st.prediction in ("eps", "edm"):  # both divide by alpha
+  if smp.caps_top(proc) or st.prediction in ("eps", "edm"):  # both divide by alpha
     a = jnp.where(a > 0, a, TOP_ALPHA_FLOOR * s)  # only where alpha is exactly 0 (zero terminal SNR)
   n = ts.shape[0]
   extra = smp.prepare(a, s, a_n, s_n)
@@ -285,16 +286,15 @@ def _context(model_fn, st: _Static, proc, key, cond, uncond, guide: Guidance) ->
   return Context(_denoiser(model_fn, st, cond, uncond, guide), proc, key, st.integer, at_step, st.dtype)
 
 
-def _sample_body(st: _Static, model_fn, process, ts, prev, clean, max_orders, key, x_init, cond, uncond, guide,
-                 inpaint, values):  # fmt: skip
+def _sample_body(st: _Static, smp: Sampler, model_fn, process, ts, prev, clean, max_orders, key, x_init, cond,
+                 uncond, guide, inpaint):  # fmt: skip
   proc = as_process(process)
   k_init, k_steps = jax.random.split(key)
   if x_init is None:
     x_init = proc.prior_std(ts[0].astype(st.dtype)) * jax.random.normal(k_init, st.shape, st.dtype)
   x = jnp.broadcast_to(jnp.asarray(x_init, st.dtype), st.shape)
   ctx = _context(model_fn, st, proc, k_steps, cond, uncond, guide)
-  smp = st.sampler.with_values(values)
-  inputs = _step_inputs(st, proc, ts, prev, clean, max_orders, smp, guide.schedule)
+  inputs = _step_inputs(st, smp, proc, ts, prev, clean, max_orders, guide.schedule)
   state = State(x, jnp.zeros_like(x), smp.init(x))
   if inpaint is not None:
     state, ys, steps = run_inpaint(smp, ctx, state, inputs, inpaint, st)
@@ -451,8 +451,8 @@ def _static(
     sigma_data = getattr(proc, "sigma_data", 0.5)
   smp.check_process(proc)
   return _Static(
-    smp, shape, prediction, float(sigma_data), None if clip_x0 is None or clip_x0 == 0 else float(clip_x0),
-    guided, bool(self_condition), bool(trajectory), grid.integer, **kw,
+    shape, prediction, float(sigma_data), None if clip_x0 is None or clip_x0 == 0 else float(clip_x0),
+    guided, bool(self_condition), bool(trajectory), grid.integer, smp.uses_variance, **kw,
   )  # fmt: skip
 
 
@@ -566,110 +566,5 @@ def sample(
   )  # fmt: skip
   t_arr, prev, clean, orders = _grid_arrays(grid, st.dtype)
   return _SAMPLE(
-    st, _as_pytree_fn(model_fn), proc, t_arr, prev, clean, orders, key, x_init, cond, uncond, guide, inpaint,
-    smp.traced,
+    st, smp, _as_pytree_fn(model_fn), proc, t_arr, prev, clean, orders, key, x_init, cond, uncond, guide, inpaint
   )  # fmt: skip
-
-
-class LoopState(NamedTuple):
-  """A Stepper's state: x at the current level, the last x0 prediction, the sampler's carry, the key."""
-
-  x: jnp.ndarray
-  x0: jnp.ndarray
-  aux: Any
-  key: jax.Array
-
-
-class Stepper:
-  """The step-level API: the same steps `sample` scans over, one call each, for loops of your own.
-
-      stepper = jaxdiff.samplers.Stepper(model_fn, process, shape, sampler="dpmpp_2m", num_steps=20)
-      state = stepper.init(key)
-      for i in range(stepper.num_steps):
-        state = stepper.step(state, i)   # edit state.x, log state.x0, ... between steps
-      x = state.x
-
-  `init(key)` draws the starting noise exactly as `sample(..., key)` does, so the loop gives the
-  same samples. `times` holds the model times of the steps.
-  """
-
-  def __init__(
-    self,
-    model_fn: Callable[..., jnp.ndarray],
-    process,
-    shape: tuple[int, ...],
-    *,
-    sampler: str | Sampler = "ddim",
-    num_steps: int | None = None,
-    ts=None,
-    prediction: str = "eps",
-    spacing: str | None = None,
-    clip_x0: float | None = None,
-    guidance_scale: float | None = None,
-    cond: Mapping[str, Any] | None = None,
-    uncond: Mapping[str, Any] | None = None,
-    guidance_rescale: float | None = None,
-    guidance_interval: tuple[float, float] | None = None,
-    guidance_schedule: Any = None,
-    self_condition: bool = False,
-    sigma_data: float | None = None,
-    **options: Any,
-  ):
-    self.sampler = make_sampler(sampler, **options)
-    self.process = as_process(process)
-    self.shape = _check_shape(shape)
-    self.grid = plan_grid(self.process, self.sampler, num_steps, ts, spacing)
-    guided, cond, uncond, guide = _check_cond(
-      guidance_scale, cond, uncond, self.shape, rescale=guidance_rescale, interval=guidance_interval,
-      schedule=guidance_schedule, num_steps=len(self.grid.ts),
-    )  # fmt: skip
-    self._st = _static(
-      self.sampler, self.process, self.shape, prediction, sigma_data, clip_x0, guided, self_condition, False,
-      self.grid,
-    )  # fmt: skip
-    self._smp = self.sampler.with_values(self.sampler.traced)
-    self._ctx = _context(_as_pytree_fn(model_fn), self._st, self.process, None, cond, uncond, guide)
-    t_arr, prev, clean, orders = _grid_arrays(self.grid)
-    self._inputs = _step_inputs(self._st, self.process, t_arr, prev, clean, orders, self._smp, guide.schedule)
-
-  @property
-  def num_steps(self) -> int:
-    return len(self.grid.ts)
-
-  @property
-  def times(self) -> np.ndarray:
-    return self.grid.ts
-
-  def init(self, key: jax.Array, x_init: jnp.ndarray | None = None) -> LoopState:
-    k_init, k_steps = jax.random.split(key)
-    if x_init is None:
-      t0 = jnp.asarray(self.grid.ts[0], jnp.float32)
-      x_init = self.process.prior_std(t0) * jax.random.normal(k_init, self.shape, jnp.float32)
-    x = jnp.asarray(x_init, jnp.float32)
-    return LoopState(x, jnp.zeros_like(x), self._smp.init(x), k_steps)
-
-  def step(self, state: LoopState, i: int | jax.Array) -> LoopState:
-    """Step i (0-based) of the grid: from its level to the next (the last lands on clean data).
-
-    `i` may be a traced integer: `jax.jit(stepper.step)` compiles once and serves every step (a
-    sampler whose last step differs, e.g. heun's, then selects it with `lax.cond`).
-    """
-    traced = isinstance(i, jax.core.Tracer)
-    if not traced:
-      i = int(i)
-      if not 0 <= i < self.num_steps:
-        raise IndexError(f"step {i} is outside 0..{self.num_steps - 1}.")
-    inp = _take(self._inputs, i)
-    ctx = self._ctx._replace(key=state.key).for_step(inp)
-    current = State(state.x, state.x0, state.aux)
-
-    def run(final: bool) -> State:
-      return self._smp.step(ctx, current, inp, final)[0]
-
-    if not self.sampler.split_final:
-      new = run(False)
-    elif traced:
-      new = jax.lax.cond(i == self.num_steps - 1, lambda: run(True), lambda: run(False))
-    else:
-      new = run(i == self.num_steps - 1)
-    return LoopState(new.x, new.x0, new.aux, state.key)

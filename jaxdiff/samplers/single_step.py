@@ -15,14 +15,13 @@ from jaxdiff.errors import SamplingError
 from jaxdiff.processes import FRAMES
 from jaxdiff.samplers.base import (
   NOISE_STREAM_CHURN,
-  TRACED,
   Context,
   Sampler,
   State,
   StepInput,
   ddim_update,
-  is_traced,
   register,
+  static,
 )
 
 __all__ = ["DDPM", "DDIM", "Euler", "EulerAncestral", "Heun", "VARIANCES"]
@@ -41,16 +40,17 @@ class DDPM(Sampler):
   """
 
   name = "ddpm"
-  options = {"variance": "fixed_small"}
   finite_top = False
 
+  variance: str = static("fixed_small")
+
   def check_options(self):
-    if self.opts["variance"] not in VARIANCES:
-      raise SamplingError(f"variance must be one of {VARIANCES}, got {self.opts['variance']!r}.")
+    if self.variance not in VARIANCES:
+      raise SamplingError(f"variance must be one of {VARIANCES}, got {self.variance!r}.")
 
   @property
   def uses_variance(self):
-    return self.opts["variance"] == "learned_range"
+    return self.variance == "learned_range"
 
   def prepare(self, alpha, sigma, alpha_next, sigma_next):
     ratio = alpha / alpha_next
@@ -72,10 +72,9 @@ class DDPM(Sampler):
     e = inp.extra
     d = ctx.denoise(state.x, inp.t, inp.alpha, inp.sigma, state.x0)
     mean = e["c_x0"] * d.x0 + e["c_x"] * state.x
-    variance = self.opts["variance"]
-    if variance == "fixed_small":
+    if self.variance == "fixed_small":
       log_var = jnp.log(jnp.maximum(e["small"], 1e-20))
-    elif variance == "fixed_large":
+    elif self.variance == "fixed_large":
       log_var = e["log_large"]
     else:
       frac = (d.extra + 1.0) / 2.0
@@ -96,37 +95,36 @@ class DDIM(Sampler):
   """
 
   name = "ddim"
-  options = {"eta": 0.0, "clipped_eps": True}
-  traceable = ("eta",)
   invertible = True
   finite_top = False
   stride_steps = True
+  zero_programs = ("eta",)
+
+  eta: float = 0.0
+  clipped_eps: bool = static(True)
 
   def check_options(self):
-    if not isinstance(self.opts["clipped_eps"], bool):
-      raise SamplingError(f"clipped_eps must be True or False, got {self.opts['clipped_eps']!r}.")
-    eta = self.opts["eta"]
-    if eta is TRACED:
-      return
-    if not (isinstance(eta, (int, float)) and eta >= 0 and math.isfinite(eta)):
-      raise SamplingError(f"eta must be a finite number >= 0, got {eta!r}.")
+    if not isinstance(self.clipped_eps, bool):
+      raise SamplingError(f"clipped_eps must be True or False, got {self.clipped_eps!r}.")
+    eta = self.number("eta")
+    if eta is not None and not (eta >= 0 and math.isfinite(eta)):
+      raise SamplingError(f"eta must be a finite number >= 0, got {self.eta!r}.")
 
   def check_invertible(self):
-    if is_traced(self.opts["eta"]) or self.opts["eta"] != 0:
+    if not self.is_zero("eta"):
+      eta = "a traced value" if self.number("eta") is None else repr(self.eta)
       raise SamplingError(
-        f"ddim with eta={self.opts['eta']!r} is stochastic and cannot be inverted; invert with eta=0 "
-        "(a Python number)."
+        f"ddim with eta={eta} is stochastic and cannot be inverted; invert with eta=0 (a Python number)."
       )
 
   def step(self, ctx, state, inp, final):
     d = ctx.denoise(state.x, inp.t, inp.alpha, inp.sigma, state.x0)
-    if not self.opts["clipped_eps"] and d.model_eps is not None:
+    if not self.clipped_eps and d.model_eps is not None:
       d = d._replace(eps=d.model_eps)
-    eta = self.opts["eta"]  # a Python number, or a traced value inside the compiled program
-    if not is_traced(eta) and eta == 0:
+    if self.is_zero("eta"):
       return State(ddim_update(inp.alpha_next, inp.sigma_next, d.x0, d.eps), d.x0, state.aux), d.x0
     shrink = inp.alpha * inp.sigma_next / (inp.alpha_next * inp.sigma)
-    noise_std = eta * inp.sigma_next * jnp.sqrt(jnp.maximum(1.0 - jnp.square(shrink), 0.0))
+    noise_std = self.eta * inp.sigma_next * jnp.sqrt(jnp.maximum(1.0 - jnp.square(shrink), 0.0))
     direction = jnp.sqrt(jnp.maximum(jnp.square(inp.sigma_next) - jnp.square(noise_std), 0.0))
     x = inp.alpha_next * d.x0 + direction * d.eps + noise_std * ctx.noise(inp.index, state.x.shape)
     return State(x, d.x0, state.aux), d.x0
@@ -137,49 +135,43 @@ class _Churn(Sampler):
   it before the step, gamma = min(s_churn / n, sqrt(2) - 1) inside [s_tmin, s_tmax]. On an
   integer grid the raised level snaps to the nearest timestep (in log sigma) at or above t."""
 
-  churn_options = {"s_churn": 0.0, "s_tmin": 0.0, "s_tmax": float("inf"), "s_noise": 1.0}
-  traceable = ("s_churn", "s_tmin", "s_tmax", "s_noise")
   invertible = True
+  zero_programs = ("s_churn",)
 
-  def _no_churn(self) -> bool:
-    """Whether the churn is statically off (s_churn a Python 0)."""
-    return not is_traced(self.opts["s_churn"]) and self.opts["s_churn"] <= 0
+  s_churn: float = 0.0
+  s_tmin: float = 0.0
+  s_tmax: float = float("inf")
+  s_noise: float = 1.0
 
   def check_invertible(self):
-    if not self._no_churn():
+    if not self.is_zero("s_churn"):
+      churn = "a traced value" if self.number("s_churn") is None else repr(self.s_churn)
       raise SamplingError(
-        f"{self.name} with s_churn={self.opts['s_churn']!r} is stochastic and cannot be inverted; "
-        "invert with s_churn=0."
+        f"{self.name} with s_churn={churn} is stochastic and cannot be inverted; invert with s_churn=0."
       )
 
   def check_options(self):
     for k in ("s_churn", "s_tmin", "s_noise"):
-      if self.opts[k] is TRACED:
-        continue
-      if not self.opts[k] >= 0:
-        raise SamplingError(f"{k} must be >= 0, got {self.opts[k]!r}.")
-    frame = self.opts.get("frame")
-    if frame is not None and frame not in FRAMES:
-      raise SamplingError(f"frame must be one of {FRAMES} or None (the process's own), got {frame!r}.")
+      v = self.number(k)
+      if v is not None and not v >= 0:
+        raise SamplingError(f"{k} must be >= 0, got {getattr(self, k)!r}.")
 
   def prepare(self, alpha, sigma, alpha_next, sigma_next):
     n = alpha.shape[0]
-    s_churn = self.opts["s_churn"]
-    if is_traced(s_churn):
-      gamma = jnp.minimum(s_churn / n, math.sqrt(2.0) - 1.0)
-    else:
-      gamma = min(s_churn / n, math.sqrt(2.0) - 1.0)
+    if self.is_zero("s_churn"):
+      return {"gamma": jnp.zeros((n,), alpha.dtype)}
+    gamma = jnp.minimum(jnp.asarray(self.s_churn, alpha.dtype) / n, math.sqrt(2.0) - 1.0)
     return {"gamma": jnp.full((n,), gamma, alpha.dtype)}
 
   def caps_top(self, process):
-    return not self._no_churn()  # the churn raises sigma/alpha
+    return not self.is_zero("s_churn")  # the churn raises sigma/alpha
 
   def churn(self, ctx: Context, x, inp: StepInput):
     """(x_hat, t_hat, alpha_hat, sigma_hat): the state re-noised to the raised level."""
-    if self._no_churn():
+    if self.is_zero("s_churn"):
       return x, inp.t, inp.alpha, inp.sigma
     ratio = inp.sigma / inp.alpha
-    inside = (ratio >= self.opts["s_tmin"]) & (ratio <= self.opts["s_tmax"])
+    inside = (ratio >= self.s_tmin) & (ratio <= self.s_tmax)
     gamma = jnp.where(inside, inp.extra["gamma"], 0.0)
     t_hat = ctx.process.time_at(ratio * (1.0 + gamma))
     if ctx.integer_times:
@@ -197,7 +189,7 @@ class _Churn(Sampler):
     add_std = a_h * jnp.sqrt(jnp.maximum(jnp.square(ratio_h) - jnp.square(ratio), 0.0))
     add_std = jnp.where(raised, add_std, 0.0)
     z = ctx.noise(inp.index, x.shape, stream=NOISE_STREAM_CHURN)
-    x_hat = jnp.where(raised, (a_h / inp.alpha) * x + add_std * self.opts["s_noise"] * z, x)
+    x_hat = jnp.where(raised, (a_h / inp.alpha) * x + add_std * self.s_noise * z, x)
     return x_hat, jnp.where(raised, t_hat, inp.t), a_h, s_h
 
 
@@ -209,7 +201,6 @@ class Euler(_Churn):
   """
 
   name = "euler"
-  options = dict(_Churn.churn_options)
 
   def step(self, ctx, state, inp, final):
     x, t, a, s = self.churn(ctx, state.x, inp)
@@ -237,15 +228,21 @@ class Heun(_Churn):
   """
 
   name = "heun"
-  options = {**_Churn.churn_options, "frame": None}
   inpaint = False
   split_final = True
+
+  frame: str | None = static(None)
+
+  def check_options(self):
+    super().check_options()
+    if self.frame is not None and self.frame not in FRAMES:
+      raise SamplingError(f"frame must be one of {FRAMES} or None (the process's own), got {self.frame!r}.")
 
   def nfe(self, num_steps):
     return 2 * int(num_steps) - 1
 
   def caps_top(self, process):
-    return super().caps_top(process) or (self.opts["frame"] or process.frame) == "sigma"
+    return super().caps_top(process) or (self.frame or process.frame) == "sigma"
 
   def step(self, ctx, state, inp, final):
     x, t, a, s = self.churn(ctx, state.x, inp)
@@ -253,7 +250,7 @@ class Heun(_Churn):
     x_euler = ddim_update(inp.alpha_next, inp.sigma_next, d.x0, d.eps)
     if final:
       return State(x_euler, d.x0, state.aux), d.x0
-    frame = self.opts["frame"] or ctx.process.frame
+    frame = self.frame or ctx.process.frame
     d2 = ctx.denoise(x_euler, inp.t_next, inp.alpha_next, inp.sigma_next, d.x0)
     _, s_cur, slope1 = frame_terms(frame, a, s, d.x0, d.eps)
     c_next, s_next, slope2 = frame_terms(frame, inp.alpha_next, inp.sigma_next, d2.x0, d2.eps)
@@ -267,22 +264,22 @@ class EulerAncestral(Sampler):
   in sigma/alpha; eta scales the noise (0 = Euler), s_noise its amplitude."""
 
   name = "euler_ancestral"
-  options = {"eta": 1.0, "s_noise": 1.0}
-  traceable = ("eta", "s_noise")
+
+  eta: float = 1.0
+  s_noise: float = 1.0
 
   def check_options(self):
     for k in ("eta", "s_noise"):
-      if self.opts[k] is TRACED:
-        continue
-      if not (isinstance(self.opts[k], (int, float)) and self.opts[k] >= 0):
-        raise SamplingError(f"{k} must be a number >= 0, got {self.opts[k]!r}.")
+      v = self.number(k)
+      if v is not None and not v >= 0:
+        raise SamplingError(f"{k} must be a number >= 0, got {getattr(self, k)!r}.")
 
   def step(self, ctx, state, inp, final):
     d = ctx.denoise(state.x, inp.t, inp.alpha, inp.sigma, state.x0)
     r, r_n = inp.sigma / inp.alpha, inp.sigma_next / inp.alpha_next
     up = jnp.sqrt(jnp.maximum(jnp.square(r_n) * (jnp.square(r) - jnp.square(r_n)) / jnp.square(r), 0.0))
-    s_up = jnp.minimum(r_n, self.opts["eta"] * up)
+    s_up = jnp.minimum(r_n, self.eta * up)
     s_down = jnp.sqrt(jnp.maximum(jnp.square(r_n) - jnp.square(s_up), 0.0))
     z = ctx.noise(inp.index, state.x.shape)
-    x = inp.alpha_next * (d.x0 + s_down * d.eps + s_up * self.opts["s_noise"] * z)
+    x = inp.alpha_next * (d.x0 + s_down * d.eps + s_up * self.s_noise * z)
     return State(x, d.x0, state.aux), d.x0
