@@ -104,8 +104,9 @@ def test_guide_code_blocks_run(guide, folders, tmp_path, monkeypatch):
     for name in FOLDERS:
       if name in code:
         code = code.replace(name, repr(folders(name)))
-    # blank lines up to the block keep tracebacks pointing at the guide's own line numbers
-    exec(compile("\n" * (line - 1) + code, str(guide), "exec"), scope)
+    # blank lines up to the block keep tracebacks pointing at the guide's own line numbers; the block
+    # is compiled as a reader's file would be, without this module's `from __future__` flags
+    exec(compile("\n" * (line - 1) + code, str(guide), "exec", dont_inherit=True), scope)
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
