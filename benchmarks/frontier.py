@@ -19,6 +19,10 @@ temporary folder), never into benchmarks/results or docs/figures.
 
 NFE targets map to steps as: heun num_steps = (NFE + 1) // 2 (its actual NFE is 2n - 1), every other
 sampler num_steps = NFE. unipc runs at the config's order (2) unless --unipc_order says otherwise.
+
+The digits part also trains the one- and two-step recipes (`--few_step`: configs/digits_meanflow.py,
+digits_shortcut.py, digits_consistency.py, same network and steps) and samples each with its own
+sampler at 1 and 2 NFE; they join the plot and get a table of their own.
 """
 
 from __future__ import annotations
@@ -44,6 +48,15 @@ PARTS = {
   ),
   "s_curve": ("toy2d/s_curve", ["toy2d", "toy2d_flow"], "frontier_s_curve.jsonl", "frontier_s_curve.png"),
 }
+# one- and two-step recipes of a part: recipe -> its own sampler, sampled at FEW_STEP_NFE only
+FEW_STEP = {
+  "digits": {
+    "digits_meanflow": "meanflow",
+    "digits_shortcut": "shortcut",
+    "digits_consistency": "consistency",
+  }
+}
+FEW_STEP_NFE = (1, 2)
 DDPM_RECIPES = {"digits", "toy2d"}  # the discrete "vp" chain: DDIM is its first-order sampler
 SAMPLERS = ["first_order", "heun", "dpmpp_2m", "dpmpp_3m", "unipc"]
 LABELS = {
@@ -52,6 +65,9 @@ LABELS = {
   "digits_flow": "flow",
   "toy2d": "DDPM-eps",
   "toy2d_flow": "flow",
+  "digits_meanflow": "MeanFlow",
+  "digits_shortcut": "shortcut",
+  "digits_consistency": "consistency (ECT)",
 }
 
 
@@ -60,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--part", default="digits,s_curve", help="comma list of: digits, s_curve")
   p.add_argument(
     "--recipes", default="", help="comma list restricting the recipes (default: all of the part)"
+  )
+  p.add_argument(
+    "--few_step",
+    default=",".join(FEW_STEP["digits"]),
+    help="digits part: the one- and two-step recipes (comma list; empty: none), sampled at 1 and 2 NFE",
   )
   p.add_argument("--runs", default=os.path.join(ROOT, "runs", "frontier"), help="workdirs live here")
   p.add_argument("--train_steps", type=int, default=2500, help="digits recipes' training steps")
@@ -102,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
 
 # --tiny: the settings that make every step of the frontier run in about a minute per part
 TINY = {
-  "recipes": "digits,toy2d_flow",  # a DDPM-eps chain (its grid choice too) and a flow model
+  "recipes": "digits,toy2d_flow,digits_meanflow",  # a DDPM-eps chain (its grid choice too), a flow model
   "train_steps": 2,
   "toy_train_steps": 2,
   "nfe": "3",
@@ -110,6 +131,7 @@ TINY = {
   "num_samples": 24,
   "toy_num_samples": 64,
   "ddpm_grid": "trailing",  # the spacing test (--ddpm_grid=auto) would add four cells
+  "few_step": "digits_meanflow",  # a two-time network, its JVP loss and its own sampler
 }
 TINY_TRAIN_FLAGS = {
   "train.batch_size": "16",
@@ -359,6 +381,14 @@ def run_part(args, part: str) -> None:
         continue
       for sampler in args.samplers.split(","):
         _cell(args, path, recipe, dataset, sampler, nfe, grid, info)
+  few = [r for r in args.few_step.split(",") if r]
+  for recipe, sampler in FEW_STEP.get(part, {}).items():
+    if recipe not in few or (args.recipes and recipe not in chosen):
+      continue
+    info = train(args, recipe, steps)
+    if info is not None:
+      for nfe in FEW_STEP_NFE:
+        _cell(args, path, recipe, dataset, sampler, nfe, "", info)
 
 
 def _cell(args, path, recipe, dataset, sampler, nfe, grid, info) -> dict | None:
@@ -517,8 +547,36 @@ def markdown_table(rows: list[dict], part: str, nfes: list[int], by_grid: bool =
   return "\n".join(lines)
 
 
+def _is_few_step(recipe: str) -> bool:
+  return any(recipe in recipes for recipes in FEW_STEP.values())
+
+
+def few_step_table(rows: list[dict]) -> str:
+  """Fréchet / class accuracy of the one- and two-step recipes at 1 and 2 NFE."""
+  head = "| recipe | sampler | " + " | ".join(f"NFE {n}" for n in FEW_STEP_NFE) + " | trained |"
+  lines = [head, "|" + "---|" * (3 + len(FEW_STEP_NFE))]
+  groups = {}
+  for r in rows:
+    groups.setdefault((r["recipe"], r["sampler"]), {})[r["nfe"]] = r
+  for (recipe, sampler), by_nfe in sorted(groups.items(), key=lambda kv: _recipe_order(kv[0][0])):
+    cells = []
+    for n in FEW_STEP_NFE:
+      r = by_nfe.get(n)
+      cells.append(
+        "—"
+        if r is None
+        else "error"
+        if r.get("error")
+        else f"{_fmt(r.get('frechet'))} / {_fmt(r.get('class_accuracy'))}"
+      )
+    any_row = next(iter(by_nfe.values()))
+    trained = f"{any_row.get('train_steps')} steps, {_fmt(any_row.get('train_step_s'), 0)} s in steps"
+    lines.append(f"| {LABELS.get(recipe, recipe)} | {sampler} | " + " | ".join(cells) + f" | {trained} |")
+  return "\n".join(lines)
+
+
 def _recipe_order(recipe: str) -> int:
-  order = ["digits", "digits_edm", "digits_flow", "toy2d", "toy2d_flow"]
+  order = ["digits", "digits_edm", "digits_flow", "toy2d", "toy2d_flow", *FEW_STEP["digits"]]
   return order.index(recipe) if recipe in order else 99
 
 
@@ -529,7 +587,10 @@ def plot(rows: list[dict], part: str, path: str) -> None:
   import matplotlib.pyplot as plt
   from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, ScalarFormatter
 
-  colors = {"ddim": "C0", "euler": "C0", "heun": "C1", "dpmpp_2m": "C2", "dpmpp_3m": "C3", "unipc": "C4"}
+  colors = {
+    "ddim": "C0", "euler": "C0", "heun": "C1", "dpmpp_2m": "C2", "dpmpp_3m": "C3", "unipc": "C4",
+    "meanflow": "C5", "shortcut": "C6", "consistency": "C9",
+  }  # fmt: skip
   styles = {0: ("-", "o"), 1: ("--", "s"), 2: (":", "^")}
   if part == "digits":
     panels = [
@@ -578,7 +639,8 @@ def plot(rows: list[dict], part: str, path: str) -> None:
         line2 = ax.axhline(2 * ref, color="0.5", lw=1.0, ls=(0, (1, 3)))
         handles.setdefault(f"2 x real held-out ({_fmt(2 * ref)})", line2)
     ax.set_xscale("log")
-    ax.xaxis.set_major_locator(FixedLocator([5, 10, 20, 50]))
+    ticks = [1, 2, 5, 10, 20, 50] if any(_is_few_step(r["recipe"]) for r in rows) else [5, 10, 20, 50]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_locator(NullLocator())
     if logy:
@@ -607,13 +669,17 @@ def report(args, part: str) -> None:
   if not rows:
     return
   grid_rows = [r for r in rows if r["recipe"] in DDPM_RECIPES and r["nfe_target"] == 10]
-  main_rows = _frontier_rows(rows)
+  few_rows = [r for r in rows if _is_few_step(r["recipe"])]
+  main_rows = _frontier_rows([r for r in rows if not _is_few_step(r["recipe"])])
   nfes = [int(n) for n in args.nfe.split(",") if n]
   print(
     f"\n### {part}: metric / {'class accuracy' if part == 'digits' else 'MMD²'} "
     "(heun's actual NFE in brackets)\n"
   )
   print(markdown_table(main_rows, part, nfes))
+  if few_rows:
+    print("\nOne- and two-step recipes, Fréchet / class accuracy at 1 and 2 NFE:\n")
+    print(few_step_table(few_rows))
   if len({r["grid"] for r in grid_rows}) > 1:
     print("\nDDPM spacing test at 10 NFE (the kept spacing is the one with the full row above):\n")
     print(markdown_table(grid_rows, part, [10], by_grid=True))
@@ -639,7 +705,7 @@ def report(args, part: str) -> None:
   if probes:
     print("\nProbes (extra cells, seed 0):\n")
     print(markdown_table(probes, part, sorted({r["nfe_target"] for r in probes})))
-  plot(main_rows, part, os.path.join(args.figures, figure))
+  plot(main_rows + few_rows, part, os.path.join(args.figures, figure))
 
 
 def main(argv=None) -> int:
