@@ -95,6 +95,7 @@ def _import_cli_module(name: str, tries: int = 16) -> None:
   """Import `name`. Command-line modules define their absl flags when imported, and two of them may
   define the same flag (`--workdir`, `--config`): a program imports one, the reference imports all.
   Here the earlier definition is dropped and the import retried (documentation process only)."""
+  before = set(flags.FLAGS)
   for _ in range(tries):
     try:
       importlib.import_module(name)
@@ -103,7 +104,12 @@ def _import_cli_module(name: str, tries: int = 16) -> None:
       match = re.search(r"The flag '([^']+)' is defined twice", str(e))
       if not match or match.group(1) not in flags.FLAGS:
         raise
-      delattr(flags.FLAGS, match.group(1))
+      # the earlier definition goes, and so does every flag the failed partial import defined
+      # (its own and those of helpers it called), or the retry collides with those
+      for flag in {match.group(1), *(set(flags.FLAGS) - before)}:
+        if flag in flags.FLAGS:
+          delattr(flags.FLAGS, flag)
+      before.discard(match.group(1))
       sys.modules.pop(name, None)
   importlib.import_module(name)
 
