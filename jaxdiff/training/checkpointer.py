@@ -85,22 +85,6 @@ def _plain(v: Any) -> Any:
   return tuple(_plain(x) for x in v) if isinstance(v, (list, tuple)) else v
 
 
-def _key_name(k: Any) -> str:
-  for attr in ("key", "name", "idx"):
-    if hasattr(k, attr):
-      return str(getattr(k, attr))
-  return str(k)
-
-
-def _shapes(tree: Any, normalise: bool = False) -> dict[str, tuple]:
-  """{path: shape} of the leaves; `normalise` spells paths the same for Orbax's metadata tree
-  (dicts and lists) and the live tree (named tuples): '1/0/mu/dense/kernel'."""
-  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-  if normalise:
-    return {"/".join(_key_name(k) for k in p): tuple(getattr(v, "shape", ())) for p, v in flat}
-  return {jax.tree_util.keystr(p): tuple(getattr(v, "shape", ())) for p, v in flat}
-
-
 def _differences(old: dict, new: dict, keys=None) -> list[str]:
   keys = sorted(set(old) & set(new)) if keys is None else keys
   return [f"{k}: {old[k]!r} -> {new[k]!r}" for k in keys if k in old and k in new and old[k] != new[k]]
