@@ -48,7 +48,7 @@ import numpy as np  # noqa: E402
 import jaxdiff  # noqa: E402
 from jaxdiff import parallel, perf, schedules  # noqa: E402
 from jaxdiff.models import count_params, create_model  # noqa: E402
-from jaxdiff.models.layers import MultiHeadAttention  # noqa: E402
+from jaxdiff.models.attention import MultiHeadAttention  # noqa: E402
 from jaxdiff.training import create_train_state, make_train_step  # noqa: E402
 
 # Dense (no sparsity) bf16 peak TFLOP/s by device kind, first matching pattern wins (vendor data

@@ -34,6 +34,7 @@ from jaxdiff.errors import (
 from jaxdiff.models import create_model
 from jaxdiff.training import Checkpointer, create_train_state, loop, train
 from jaxdiff.training.integrity import MANIFEST_NAME
+from jaxdiff.training.metrics import MetricsWindow
 from jaxdiff.training.run_records import OWNER_NAME, RUN_RECORD_NAME, load_config
 from jaxdiff.training.workdir_lock import LOCK_NAME, WorkdirLock
 
@@ -409,7 +410,7 @@ def test_step_without_checksums_is_restored_with_a_warning_naming_it(trained, tm
     for r in caplog.records
   )
   assert ck.unverified == {20}
-  window = loop._MetricsWindow(16, "stop", ck, last_saved=20)
+  window = MetricsWindow(16, "stop", ck, last_saved=20)
   window.add(20, {"loss": np.array(np.nan), "nonfinite": np.array(1.0)}, 1)
   with pytest.raises(NonFiniteLossError) as e:
     window.flush()

@@ -68,10 +68,10 @@ def points_workdir(tmp_path_factory):
 def test_skip_policy_stops_naming_the_step_and_the_count(tmp_path):
   from jaxdiff.configs import default
   from jaxdiff.training import Checkpointer
-  from jaxdiff.training.loop import _MetricsWindow
+  from jaxdiff.training.metrics import MetricsWindow
 
   assert default.get_config().train.max_skipped_steps >= 1
-  w = _MetricsWindow(16, "skip", Checkpointer(str(tmp_path)), 10, max_skipped=2)
+  w = MetricsWindow(16, "skip", Checkpointer(str(tmp_path)), 10, max_skipped=2)
   row = lambda bad: {"loss": np.float32(np.nan if bad else 1.0), "nonfinite": np.int32(bad)}
   w.add(10, row(1), 1)
   w.add(11, row(0), 1)

@@ -198,9 +198,9 @@ def test_breakdown_counts_input_only_while_the_device_waits():
 
 
 def test_metrics_window_keeps_rows_read_back_for_a_checkpoint(tmp_path):
-  from jaxdiff.training.loop import _MetricsWindow
+  from jaxdiff.training.metrics import MetricsWindow
 
-  w = _MetricsWindow(4, "stop", Checkpointer(str(tmp_path)), None)
+  w = MetricsWindow(4, "stop", Checkpointer(str(tmp_path)), None)
   w.add(0, {"loss": jnp.asarray(1.0), "nonfinite": jnp.asarray(0)}, 1)
   assert w.flush()["loss"] == 1.0  # read back before a checkpoint in mid-window
   w.add(1, {"loss": jnp.asarray(3.0), "nonfinite": jnp.asarray(0)}, 1)
@@ -365,11 +365,11 @@ def test_two_process_run_trains_and_checkpoints(tmp_path):
 
 def test_metrics_window_means_throughput_and_nonfinite(tmp_path):
   from jaxdiff import perf, training
-  from jaxdiff.training.loop import _MetricsWindow
+  from jaxdiff.training.metrics import MetricsWindow
 
   assert training.setup_compilation_cache is perf.setup_compilation_cache  # the old import keeps working
   ck = Checkpointer(str(tmp_path))
-  w = _MetricsWindow(16, "stop", ck, None)
+  w = MetricsWindow(16, "stop", ck, None)
   assert w.flush() == {}
   one = lambda loss: {"loss": jnp.asarray(loss), "nonfinite": jnp.asarray(0)}
   w.add(0, one(1.0), 1)
@@ -381,7 +381,7 @@ def test_metrics_window_means_throughput_and_nonfinite(tmp_path):
   w.add(10, one(float("nan")), 1)
   with pytest.raises(NonFiniteLossError, match=r"step 11\..*\(step 10\) in .*checkpoints is intact"):
     w.flush()
-  w = _MetricsWindow(16, "skip", ck, None)
+  w = MetricsWindow(16, "skip", ck, None)
   w.add(0, one(float("inf")), 1)
   assert not np.isfinite(w.flush()["loss"])
   ck.close()

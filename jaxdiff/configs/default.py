@@ -11,6 +11,8 @@ import ml_collections
 
 
 def get_config() -> ml_collections.ConfigDict:
+  """Every field with its default and a comment. One long function on purpose: the whole schema
+  reads top to bottom in one place, as the config files that override it do."""
   config = ml_collections.ConfigDict()
   config.seed = 0
 

@@ -159,6 +159,55 @@ def _held_out(config, split: str, num_examples: int, seed: int) -> tuple[np.ndar
   return np.asarray(x, np.float32), labels
 
 
+def _check_likelihood_flags(
+  labels: str, batch_size: int, num_examples: int, vlb_timesteps: int, ode_options
+) -> None:
+  """DataError naming the first likelihood flag out of its range."""
+  if labels not in ("data", "null"):
+    raise DataError(f"--likelihood_labels={labels!r}: use 'data' or 'null'.")
+  for flag, value, lo in (
+    ("batch_size", batch_size, 1),
+    ("num_examples", num_examples, 0),
+    ("vlb_timesteps", vlb_timesteps, 0),
+    ("num_probes", ode_options.get("num_probes", 1), 1),
+    ("num_steps", ode_options.get("num_steps"), 1),  # None: adaptive
+    ("max_steps", ode_options.get("max_steps", 1), 1),
+  ):
+    if value is not None and int(value) < lo:
+      raise DataError(f"--{flag}={value} must be >= {lo}.")
+
+
+def _likelihood_info(
+  workdir, config, step, params, split, seed, num_examples, labels, cond_spec, ode_options, vlb_timesteps
+) -> dict[str, Any]:
+  """The likelihood report's "info": what was scored, with which solver and divergence estimate."""
+  return {
+    "workdir": workdir,
+    "checkpoint_step": int(step),
+    "params": params,
+    "process": str(config.diffusion.process),
+    "prediction": str(config.diffusion.prediction),
+    "data": str(config.data.name),
+    "split": split if not str(config.data.name).startswith("toy2d/") else f"fresh draws (seed {seed})",
+    "num_examples": int(num_examples),
+    "labels": labels if cond_spec.labels else "unconditional model",
+    "divergence": "exact trace"
+    if ode_options.get("exact_trace")
+    else (
+      f"Hutchinson, {ode_options.get('num_probes', 1)} {ode_options.get('probe', 'rademacher')} probe(s)"
+    ),
+    "solver": f"{ode_options['num_steps']} fixed Dormand-Prince steps"
+    if ode_options.get("num_steps")
+    else (
+      f"adaptive Dormand-Prince, rtol {ode_options.get('rtol', 1e-5):g}, atol {ode_options.get('atol', 1e-5):g}"
+    ),
+    "dequantisation": "uniform, bits/dim = -log2 p(y) / D + 7 (score_sde)"
+    if generation.is_image_config(config)
+    else "none (continuous data)",
+    "vlb_timesteps": vlb_timesteps,
+  }
+
+
 def evaluate_likelihood(
   workdir: str,
   *,
@@ -178,18 +227,7 @@ def evaluate_likelihood(
   "stderr"} over the examples. labels: "data" (class-conditional models score log p(x | y) with
   the data's labels) or "null" (log p(x) of the null-class model). ode_options: those of
   `ode_likelihood` (exact_trace, num_probes, probe, rtol, atol, num_steps, max_steps)."""
-  if labels not in ("data", "null"):
-    raise DataError(f"--likelihood_labels={labels!r}: use 'data' or 'null'.")
-  for flag, value, lo in (
-    ("batch_size", batch_size, 1),
-    ("num_examples", num_examples, 0),
-    ("vlb_timesteps", vlb_timesteps, 0),
-    ("num_probes", ode_options.get("num_probes", 1), 1),
-    ("num_steps", ode_options.get("num_steps"), 1),  # None: adaptive
-    ("max_steps", ode_options.get("max_steps", 1), 1),
-  ):
-    if value is not None and int(value) < lo:
-      raise DataError(f"--{flag}={value} must be >= {lo}.")
+  _check_likelihood_flags(labels, batch_size, num_examples, vlb_timesteps, ode_options)
   config, model, process, weights, step = restore_model(workdir, params, checkpoint_step)
   cond_spec = Conditioning.from_config(config)
   if config.model.self_condition or cond_spec.context or config.model.cond_channels:
@@ -244,34 +282,22 @@ def evaluate_likelihood(
   report: dict[str, Any] = {f"ode_{unit}" if images else "ode_nll_nats": stat(ode_all)}
   if vlb:
     report["vlb_bits_per_dim"] = stat(np.concatenate(vlb))
-  report["info"] = {
-    "workdir": workdir,
-    "checkpoint_step": int(step),
-    "params": params,
-    "process": str(config.diffusion.process),
-    "prediction": prediction,
-    "data": str(config.data.name),
-    "split": split if not str(config.data.name).startswith("toy2d/") else f"fresh draws (seed {seed})",
-    "num_examples": int(len(x)),
-    "labels": labels if cond_spec.labels else "unconditional model",
-    "divergence": "exact trace"
-    if ode_options.get("exact_trace")
-    else (
-      f"Hutchinson, {ode_options.get('num_probes', 1)} {ode_options.get('probe', 'rademacher')} probe(s)"
-    ),
-    "solver": f"{ode_options['num_steps']} fixed Dormand-Prince steps"
-    if ode_options.get("num_steps")
-    else (
-      f"adaptive Dormand-Prince, rtol {ode_options.get('rtol', 1e-5):g}, atol {ode_options.get('atol', 1e-5):g}"
-    ),
-    "solver_steps_per_batch": steps,
-    "model_evaluations_per_batch": nfe,
-    "seconds": round(time.perf_counter() - t0, 2),
-    "dequantisation": "uniform, bits/dim = -log2 p(y) / D + 7 (score_sde)"
-    if images
-    else "none (continuous data)",
-    "vlb_timesteps": int(vlb_timesteps) if vlb else None,
-  }
+  report["info"] = _likelihood_info(
+    workdir,
+    config,
+    step,
+    params,
+    split,
+    seed,
+    len(x),
+    labels,
+    cond_spec,
+    ode_options,
+    int(vlb_timesteps) if vlb else None,
+  )
+  report["info"].update(
+    solver_steps_per_batch=steps, model_evaluations_per_batch=nfe, seconds=round(time.perf_counter() - t0, 2)
+  )
   return report
 
 

@@ -197,6 +197,53 @@ def _refuse(field: str, value: Any, why: str) -> ConfigError:
   return ConfigError(f"diffusers config field {field}={value!r} cannot be expressed by jaxdiff's UNet: {why}")
 
 
+def _levels(c: dict[str, Any]) -> tuple[list[int], tuple[int, ...]]:
+  """The widths of a UNet2DModel config's levels and the levels that attend (the same on both
+  sides, as jaxdiff builds them); refuses block types and widths jaxdiff cannot express."""
+  channels = [int(v) for v in c["block_out_channels"]]
+  down, up = list(c["down_block_types"]), list(c["up_block_types"])
+  if not channels or len(down) != len(channels) or len(up) != len(channels):
+    raise _refuse("down_block_types", down, "needs one down and one up block per block_out_channels entry")
+  base = channels[0]
+  if any(ch % base for ch in channels):
+    raise _refuse("block_out_channels", channels, "every level's width must be a multiple of the first")
+  for i, kind in enumerate(down):
+    if kind not in _DOWN:
+      raise _refuse(f"down_block_types[{i}]", kind, f"supported: {sorted(_DOWN)}")
+  for i, kind in enumerate(up):
+    if kind not in _UP:
+      raise _refuse(f"up_block_types[{i}]", kind, f"supported: {sorted(_UP)}")
+  last = len(channels) - 1
+  levels = tuple(level for level, kind in enumerate(down) if _DOWN[kind])
+  up_levels = tuple(sorted(last - i for i, kind in enumerate(up) if _UP[kind]))
+  if levels != up_levels:
+    raise _refuse(
+      "up_block_types", up, f"jaxdiff attends at the same levels on both sides (down: levels {levels})"
+    )
+  return channels, levels
+
+
+def _norms(c: dict[str, Any], channels: list[int]) -> tuple[int, str, bool]:
+  """GroupNorm's group count, the time-embedding mode and whether the middle attention normalises."""
+  groups = c["norm_num_groups"]
+  if groups is None:
+    raise _refuse("norm_num_groups", None, "give the group count")
+  groups = int(groups)
+  bad = sorted(w for w in _group_widths(channels, int(c["layers_per_block"])) if w % groups)
+  if bad:
+    raise _refuse("norm_num_groups", groups, f"does not divide the {bad[0]} channels of a GroupNorm")
+  shift = c["resnet_time_scale_shift"]
+  if shift not in ("default", "scale_shift"):
+    raise _refuse("resnet_time_scale_shift", shift, "supported: 'default', 'scale_shift'")
+  attn_groups = c["attn_norm_num_groups"]
+  if attn_groups is not None and int(attn_groups) != groups:
+    raise _refuse(
+      "attn_norm_num_groups", attn_groups, f"the middle attention's groups must be norm_num_groups={groups}"
+    )
+  mid_norm = attn_groups is not None or shift == "default"
+  return groups, shift, mid_norm
+
+
 def unet_model_config(config: dict[str, Any], where: str = "the UNet2DModel config") -> dict[str, Any]:
   """The ``config.model`` fields of the jaxdiff UNet with the layout of a diffusers ``UNet2DModel``
   config (a parsed ``config.json``, named `where` in messages); ConfigError naming the first field
@@ -229,43 +276,9 @@ def unet_model_config(config: dict[str, Any], where: str = "the UNet2DModel conf
   if c["act_fn"] not in ("silu", "swish"):
     raise _refuse("act_fn", c["act_fn"], "jaxdiff's blocks use SiLU")
 
-  channels = [int(v) for v in c["block_out_channels"]]
-  down, up = list(c["down_block_types"]), list(c["up_block_types"])
-  if not channels or len(down) != len(channels) or len(up) != len(channels):
-    raise _refuse("down_block_types", down, "needs one down and one up block per block_out_channels entry")
+  channels, levels = _levels(c)
   base = channels[0]
-  if any(ch % base for ch in channels):
-    raise _refuse("block_out_channels", channels, "every level's width must be a multiple of the first")
-  for i, kind in enumerate(down):
-    if kind not in _DOWN:
-      raise _refuse(f"down_block_types[{i}]", kind, f"supported: {sorted(_DOWN)}")
-  for i, kind in enumerate(up):
-    if kind not in _UP:
-      raise _refuse(f"up_block_types[{i}]", kind, f"supported: {sorted(_UP)}")
-  last = len(channels) - 1
-  levels = tuple(level for level, kind in enumerate(down) if _DOWN[kind])
-  up_levels = tuple(sorted(last - i for i, kind in enumerate(up) if _UP[kind]))
-  if levels != up_levels:
-    raise _refuse(
-      "up_block_types", up, f"jaxdiff attends at the same levels on both sides (down: levels {levels})"
-    )
-
-  groups = c["norm_num_groups"]
-  if groups is None:
-    raise _refuse("norm_num_groups", None, "give the group count")
-  groups = int(groups)
-  bad = sorted(w for w in _group_widths(channels, int(c["layers_per_block"])) if w % groups)
-  if bad:
-    raise _refuse("norm_num_groups", groups, f"does not divide the {bad[0]} channels of a GroupNorm")
-  shift = c["resnet_time_scale_shift"]
-  if shift not in ("default", "scale_shift"):
-    raise _refuse("resnet_time_scale_shift", shift, "supported: 'default', 'scale_shift'")
-  attn_groups = c["attn_norm_num_groups"]
-  if attn_groups is not None and int(attn_groups) != groups:
-    raise _refuse(
-      "attn_norm_num_groups", attn_groups, f"the middle attention's groups must be norm_num_groups={groups}"
-    )
-  mid_norm = attn_groups is not None or shift == "default"
+  groups, shift, mid_norm = _norms(c, channels)
 
   head_dim = c["attention_head_dim"]
   attn_widths = [channels[level] for level in levels] + ([channels[-1]] if c["add_attention"] else [])
@@ -456,11 +469,8 @@ def load_diffusers_unet(path: str) -> tuple[UNet, dict]:
 # ---------------------------------------------------------------- jaxdiff -> diffusers
 
 
-def unet_to_diffusers_config(model: UNet, params: dict, sample_size: int | None = None) -> dict[str, Any]:
-  """The UNet2DModel ``config.json`` of a jaxdiff UNet (its fields and parameters); ConfigError
-  naming the ``model.*`` field diffusers cannot express."""
-  if not isinstance(model, UNet):
-    raise ConfigError(f"save_diffusers_unet takes a jaxdiff UNet, got {type(model).__name__}")
+def _check_exportable(model: UNet, params: dict) -> None:
+  """ConfigError naming the first ``model.*`` field (or GroupNorm width) a UNet2DModel cannot express."""
   for field, ok, why in (
     (
       "linear_attention_resolutions",
@@ -488,10 +498,6 @@ def unet_to_diffusers_config(model: UNet, params: dict, sample_size: int | None 
       raise ConfigError(
         f"config.model.{field}={getattr(model, field)!r} cannot be saved as a UNet2DModel: {why}"
       )
-  levels = len(model.channel_mult)
-  channels = [model.base_channels * int(m) for m in model.channel_mult]
-  attn = [f"up_{level}_attn_0" in params for level in range(levels)]
-  mid = params.get("mid_attn")
   groups = int(model.num_groups)
   for path, leaf in flatten_params(params).items():
     if path[-1] == "scale" and leaf.shape[0] % groups:
@@ -499,6 +505,19 @@ def unet_to_diffusers_config(model: UNet, params: dict, sample_size: int | None 
         f"config.model.num_groups={groups} does not divide the {leaf.shape[0]} channels of {'/'.join(path)} "
         "(jaxdiff lowers the group count there; diffusers' GroupNorm needs a divisor)"
       )
+
+
+def unet_to_diffusers_config(model: UNet, params: dict, sample_size: int | None = None) -> dict[str, Any]:
+  """The UNet2DModel ``config.json`` of a jaxdiff UNet (its fields and parameters); ConfigError
+  naming the ``model.*`` field diffusers cannot express."""
+  if not isinstance(model, UNet):
+    raise ConfigError(f"save_diffusers_unet takes a jaxdiff UNet, got {type(model).__name__}")
+  _check_exportable(model, params)
+  levels = len(model.channel_mult)
+  channels = [model.base_channels * int(m) for m in model.channel_mult]
+  attn = [f"up_{level}_attn_0" in params for level in range(levels)]
+  mid = params.get("mid_attn")
+  groups = int(model.num_groups)
   head_dim = model.head_dim if model.head_dim > 0 else None
   if head_dim is None and model.num_heads != 1:
     widths = {channels[level] for level in range(levels) if attn[level]} | ({channels[-1]} if mid else set())

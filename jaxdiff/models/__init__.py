@@ -18,10 +18,10 @@ import jax.numpy as jnp
 from jaxdiff.conditioning import Conditioning
 from jaxdiff.configs import with_defaults
 from jaxdiff.errors import ConfigError
+from jaxdiff.models.attention import CONTEXT_NULLS
 from jaxdiff.models.autoencoder import AutoencoderKL
 from jaxdiff.models.dit import DIT_VARIANTS, DiT, dit_variant
 from jaxdiff.models.layers import (
-  CONTEXT_NULLS,
   FIXED_TIME_EMBEDDINGS,
   TIME_EMBEDDINGS,
   TIME_INPUTS,

@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdiff.errors import ArgumentError, ConfigError
-from jaxdiff.models.layers import AttentionBlock, Downsample, GroupNorm, Upsample, conv3x3
+from jaxdiff.models.attention import AttentionBlock
+from jaxdiff.models.layers import Downsample, GroupNorm, Upsample, conv3x3
 
 __all__ = [
   "AutoencoderKL",

@@ -31,14 +31,12 @@ import numpy as np
 
 from jaxdiff.conditioning import Conditioning
 from jaxdiff.errors import ArgumentError, ConfigError
+from jaxdiff.models.attention import ContextWithNull, MultiHeadAttention, dot_product_attention
 from jaxdiff.models.layers import (
   FIXED_TIME_EMBEDDINGS,
   FOURIER_SCALE,
-  ContextWithNull,
-  MultiHeadAttention,
   broadcast_timesteps,
   check_time_embedding,
-  dot_product_attention,
   gap_time_input,
   resolve_labels,
   time_features,
@@ -155,7 +153,7 @@ def modulate(x: Array, shift: Array, scale: Array) -> Array:
 class SelfAttention(nn.Module):
   """Multi-head self-attention with biases (the reference's timm ``Attention``), separate
   query / key / value projections (diffusers' layout), xavier-initialised, computed by
-  ``jax.nn.dot_product_attention`` (``implementation`` as ``layers.dot_product_attention``)."""
+  ``jax.nn.dot_product_attention`` (``implementation`` as ``attention.dot_product_attention``)."""
 
   hidden_size: int
   num_heads: int
@@ -272,7 +270,7 @@ class DiT(nn.Module):
   ``DiTTransformer2DModel`` has it, followed by ``Dense, SiLU, Dense``. The fixed position table
   (``pos_embed_2d``) is a constant, not a variable: ``param_count`` adds it as the reference counts.
   Conditioning beyond labels as in the UNet: ``context_dim > 0`` adds cross-attention to the
-  context (``layers.ContextWithNull``: float ``[B, L, context_dim]`` or, with ``context_vocab``,
+  context (``attention.ContextWithNull``: float ``[B, L, context_dim]`` or, with ``context_vocab``,
   int tokens) in every block; ``self_condition`` / ``cond_channels`` concatenate ``x_self_cond``
   / ``x_cond`` to the input channels before patchifying. ``second_time``: a two-time network
   (one-step models, MeanFlow's DiT), called with ``r=`` (the time the step lands on); ``t - r``
@@ -294,7 +292,7 @@ class DiT(nn.Module):
   context_vocab: int = 0  # > 0: the context is int tokens embedded by a learned table
   context_null: str = "learned"  # the null context: "learned" tokens or "zeros"
   context_null_length: int = 1
-  attention_impl: str = "auto"  # "auto" | "xla" | "cudnn" (layers.dot_product_attention)
+  attention_impl: str = "auto"  # "auto" | "xla" | "cudnn" (attention.dot_product_attention)
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   remat: bool = False  # jax.checkpoint each block

@@ -16,16 +16,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxdiff.errors import ConfigError
+from jaxdiff.models.attention import AttentionBlock, ContextWithNull, LinearAttentionBlock, SpatialTransformer
 from jaxdiff.models.layers import (
   FIXED_TIME_EMBEDDINGS,
   FOURIER_SCALE,
-  AttentionBlock,
-  ContextWithNull,
   Downsample,
   GroupNorm,
-  LinearAttentionBlock,
   ResBlock,
-  SpatialTransformer,
   TimeEmbedding,
   Upsample,
   broadcast_timesteps,
@@ -56,7 +53,7 @@ class UNet(nn.Module):
   ``context_mask`` bool ``[B, L]``. Every attention resolution and the middle then hold a
   ``SpatialTransformer`` (self-attention, cross-attention to the context, GEGLU feed-forward).
   ``context=None``, or a mask that is all False for an example, gives the null context
-  (``context_null``: learned tokens or zeros; see ``layers.ContextWithNull``): the
+  (``context_null``: learned tokens or zeros; see ``attention.ContextWithNull``): the
   unconditional branch of classifier-free guidance. Image conditioning (``cond_channels > 0``):
   ``x_cond`` ``[B, H, W, cond_channels]`` is concatenated to the input channels (SR3 / Palette).
 
@@ -173,6 +170,73 @@ class UNet(nn.Module):
     if self.learn_sigma:
       out_channels *= 2
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    emb = self._embedding(t, r, y, batch, kw)
+    ctx, ctx_mask = self._context(context, context_mask, batch, kw)
+    res, attend = self._block_makers(emb, ctx, ctx_mask, train, kw)
+
+    h = with_self_condition(x, x_self_cond, self.self_condition)
+    h = with_image_condition(h, x_cond, self.cond_channels).astype(self.dtype)
+    h = conv3x3(self.base_channels, self.dtype, self.param_dtype, "conv_in")(h)
+    h, skips = self._encoder(h, res, attend, kw)
+    h = res(h, h.shape[-1], "mid_res_0")
+    if self.mid_attention:
+      h = attend(h, "mid_attn", force=True, norm=self.mid_attention_norm)
+    h = res(h, h.shape[-1], "mid_res_1")
+    h = self._decoder(h, skips, res, attend, kw)
+    h = GroupNorm(self.num_groups, self.norm_eps, silu=True, name="norm_out", **kw)(h)
+    h = conv3x3(out_channels, self.dtype, self.param_dtype, "conv_out", kernel_init=zeros_init)(h)
+    return h.astype(jnp.float32)
+
+  def _embedding(self, t: Array, r: Array | None, y: Array | None, batch: int, kw: dict) -> Array:
+    """The conditioning vector: time embedding (+ the interval t - r of a two-time network, + the
+    class embedding, null class = num_classes). Called from __call__, so its submodules are inline."""
+    emb_dim = self.time_embed_dim if self.time_embed_dim > 0 else 4 * self.base_channels
+    t = broadcast_timesteps(t, batch)
+    emb = TimeEmbedding(
+      self.base_channels,
+      emb_dim,
+      time_input=self.time_input,
+      time_embedding=self.time_embedding,
+      fourier_scale=self.fourier_scale,
+      flip_sin_to_cos=self.flip_sin_to_cos,
+      freq_shift=self.freq_shift,
+      name="time_embed",
+      **kw,
+    )(t)
+    gap = time_gap(t, r, batch, self.second_time)
+    if gap is not None:  # a two-time network: the interval t - r, embedded like the time
+      emb = emb + TimeEmbedding(
+        self.base_channels,
+        emb_dim,
+        time_input=gap_time_input(self.time_input),
+        time_embedding=self.time_embedding,
+        fourier_scale=self.fourier_scale,
+        name="second_time_embed",
+        **kw,
+      )(gap)
+    labels = resolve_labels(y, batch, self.num_classes)
+    if labels is not None:
+      emb = emb + nn.Embed(self.num_classes + 1, emb_dim, name="label_embed", **kw)(labels)
+    return emb
+
+  def _context(self, context: Array | None, context_mask: Array | None, batch: int, kw: dict):
+    """Cross-attention tokens and mask (the learned null context where none is given), or (None, None)."""
+    if self.context_dim > 0:
+      return ContextWithNull(
+        self.context_dim,
+        self.context_vocab,
+        self.context_null,
+        self.context_null_length,
+        name="context",
+        **kw,
+      )(context, context_mask, batch)
+    if context is not None or context_mask is not None:
+      raise ConfigError("a context was given but the network has no cross-attention (model.context_dim = 0)")
+    return None, None
+
+  def _block_makers(self, emb: Array, ctx: Array | None, ctx_mask: Array | None, train: bool, kw: dict):
+    """`res(h, ch, name, resample)` and `attend(h, name, ...)`: a named residual block, and the
+    attention a resolution or level asks for (cross-attention when there is a context), else h."""
     res_cls = nn.remat(ResBlock, static_argnums=(3,)) if self.remat else ResBlock
     attn_cls = nn.remat(AttentionBlock) if self.remat else AttentionBlock
     lin_cls = nn.remat(LinearAttentionBlock) if self.remat else LinearAttentionBlock
@@ -216,52 +280,10 @@ class UNet(nn.Module):
         return lin_cls(self.num_heads, self.head_dim, self.num_groups, name=name, **kw)(h)
       return h
 
-    # Conditioning: time embedding (+ class embedding, null class = num_classes).
-    emb_dim = self.time_embed_dim if self.time_embed_dim > 0 else 4 * self.base_channels
-    t = broadcast_timesteps(t, batch)
-    emb = TimeEmbedding(
-      self.base_channels,
-      emb_dim,
-      time_input=self.time_input,
-      time_embedding=self.time_embedding,
-      fourier_scale=self.fourier_scale,
-      flip_sin_to_cos=self.flip_sin_to_cos,
-      freq_shift=self.freq_shift,
-      name="time_embed",
-      **kw,
-    )(t)
-    gap = time_gap(t, r, batch, self.second_time)
-    if gap is not None:  # a two-time network: the interval t - r, embedded like the time
-      emb = emb + TimeEmbedding(
-        self.base_channels,
-        emb_dim,
-        time_input=gap_time_input(self.time_input),
-        time_embedding=self.time_embedding,
-        fourier_scale=self.fourier_scale,
-        name="second_time_embed",
-        **kw,
-      )(gap)
-    labels = resolve_labels(y, batch, self.num_classes)
-    if labels is not None:
-      emb = emb + nn.Embed(self.num_classes + 1, emb_dim, name="label_embed", **kw)(labels)
-    ctx, ctx_mask = None, None
-    if self.context_dim > 0:
-      ctx, ctx_mask = ContextWithNull(
-        self.context_dim,
-        self.context_vocab,
-        self.context_null,
-        self.context_null_length,
-        name="context",
-        **kw,
-      )(context, context_mask, batch)
-    elif context is not None or context_mask is not None:
-      raise ConfigError("a context was given but the network has no cross-attention (model.context_dim = 0)")
+    return res, attend
 
-    h = with_self_condition(x, x_self_cond, self.self_condition)
-    h = with_image_condition(h, x_cond, self.cond_channels).astype(self.dtype)
-    h = conv3x3(self.base_channels, self.dtype, self.param_dtype, "conv_in")(h)
-
-    # Encoder.
+  def _encoder(self, h: Array, res, attend, kw: dict) -> tuple[Array, list[Array]]:
+    """The downsampling path; returns its output and the skip connections, input first."""
     skips = [h]
     last = len(self.channel_mult) - 1
     for level, mult in enumerate(self.channel_mult):
@@ -278,14 +300,10 @@ class UNet(nn.Module):
             ch, self.conv_resample, name=f"down_{level}_downsample", padding=self.downsample_padding, **kw
           )(h)
         skips.append(h)
+    return h, skips
 
-    # Middle.
-    h = res(h, h.shape[-1], "mid_res_0")
-    if self.mid_attention:
-      h = attend(h, "mid_attn", force=True, norm=self.mid_attention_norm)
-    h = res(h, h.shape[-1], "mid_res_1")
-
-    # Decoder.
+  def _decoder(self, h: Array, skips: list[Array], res, attend, kw: dict) -> Array:
+    """The upsampling path, each block fed the matching skip connection (consumed last first)."""
     for level in reversed(range(len(self.channel_mult))):
       ch = self.base_channels * self.channel_mult[level]
       for i in range(self.num_res_blocks + 1):
@@ -297,7 +315,4 @@ class UNet(nn.Module):
           h = res(h, ch, f"up_{level}_upsample", resample="up")
         else:
           h = Upsample(ch, self.conv_resample, name=f"up_{level}_upsample", **kw)(h)
-
-    h = GroupNorm(self.num_groups, self.norm_eps, silu=True, name="norm_out", **kw)(h)
-    h = conv3x3(out_channels, self.dtype, self.param_dtype, "conv_out", kernel_init=zeros_init)(h)
-    return h.astype(jnp.float32)
+    return h
