@@ -7,6 +7,9 @@ the same config with prediction "flow" (the second time at its default r = t). T
 interleaved in one process (A, B, B, A, ...), so machine load hits both alike; the figure is
 the ratio of median step times. Sampling: images/s of `meanflow` at 1 and 2 steps against
 `dpmpp_2m` at 20 steps on configs/digits_edm.py's network (same UNet but one time), batch 100.
+The demo's train step (configs/digits_edm.py) and the shortcut and consistency recipes' steps run in
+the same rounds, so each recipe's training cost (default steps x step time) is given as a multiple
+of the demo's.
 
     python benchmarks/bench_few_step.py [--reps=20]
 """
@@ -29,6 +32,8 @@ from jaxdiff.generation import sample_from_config  # noqa: E402
 from jaxdiff.models import create_model  # noqa: E402
 from jaxdiff.training.state import create_train_state  # noqa: E402
 from jaxdiff.training.step import make_train_step  # noqa: E402
+
+FEW_STEP_RECIPES = ("digits_meanflow", "digits_shortcut", "digits_consistency")
 
 
 def train_fn(config):
@@ -72,13 +77,26 @@ def main(argv=None):
   fm = validate_config(common.load_config_file("digits_meanflow"))
   fm.diffusion.prediction = "flow"
   fm.few_step.method = ""
-  times = common.interleaved({"meanflow": train_fn(mf), "flow_matching": train_fn(fm)}, args.reps)
-  t_mf, t_fm = common.median(times["meanflow"]), common.median(times["flow_matching"])
+  edm = validate_config(common.load_config_file("digits_edm"))
+  recipes = {name: validate_config(common.load_config_file(name)) for name in FEW_STEP_RECIPES}
+  fns = {"meanflow": train_fn(mf), "flow_matching": train_fn(fm), "demo": train_fn(edm)}
+  fns.update({name: train_fn(c) for name, c in recipes.items() if name != "digits_meanflow"})
+  times = common.interleaved(fns, args.reps)
+  med = {k: common.median(v) for k, v in times.items()}
+  t_mf, t_fm = med["meanflow"], med["flow_matching"]
   b = int(mf.train.batch_size)
   print(f"train step, batch {b}: meanflow {t_mf * 1e3:.1f} ms, flow matching {t_fm * 1e3:.1f} ms, "
         f"ratio {t_mf / t_fm:.2f}x")  # fmt: skip
+  # each recipe's training (its default steps x its step time) against the demo's (make demo:
+  # configs/digits_edm.py), the recipes' budget being twice the demo's
+  demo_cost = med["demo"] * int(edm.train.num_steps)
+  cost = {}
+  for name, c in recipes.items():
+    t = med["meanflow" if name == "digits_meanflow" else name]
+    cost[name] = t * int(c.train.num_steps) / demo_cost
+    print(f"training cost, {name}: {int(c.train.num_steps)} steps x {t * 1e3:.1f} ms = "
+          f"{cost[name]:.2f}x the demo's {int(edm.train.num_steps)} x {med['demo'] * 1e3:.1f} ms")  # fmt: skip
 
-  edm = validate_config(common.load_config_file("digits_edm"))
   fns = {
     "meanflow_1": sample_fn(mf, args.num, num_steps=1),
     "meanflow_2": sample_fn(mf, args.num, num_steps=2),
@@ -96,6 +114,8 @@ def main(argv=None):
       meanflow_ms=t_mf * 1e3,
       flow_matching_ms=t_fm * 1e3,
       ratio=t_mf / t_fm,
+      step_ms={k: v * 1e3 for k, v in med.items()},
+      training_cost_vs_demo=cost,
       sample_images_per_s=rates,
       reps=args.reps,
     ),  # fmt: skip

@@ -84,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
   )
   p.add_argument("--runs", default=os.path.join(ROOT, "runs", "frontier"), help="workdirs live here")
   p.add_argument("--train_steps", type=int, default=2500, help="digits recipes' training steps")
+  p.add_argument(
+    "--few_step_train_steps",
+    type=int,
+    default=0,
+    help="one- and two-step recipes' training steps (0: each recipe's own config.train.num_steps)",
+  )
   p.add_argument("--toy_train_steps", type=int, default=10_000, help="S-curve recipes' training steps")
   p.add_argument("--nfe", default="5,10,20,50", help="NFE targets")
   p.add_argument(
@@ -126,6 +132,7 @@ TINY = {
   "recipes": "digits,toy2d_flow,digits_meanflow",  # a DDPM-eps chain (its grid choice too), a flow model
   "train_steps": 2,
   "toy_train_steps": 2,
+  "few_step_train_steps": 2,
   "nfe": "3",
   "samplers": "first_order,dpmpp_2m",
   "num_samples": 24,
@@ -168,6 +175,18 @@ def _trained(workdir: str, steps: int) -> bool:
   if not os.path.isdir(ckpt):
     return False
   return any(name.isdigit() and int(name) >= steps for name in os.listdir(ckpt))
+
+
+def _recipe_steps(recipe: str) -> int:
+  """configs/<recipe>.py's own config.train.num_steps (the one-step recipes choose theirs)."""
+  import importlib.util
+
+  spec = importlib.util.spec_from_file_location(
+    f"frontier_config_{recipe}", os.path.join(ROOT, "configs", recipe + ".py")
+  )
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return int(module.get_config().train.num_steps)
 
 
 def _train_command(recipe: str, workdir: str, steps: int, tiny: bool = False) -> list[str]:
@@ -385,7 +404,7 @@ def run_part(args, part: str) -> None:
   for recipe, sampler in FEW_STEP.get(part, {}).items():
     if recipe not in few or (args.recipes and recipe not in chosen):
       continue
-    info = train(args, recipe, steps)
+    info = train(args, recipe, args.few_step_train_steps or _recipe_steps(recipe))
     if info is not None:
       for nfe in FEW_STEP_NFE:
         _cell(args, path, recipe, dataset, sampler, nfe, "", info)
