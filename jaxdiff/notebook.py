@@ -28,9 +28,9 @@ import ml_collections
 
 from jaxdiff import fileio
 from jaxdiff.bulk.plan import workdir_latent_space
-from jaxdiff.bulk.restore import restore_model
 from jaxdiff.errors import SamplingError
 from jaxdiff.generation import data_shape, model_fn, sample_from_config
+from jaxdiff.training.restore import restore_model
 
 __all__ = ["load", "LoadedModel"]
 

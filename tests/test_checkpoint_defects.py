@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 from helpers import ROOT, tiny_points_config, tiny_train_cmd
 
-from jaxdiff.bulk.restore import restore_model
 from jaxdiff.errors import (
   CheckpointError,
   ConfigError,
@@ -35,6 +34,7 @@ from jaxdiff.models import create_model
 from jaxdiff.training import Checkpointer, create_train_state, loop, train
 from jaxdiff.training.integrity import MANIFEST_NAME
 from jaxdiff.training.metrics import MetricsWindow
+from jaxdiff.training.restore import restore_model
 from jaxdiff.training.run_records import OWNER_NAME, RUN_RECORD_NAME, load_config
 from jaxdiff.training.workdir_lock import LOCK_NAME, WorkdirLock
 

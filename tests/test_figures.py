@@ -3,7 +3,7 @@
 import numpy as np
 from PIL import Image
 
-from jaxdiff.bulk import figures
+from jaxdiff import figures
 
 
 def test_limits_follow_the_reference_range_not_the_outliers():

@@ -20,7 +20,6 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
 from jaxdiff import schedules  # noqa: E402
-from jaxdiff.bulk.restore import restore_model  # noqa: E402
 from jaxdiff.configs import with_defaults  # noqa: E402
 from jaxdiff.errors import CheckpointError, ConfigError, WorkdirError  # noqa: E402
 from jaxdiff.generation import sample_from_config  # noqa: E402
@@ -40,6 +39,7 @@ from jaxdiff.interop import (  # noqa: E402
 from jaxdiff.interop.__main__ import main as interop_main  # noqa: E402
 from jaxdiff.interop.unet import unet_params_from_diffusers, unet_to_diffusers_config  # noqa: E402
 from jaxdiff.models import UNet, count_params, create_model  # noqa: E402
+from jaxdiff.training.restore import restore_model  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 

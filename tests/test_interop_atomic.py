@@ -22,12 +22,12 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
 from jaxdiff import fileio  # noqa: E402
-from jaxdiff.bulk.restore import restore_model  # noqa: E402
 from jaxdiff.errors import CheckpointError, ConfigError, WorkdirError  # noqa: E402
 from jaxdiff.interop import export_workdir, import_diffusers, staging  # noqa: E402
 from jaxdiff.interop import workdir as workdir_lib  # noqa: E402
 from jaxdiff.interop.__main__ import main as interop_main  # noqa: E402
 from jaxdiff.training import checkpointer  # noqa: E402
+from jaxdiff.training.restore import restore_model  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 

@@ -14,9 +14,9 @@ from helpers import ROOT, tiny_image_config, tiny_points_config
 
 from jaxdiff import grids, images
 from jaxdiff.bulk import SamplingError, check_shard, generate, labels_for, layout, parse_labels, read_shard
-from jaxdiff.bulk.figures import grid_order
 from jaxdiff.bulk.sampler_options import grid_times
 from jaxdiff.bulk.settings import resolve_run
+from jaxdiff.figures import grid_order
 from jaxdiff.generation import sample_from_config
 from jaxdiff.shards import write_shard
 
@@ -538,7 +538,7 @@ def test_a_guidance_interval_outside_the_time_range_is_refused():
 
 
 def test_trajectory_columns_name_continuous_times():
-  from jaxdiff.bulk.figures import _column_titles
+  from jaxdiff.figures import _column_titles
 
   assert _column_titles(np.array([0.97, 0.5, 0.0123]), np.arange(4)) == [
     "t=0.97",

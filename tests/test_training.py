@@ -401,8 +401,8 @@ def _global_state():
 
 
 def test_library_calls_leave_global_jax_and_logging_state_alone(tmp_path):
-  from jaxdiff.bulk.restore import restore_model
   from jaxdiff.training import load_config
+  from jaxdiff.training.restore import restore_model
 
   c = tiny_points_config(num_steps=10)
   c.train.compilation_cache_dir = str(tmp_path / "xla")  # a library call does not switch the cache on

@@ -15,14 +15,12 @@ per-sample captions or contexts, conditioning images and inpainting sources
 determinism, parallelism and resume design.
 """
 
-import jaxdiff.training  # noqa: F401  first: its distillation teacher imports jaxdiff.bulk.restore
 from jaxdiff.bulk.batches import make_batch_fn
 from jaxdiff.bulk.conditions import Conditions, named_mask, resolve_conditions
 from jaxdiff.bulk.folder import default_output
 from jaxdiff.bulk.generate import generate
 from jaxdiff.bulk.plan import RunPlan, plan_run
 from jaxdiff.bulk.request import SampleRequest
-from jaxdiff.bulk.restore import load_run_config, params_digest, restore_model
 from jaxdiff.bulk.settings import (
   RunSettings,
   SamplingError,
@@ -32,6 +30,7 @@ from jaxdiff.bulk.settings import (
   resolve_settings,
 )
 from jaxdiff.shards import check_shard, layout, read_shard, shard_name
+from jaxdiff.training.restore import load_run_config, params_digest, restore_model
 
 __all__ = [
   "SamplingError",

@@ -15,10 +15,10 @@ from absl import app, flags, logging
 from jaxdiff import parallel
 from jaxdiff.bulk.generate import generate
 from jaxdiff.bulk.request import SampleRequest
-from jaxdiff.bulk.restore import load_run_config
 from jaxdiff.errors import run_cli
 from jaxdiff.parallel import define_process_flags
 from jaxdiff.perf import setup_compilation_cache
+from jaxdiff.training.restore import load_run_config
 
 __all__ = ["main", "run", "request_from_flags"]
 

@@ -41,8 +41,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from jaxdiff import fileio, perf
-from jaxdiff.bulk import figures
+from jaxdiff import figures, fileio, perf
 from jaxdiff.bulk.batches import Counts, generate_shards, make_batch_fn
 from jaxdiff.bulk.conditions import Conditions
 from jaxdiff.bulk.folder import (

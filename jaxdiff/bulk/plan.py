@@ -14,7 +14,6 @@ from jaxdiff import fileio
 from jaxdiff.bulk.conditions import Conditions
 from jaxdiff.bulk.folder import default_output, existing_manifest, shard_run
 from jaxdiff.bulk.request import SampleRequest
-from jaxdiff.bulk.restore import load_run_config, params_digest, restore_model
 from jaxdiff.bulk.settings import (
   MANIFEST_FORMAT,
   RunSettings,
@@ -26,6 +25,7 @@ from jaxdiff.bulk.settings import (
 from jaxdiff.errors import CheckpointError, ConfigError, DataError
 from jaxdiff.shards import layout
 from jaxdiff.training.latent_space import LatentSpace, check_latent_record, open_latent_space
+from jaxdiff.training.restore import load_run_config, params_digest, restore_model
 
 __all__ = ["RunPlan", "plan_run", "Restored", "restore_plan", "run_manifest"]
 

@@ -34,7 +34,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdiff import fileio, generation, schedules
-from jaxdiff.bulk.restore import restore_model
 from jaxdiff.conditioning import Conditioning
 from jaxdiff.data import load_arrays, sample_toy2d
 from jaxdiff.errors import DataError, run_cli
@@ -47,6 +46,7 @@ from jaxdiff.evaluation.ode_likelihood import PROBES, ode_bits_per_dim_terms, od
 from jaxdiff.evaluation.report import format_table, write_json
 from jaxdiff.evaluation.toy2d import evaluate_toy2d
 from jaxdiff.shards import read_samples
+from jaxdiff.training.restore import restore_model
 
 __all__ = ["load_samples", "evaluate_samples", "evaluate_likelihood", "check_image_range", "main", "run_cli"]
 

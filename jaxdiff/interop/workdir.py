@@ -24,7 +24,6 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxdiff import fileio
-from jaxdiff.bulk.restore import restore_model
 from jaxdiff.config_utils import validate_config
 from jaxdiff.configs import default
 from jaxdiff.errors import ConfigError
@@ -49,6 +48,7 @@ from jaxdiff.interop.staging import check_target, staged
 from jaxdiff.interop.unet import save_diffusers_unet, unet_model_config, unet_params_from_diffusers
 from jaxdiff.models import DiT, UNet, create_model
 from jaxdiff.training.checkpointer import Checkpointer
+from jaxdiff.training.restore import restore_model
 from jaxdiff.training.run_records import load_config, save_config
 from jaxdiff.training.state import TrainState, create_optimizer
 

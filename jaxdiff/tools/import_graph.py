@@ -93,6 +93,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
       "jaxdiff.evaluation",
       "jaxdiff.evaluation.*",
       "jaxdiff.generation",
+      "jaxdiff.figures",
       "jaxdiff.config_utils",
       "jaxdiff.interop",
       "jaxdiff.interop.*",

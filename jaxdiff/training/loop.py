@@ -24,8 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jaxdiff import data as data_lib
-from jaxdiff import fileio, images, parallel
-from jaxdiff.bulk import figures
+from jaxdiff import figures, fileio, images, parallel
 from jaxdiff.conditioning import Conditioning
 from jaxdiff.config_utils import check_training_conditioning, process_from_config, validate_config
 from jaxdiff.data.captions import all_captions

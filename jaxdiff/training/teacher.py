@@ -7,8 +7,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxdiff.bulk.restore import restore_model
 from jaxdiff.errors import ConfigError, SamplingError
+from jaxdiff.training.restore import restore_model
 
 __all__ = ["distill_teacher"]
 
