@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -160,11 +161,23 @@ def run_cli(
 
 
 class _QuietOrbaxTraces(logging.Filter):
-  """Drops the ERROR records with tracebacks that Orbax logs for a failed background save: it is
+  """Drops the ERROR records with tracebacks of a failed background save: those Orbax logs, and
+  asyncio's "Task exception was never retrieved" for Orbax's other write tasks. The failure is
   raised again in the main thread, where the CLI reports it in one line."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return not (record.levelno >= logging.ERROR and record.exc_info and "orbax" in record.pathname)
+    if record.levelno < logging.ERROR or not record.exc_info:
+      return True
+    return not ("orbax" in record.pathname or _raised_in_orbax(record.exc_info[2]))
+
+
+def _raised_in_orbax(tb) -> bool:
+  """Whether a traceback passes through Orbax's code."""
+  while tb is not None:
+    if f"{os.sep}orbax{os.sep}" in tb.tb_frame.f_code.co_filename:
+      return True
+    tb = tb.tb_next
+  return False
 
 
 def _drop_closed_loop_callbacks(hook):
@@ -186,10 +199,11 @@ _QUIET = _QuietOrbaxTraces()
 
 def setup_cli_process() -> None:
   """Once per command-line process (`run_cli` calls it; idempotent): Orbax's duplicate traces of a
-  failed save are filtered from absl's logger and the closed-event-loop noise after it from
+  failed save are filtered from absl's and asyncio's loggers and the closed-event-loop noise after it from
   `sys.unraisablehook`. Library functions never change this global state themselves."""
-  absl_logger = logging.getLogger("absl")
-  if _QUIET not in absl_logger.filters:
-    absl_logger.addFilter(_QUIET)
+  for name in ("absl", "asyncio"):
+    logger = logging.getLogger(name)
+    if _QUIET not in logger.filters:
+      logger.addFilter(_QUIET)
   if not getattr(sys.unraisablehook, "jaxdiff_quiet", False):
     sys.unraisablehook = _drop_closed_loop_callbacks(sys.unraisablehook)

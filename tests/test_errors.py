@@ -129,9 +129,21 @@ def test_cli_set_up_is_once_per_process_and_library_import_changes_nothing():
     )
     record.exc_info = (RuntimeError, RuntimeError("x"), None)
     assert not errors._QUIET.filter(record)  # Orbax's duplicate trace of a failed save is dropped
+    asyncio_logger = logging.getLogger("asyncio")
+    assert asyncio_logger.filters.count(errors._QUIET) == 1
+    for path, dropped in ((f"{os.sep}x{os.sep}orbax{os.sep}serialization.py", True), ("mine.py", False)):
+      try:  # an exception raised in code at `path`, as asyncio logs it for a task nobody awaited
+        exec(compile("raise ValueError('RESOURCE_EXHAUSTED: no space')", path, "exec"))
+      except ValueError as e:
+        exc_info = (ValueError, e, e.__traceback__)
+      record = logging.LogRecord(
+        "asyncio", logging.ERROR, "base_events.py", 1, "Task exception was never retrieved", (), exc_info
+      )
+      assert errors._QUIET.filter(record) is not dropped
   finally:
     if not had_filter:
       absl_logger.removeFilter(errors._QUIET)
+      logging.getLogger("asyncio").removeFilter(errors._QUIET)
     sys.unraisablehook = hook
 
 
