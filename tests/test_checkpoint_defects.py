@@ -456,3 +456,21 @@ def test_short_run_writes_a_final_sample_grid(tmp_path):
   c.train.num_sample_images = 64
   train(c, str(tmp_path / "w"))
   assert os.listdir(tmp_path / "w" / "samples") == ["step_0000010.png"]
+
+
+def test_async_save_writes_the_state_as_it_was_when_the_next_step_donates_its_buffers(tmp_path):
+  """save() hands Orbax host copies of the whole state: a step that donates (overwrites) the device
+  buffers while the write runs in the background does not change what the checkpoint holds."""
+  c = tiny_points_config()
+  state = _target(c)
+  want = jax.tree_util.tree_map(np.array, state.params)
+  ck = Checkpointer(str(tmp_path / "w"), config=c)
+  ck.save(state)
+  bump = jax.jit(lambda p: jax.tree_util.tree_map(lambda x: x + 1.0, p), donate_argnums=0)
+  bumped = bump(state.params)  # the old device buffers are reused for the new values
+  ck.close()
+  got, step = Checkpointer(str(tmp_path / "w"), config=c).restore(_target(c))
+  assert step == 0
+  jax.tree_util.tree_map(np.testing.assert_array_equal, jax.tree_util.tree_map(np.asarray, got.params), want)
+  leaf = jax.tree_util.tree_leaves(bumped)[0]
+  np.testing.assert_array_equal(np.asarray(leaf), jax.tree_util.tree_leaves(want)[0] + 1.0)

@@ -657,3 +657,50 @@ def test_custom_sampler_snippet_of_the_guide_runs():
     exec(compile(block, "functional-api.md", "exec"), {})
   finally:
     registry.pop("scaled_ddim", None)
+
+
+def test_gap_ratio_option_sets_where_multistep_solvers_drop_their_order():
+  """gap_ratio=inf never lowers the order (diffusers' rule): on the flow grid, whose last gap is
+  eight times the one before it, extrapolating over that gap costs several times Euler's error,
+  while the default ratio stays near Euler; on trailing spacing (a gap at most 1.61 times the one
+  before, 2.2 times the one two back) the default rule never fires: the samples are those of
+  gap_ratio=inf (diffusers parity), and a ratio of 1.5 changes them."""
+  euler = accuracy.errors("flow", "euler", (10,))[0]
+  for name in MULTISTEP:
+    assert accuracy.errors("flow", name, (10,), gap_ratio=float("inf"))[0] > 3 * euler, name
+    assert accuracy.errors("flow", name, (10,))[0] < 1.1 * euler, name
+  model = lambda x, t: jnp.tanh(x) * 0.7  # noqa: E731
+  x_init = jax.random.normal(jax.random.key(0), (8, 2))
+  runs = [
+    jaxdiff.sample(
+      model,
+      SCHED,
+      (8, 2),
+      jax.random.key(1),
+      sampler="dpmpp_3m",
+      num_steps=20,
+      spacing="trailing",
+      x_init=x_init,
+      gap_ratio=r,
+    )  # fmt: skip
+    for r in (1.5, 2.5, float("inf"))
+  ]
+  np.testing.assert_array_equal(np.asarray(runs[1]), np.asarray(runs[2]))
+  assert not np.allclose(np.asarray(runs[0]), np.asarray(runs[2]))
+  with pytest.raises(jaxdiff.errors.SamplingError, match="gap_ratio must be a number >= 1"):
+    jaxdiff.sample(model, SCHED, (8, 2), jax.random.key(1), sampler="unipc", num_steps=5, gap_ratio=0.5)
+
+
+def test_single_step_errors_use_the_librarys_first_order_step():
+  """accuracy.local_errors' first-order column is jaxdiff's euler step from the exact state."""
+  grid, exact = accuracy.exact_states("EDM", 6)
+  proc = accuracy.PROCESSES["EDM"]()
+  for r in accuracy.local_errors("EDM", 6)[:2]:
+    i = r["step"]
+    with jax.enable_x64(True):
+      _, traj = jaxdiff.sample(accuracy._model(proc), proc, (128, 2), jax.random.key(1), sampler="euler",
+                               ts=grid[i : i + 2], prediction="x0", x_init=jnp.asarray(exact[i]),
+                               return_trajectory=True)  # fmt: skip
+    err = float(np.sqrt(np.mean((np.asarray(traj["x"][1]) - exact[i + 1]) ** 2)))
+    np.testing.assert_allclose(err, r["first"], rtol=1e-9)
+    assert r["second"] < r["first"]  # on the noisy half of the grid the second order helps

@@ -57,21 +57,29 @@ def _select(order, candidates):
 
 
 # A multistep step extrapolates the x0 predictions of earlier levels over its own log-SNR gap h; it
-# keeps order k >= 2 only while h is at most GAP_RATIO times each of the k - 1 gaps before it. The
+# keeps order k >= 2 only while h is at most `gap_ratio` times each of the k - 1 gaps before it. The
 # classic grids (Karras, trailing spacing) grow their gaps by under 1.7x per step and 2.2x over two
 # steps; the default grids of the flow, VP-SDE and leading-spaced chains end with one gap 3.5-8 times
 # the one before it.
 GAP_RATIO = 2.5
 
 
-def _gap_order(order, h, gaps):
-  """`order` lowered where this step's log-SNR gap h is over GAP_RATIO times an earlier gap (gaps[j]
+def _gap_order(order, h, gaps, ratio=GAP_RATIO):
+  """`order` lowered where this step's log-SNR gap h is over `ratio` times an earlier gap (gaps[j]
   is the gap j + 1 steps back); the loss of order is decided from the grid's log-SNR, not a step count."""
   ok = jnp.ones_like(order, dtype=bool)
   for k, g in enumerate(gaps, start=2):
-    ok = ok & (jnp.abs(h) <= GAP_RATIO * jnp.abs(g))
+    ok = ok & (jnp.abs(h) <= ratio * jnp.abs(g))
     order = jnp.where(ok, order, jnp.minimum(order, k - 1))
   return order
+
+
+def _check_gap_ratio(sampler) -> None:
+  ratio = sampler.number("gap_ratio")
+  if ratio is not None and not ratio >= 1.0:  # inf: never lower the order (diffusers' rule)
+    raise SamplingError(
+      f"gap_ratio must be a number >= 1 (inf to keep every order), got {sampler.gap_ratio!r}."
+    )
 
 
 def _lower_order_final(num_steps: int, order: int, below: int | None) -> np.ndarray:
@@ -89,6 +97,11 @@ class _DPMSolverPP(Sampler):
   finite_top = True
   invertible = True  # the same update with h < 0 integrates the ODE from data towards noise
 
+  gap_ratio: float = GAP_RATIO
+
+  def check_options(self):
+    _check_gap_ratio(self)
+
   def max_orders(self, num_steps):
     return _lower_order_final(num_steps, self.order, below=15)
 
@@ -102,7 +115,7 @@ class _DPMSolverPP(Sampler):
     a, s, a_n, s_n = inp.alpha, inp.sigma, inp.alpha_next, inp.sigma_next
     lam_s, lam_t = lam(a, s), lam(a_n, s_n)
     h = lam_t - lam_s
-    order = _gap_order(jnp.minimum(inp.max_order, count + 1), h, _past_gaps(hist, lam_s))
+    order = _gap_order(jnp.minimum(inp.max_order, count + 1), h, _past_gaps(hist, lam_s), self.gap_ratio)
     emh = (s_n * a) / (a_n * s)  # e^{-h}
     m0 = d.x0
     x_new = self.update(ctx, inp, state.x, m0, hist, order, a_n, s_n, s, lam_s, h, emh)
@@ -198,10 +211,12 @@ class UniPC(Sampler):
 
   order: int = static(2)
   corrector: bool = static(True)
+  gap_ratio: float = GAP_RATIO
 
   def check_options(self):
     if self.order not in (1, 2, 3):
       raise SamplingError(f"unipc order must be 1, 2 or 3, got {self.order!r}.")
+    _check_gap_ratio(self)
 
   def max_orders(self, num_steps):
     k = int(self.order)
@@ -253,7 +268,9 @@ class UniPC(Sampler):
       corrected = self._correct(c.x_last, c.sigma_last, c.hist, m0, a, s, lam_s, c.last_order)
       x = jnp.where(count > 0, corrected, x)
     h = lam(a_n, s_n) - lam_s
-    order = _gap_order(jnp.minimum(inp.max_order, count + 1), h, _past_gaps(c.hist, lam_s)[:2])
+    order = _gap_order(
+      jnp.minimum(inp.max_order, count + 1), h, _past_gaps(c.hist, lam_s)[:2], self.gap_ratio
+    )
     x_new = self._predict(x, c.hist, m0, a_n, s_n, s, lam_s, h, order)
     aux = _UniPCCarry(_push(c.hist, m0, lam_s, count), x, s.astype(x.dtype), order.astype(jnp.int32))
     return State(x_new, m0, aux), m0
