@@ -39,7 +39,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from jaxdiff import perf, schedules  # noqa: E402
-from jaxdiff.generation import sample_from_config  # noqa: E402
+from jaxdiff.config_sampling import sample_from_config  # noqa: E402
 from jaxdiff.models import count_params, create_model  # noqa: E402
 from jaxdiff.training import create_train_state, make_train_step, setup_compilation_cache  # noqa: E402
 

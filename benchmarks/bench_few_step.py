@@ -26,9 +26,9 @@ import jax.numpy as jnp
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
+from jaxdiff.config_sampling import sample_from_config  # noqa: E402
 from jaxdiff.config_utils import process_from_config, validate_config  # noqa: E402
 from jaxdiff.data.embedded import load_digits_split  # noqa: E402
-from jaxdiff.generation import sample_from_config  # noqa: E402
 from jaxdiff.models import create_model  # noqa: E402
 from jaxdiff.training.state import create_train_state  # noqa: E402
 from jaxdiff.training.step import make_train_step  # noqa: E402

@@ -1,7 +1,7 @@
 """4x4 -> 8x8 super-resolution of the digits (SR3 / Palette: the low-resolution image is an input).
 
 Each training digit is downsampled 2x by area averaging to 4x4 and upsampled back to 8x8 by
-bicubic interpolation (`config.data.cond = "sr"`, `jaxdiff.data.conditioning`); that image,
+bicubic interpolation (`config.data.cond = "sr"`, `jaxdiff.data.derived_inputs`); that image,
 "x_cond", is concatenated to the noisy input's channels (`model.cond_channels = 1`), and the
 network learns the 8x8 digit given it. The bicubic image is also the baseline the samples are
 measured against. The network is configs/digits.py's, without labels.

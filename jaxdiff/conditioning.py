@@ -13,7 +13,7 @@ config describes:
 - `dummy_kwargs(x)`: zero inputs of the right shapes for `model.init`;
 - `validate(provides)` / `check_training_data(provides)`: the conditioning fields agree with each
   other and with what the data set's conditioning provides
-  (`jaxdiff.data.conditioning.provided_inputs`).
+  (`jaxdiff.data.derived_inputs.provided_inputs`).
 
 It reads only the config (no data, no model code), so every layer can use it.
 """
@@ -90,7 +90,7 @@ class Conditioning:
   def validate(self, provides: Mapping[str, int] | None = None) -> Conditioning:
     """ConfigError naming the field when the fields disagree with each other or with what the
     data's conditioning provides: {"context": vocabulary size of its int tokens, "x_cond":
-    channels of its conditioning image} (`jaxdiff.data.conditioning.provided_inputs`)."""
+    channels of its conditioning image} (`jaxdiff.data.derived_inputs.provided_inputs`)."""
     provides = provides or {}
     if (self.context or self.x_cond) and not self.image_model:
       raise ConfigError("config.model.context_dim / cond_channels need config.model.name='unet'.")

@@ -18,10 +18,10 @@ import jax
 import ml_collections
 from absl import flags
 
-from jaxdiff import diffusion, generation, grids, models, processes, samplers, schedules
+from jaxdiff import config_sampling, diffusion, grids, models, processes, samplers, schedules
 from jaxdiff.conditioning import Conditioning
 from jaxdiff.configs import default, with_defaults
-from jaxdiff.data import conditioning as data_conditioning
+from jaxdiff.data import derived_inputs
 from jaxdiff.errors import ConfigError
 from jaxdiff.few_step import config as few_step_config
 
@@ -131,8 +131,8 @@ def _check_guidance(config: ml_collections.ConfigDict) -> None:
   s = config.sample
   _number(config, "sample.guidance_rescale", 0, 1)
   try:
-    generation.parse_guidance_interval(s.guidance_interval)
-    generation.parse_guidance_schedule(s.guidance_schedule, s.num_steps)
+    config_sampling.parse_guidance_interval(s.guidance_interval)
+    config_sampling.parse_guidance_schedule(s.guidance_schedule, s.num_steps)
   except (TypeError, ValueError) as e:
     raise ConfigError(f"config.sample.{e}") from None
 
@@ -334,15 +334,15 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
 
 def _validate_conditioning(config) -> None:
   """Cross-attention context, conditioning images and their data sources."""
-  _choice(config, "data.cond", data_conditioning.COND_KINDS)
+  _choice(config, "data.cond", derived_inputs.COND_KINDS)
   _number(config, "train.context_dropout", hi=1)
-  Conditioning.from_config(config).validate(data_conditioning.provided_inputs(config.data))
+  Conditioning.from_config(config).validate(derived_inputs.provided_inputs(config.data))
 
 
 def check_training_conditioning(config) -> None:
   """The training data must carry what the network is conditioned on: a context needs
   config.data.cond='caption', a conditioning image config.data.cond='sr'."""
-  Conditioning.from_config(config).check_training_data(data_conditioning.provided_inputs(config.data))
+  Conditioning.from_config(config).check_training_data(derived_inputs.provided_inputs(config.data))
 
 
 PROCESS_NAMES = tuple(processes.PROCESSES)  # config.diffusion.process

@@ -19,8 +19,8 @@ from typing import Any
 from jaxdiff import fileio
 from jaxdiff.bulk.folder import LOCK_NAME, MANIFEST, SUMMARY
 from jaxdiff.bulk.settings import MANIFEST_FORMAT
+from jaxdiff.config_sampling import data_shape, is_image_config
 from jaxdiff.errors import CheckpointError, SamplingError, run_cli
-from jaxdiff.generation import data_shape, is_image_config
 from jaxdiff.shards import layout, shard_name
 from jaxdiff.training.checkpointer import checkpoint_dir
 from jaxdiff.training.integrity import verify_step

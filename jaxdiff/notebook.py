@@ -6,7 +6,7 @@ functional API.
     model_fn = jaxdiff.bind(run.model.apply, run.variables)  # for jaxdiff.sample / jaxdiff.loss
 
 The checkpoint is read exactly as `sample.py` reads it (`jaxdiff.bulk.restore_model`), and
-`run.sample` goes through `jaxdiff.generation.sample_from_config`, so a notebook draws what
+`run.sample` goes through `jaxdiff.config_sampling.sample_from_config`, so a notebook draws what
 `sample.py` and the training grids draw for the same settings.
 
 NNX modules plug into the same samplers through `bind`: split the module once into its static
@@ -28,8 +28,8 @@ import ml_collections
 
 from jaxdiff import fileio
 from jaxdiff.bulk.plan import workdir_latent_space
+from jaxdiff.config_sampling import data_shape, model_fn, sample_from_config
 from jaxdiff.errors import SamplingError
-from jaxdiff.generation import data_shape, model_fn, sample_from_config
 from jaxdiff.training.restore import restore_model
 
 __all__ = ["load", "LoadedModel"]
@@ -73,7 +73,7 @@ class LoadedModel:
     any of them overridable by keyword: `sampler`, `num_steps`, `guidance_scale`, `eta`, `grid`,
     ... For class-conditional models `labels` (int [num]) are the classes asked for (None: the
     unconditional model); `context`, `x_cond` and the other keywords of
-    `jaxdiff.generation.sample_from_config` pass through. A latent model's samples are decoded
+    `jaxdiff.config_sampling.sample_from_config` pass through. A latent model's samples are decoded
     (images in [-1, 1], numpy); `latents=True` returns the model's latents instead."""
     x = sample_from_config(
       self.config, self.model, self.process, self.params, key, int(num), labels, **overrides

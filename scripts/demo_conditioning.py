@@ -46,18 +46,18 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from jaxdiff import images  # noqa: E402
 from jaxdiff.bulk import generate, named_mask, read_shard, restore_model  # noqa: E402
+from jaxdiff.config_sampling import sample_from_config  # noqa: E402
 from jaxdiff.data import captions  # noqa: E402
-from jaxdiff.data.conditioning import sr_input  # noqa: E402
+from jaxdiff.data.derived_inputs import sr_input  # noqa: E402
 from jaxdiff.data.embedded import load_digits_split  # noqa: E402
 from jaxdiff.evaluation import DigitsJudge  # noqa: E402
-from jaxdiff.evaluation.conditioning import (  # noqa: E402
+from jaxdiff.evaluation.conditional_metrics import (  # noqa: E402
   caption_agreement,  # noqa: E402
   label_agreement,
   psnr,
   super_resolution_errors,
 )
 from jaxdiff.fileio import atomic_write_bytes  # noqa: E402
-from jaxdiff.generation import sample_from_config  # noqa: E402
 from jaxdiff.training import train  # noqa: E402
 
 CONFIGS = {"context": "digits_context", "sr": "digits_sr", "inpaint": "digits"}
@@ -390,7 +390,7 @@ def main(argv=None) -> int:
   parser.add_argument("--figure_scale", type=float, default=2.0, help="context: the guidance scale shown")
   parser.add_argument("--sr_samples", type=int, default=4, help="sr: samples per held-out digit")
   parser.add_argument(
-    "--mask", default="top_half", help="inpaint: the kept region (jaxdiff.bulk.conditions.MASKS)"
+    "--mask", default="top_half", help="inpaint: the kept region (jaxdiff.bulk.condition_tables.MASKS)"
   )
   parser.add_argument("--completions", type=int, default=3, help="inpaint: completions per digit")
   parser.add_argument("--num_steps", type=int, default=50, help="inpaint: DDPM steps")

@@ -20,7 +20,7 @@ import jaxdiff
 from jaxdiff import samplers, schedules
 from jaxdiff.conditioning import Conditioning
 from jaxdiff.data import captions
-from jaxdiff.data.conditioning import add_conditioning, downsample, sr_input, upsample_bicubic
+from jaxdiff.data.derived_inputs import add_conditioning, downsample, sr_input, upsample_bicubic
 from jaxdiff.models import UNet, create_model, dummy_inputs
 
 SCHED = schedules.linear(1000)
@@ -340,7 +340,7 @@ def test_repaint_resampling_keeps_the_marginal_and_approaches_the_exact_conditio
 
 
 def test_inpainting_is_one_compiled_scan():
-  f = samplers.sampling._sample_jitted()
+  f = samplers.scan._sample_jitted()
   f.clear_cache()
   known = jnp.zeros((2, 8, 8, 1))
   kw = dict(sampler="ddim", num_steps=6, repaint_resample=2, repaint_jump=2)
@@ -613,10 +613,10 @@ def test_super_resolution_beats_bicubic_after_a_short_run(tmp_path):
   from helpers import load_config_file
 
   from jaxdiff.bulk import restore_model
-  from jaxdiff.data.conditioning import sr_input
+  from jaxdiff.config_sampling import sample_from_config
+  from jaxdiff.data.derived_inputs import sr_input
   from jaxdiff.data.embedded import load_digits_split
-  from jaxdiff.evaluation.conditioning import super_resolution_errors
-  from jaxdiff.generation import sample_from_config
+  from jaxdiff.evaluation.conditional_metrics import super_resolution_errors
   from jaxdiff.training import train
 
   c = load_config_file("digits_sr")

@@ -344,7 +344,7 @@ def test_partial_data_section_means_the_full_config(section, full_fields):
 
 
 def test_partial_data_section_fallbacks():
-  from jaxdiff.data import base, conditioning
+  from jaxdiff.data import base, derived_inputs
 
   assert data.dataset_info({"data": {"name": "digits"}}).num_classes == 0  # package default: 10
   assert data.dataset_info({"data": {"name": "toy2d/8gaussians"}}).num_classes == 0
@@ -363,12 +363,12 @@ def test_partial_data_section_fallbacks():
   batch = {"x": x, "label": np.arange(4, dtype=np.int32)}
   full = make_config(cond="sr").data
   np.testing.assert_array_equal(
-    conditioning.add_conditioning(batch, {"cond": "sr"})["x_cond"],
-    conditioning.add_conditioning(batch, full)["x_cond"],
+    derived_inputs.add_conditioning(batch, {"cond": "sr"})["x_cond"],
+    derived_inputs.add_conditioning(batch, full)["x_cond"],
   )
-  assert conditioning.add_conditioning(batch, {"name": "digits"}) is batch
-  assert conditioning.provided_inputs({"cond": "sr"}) == conditioning.provided_inputs(full) == {"x_cond": 1}
-  assert conditioning.cond_kind({}) == ""
+  assert derived_inputs.add_conditioning(batch, {"name": "digits"}) is batch
+  assert derived_inputs.provided_inputs({"cond": "sr"}) == derived_inputs.provided_inputs(full) == {"x_cond": 1}
+  assert derived_inputs.cond_kind({}) == ""
 
 
 # ------------------------------------------------------------------------------------ helpers

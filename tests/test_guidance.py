@@ -19,7 +19,7 @@ import pytest
 from helpers import random_params, tiny_image_config, tiny_points_config
 
 import jaxdiff
-from jaxdiff import generation, processes, samplers, schedules
+from jaxdiff import config_sampling, processes, samplers, schedules
 from jaxdiff.bulk import generate, read_shard
 from jaxdiff.bulk.settings import SamplingError, resolve_run
 from jaxdiff.config_utils import validate_config
@@ -227,7 +227,7 @@ def test_options_add_no_model_evaluation_and_nothing_when_unused():
 
 
 def test_new_option_values_do_not_recompile():
-  f = samplers.sampling._sample_jitted()
+  f = samplers.scan._sample_jitted()
   f.clear_cache()
   for phi, lo, sched in ((0.2, 100.0, 2.0), (0.9, 300.0, 4.0)):
     _run(guidance_scale=sched, guidance_rescale=phi, guidance_interval=(lo, 900.0), **GUIDED)
@@ -319,18 +319,18 @@ def test_model_output_of_the_wrong_shape_is_named():
 
 
 def test_schedule_and_interval_spellings():
-  np.testing.assert_allclose(generation.parse_guidance_schedule("linear:4,1", 4), [4, 3, 2, 1])
-  np.testing.assert_allclose(generation.parse_guidance_schedule("cosine:1,3", 3), [1, 2, 3], atol=1e-6)
-  np.testing.assert_allclose(generation.parse_guidance_schedule("2,3.5,1", 3), [2, 3.5, 1])
-  assert generation.parse_guidance_schedule("", 5) is None
-  assert generation.parse_guidance_interval("82, 579") == (82.0, 579.0)
-  assert generation.parse_guidance_interval("") is None
+  np.testing.assert_allclose(config_sampling.parse_guidance_schedule("linear:4,1", 4), [4, 3, 2, 1])
+  np.testing.assert_allclose(config_sampling.parse_guidance_schedule("cosine:1,3", 3), [1, 2, 3], atol=1e-6)
+  np.testing.assert_allclose(config_sampling.parse_guidance_schedule("2,3.5,1", 3), [2, 3.5, 1])
+  assert config_sampling.parse_guidance_schedule("", 5) is None
+  assert config_sampling.parse_guidance_interval("82, 579") == (82.0, 579.0)
+  assert config_sampling.parse_guidance_interval("") is None
   with pytest.raises(ValueError, match="has 2 scale"):
-    generation.parse_guidance_schedule("2,3", 4)
+    config_sampling.parse_guidance_schedule("2,3", 4)
   with pytest.raises(ValueError, match="linear:a,b"):
-    generation.parse_guidance_schedule("step:1,2", 4)
+    config_sampling.parse_guidance_schedule("step:1,2", 4)
   with pytest.raises(ValueError, match="lo <= hi"):
-    generation.parse_guidance_interval("5,1")
+    config_sampling.parse_guidance_interval("5,1")
 
 
 def test_bulk_settings_record_and_check_the_options():
@@ -386,18 +386,18 @@ def test_sample_from_config_passes_the_options():
   model = create_model(c)
   params = random_params(model, jnp.zeros((1, 2)), jnp.zeros((1,)), jnp.zeros((1,), jnp.int32))["params"]
   labels = jnp.arange(4) % 3
-  got = generation.sample_from_config(c, model, SCHED, params, jax.random.key(1), 4, labels)
+  got = config_sampling.sample_from_config(c, model, SCHED, params, jax.random.key(1), 4, labels)
   want = jaxdiff.sample(
-    generation.model_fn(model, params), SCHED, (4, 2), jax.random.key(1), num_steps=5,
+    config_sampling.model_fn(model, params), SCHED, (4, 2), jax.random.key(1), num_steps=5,
     cond={"y": labels}, uncond={"y": jnp.full((4,), 3)}, guidance_scale=2.0, guidance_rescale=0.5,
     guidance_interval=(100.0, 700.0),
   )  # fmt: skip
   _close(np.asarray(got), np.asarray(want))
-  sched = generation.sample_from_config(
+  sched = config_sampling.sample_from_config(
     c, model, SCHED, params, jax.random.key(1), 4, labels, guidance_schedule="linear:3,1"
   )
   want = jaxdiff.sample(
-    generation.model_fn(model, params), SCHED, (4, 2), jax.random.key(1), num_steps=5,
+    config_sampling.model_fn(model, params), SCHED, (4, 2), jax.random.key(1), num_steps=5,
     cond={"y": labels}, uncond={"y": jnp.full((4,), 3)}, guidance_schedule=np.linspace(3, 1, 5),
     guidance_rescale=0.5, guidance_interval=(100.0, 700.0),
   )  # fmt: skip

@@ -11,7 +11,7 @@ def _graph():
 
 def test_every_module_is_parsed():
   graph, _ = _graph()
-  for name in ("jaxdiff", "jaxdiff.errors", "jaxdiff.diffusion", "jaxdiff.bulk.generate", "train", "sample"):
+  for name in ("jaxdiff", "jaxdiff.errors", "jaxdiff.diffusion", "jaxdiff.bulk.run", "train", "sample"):
     assert name in graph, name
 
 
@@ -61,5 +61,5 @@ def test_the_checks_see_cycles_upward_edges_and_hidden_imports(tmp_path):
 def test_the_command_prints_the_graph(capsys):
   status = ig.main([])
   out = capsys.readouterr().out
-  assert "jaxdiff.bulk.generate [services] ->" in out and "cycles:" in out
+  assert "jaxdiff.bulk.run [services] ->" in out and "cycles:" in out
   assert status in (0, 1)

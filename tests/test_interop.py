@@ -20,9 +20,9 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
 from jaxdiff import schedules  # noqa: E402
+from jaxdiff.config_sampling import sample_from_config  # noqa: E402
 from jaxdiff.configs import with_defaults  # noqa: E402
 from jaxdiff.errors import CheckpointError, ConfigError, WorkdirError  # noqa: E402
-from jaxdiff.generation import sample_from_config  # noqa: E402
 from jaxdiff.interop import (  # noqa: E402
   DDPM_CONFIGS,
   config_to_scheduler,

@@ -11,7 +11,7 @@ from flax import nnx
 from helpers import tiny_points_config
 
 import jaxdiff
-from jaxdiff import generation
+from jaxdiff import config_sampling
 from jaxdiff.errors import SamplingError
 from jaxdiff.training import train
 
@@ -58,7 +58,7 @@ def test_sample_matches_sample_from_config_and_the_functional_api(trained):
   run = jaxdiff.load(workdir)
   key = jax.random.key(3)
   x = run.sample(key, 8, sampler="ddim", num_steps=6)
-  ref = generation.sample_from_config(
+  ref = config_sampling.sample_from_config(
     run.config, run.model, run.process, run.params, key, 8, sampler="ddim", num_steps=6
   )
   np.testing.assert_array_equal(np.asarray(x), np.asarray(ref))

@@ -85,7 +85,7 @@ def test_options_reach_the_sampler_and_keep_results(monkeypatch):
     outs[name] = np.asarray(
       jaxdiff.sample(fn, sched, (2, 8, 8, 1), jax.random.key(3), sampler="ddim", num_steps=5)
     )
-  jits = jaxdiff.samplers.sampling._SAMPLE_JITS
+  jits = jaxdiff.samplers.scan._SAMPLE_JITS
   assert jits.keys() >= {(), tuple(sorted(perf.CPU_COMPILER_OPTIONS.items()))}
   assert np.all(np.isfinite(outs["xla"]))
   np.testing.assert_allclose(outs["jaxdiff"], outs["xla"], rtol=1e-4, atol=1e-4)

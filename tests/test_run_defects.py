@@ -361,7 +361,7 @@ def test_memory_does_not_grow_with_num_samples(points_workdir, tmp_path, monkeyp
 
     return fn
 
-  for name in ("jaxdiff.bulk.batches", "jaxdiff.bulk.generate"):  # wherever the compiled sampler is made
+  for name in ("jaxdiff.bulk.batches", "jaxdiff.bulk.run"):  # wherever the compiled sampler is made
     try:
       monkeypatch.setattr(importlib.import_module(name), "_compiled", compiled, raising=False)
     except ImportError:

@@ -16,8 +16,8 @@ from jaxdiff import grids, images
 from jaxdiff.bulk import SamplingError, check_shard, generate, labels_for, layout, parse_labels, read_shard
 from jaxdiff.bulk.sampler_options import grid_times
 from jaxdiff.bulk.settings import resolve_run
+from jaxdiff.config_sampling import sample_from_config
 from jaxdiff.figures import grid_order
-from jaxdiff.generation import sample_from_config
 from jaxdiff.shards import write_shard
 
 SHARD = 8

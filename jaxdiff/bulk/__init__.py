@@ -11,16 +11,16 @@ output_format "float", or "points" float32, "labels" int32 (-1 = none), "index" 
 (the run's identity), `.sample.lock` while a run writes there, `summary.json`, `grid.png` or
 `scatter.png`, and with `trajectory=True` `trajectory.png`. Beyond class labels a run can carry
 per-sample captions or contexts, conditioning images and inpainting sources
-(`jaxdiff.bulk.conditions`). See `jaxdiff.bulk.generate` for the
+(`jaxdiff.bulk.condition_tables`). See `jaxdiff.bulk.run` for the
 determinism, parallelism and resume design.
 """
 
 from jaxdiff.bulk.batches import make_batch_fn
-from jaxdiff.bulk.conditions import Conditions, named_mask, resolve_conditions
+from jaxdiff.bulk.condition_tables import Conditions, named_mask, resolve_conditions
 from jaxdiff.bulk.folder import default_output
-from jaxdiff.bulk.generate import generate
 from jaxdiff.bulk.plan import RunPlan, plan_run
 from jaxdiff.bulk.request import SampleRequest
+from jaxdiff.bulk.run import generate
 from jaxdiff.bulk.settings import (
   RunSettings,
   SamplingError,

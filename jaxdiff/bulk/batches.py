@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from jaxdiff import fileio, images, parallel, perf
 from jaxdiff.bulk.folder import LATENTS_DIR, Survey, remove_superseded
 from jaxdiff.bulk.settings import RunSettings, SamplingError
-from jaxdiff.generation import sample_from_config
+from jaxdiff.config_sampling import sample_from_config
 from jaxdiff.shards import shard_name, write_shard
 
 __all__ = ["make_batch_fn", "generate_shards", "index_batches", "Counts"]

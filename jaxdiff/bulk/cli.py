@@ -13,8 +13,8 @@ import sys
 from absl import app, flags, logging
 
 from jaxdiff import parallel
-from jaxdiff.bulk.generate import generate
 from jaxdiff.bulk.request import SampleRequest
+from jaxdiff.bulk.run import generate
 from jaxdiff.errors import run_cli
 from jaxdiff.parallel import define_process_flags
 from jaxdiff.perf import setup_compilation_cache

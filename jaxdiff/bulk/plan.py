@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any, NamedTuple
 
 from jaxdiff import fileio
-from jaxdiff.bulk.conditions import Conditions
+from jaxdiff.bulk.condition_tables import Conditions
 from jaxdiff.bulk.folder import default_output, existing_manifest, shard_run
 from jaxdiff.bulk.request import SampleRequest
 from jaxdiff.bulk.settings import (

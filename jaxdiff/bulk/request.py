@@ -8,12 +8,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from jaxdiff.config_sampling import GUIDANCE_OPTIONS
 from jaxdiff.errors import SamplingError
-from jaxdiff.generation import GUIDANCE_OPTIONS
 
 __all__ = ["SampleRequest", "GRID_FLAGS", "RUN_OPTIONS", "OUTPUT_FORMATS"]
 
-# sample.py's grid and sampler-option flags (None: the config's): generation.GRID_OPTIONS + options
+# sample.py's grid and sampler-option flags (None: the config's): config_sampling.GRID_OPTIONS + options
 GRID_FLAGS = ("grid", "rho", "shift", "sigma_min", "sigma_max", "order", "s_churn")
 # how one invocation runs; they never change a sample, so they are not part of the run's identity
 RUN_OPTIONS = ("batch_size", "checkpoint_step", "trajectory", "grid_size", "progress")

@@ -16,9 +16,9 @@ import numpy as np
 
 from jaxdiff import samplers
 from jaxdiff.bulk.request import GRID_FLAGS
+from jaxdiff.config_sampling import GRID_OPTIONS, sampling_grid
 from jaxdiff.config_utils import GRIDS, process_from_config
 from jaxdiff.errors import SamplingError
-from jaxdiff.generation import GRID_OPTIONS, sampling_grid
 from jaxdiff.processes import as_process
 
 __all__ = [

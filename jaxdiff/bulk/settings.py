@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 
 from jaxdiff import samplers
-from jaxdiff.bulk.conditions import resolve_conditions
+from jaxdiff.bulk.condition_tables import resolve_conditions
 from jaxdiff.bulk.request import OUTPUT_FORMATS, SampleRequest
 from jaxdiff.bulk.sampler_options import (
   chain_spacing,
@@ -27,14 +27,14 @@ from jaxdiff.bulk.sampler_options import (
   grid_options,
   plan_times,
 )
-from jaxdiff.config_utils import process_from_config
-from jaxdiff.errors import SamplingError
-from jaxdiff.generation import (
+from jaxdiff.config_sampling import (
   data_shape,
   is_image_config,
   parse_guidance_interval,
   parse_guidance_schedule,
 )
+from jaxdiff.config_utils import process_from_config
+from jaxdiff.errors import SamplingError
 from jaxdiff.processes import as_process
 
 __all__ = [
@@ -89,7 +89,7 @@ class RunSettings:
   """A bulk sampling run's settings, resolved and checked: the fields of its manifest.
 
   labels: "uniform", "none" or a tuple of classes (`parse_labels`); inpaint, context and
-  cond_source: the conditioning entries of `jaxdiff.bulk.conditions.resolve_conditions` (None
+  cond_source: the conditioning entries of `jaxdiff.bulk.condition_tables.resolve_conditions` (None
   when unused).
   """
 
@@ -179,7 +179,7 @@ class RunSettings:
     return labels_for(self.labels, index, self.num_classes)
 
   def sampler_options(self) -> dict[str, Any]:
-    """Keyword arguments of `generation.sample_from_config` (with RePaint's when inpainting)."""
+    """Keyword arguments of `config_sampling.sample_from_config` (with RePaint's when inpainting)."""
     opts = dict(
       sampler=self.sampler,
       num_steps=self.num_steps,
@@ -299,7 +299,7 @@ def resolve_settings(
 
 def resolve_run(config: ml_collections.ConfigDict, request: SampleRequest | None = None, **choices: Any):
   """(RunSettings, Conditions): the run's settings and the per-sample conditioning tables
-  (`jaxdiff.bulk.conditions.Conditions`) they describe; SamplingError naming the fix.
+  (`jaxdiff.bulk.condition_tables.Conditions`) they describe; SamplingError naming the fix.
 
   `request`: a `SampleRequest`, or its fields as keywords (`SampleRequest.from_kwargs`). Every None
   is filled from config.sample; eta defaults to config.sample.eta when the sampler is the config's,

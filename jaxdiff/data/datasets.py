@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from jaxdiff import images
-from jaxdiff.data import base, conditioning, embedded, encoded, latent_images, tfds_pipeline, toy2d
+from jaxdiff.data import base, derived_inputs, embedded, encoded, latent_images, tfds_pipeline, toy2d
 from jaxdiff.errors import ConfigError, DataError
 
 Batch = dict[str, np.ndarray]
@@ -44,7 +44,7 @@ def dataset_info(config, split: str | None = None) -> base.DatasetInfo:
 def _checked_info(config, split: str | None) -> base.DatasetInfo:
   info = _info(config, split)
   family, _ = base.parse_name(config.data.name)
-  conditioning.validate_cond(
+  derived_inputs.validate_cond(
     config.data, family, info.kind, info.shape[0] if info.kind == "image" else None, info.num_classes
   )
   return info
@@ -84,7 +84,7 @@ def create_dataset(
 ) -> Iterator[Batch]:
   """Endless iterator of this process's numpy batches: {"x": float32, "label": int32 [b]}, plus
   the conditioning entries config.data.cond asks for ("x_cond" or "context";
-  jaxdiff.data.conditioning).
+  jaxdiff.data.derived_inputs).
 
   x is [b, H, W, C] in [-1, 1] for images or [b, 2] for toy2d points; "label" is present iff
   the data set is used with labels (config.data.num_classes > 0). batch_size is the GLOBAL
@@ -116,8 +116,8 @@ def _create(config, *, batch_size, process_index, process_count, start_step, spl
   if int(start_step) != start_step or start_step < 0:
     raise DataError(f"start_step must be a non-negative integer, got {start_step!r}")
   seed = int(config.seed)
-  if conditioning.cond_kind(config.data):
-    conditioning.validate_cond(
+  if derived_inputs.cond_kind(config.data):
+    derived_inputs.validate_cond(
       config.data,
       family,
       "points" if family == "toy2d" else "image",
@@ -127,7 +127,7 @@ def _create(config, *, batch_size, process_index, process_count, start_step, spl
   stream = _create_stream(
     config, family, sub, split, global_batch, local_batch, process_index, process_count, int(start_step), seed
   )
-  return conditioning.with_conditioning(stream, config.data)
+  return derived_inputs.with_conditioning(stream, config.data)
 
 
 def _create_stream(

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdiff import fileio, generation, schedules
+from jaxdiff import config_sampling, fileio, schedules
 from jaxdiff.conditioning import Conditioning
 from jaxdiff.data import load_arrays, sample_toy2d
 from jaxdiff.errors import DataError, run_cli
@@ -202,7 +202,7 @@ def _likelihood_info(
       f"adaptive Dormand-Prince, rtol {ode_options.get('rtol', 1e-5):g}, atol {ode_options.get('atol', 1e-5):g}"
     ),
     "dequantisation": "uniform, bits/dim = -log2 p(y) / D + 7 (score_sde)"
-    if generation.is_image_config(config)
+    if config_sampling.is_image_config(config)
     else "none (continuous data)",
     "vlb_timesteps": vlb_timesteps,
   }
@@ -236,9 +236,9 @@ def evaluate_likelihood(
       "self-conditioning, a context or a conditioning image."
     )
   x, y = _held_out(config, split, num_examples, seed)
-  images = generation.is_image_config(config)
+  images = config_sampling.is_image_config(config)
   prediction = str(config.diffusion.prediction)
-  fn = generation.model_fn(model, weights)
+  fn = config_sampling.model_fn(model, weights)
   key = jax.random.key(seed)
   ode, vlb, steps, nfe = [], [], [], []
   t0 = time.perf_counter()

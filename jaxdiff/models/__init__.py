@@ -20,7 +20,7 @@ from jaxdiff.configs import with_defaults
 from jaxdiff.errors import ConfigError
 from jaxdiff.models.attention import CONTEXT_NULLS
 from jaxdiff.models.autoencoder import AutoencoderKL
-from jaxdiff.models.dit import DIT_VARIANTS, DiT, dit_variant
+from jaxdiff.models.dit import DIT_VARIANTS, DiT, dit_variant, size_problem
 from jaxdiff.models.layers import (
   FIXED_TIME_EMBEDDINGS,
   TIME_EMBEDDINGS,
@@ -134,7 +134,7 @@ def _dit_sizes(m: Any) -> dict[str, int]:
   the fields themselves."""
   if not m.dit_variant:
     return {f: m[f] for f in _DIT_SIZE_FIELDS}
-  sizes = dit_variant(m.dit_variant)
+  sizes = dit_variant(m.dit_variant, "config.model.")
   defaults = with_defaults({}).model
   for field, value in sizes.items():
     if m[field] not in (value, defaults[field]):
@@ -148,9 +148,9 @@ def _dit_sizes(m: Any) -> dict[str, int]:
 def _check_dit(config: Any) -> None:
   m = config.model
   sizes = _dit_sizes(m)
-  if isinstance(m.mlp_ratio, bool) or not isinstance(m.mlp_ratio, (int, float)) or not m.mlp_ratio > 0:
-    raise ConfigError(f"config.model.mlp_ratio must be a positive number, got {m.mlp_ratio!r}")
-  DiT(**sizes, mlp_ratio=float(m.mlp_ratio)).check_sizes()
+  problem = size_problem(**sizes, mlp_ratio=m.mlp_ratio)
+  if problem:
+    raise ConfigError(problem.replace("{where}", "config.model."))
   p = sizes["patch_size"]
   if config.data.image_size % p:
     via = f" (from config.model.dit_variant={m.dit_variant!r})" if m.dit_variant else ""

@@ -73,13 +73,14 @@ DIT_VARIANTS = tuple(f"{size}/{p}" for size in DIT_SIZES for p in DIT_PATCH_SIZE
 FREQUENCY_DIM = 256  # width of the fixed time embedding fed to the time MLP (the reference's)
 
 
-def dit_variant(name: str) -> dict[str, int]:
+def dit_variant(name: str, where: str = "DiT.") -> dict[str, int]:
   """The fields of a named variant, e.g. ``"XL/2"`` -> ``{"hidden_size": 1152, "depth": 28,
-  "num_heads": 16, "patch_size": 2}``; ConfigError naming ``model.dit_variant`` otherwise."""
+  "num_heads": 16, "patch_size": 2}``; ConfigError naming ``{where}dit_variant`` otherwise
+  (``where``: how the caller's user names the fields, e.g. ``"config.model."``)."""
   size, _, patch = str(name).partition("/")
   if size not in DIT_SIZES or not patch.isdigit() or int(patch) not in DIT_PATCH_SIZES:
     raise ConfigError(
-      f"config.model.dit_variant must be one of {DIT_VARIANTS} (or '' for the fields), got {name!r}"
+      f"{where}dit_variant must be one of {DIT_VARIANTS} (or '' for the fields), got {name!r}"
     )
   hidden, depth, heads = DIT_SIZES[size]
   return {"hidden_size": hidden, "depth": depth, "num_heads": heads, "patch_size": int(patch)}
@@ -101,9 +102,7 @@ _normal_002 = nn.initializers.normal(0.02)
 @functools.cache
 def _pos_embed_np(dim: int, grid_h: int, grid_w: int) -> np.ndarray:
   if dim % 4:
-    raise ConfigError(
-      f"config.model.hidden_size={dim} must be divisible by 4 (the 2-D sin-cos position table)"
-    )
+    raise ConfigError(f"the 2-D sin-cos position table needs a width divisible by 4 (hidden_size), got {dim}")
   quarter = dim // 4
   omega = 1.0 / 10000.0 ** (np.arange(quarter, dtype=np.float64) / quarter)
 
@@ -253,6 +252,24 @@ class FinalLayer(nn.Module):
     return nn.Dense(self.patch_size**2 * self.out_channels, name="linear", **kw)(modulate(x, shift, scale))
 
 
+def size_problem(patch_size: Any, hidden_size: Any, depth: Any, num_heads: Any, mlp_ratio: Any) -> str | None:
+  """What is wrong with a DiT's sizes, as a message whose field names start with ``{where}`` (the
+  caller fills in how its user names them), or None when they build a network."""
+  sizes = {"patch_size": patch_size, "hidden_size": hidden_size, "depth": depth, "num_heads": num_heads}
+  for field, value in sizes.items():
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      return f"{{where}}{field} must be a positive integer, got {value!r}"
+  if hidden_size % num_heads:
+    return f"{{where}}hidden_size={hidden_size} is not divisible by {{where}}num_heads={num_heads}"
+  if hidden_size % 4:
+    return f"{{where}}hidden_size={hidden_size} must be divisible by 4 (the 2-D sin-cos position table)"
+  if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or not mlp_ratio > 0:
+    return f"{{where}}mlp_ratio must be a positive number, got {mlp_ratio!r}"
+  if int(hidden_size * mlp_ratio) < 1:
+    return f"{{where}}mlp_ratio={mlp_ratio} leaves the MLP no hidden unit (hidden_size * mlp_ratio < 1)"
+  return None
+
+
 class DiT(nn.Module):
   """Diffusion transformer: ``apply(variables, x, t, y=None, *, context=None, context_mask=None,
   x_cond=None, x_self_cond=None, train=False)``, the UNet's signature.
@@ -311,35 +328,24 @@ class DiT(nn.Module):
     """The named variant (``"S/2"`` ... ``"XL/8"``, ``DIT_VARIANTS``) with the other fields given."""
     return cls(**dit_variant(variant), **kwargs)
 
-  def check_sizes(self) -> None:
-    """ConfigError naming the field when the sizes cannot build a network."""
-    for field in ("patch_size", "hidden_size", "depth", "num_heads"):
-      value = getattr(self, field)
-      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"config.model.{field} must be a positive integer, got {value!r}")
-    if self.hidden_size % self.num_heads:
-      raise ConfigError(
-        f"config.model.hidden_size={self.hidden_size} is not divisible by config.model.num_heads={self.num_heads}"
-      )
-    if self.hidden_size % 4:
-      raise ConfigError(
-        f"config.model.hidden_size={self.hidden_size} must be divisible by 4 (the 2-D sin-cos position table)"
-      )
-    if not self.mlp_ratio > 0 or int(self.hidden_size * self.mlp_ratio) < 1:
-      raise ConfigError(f"config.model.mlp_ratio must be positive, got {self.mlp_ratio!r}")
+  def check_sizes(self, where: str = "DiT.") -> None:
+    """ConfigError naming the first size field that cannot build a network; ``where`` is how the
+    caller's user names the fields (``"DiT."`` for the module, ``"config.model."`` for a config)."""
+    problem = size_problem(self.patch_size, self.hidden_size, self.depth, self.num_heads, self.mlp_ratio)
+    if problem:
+      raise ConfigError(problem.replace("{where}", where))
 
   def _check(self, x: Array) -> None:
     if x.ndim != 4:
       raise ConfigError(f"DiT expects NHWC images [B, H, W, C], got shape {x.shape}")
     if self.in_channels > 0 and x.shape[-1] != self.in_channels:
       raise ConfigError(
-        f"model.in_channels={self.in_channels} but the input has {x.shape[-1]} channels (shape {x.shape})"
+        f"DiT.in_channels={self.in_channels} but the input has {x.shape[-1]} channels (shape {x.shape})"
       )
     p = self.patch_size
     if x.shape[1] % p or x.shape[2] % p:
       raise ConfigError(
-        f"config.model.patch_size={p} does not divide the image size {x.shape[1]}x{x.shape[2]} "
-        "(config.data.image_size)"
+        f"DiT.patch_size={p} does not divide the input's image size {x.shape[1]}x{x.shape[2]}"
       )
 
   def pos_embed_size(self, image_size: int | tuple[int, int]) -> int:

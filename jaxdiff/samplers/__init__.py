@@ -1,7 +1,7 @@
 """Samplers: every method one small class in a registry, every run one `lax.scan` in one jit.
 
 `jaxdiff.sample(model_fn, process, shape, key, sampler=..., num_steps=..., ts=..., prediction=...)`
-is the entry point (`sampling.py`). Built in: ddpm, ddim, euler, euler_ancestral, heun
+is the entry point (`scan.py`). Built in: ddpm, ddim, euler, euler_ancestral, heun
 (`single_step.py`), dpmpp_2m, dpmpp_3m, dpmpp_2m_sde, unipc (`multistep.py`), k-diffusion's lms, dpm_2,
 dpm_2_ancestral, dpmpp_sde and dpm_adaptive (`kdiffusion.py`). Add your own by
 subclassing `Sampler` (a `flax.struct` dataclass whose fields are its options: traced, or `static`)
@@ -34,7 +34,7 @@ from jaxdiff.samplers.base import (
 from jaxdiff.samplers.inpaint import repaint_schedule
 from jaxdiff.samplers.inversion import invert
 from jaxdiff.samplers.multistep import DPMSolverPP2M, DPMSolverPP2MSDE, DPMSolverPP3M, UniPC
-from jaxdiff.samplers.sampling import (
+from jaxdiff.samplers.scan import (
   Grid,
   Guidance,
   accepted_options,

@@ -20,7 +20,7 @@ import numpy as np
 
 from jaxdiff import gaussian, processes, schedules
 from jaxdiff.samplers.base import get
-from jaxdiff.samplers.sampling import sample
+from jaxdiff.samplers.scan import sample
 
 __all__ = ["PROCESSES", "SAMPLERS", "STEPS", "MULTISTEP", "errors", "table", "exact_states", "local_errors"]
 

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from jaxdiff import perf
 from jaxdiff.processes import as_process
 from jaxdiff.samplers.base import Sampler, State, StepInput
-from jaxdiff.samplers.sampling import (
+from jaxdiff.samplers.scan import (
   _as_pytree_fn,
   _check_cond,
   _check_shape,

@@ -11,7 +11,7 @@ import numpy as np
 
 from jaxdiff.processes import as_process
 from jaxdiff.samplers.base import Sampler, State
-from jaxdiff.samplers.sampling import (
+from jaxdiff.samplers.scan import (
   _as_pytree_fn,
   _check_cond,
   _check_shape,

@@ -5,8 +5,8 @@
 
 Every module of the package (and the CLIs train.py and sample.py beside it) is parsed with `ast`,
 never imported, so the graph holds every import statement: top level, inside functions, under
-`if TYPE_CHECKING` or `if __name__ == "__main__"`. `from jaxdiff.bulk import generate` is an edge
-to the module `jaxdiff.bulk.generate` when that file exists, else to the package `jaxdiff.bulk`.
+`if TYPE_CHECKING` or `if __name__ == "__main__"`. `from jaxdiff.bulk import run` is an edge
+to the module `jaxdiff.bulk.run` when that file exists, else to the package `jaxdiff.bulk`.
 The implicit import of parent packages (`import jaxdiff.bulk.shards` also runs
 `jaxdiff/bulk/__init__.py`) is not an edge: it would make every module depend on `jaxdiff`.
 
@@ -92,7 +92,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
       "jaxdiff.bulk.*",
       "jaxdiff.evaluation",
       "jaxdiff.evaluation.*",
-      "jaxdiff.generation",
+      "jaxdiff.config_sampling",
       "jaxdiff.figures",
       "jaxdiff.config_utils",
       "jaxdiff.interop",

@@ -26,12 +26,12 @@ from tqdm.auto import tqdm
 from jaxdiff import data as data_lib
 from jaxdiff import figures, fileio, images, parallel
 from jaxdiff.conditioning import Conditioning
+from jaxdiff.config_sampling import sample_from_config
 from jaxdiff.config_utils import check_training_conditioning, process_from_config, validate_config
 from jaxdiff.data.captions import all_captions
-from jaxdiff.data.conditioning import add_conditioning
+from jaxdiff.data.derived_inputs import add_conditioning
 from jaxdiff.errors import ConfigError, NonFiniteLossError, TrainingError, WorkdirError
 from jaxdiff.evaluation.periodic import check_eval_config, evaluate_for_training
-from jaxdiff.generation import sample_from_config
 from jaxdiff.models import count_params, create_model
 from jaxdiff.training.autoencoder_step import latent_decoder
 from jaxdiff.training.breakdown import short_line
@@ -316,7 +316,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
     if created:
       remove_if_empty(fileio.abspath(workdir))
     raise
-  t_cfg, ckpt, writer, k = config.train, run.ckpt, run.writer, run.steps_per_call
+  t_cfg, ckpt, k = config.train, run.ckpt, run.steps_per_call
   if run.main:
     print(msg, flush=True)
   log.info(msg)
@@ -336,13 +336,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
     with _Preemption() as preempt:
       if step < end_step:
         batch = next(run.batches)
-        t0 = time.perf_counter()
-        compiled = run.jitted.lower(state, batch, run.step_key).compile()
-        compile_s = time.perf_counter() - t0
-        if run.main:
-          pbar.write(f"first step compiled in {compile_s:.1f}s (compilation cache: {run.cache or 'off'})")
-        writer.write(step, {"compile_seconds": compile_s})
-        window.restart()  # the first window's throughput and breakdown leave the compile out
+        compiled, compile_s = _first_compile(run, state, batch, step, window, pbar)
       clock = window.clock
       while step < end_step:
         state, metrics = compiled(state, batch, run.step_key)
@@ -361,14 +355,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
           window.last_saved = step
           stopped_by_signal = preempt.requested
         if step % t_cfg.log_every == 0 or at_end:
-          scalars = window.summary()
-          with clock.timing("metrics"):
-            writer.write(step, scalars)
-            pbar.set_postfix(
-              loss=f"{scalars['loss']:.4f}",
-              img_s=f"{scalars['images_per_sec']:.0f}",
-              time=short_line(scalars),
-            )
+          _log(run, step, window, pbar)
         if stopped_by_signal:
           break
         if not at_end:
@@ -380,7 +367,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
     try:
       ckpt.close()  # the last save completes (or its failure is reported) before the lock goes
     finally:
-      writer.close()
+      run.writer.close()
       lock.release()
   if run.main:
     how = f"stopped by {preempt.signal_name}" if stopped_by_signal else "done"
@@ -391,6 +378,31 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, stop_at_step: int 
       flush=True,
     )
   return state
+
+
+def _first_compile(
+  run: _Run, state: TrainState, batch: Any, step: int, window: MetricsWindow, pbar: Any
+) -> tuple[Any, float]:
+  """The train step compiled for the first batch, and the seconds that took (logged, and kept out
+  of the first window's throughput and breakdown)."""
+  t0 = time.perf_counter()
+  compiled = run.jitted.lower(state, batch, run.step_key).compile()
+  compile_s = time.perf_counter() - t0
+  if run.main:
+    pbar.write(f"first step compiled in {compile_s:.1f}s (compilation cache: {run.cache or 'off'})")
+  run.writer.write(step, {"compile_seconds": compile_s})
+  window.restart()
+  return compiled, compile_s
+
+
+def _log(run: _Run, step: int, window: MetricsWindow, pbar: Any) -> None:
+  """The window's scalars to the writers and the progress bar (their time counted as metrics)."""
+  scalars = window.summary()
+  with window.clock.timing("metrics"):
+    run.writer.write(step, scalars)
+    pbar.set_postfix(
+      loss=f"{scalars['loss']:.4f}", img_s=f"{scalars['images_per_sec']:.0f}", time=short_line(scalars)
+    )
 
 
 def _periodic(run: _Run, state: TrainState, step: int, window: MetricsWindow) -> None:

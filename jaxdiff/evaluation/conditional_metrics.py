@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from jaxdiff.data.captions import SLANT_TOKEN0, THICK_TOKEN0, attributes
-from jaxdiff.data.conditioning import downsample
+from jaxdiff.data.derived_inputs import downsample
 from jaxdiff.errors import DataError
 from jaxdiff.evaluation.digits_judge import DigitsJudge
 

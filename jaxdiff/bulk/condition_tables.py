@@ -32,11 +32,11 @@ import numpy as np
 
 from jaxdiff import samplers
 from jaxdiff.conditioning import Conditioning
+from jaxdiff.config_sampling import data_shape, is_image_config
 from jaxdiff.data.captions import all_captions, caption_text, parse_caption
-from jaxdiff.data.conditioning import add_conditioning
+from jaxdiff.data.derived_inputs import add_conditioning
 from jaxdiff.data.embedded import DIGITS_SHAPE, load_digits_split
 from jaxdiff.errors import SamplingError
-from jaxdiff.generation import data_shape, is_image_config
 
 __all__ = ["MASKS", "SOURCES", "Conditions", "resolve_conditions", "named_mask", "load_source"]
 

@@ -2,7 +2,7 @@
 
 Determinism. Sample i is drawn with the key `fold_in(key(seed), i)` and its label is a function of
 i alone (`labels_for`). Each sample runs its own `jaxdiff.sample` call of batch 1 (via
-`generation.sample_from_config`), `jax.vmap`-ed over the keys and labels of a batch, so its
+`config_sampling.sample_from_config`), `jax.vmap`-ed over the keys and labels of a batch, so its
 starting noise and every per-step noise come from its own key: the samples do not depend on the
 batch size, the number of devices or processes, or which shards a resumed run had left to do.
 Floating point can still differ in the last bits when XLA picks another kernel for another
@@ -43,7 +43,7 @@ from jax.experimental import multihost_utils
 
 from jaxdiff import figures, fileio, perf
 from jaxdiff.bulk.batches import Counts, generate_shards, make_batch_fn
-from jaxdiff.bulk.conditions import Conditions
+from jaxdiff.bulk.condition_tables import Conditions
 from jaxdiff.bulk.folder import (
   LATENTS_DIR,
   MANIFEST,
