@@ -396,3 +396,47 @@ def test_tiny_dit_trains_and_samples_with_two_samplers(tmp_path):
     images = np.asarray(shard["images"])
     assert images.shape[0] == 4 and images.shape[1:3] == (8, 8)
     assert np.isfinite(images.astype(np.float32)).all()
+
+
+def test_size_errors_name_the_modules_fields_or_the_configs_by_caller():
+  """Built directly, a DiT names its own fields; built from a config, the config's fields."""
+  with pytest.raises(ConfigError, match=r"^DiT.hidden_size=30 is not divisible by DiT.num_heads=4$"):
+    DiT(patch_size=2, hidden_size=30, depth=1, num_heads=4)
+  with pytest.raises(ConfigError, match=r"^DiT.mlp_ratio must be a positive number, got 0.0$"):
+    DiT(patch_size=2, hidden_size=32, depth=1, num_heads=4, mlp_ratio=0.0)
+  with pytest.raises(ConfigError, match=r"^DiT.dit_variant must be one of"):
+    DiT.from_variant("Q/2")
+  c = tiny_dit_config()
+  c.model.hidden_size, c.model.num_heads = 30, 4
+  with pytest.raises(
+    ConfigError, match=r"config.model.hidden_size=30 is not divisible by config.model.num_heads=4"
+  ):
+    create_model(c)
+  c = tiny_dit_config()
+  c.model.dit_variant = "Q/2"
+  with pytest.raises(ConfigError, match=r"^config.model.dit_variant must be one of"):
+    create_model(c)
+  model = DiT(patch_size=4, hidden_size=32, depth=1, num_heads=4)
+  with pytest.raises(ConfigError, match=r"^DiT.patch_size=4 does not divide the input's image size 6x6"):
+    model.init(jax.random.key(0), jnp.zeros((1, 6, 6, 1)), jnp.zeros((1,)))
+
+
+def test_networks_do_not_name_config_fields():
+  """Only the factory (jaxdiff.models.create_model) speaks of config.model / config.data: no error
+  a network module raises names a config field."""
+  import ast
+  import pathlib
+
+  import jaxdiff.models
+
+  folder = pathlib.Path(jaxdiff.models.__file__).parent
+  raises = 0
+  for path in folder.glob("*.py"):
+    if path.name == "__init__.py":
+      continue
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, ast.Raise):
+        raises += 1
+        text = ast.unparse(node)
+        assert "config.model" not in text and "config.data" not in text, f"{path.name}: {text}"
+  assert raises > 20  # the walk saw the modules' errors
