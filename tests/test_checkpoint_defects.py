@@ -19,6 +19,7 @@ import time
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from helpers import ROOT, tiny_points_config, tiny_train_cmd
 
@@ -474,3 +475,72 @@ def test_async_save_writes_the_state_as_it_was_when_the_next_step_donates_its_bu
   jax.tree_util.tree_map(np.testing.assert_array_equal, jax.tree_util.tree_map(np.asarray, got.params), want)
   leaf = jax.tree_util.tree_leaves(bumped)[0]
   np.testing.assert_array_equal(np.asarray(leaf), jax.tree_util.tree_leaves(want)[0] + 1.0)
+
+
+def _distinct_state(c):
+  """A train state whose every array holds its own values (params, Adam moments, EMA, counts)."""
+  state = _target(c)
+  leaves, treedef = jax.tree_util.tree_flatten(state)
+  leaves = [
+    (np.arange(np.size(x), dtype=np.asarray(x).dtype).reshape(np.shape(x)) * (i + 1) + i)
+    if isinstance(x, jax.Array)
+    else x
+    for i, x in enumerate(leaves)
+  ]
+  return jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(x) for x in leaves])
+
+
+@pytest.mark.parametrize("pack_max", [None, 64])
+def test_packed_checkpoint_restores_every_array_exactly(tmp_path, monkeypatch, pack_max):
+  """A single-process save writes the small arrays as one vector per dtype (larger ones whole) and
+  a layout; restore gives back every array of the state, in place, with its dtype."""
+  from jaxdiff.training import checkpointer, packing
+
+  if pack_max is not None:
+    monkeypatch.setattr(packing, "PACK_MAX", pack_max)
+  c = tiny_points_config()
+  state = _distinct_state(c)
+  ck = Checkpointer(str(tmp_path / "w"), config=c)
+  ck.save(state)
+  ck.close()
+  meta = json.loads((tmp_path / "w" / "checkpoints" / "0" / "state" / "_METADATA").read_text())
+  saved = sorted(meta["tree_metadata"])
+  leaves = jax.tree_util.tree_leaves(checkpointer.state_to_tree(state))
+  if pack_max is None:  # every array is small: the step and one vector per dtype
+    assert saved == ["('packed', 'float32')", "('packed', 'int32')", "('step',)"]
+  else:
+    big = [x for x in leaves if x.size > pack_max]
+    assert big and len(saved) == 3 + len(big)
+  target = _target(c)
+  got, step = Checkpointer(str(tmp_path / "w"), config=c).restore(target)
+  assert step == int(state.step)
+  trees = [checkpointer.state_to_tree(x) for x in (state, got, target)]
+  assert len({jax.tree_util.tree_structure(t) for t in trees}) == 1
+  for a, b, t in zip(*(jax.tree_util.tree_leaves(x) for x in trees), strict=True):
+    assert np.asarray(b).dtype == np.asarray(t).dtype  # the target's dtypes, as Orbax restores
+    assert getattr(b, "sharding", None) == getattr(t, "sharding", None)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_checkpoints_of_one_array_per_leaf_still_restore(tmp_path, caplog):
+  """Steps saved as one Orbax array per leaf (by several processes, or before packing) restore as
+  before, and a packed save goes on beside them."""
+  from jaxdiff.training import checkpointer
+
+  c = tiny_points_config()
+  state = _distinct_state(c)
+  ck = Checkpointer(str(tmp_path / "w"), config=c)
+  ck.manager.save(0, args=ocp.args.Composite(state=ocp.args.StandardSave(checkpointer.state_to_tree(state))))
+  ck.manager.wait_until_finished()
+  ck.close()
+  assert not (tmp_path / "w" / "checkpoints" / "0" / "layout").exists()
+  with caplog.at_level(logging.WARNING):
+    got, step = Checkpointer(str(tmp_path / "w"), config=c).restore(_target(c))
+  assert step == 0 and "no checksums" in caplog.text
+  for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(got), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  ck = Checkpointer(str(tmp_path / "w"), config=c)
+  ck.save(got.replace(step=got.step + 10))
+  ck.close()
+  assert (tmp_path / "w" / "checkpoints" / "10" / "layout").exists()
+  assert Checkpointer(str(tmp_path / "w"), config=c).restore(_target(c), step=0)[1] == 0

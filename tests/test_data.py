@@ -367,7 +367,9 @@ def test_partial_data_section_fallbacks():
     derived_inputs.add_conditioning(batch, full)["x_cond"],
   )
   assert derived_inputs.add_conditioning(batch, {"name": "digits"}) is batch
-  assert derived_inputs.provided_inputs({"cond": "sr"}) == derived_inputs.provided_inputs(full) == {"x_cond": 1}
+  assert (
+    derived_inputs.provided_inputs({"cond": "sr"}) == derived_inputs.provided_inputs(full) == {"x_cond": 1}
+  )
   assert derived_inputs.cond_kind({}) == ""
 
 

@@ -7,7 +7,7 @@ import pytest
 
 import jaxdiff
 from jaxdiff import samplers, schedules
-from jaxdiff.samplers import accuracy, sampling
+from jaxdiff.samplers import accuracy, scan
 
 SCHED = schedules.linear(1000)
 MU, SD = 0.5, 0.3
@@ -275,7 +275,7 @@ def test_compiles_once_for_same_shapes_and_new_params():
   def apply_fn(params, x, t):
     return jnp.tanh(x * params["w"]) + params["b"]
 
-  f = sampling._sample_jitted()
+  f = scan._sample_jitted()
   f.clear_cache()
   p1 = {"w": jnp.ones(()), "b": jnp.zeros(())}
   p2 = {"w": 2 * jnp.ones(()), "b": jnp.ones(())}
@@ -552,7 +552,7 @@ def test_new_eta_values_share_one_program_and_static_options_compile_anew():
   x_init = jax.random.normal(jax.random.key(0), (8, 2))
   k_steps = jax.random.split(key)[1]
   noises = [np.asarray(jax.random.normal(jax.random.fold_in(k_steps, i), (8, 2))) for i in range(10)]
-  f = sampling._sample_jitted()
+  f = scan._sample_jitted()
   f.clear_cache()
 
   def run(**options):

@@ -1,7 +1,8 @@
 """Orbax checkpoints of the train state: one wrapper around `ocp.CheckpointManager`.
 
 Layout: `<checkpoint folder>/<step>/state` (Orbax, written to a temporary folder and renamed when
-complete, so a crash never leaves a half-written step behind) and `<step>/jaxdiff_checksums.json`
+complete, so a crash never leaves a half-written step behind), `<step>/layout` (how the state's
+arrays are packed, see below) and `<step>/jaxdiff_checksums.json`
 (`integrity`: the checksums of the step's files and the records of what it means, written once the
 step is complete and checked before it is restored). The folder is WORKDIR/checkpoints unless
 config.train.checkpoint_dir names another. Restoring reads onto the current mesh, so a run may
@@ -13,6 +14,10 @@ has another structure than the config's optimizer is not damaged: its parameters
 are restored with a fresh optimizer state (a warning names the changed fields). A step whose
 recorded set-up (process, prediction, noise levels, model, data shape) differs from the config's
 is refused, naming both (`run_records.setup_fields`).
+
+A single-process save writes the state packed (`packing`: the small arrays as one vector per
+dtype, with a layout); restore reads that and the one array per leaf that multi-process saves
+(and older checkpoints) hold.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from etils import epath
 from jaxdiff import fileio
 from jaxdiff.errors import CheckpointError
 from jaxdiff.parallel import fetch
-from jaxdiff.training import integrity
+from jaxdiff.training import integrity, packing
 from jaxdiff.training.run_records import (
   CONFIG_NAME,
   check_same_setup,
@@ -65,35 +70,11 @@ def tree_to_state(state, tree: dict):
   )
 
 
-def _host_tree(tree: dict) -> dict:
-  """In one process, the whole state copied to the host at once (every transfer started before
-  any is awaited), so Orbax writes host arrays: its synchronous part no longer copies the
-  arrays one by one, and its background write is faster. Copies, not views: a later step that
-  donates the device buffers cannot change what is being written. Across processes each one
-  writes its own shards of the device arrays, as before."""
-  if jax.process_count() > 1:
-    return tree
-  leaves = jax.tree_util.tree_leaves(tree)
-  for leaf in leaves:
-    if isinstance(leaf, jax.Array):
-      leaf.copy_to_host_async()
-  return jax.tree_util.tree_map(lambda x: np.array(x) if isinstance(x, jax.Array) else x, tree)
-
-
-def _key_name(k: Any) -> str:
-  for attr in ("key", "name", "idx"):
-    if hasattr(k, attr):
-      return str(getattr(k, attr))
-  return str(k)
-
-
-def _shapes(tree: Any, normalise: bool = False) -> dict[str, tuple]:
-  """{path: shape} of the leaves; `normalise` spells paths the same for Orbax's metadata tree
-  (dicts and lists) and the live tree (named tuples): '1/0/mu/dense/kernel'."""
+def _shapes(tree: Any) -> dict[str, tuple]:
+  """{path: shape} of the leaves, paths spelt the same for Orbax's metadata tree (dicts and lists),
+  a packed step's layout and the live tree (named tuples): '1/0/mu/dense/kernel'."""
   flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-  if normalise:
-    return {"/".join(_key_name(k) for k in p): tuple(getattr(v, "shape", ())) for p, v in flat}
-  return {jax.tree_util.keystr(p): tuple(getattr(v, "shape", ())) for p, v in flat}
+  return {packing.path_name(p): tuple(getattr(v, "shape", ())) for p, v in flat}
 
 
 def _plain(v: Any) -> Any:
@@ -214,11 +195,14 @@ class Checkpointer:
     self.unverified: set[int] = set()  # steps restored without checksums, or saved without them
     self._in_flight: int | None = None  # the step of the save not yet known to be complete
     self._async = async_save
+    self._packer: packing.Packer | None = None
     options = ocp.CheckpointManagerOptions(
       max_to_keep=max(int(keep), 1), create=True, enable_async_checkpointing=async_save
     )
     self.manager = ocp.CheckpointManager(
-      self.directory, options=options, item_handlers={"state": ocp.StandardCheckpointHandler()}
+      self.directory,
+      options=options,
+      item_handlers={"state": ocp.StandardCheckpointHandler(), "layout": ocp.JsonCheckpointHandler()},
     )
 
   def all_steps(self) -> list[int]:
@@ -241,12 +225,17 @@ class Checkpointer:
         return False
       log.warning("Replacing damaged checkpoint %d (%s) with the redone step.", step, self.damaged.pop(step))
       self.manager.delete(step)
-    try:
-      saved = self.manager.save(
-        step,
-        args=ocp.args.Composite(state=ocp.args.StandardSave(_host_tree(state_to_tree(state)))),
-        force=force,
+    tree = state_to_tree(state)
+    if jax.process_count() == 1:  # packed (the vectors are whole on the host of the one process)
+      if self._packer is None or not self._packer.fits(tree):
+        self._packer = packing.Packer(tree)
+      args = ocp.args.Composite(
+        state=ocp.args.StandardSave(self._packer.item(tree)), layout=ocp.args.JsonSave(self._packer.layout)
       )
+    else:  # each process writes its own shards of each array
+      args = ocp.args.Composite(state=ocp.args.StandardSave(tree))
+    try:
+      saved = self.manager.save(step, args=args, force=force)
     except Exception as e:
       raise self._write_failed(step, e) from None
     if saved:
@@ -344,12 +333,45 @@ class Checkpointer:
     except Exception:
       return None
 
+  def _layout(self, step: int) -> dict | None:
+    """The packing layout of a step (`_pack`), or None for a step of one array per leaf (saved by
+    several processes, or before packing existed). CheckpointError when it cannot be read."""
+    path = os.path.join(self._step_dir(step), "layout")
+    if not fileio.exists(path):
+      return None
+    try:
+      layout = self.manager.restore(step, args=ocp.args.Composite(layout=ocp.args.JsonRestore()))["layout"]
+    except Exception as e:
+      raise CheckpointError(f"step {step}: its packing layout cannot be read ({_reason(e)})") from None
+    if (
+      not isinstance(layout, dict)
+      or layout.get("format") != packing.LAYOUT_FORMAT
+      or not all(p in layout for p in packing.PARTS)
+    ):
+      raise CheckpointError(
+        f"step {step}: its packing layout is not one this jaxdiff writes (format {packing.LAYOUT_FORMAT})"
+      )
+    return layout
+
+  def _saved_shapes(self, step: int, part: str) -> dict[str, tuple] | None:
+    """{path: shape} of a part of a step's state ('params', 'opt_state'), or None when the step's
+    description cannot be read (then the restore itself reports the damage)."""
+    try:
+      layout = self._layout(step)
+    except CheckpointError:
+      return None
+    if layout is not None:
+      return {name: tuple(shape) for name, shape, *_ in layout[part]}
+    meta = self._metadata(step)
+    if meta is None or part not in meta:
+      return None
+    return _shapes(meta[part])
+
   def check_compatible(self, step: int, target_tree: dict) -> None:
     """Raise CheckpointError naming the parameters whose shapes differ from the config's model."""
-    meta = self._metadata(step)
-    if meta is None:
+    saved = self._saved_shapes(step, "params")
+    if saved is None:
       return  # metadata unreadable: the restore itself will report the problem
-    saved = _shapes(meta["params"])
     want = _shapes(target_tree["params"])
     if saved == want:
       return
@@ -391,10 +413,10 @@ class Checkpointer:
   def _optimizer_change(self, step: int, target: dict) -> str | None:
     """None when the saved optimizer state has the structure of the target's (or the metadata is
     unreadable: then the restore itself decides); else what changed, in words."""
-    meta = self._metadata(step)
-    if meta is None or "opt_state" not in meta:
+    saved = self._saved_shapes(step, "opt_state")
+    if saved is None:
       return None
-    saved, want = _shapes(meta["opt_state"], normalise=True), _shapes(target["opt_state"], normalise=True)
+    want = _shapes(target["opt_state"])
     if saved == want:
       return None
     old = self._saved_optimizer(step)
@@ -403,7 +425,19 @@ class Checkpointer:
       return "; ".join(changed)
     return f"the saved optimizer state has {len(saved)} arrays, the config's optimizer {len(want)}"
 
+  def _restore_packed(self, step: int, layout: dict, target: dict, parts: tuple[str, ...]) -> dict:
+    """A packed step's arrays, read to the host and placed as the target's leaves."""
+    item = packing.restore_template(layout, target)
+    restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(item)))
+    return packing.unpack(layout, restored["state"], target, parts)
+
   def _restore_without_optimizer(self, step: int, abstract: dict, target: dict) -> dict:
+    layout = self._layout(step)
+    if layout is not None:
+      tree = self._restore_packed(step, layout, target, ("params", "ema_params"))
+      accum = int(self.config.train.grad_accum_steps) if self.config is not None else 1
+      tree["opt_state"] = _continue_schedule(target["opt_state"], int(fetch(tree["step"])), accum)
+      return tree
     item = {k: abstract[k] for k in ("step", "params", "ema_params")}
     tree = ocp.PyTreeCheckpointer().restore(
       os.path.join(self._step_dir(step), "state"),
@@ -486,7 +520,10 @@ class Checkpointer:
       try:
         verified = self.verify(s)
         changed = self._optimizer_change(s, target)
-        if changed is None:
+        layout = self._layout(s)
+        if changed is None and layout is not None:
+          tree = self._restore_packed(s, layout, target, packing.PARTS)
+        elif changed is None:
           restored = self.manager.restore(
             s, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
           )
