@@ -63,3 +63,26 @@ def test_the_command_prints_the_graph(capsys):
   out = capsys.readouterr().out
   assert "jaxdiff.bulk.run [services] ->" in out and "cycles:" in out
   assert status in (0, 1)
+
+
+def test_every_name_a_package_exports_resolves():
+  """`__all__` of each package, lazy names included, names something that imports."""
+  import importlib
+  import pkgutil
+
+  import jaxdiff
+
+  packages = ["jaxdiff"] + [
+    m.name
+    for m in pkgutil.walk_packages(jaxdiff.__path__, "jaxdiff.")
+    if m.ispkg and m.name != "jaxdiff.tools"
+  ]
+  checked = 0
+  for name in packages:
+    package = importlib.import_module(name)
+    for attr in getattr(package, "__all__", ()):
+      if name == "jaxdiff" and attr == "interop":
+        continue  # imports torch-free but heavy; tests/test_interop.py covers it
+      assert getattr(package, attr) is not None, f"{name}.{attr}"
+      checked += 1
+  assert checked > 100

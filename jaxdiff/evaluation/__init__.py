@@ -59,10 +59,10 @@ _EXPORTS = {
   "flatten": "report",
   "load_samples": "cli",
   "evaluate_samples": "cli",
-  "psnr": "conditioning",
-  "super_resolution_errors": "conditioning",
-  "label_agreement": "conditioning",
-  "caption_agreement": "conditioning",
+  "psnr": "conditional_metrics",
+  "super_resolution_errors": "conditional_metrics",
+  "label_agreement": "conditional_metrics",
+  "caption_agreement": "conditional_metrics",
 }
 
 __all__ = sorted(_EXPORTS)
