@@ -5,7 +5,7 @@ hundreds of small arrays (biases, norms, their Adam moments and EMA: 567 for con
 A single-process save therefore writes every array of at most `PACK_MAX` elements into one vector
 per dtype (Orbax item `packed/<dtype>`), the larger ones whole (`arrays/<i>`), and a JSON layout
 mapping each parameter path to its place; `unpack` rebuilds the state in a target's structure and
-shardings. Packing is worked out once per run (`Packer`) and done by one compiled concatenation.
+shardings. The layout is worked out once per run (`Packer`).
 """
 
 from __future__ import annotations
@@ -48,9 +48,9 @@ def part_leaves(tree: dict) -> list:
 class Packer:
   """How one state structure is packed, worked out once per run: the layout (each part's leaves
   in flattening order, as [path, shape, dtype, "packed", dtype, offset] or [path, shape, dtype,
-  "array", key, 0]) and a compiled concatenation of the small arrays per dtype. Each save then
-  costs one call and one device-to-host copy per vector, whatever the number of arrays; the
-  vectors are new buffers, so a later step that donates the state's buffers cannot change them."""
+  "array", key, 0]) and which arrays go into which vector. Each save then copies the arrays to the
+  host (all transfers started before any is awaited) and concatenates them, and Orbax handles a
+  few arrays whatever the network."""
 
   def __init__(self, tree: dict):
     self.treedef = jax.tree_util.tree_structure(tree)
@@ -76,9 +76,7 @@ class Packer:
           self.big[key] = index
         index += 1
       self.layout[part] = entries
-    self._concat = jax.jit(
-      lambda leaves: {dt: jnp.concatenate([jnp.ravel(leaves[i]) for i in idx]) for dt, idx in groups.items()}
-    )
+    self.groups = groups
 
   def fits(self, tree: dict) -> bool:
     return jax.tree_util.tree_structure(tree) == self.treedef and self.signature == [
@@ -86,19 +84,20 @@ class Packer:
     ]
 
   def item(self, tree: dict) -> dict:
-    """The Orbax item of a state: {"step", "packed": {dtype: vector}, "arrays": {key: array}}, on the host."""
+    """The Orbax item of a state: {"step", "packed": {dtype: vector}, "arrays": {key: array}}, on the
+    host. New buffers throughout, filled before this returns, so a later step that donates the
+    state's device buffers cannot change what is written."""
     leaves = part_leaves(tree)
-    packed = self._concat(leaves)
-    big = {key: leaves[i] for key, i in self.big.items()}
-    for x in [*packed.values(), *big.values()]:
+    for x in leaves:
       if isinstance(x, jax.Array):
         x.copy_to_host_async()  # every transfer started before any is awaited
+    host = [np.asarray(x) for x in leaves]
     item = {
       "step": np.array(fetch(tree["step"])),
-      "packed": {dt: np.array(v) for dt, v in packed.items()},
+      "packed": {dt: np.concatenate([host[i].reshape(-1) for i in idx]) for dt, idx in self.groups.items()},
     }
-    if big:
-      item["arrays"] = {key: np.array(x) for key, x in big.items()}  # copies, not views of donated buffers
+    if self.big:
+      item["arrays"] = {key: np.array(host[i]) for key, i in self.big.items()}
     return item
 
 
