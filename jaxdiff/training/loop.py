@@ -200,7 +200,7 @@ def _check_batch(global_batch: int, mesh) -> int:
 
 def _log_multi_step(k: int) -> None:
   """steps_per_dispatch > 1: which loop `make_multi_step` uses here (unrolled on CPU, where a
-  scanned loop ran convolution gradients 25-120x slower; benchmarks/BENCHMARKS.md)."""
+  scanned loop runs convolution gradients many times slower; benchmarks/BENCHMARKS.md)."""
   if k > 1:
     log.info("config.train.steps_per_dispatch=%d: %s loop", k, multi_step_impl())
 

@@ -140,7 +140,7 @@ def _row_major(a):
 
 def multi_step_impl(impl: str = "auto", platform: str | None = None) -> str:
   """How `make_multi_step` loops: "auto" is "unroll" on XLA:CPU, where convolution gradients
-  inside a `lax.scan` body run 25-120x slower than at top level (benchmarks/bench_scan_conv.py),
+  inside a `lax.scan` body run many times slower than at top level (benchmarks/bench_scan_conv.py),
   and "scan" on GPU/TPU, where the loop keeps the program (and its compile time) the size of one
   step. Figures: benchmarks/BENCHMARKS.md, "Steps per dispatch"."""
   if impl not in MULTI_STEP_IMPLS:
